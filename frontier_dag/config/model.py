@@ -1,0 +1,271 @@
+"""Model architectures: dense with GQA, MoE (experts, top-k, shared experts, dense first
+layers), and MLA (DeepSeek-V3), loadable from presets or a Hugging Face config.json.
+
+Every size here is for the whole model; sharding by TP, EP and attention-DP is
+applied where an operation is priced (``frontier_dag.workflows.layers``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, PositiveInt, model_validator
+
+from frontier_dag.config.hardware import DTYPE_BYTES
+from frontier_dag.config.loading import Strict, validate
+from frontier_dag.errors import ConfigError
+
+PRESETS_FILE = Path(__file__).with_name("presets") / "models.yaml"
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "fp4"]
+
+
+class MLAConfig(Strict):
+    """Multi-head latent attention (DeepSeek-V2/V3)."""
+
+    q_lora_rank: int | None = Field(None, description="None: queries are not low-rank")
+    kv_lora_rank: PositiveInt
+    qk_nope_head_dim: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    v_head_dim: PositiveInt
+
+
+class MoEConfig(Strict):
+    num_experts: PositiveInt
+    top_k: PositiveInt
+    expert_intermediate_size: PositiveInt
+    num_shared_experts: int = Field(0, ge=0)
+    shared_intermediate_size: int = Field(0, ge=0, description="0: num_shared_experts x expert size")
+    first_dense_layers: int = Field(0, ge=0, description="the first k layers use a dense FFN")
+    layer_frequency: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> MoEConfig:
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
+        return self
+
+    @property
+    def shared_size(self) -> int:
+        return self.shared_intermediate_size or self.num_shared_experts * self.expert_intermediate_size
+
+
+class ModelConfig(Strict):
+    name: str
+    num_layers: PositiveInt
+    hidden_size: PositiveInt
+    num_heads: PositiveInt
+    num_kv_heads: PositiveInt
+    head_dim: PositiveInt
+    intermediate_size: PositiveInt = Field(description="dense FFN width (gated: gate and up each)")
+    vocab_size: PositiveInt
+    gated_ffn: bool = True
+    tie_word_embeddings: bool = False
+    dtype: Dtype = Field("bf16", description="weights and GEMM compute")
+    moe_dtype: Dtype | None = Field(None, description="expert weights; None: same as dtype")
+    kv_cache_dtype: Dtype = "bf16"
+    mla: MLAConfig | None = None
+    moe: MoEConfig | None = None
+
+    @model_validator(mode="after")
+    def _heads_group(self) -> ModelConfig:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        return self
+
+    # -- derived sizes -------------------------------------------------------------------------
+    def is_moe_layer(self, layer: int) -> bool:
+        moe = self.moe
+        return moe is not None and layer >= moe.first_dense_layers and (
+            (layer - moe.first_dense_layers) % moe.layer_frequency == 0
+        )
+
+    @property
+    def num_moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.num_layers))
+
+    @property
+    def kv_bytes_per_token_per_layer(self) -> float:
+        """KV-cache bytes one token occupies in one layer (whole model, before TP sharding)."""
+        width = DTYPE_BYTES[self.kv_cache_dtype]
+        if self.mla is not None:
+            return (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim) * width
+        return 2 * self.num_kv_heads * self.head_dim * width
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return self.kv_bytes_per_token_per_layer * self.num_layers
+
+    def attention_params(self) -> int:
+        h, d = self.hidden_size, self.head_dim
+        if self.mla is not None:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            q = (h * m.q_lora_rank + m.q_lora_rank * self.num_heads * qk) if m.q_lora_rank else h * self.num_heads * qk
+            kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * self.num_heads * (m.qk_nope_head_dim + m.v_head_dim)
+            return q + kv + self.num_heads * m.v_head_dim * h
+        return h * (self.num_heads + 2 * self.num_kv_heads) * d + self.num_heads * d * h
+
+    def ffn_params(self, width: int) -> int:
+        return (3 if self.gated_ffn else 2) * self.hidden_size * width
+
+    def parameter_count(self) -> dict[str, int]:
+        """Parameters by kind: attention, dense FFN, routed experts, shared experts, embeddings."""
+        dense_layers = self.num_layers - self.num_moe_layers
+        counts = {
+            "attention": self.attention_params() * self.num_layers,
+            "dense_ffn": self.ffn_params(self.intermediate_size) * dense_layers,
+            "experts": 0,
+            "shared_experts": 0,
+            "embeddings": self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2),
+        }
+        if self.moe is not None:
+            counts["experts"] = self.ffn_params(self.moe.expert_intermediate_size) * self.moe.num_experts * self.num_moe_layers
+            counts["shared_experts"] = self.ffn_params(self.moe.shared_size) * self.num_moe_layers
+        return counts
+
+    def weight_bytes(self) -> dict[str, float]:
+        """Bytes of weights by kind (experts in ``moe_dtype``)."""
+        counts = self.parameter_count()
+        dense = DTYPE_BYTES[self.dtype]
+        expert = DTYPE_BYTES[self.moe_dtype or self.dtype]
+        return {kind: n * (expert if kind == "experts" else dense) for kind, n in counts.items()}
+
+
+# -- Hugging Face config.json ------------------------------------------------------------------
+
+def _first(cfg: dict, *keys: str, default=None):
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    return default
+
+
+def _hf_dtype(cfg: dict) -> str:
+    quant = cfg.get("quantization_config") or {}
+    method = str(quant.get("quant_method", "")).lower()
+    if method == "fp8":
+        return "fp8_block" if quant.get("weight_block_size") else "fp8"
+    if method in {"modelopt", "nvfp4", "fp4"} or "fp4" in str(quant.get("quant_algo", "")).lower():
+        return "fp4"
+    return "bf16"
+
+
+def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelConfig:
+    """A ModelConfig from a Hugging Face ``config.json`` mapping."""
+    if "text_config" in cfg and "hidden_size" not in cfg:
+        cfg = {**cfg["text_config"], "quantization_config": cfg.get("quantization_config")}
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        layers = int(cfg["num_hidden_layers"])
+    except KeyError as exc:
+        raise ConfigError(f"{source}: missing key {exc.args[0]!r}; is this a decoder LLM config.json?") from None
+    data: dict = {
+        "name": name,
+        "num_layers": layers,
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "num_kv_heads": int(_first(cfg, "num_key_value_heads", default=heads)),
+        "head_dim": int(_first(cfg, "head_dim", default=hidden // heads)),
+        "intermediate_size": int(_first(cfg, "intermediate_size", "ffn_dim")),
+        "vocab_size": int(cfg["vocab_size"]),
+        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "dtype": _hf_dtype(cfg),
+    }
+    if cfg.get("kv_lora_rank"):
+        data["mla"] = {
+            "q_lora_rank": cfg.get("q_lora_rank"),
+            "kv_lora_rank": int(cfg["kv_lora_rank"]),
+            "qk_nope_head_dim": int(cfg["qk_nope_head_dim"]),
+            "qk_rope_head_dim": int(cfg["qk_rope_head_dim"]),
+            "v_head_dim": int(cfg["v_head_dim"]),
+        }
+        data["num_kv_heads"] = heads
+        data["head_dim"] = int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"])
+    experts = _first(cfg, "n_routed_experts", "num_local_experts", "num_experts")
+    if experts:
+        shared = int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0)
+        expert_width = int(_first(cfg, "moe_intermediate_size", default=data["intermediate_size"]))
+        data["moe"] = {
+            "num_experts": int(experts),
+            "top_k": int(_first(cfg, "num_experts_per_tok", "moe_topk", default=2)),
+            "expert_intermediate_size": expert_width,
+            "num_shared_experts": shared,
+            "shared_intermediate_size": int(cfg.get("shared_expert_intermediate_size") or 0),
+            "first_dense_layers": int(cfg.get("first_k_dense_replace") or 0),
+            "layer_frequency": int(_first(cfg, "moe_layer_freq", "decoder_sparse_step", default=1) or 1),
+        }
+        if data["moe"]["shared_intermediate_size"] and not shared:
+            data["moe"]["num_shared_experts"] = 1
+        data["moe_dtype"] = data["dtype"]
+    return validate(ModelConfig, data, source)
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+@cache
+def _presets() -> dict[str, dict]:
+    return yaml.safe_load(PRESETS_FILE.read_text())
+
+
+def model_names() -> list[str]:
+    return sorted(_presets())
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-").split("/")[-1]
+
+
+def _aiconfigurator_model(name: str) -> tuple[dict, str] | None:
+    try:
+        import aiconfigurator_core
+    except ImportError:
+        return None
+    folder = Path(aiconfigurator_core.__file__).parent / "model_configs"
+    wanted = name.replace("/", "--").lower()
+    for path in sorted(folder.glob("*_config.json")):
+        stem = path.name.removesuffix("_config.json").lower()
+        if stem == wanted or stem.split("--")[-1] == _normalise(name):
+            return json.loads(path.read_text()), path.name
+    return None
+
+
+def load_model(spec: str | dict, *, base_dir: Path | None = None) -> ModelConfig:
+    """A ModelConfig from a preset name, a Hugging Face id shipped with aiconfigurator-core,
+    a path to a ``config.json``, or a mapping of ModelConfig fields.
+
+    >>> load_model("llama-3.1-8b").num_kv_heads
+    8
+    """
+    if isinstance(spec, dict):
+        return validate(ModelConfig, spec, "model")
+    path = Path(spec) if base_dir is None or Path(spec).is_absolute() else base_dir / spec
+    if spec.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"model: no such file {path}")
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        return from_hf_config(cfg, name=path.parent.name or path.stem, source=str(path))
+    key = _normalise(spec)
+    presets = _presets()
+    for name, entry in presets.items():
+        if key == name or key in entry.get("aliases", []):
+            fields = {k: v for k, v in entry.items() if k != "aliases"}
+            return validate(ModelConfig, {"name": name, **fields}, f"{PRESETS_FILE.name}:{name}")
+    found = _aiconfigurator_model(spec)
+    if found is not None:
+        cfg, source = found
+        return from_hf_config(cfg, name=key, source=f"aiconfigurator-core model_configs/{source}")
+    raise ConfigError(
+        f"model: unknown model {spec!r}; use a preset ({', '.join(model_names())}), a Hugging Face "
+        "id whose config ships with aiconfigurator-core (for example Qwen/Qwen3-8B), or a path to a config.json"
+    )

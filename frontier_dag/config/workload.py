@@ -1,0 +1,87 @@
+"""The workload: when requests arrive and how long their prompts and outputs are."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from frontier_dag.config.loading import Strict
+
+
+class ArrivalConfig(Strict):
+    """Open-loop arrivals. ``gamma`` sets burstiness by the coefficient of variation of the
+    gaps (cv=1 is Poisson); ``trace`` replays the arrival times of ``workload.trace``."""
+
+    kind: Literal["poisson", "gamma", "constant", "trace"] = "poisson"
+    rate_per_s: PositiveFloat | None = None
+    cv: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _rate_given(self) -> ArrivalConfig:
+        if self.kind != "trace" and self.rate_per_s is None:
+            raise ValueError(f"arrival kind {self.kind!r} needs rate_per_s (requests per second, > 0)")
+        return self
+
+
+class LengthConfig(Strict):
+    """A token-count distribution: ``fixed`` (value), ``uniform`` (low..high inclusive),
+    ``lognormal`` (mean and cv), or ``trace`` (the trace's own column, resampled when the
+    trace is not replayed). Draws are clipped to [low, high] where given."""
+
+    kind: Literal["fixed", "uniform", "lognormal", "trace"] = "fixed"
+    value: PositiveInt | None = None
+    low: PositiveInt | None = None
+    high: PositiveInt | None = None
+    mean: PositiveFloat | None = None
+    cv: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _params_given(self) -> LengthConfig:
+        need = {"fixed": ["value"], "uniform": ["low", "high"], "lognormal": ["mean"], "trace": []}[self.kind]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"length kind {self.kind!r} needs {', '.join(missing)}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low={self.low} exceeds high={self.high}")
+        return self
+
+
+class TraceConfig(Strict):
+    """A request trace: CSV in the Azure LLM inference format (TIMESTAMP, ContextTokens,
+    GeneratedTokens) or the splitwise/Vidur format (arrived_at, num_prefill_tokens,
+    num_decode_tokens), or Mooncake JSONL (timestamp in ms, input_length, output_length,
+    hash_ids). ``path`` may use ``${FRONTIER_DAG_DATA}`` for the public data folder."""
+
+    path: str
+    format: Literal["auto", "azure", "splitwise", "mooncake"] = "auto"
+    replay_arrivals: bool = Field(True, description="use the trace's arrival times")
+    time_scale: PositiveFloat = Field(1.0, description="multiply the trace's gaps (0.5: twice the rate)")
+    start: int = Field(0, ge=0, description="first row to use")
+    block_tokens: PositiveInt = Field(512, description="tokens per Mooncake hash id")
+
+
+class WorkloadConfig(Strict):
+    arrival: ArrivalConfig | None = None
+    clients: PositiveInt | None = Field(None, description="closed loop: concurrent clients")
+    think_time_s: float = Field(0.0, ge=0, description="closed loop: pause before the next request")
+    prompt_tokens: LengthConfig = LengthConfig(kind="fixed", value=1024)
+    output_tokens: LengthConfig = LengthConfig(kind="fixed", value=128)
+    trace: TraceConfig | None = None
+    num_requests: PositiveInt = 1000
+    warmup_requests: int = Field(0, ge=0, description="left out of the summary statistics")
+
+    @model_validator(mode="after")
+    def _one_loop(self) -> WorkloadConfig:
+        if self.clients is not None and self.arrival is not None:
+            raise ValueError("give either arrival (open loop) or clients (closed loop), not both")
+        if self.clients is None and self.arrival is None:
+            if self.trace is not None and self.trace.replay_arrivals:
+                self.arrival = ArrivalConfig(kind="trace")
+            else:
+                raise ValueError("give arrival (open loop, e.g. {kind: poisson, rate_per_s: 10}) or clients (closed loop)")
+        uses_trace = (self.arrival is not None and self.arrival.kind == "trace") or "trace" in (
+            self.prompt_tokens.kind, self.output_tokens.kind)
+        if uses_trace and self.trace is None:
+            raise ValueError("arrival or lengths of kind 'trace' need workload.trace.path")
+        return self

@@ -1,0 +1,1 @@
+"""Cost models: what each operation of an iteration costs, in microseconds."""

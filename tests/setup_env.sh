@@ -1,0 +1,19 @@
+# Sourced by tests/run.sh and examples/demo.sh: create .venv with the project and its
+# test extras, pin torch to the CPU wheel, and install Graphviz's `dot` where missing.
+VENV="${FRONTIER_DAG_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+source "$VENV/bin/activate"
+if ! python -c "import frontier_dag, pytest, hypothesis, torch" 2>/dev/null; then
+  python -m pip install -q --upgrade pip
+  python -m pip install -q -e ".[test,profile]"
+fi
+if ! command -v dot >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q graphviz >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q graphviz >/dev/null 2>&1; }) \
+      || echo "warning: could not install graphviz; render will write .dot files only" >&2
+  else
+    echo "warning: graphviz 'dot' not found; render will write .dot files only" >&2
+  fi
+fi
