@@ -1,0 +1,1 @@
+"""Operator-time predictors fitted to GPU kernel profiles."""

@@ -1,0 +1,1 @@
+"""GPU kernel profilers and the profiles we measured ourselves."""

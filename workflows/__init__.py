@@ -1,0 +1,1 @@
+"""The built-in serving strategies, one DSL file each."""
