@@ -51,17 +51,22 @@ class TraceConfig(Strict):
     """A request trace: CSV in the Azure LLM inference format (TIMESTAMP, ContextTokens,
     GeneratedTokens) or the splitwise/Vidur format (arrived_at, num_prefill_tokens,
     num_decode_tokens), or Mooncake JSONL (timestamp in ms, input_length, output_length,
-    hash_ids). ``path`` may use ``${FRONTIER_DAG_DATA}`` for the public data folder."""
+    hash_ids). ``path`` may use ``${FRONTIER_DAG_DATA}`` for the public data folder.
+    When ``workload.arrival`` is not given and ``replay_arrivals`` is true, the trace's
+    arrival times are replayed and its rows are used in order."""
 
     path: str
     format: Literal["auto", "azure", "splitwise", "mooncake"] = "auto"
-    replay_arrivals: bool = Field(True, description="use the trace's arrival times")
+    replay_arrivals: bool = Field(True, description="open loop without workload.arrival: replay the trace's arrival times")
     time_scale: PositiveFloat = Field(1.0, description="multiply the trace's gaps (0.5: twice the rate)")
     start: int = Field(0, ge=0, description="first row to use")
     block_tokens: PositiveInt = Field(512, description="tokens per Mooncake hash id")
 
 
 class WorkloadConfig(Strict):
+    """Open loop (``arrival``) or closed loop (``clients``), with token-count models.
+    Given a ``trace``, lengths not written in the config come from the trace."""
+
     arrival: ArrivalConfig | None = None
     clients: PositiveInt | None = Field(None, description="closed loop: concurrent clients")
     think_time_s: float = Field(0.0, ge=0, description="closed loop: pause before the next request")
@@ -80,6 +85,18 @@ class WorkloadConfig(Strict):
                 self.arrival = ArrivalConfig(kind="trace")
             else:
                 raise ValueError("give arrival (open loop, e.g. {kind: poisson, rate_per_s: 10}) or clients (closed loop)")
+        if self.trace is not None:
+            # A trace by itself means "replay this trace": its lengths, not the fixed defaults.
+            for key in ("prompt_tokens", "output_tokens"):
+                if key not in self.model_fields_set:
+                    setattr(self, key, LengthConfig(kind="trace"))
+        if self.arrival is not None and self.arrival.kind == "trace" and self.trace is not None \
+                and not self.trace.replay_arrivals:
+            raise ValueError("arrival kind 'trace' replays the trace's arrival times, "
+                             "but workload.trace.replay_arrivals is false; drop one of them")
+        if self.warmup_requests >= self.num_requests:
+            raise ValueError(f"warmup_requests={self.warmup_requests} leaves none of "
+                             f"num_requests={self.num_requests} to measure; lower it")
         uses_trace = (self.arrival is not None and self.arrival.kind == "trace") or "trace" in (
             self.prompt_tokens.kind, self.output_tokens.kind)
         if uses_trace and self.trace is None:
