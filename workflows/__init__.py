@@ -1,1 +1,6 @@
-"""The built-in serving strategies, one DSL file each."""
+"""The built-in serving strategies, one DSL file each. Importing this package registers them.
+
+They are the model to copy when authoring a new strategy (see docs/dsl.md).
+"""
+
+from frontier_dag.workflows import af_ep_moe, af_pingpong, colocated, ep_moe, pd, pd_ep_moe  # noqa: F401

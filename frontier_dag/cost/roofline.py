@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
-from frontier_dag.cost.queries import ATTENTION_FAMILIES, COLLECTIVE_FAMILIES, MLA_FAMILIES, check_query
+from frontier_dag.cost.queries import (
+    ATTENTION_FAMILIES,
+    COLLECTIVE_FAMILIES,
+    MLA_FAMILIES,
+    check_query,
+)
 
 #: Launch latency of one GPU kernel, a physical floor every kernel pays.
 KERNEL_LAUNCH_US = 3.0
@@ -37,31 +42,41 @@ def _widths(values) -> np.ndarray:
     return np.array([DTYPE_BYTES[str(v)] for v in values], dtype=float)
 
 
+def _segments(ragged) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate a column of 1-D arrays: the flat values and each value's row index."""
+    arrays = [np.asarray(r, dtype=float).ravel() for r in ragged]
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    flat = np.concatenate(arrays) if arrays else np.empty(0)
+    return flat, np.repeat(np.arange(len(arrays)), lengths)
+
+
+def _row_sums(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(rows, weights=values, minlength=n)
+
+
 def _attention_terms(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs and bytes of attention over each row's ragged batch of sequences."""
     n = check_query(family, q)
-    flops = np.empty(n)
-    nbytes = np.empty(n)
     heads = _arr(q["num_heads"])
     kv_width = _widths(q["kv_dtype"])
-    for i in range(n):
-        ql = np.asarray(q["q_lens"][i], dtype=float)
-        cl = np.asarray(q["ctx_lens"][i], dtype=float)
-        # causal: a new token attends to the context and to the new tokens before it
-        pairs = float(np.sum(ql * cl + ql * (ql + 1) / 2))
-        keys = float(np.sum(cl + ql))
-        tokens = float(np.sum(ql))
-        if family in MLA_FAMILIES:
-            latent = q["kv_lora_rank"][i] + q["qk_rope_head_dim"][i]
-            if family == "mla_decode":  # absorbed: scores and values in the latent space
-                flops[i] = 2 * heads[i] * pairs * (latent + q["kv_lora_rank"][i])
-            else:
-                flops[i] = 2 * heads[i] * pairs * (q["qk_nope_head_dim"][i] + q["qk_rope_head_dim"][i] + q["v_head_dim"][i])
-            nbytes[i] = keys * latent * kv_width[i] + 2 * tokens * heads[i] * latent * ACTIVATION_BYTES
+    ql, rows = _segments(q["q_lens"])
+    cl, _ = _segments(q["ctx_lens"])
+    # causal: a new token attends to the context and to the new tokens before it
+    pairs = _row_sums(ql * cl + ql * (ql + 1) / 2, rows, n)
+    keys = _row_sums(cl + ql, rows, n)
+    tokens = _row_sums(ql, rows, n)
+    if family in MLA_FAMILIES:
+        rank, rope = _arr(q["kv_lora_rank"]), _arr(q["qk_rope_head_dim"])
+        latent = rank + rope
+        if family == "mla_decode":  # absorbed: scores and values in the latent space
+            flops = 2 * heads * pairs * (latent + rank)
         else:
-            d = q["head_dim"][i]
-            flops[i] = 4 * heads[i] * d * pairs
-            nbytes[i] = keys * 2 * q["num_kv_heads"][i] * d * kv_width[i] + 2 * tokens * heads[i] * d * ACTIVATION_BYTES
+            flops = 2 * heads * pairs * (_arr(q["qk_nope_head_dim"]) + rope + _arr(q["v_head_dim"]))
+        nbytes = keys * latent * kv_width + 2 * tokens * heads * latent * ACTIVATION_BYTES
+    else:
+        d = _arr(q["head_dim"])
+        flops = 4 * heads * d * pairs
+        nbytes = keys * 2 * _arr(q["num_kv_heads"]) * d * kv_width + 2 * tokens * heads * d * ACTIVATION_BYTES
     return flops, nbytes
 
 
@@ -75,14 +90,12 @@ def flops_and_bytes(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.n
         return 2 * m * n * k, (m * k + k * n) * w + m * n * ACTIVATION_BYTES
     if family == "moe_grouped_gemm":
         rows = check_query(family, q)
-        flops, nbytes = np.empty(rows), np.empty(rows)
+        t, row = _segments(q["expert_tokens"])
+        routed = _row_sums(t, row, rows)
+        active = _row_sums((t > 0).astype(float), row, rows)
         w = _widths(q["dtype"])
-        for i in range(rows):
-            t = np.asarray(q["expert_tokens"][i], dtype=float)
-            h, f = float(q["hidden"][i]), float(q["inter"][i])
-            flops[i] = 2 * 3 * h * f * t.sum()
-            nbytes[i] = 3 * h * f * w[i] * np.count_nonzero(t) + 2 * t.sum() * h * ACTIVATION_BYTES
-        return flops, nbytes
+        h, f = _arr(q["hidden"]), _arr(q["inter"])
+        return 2 * 3 * h * f * routed, 3 * h * f * w * active + 2 * routed * h * ACTIVATION_BYTES
     if family == "elementwise":
         elems = _arr(q["num_tokens"]) * _arr(q["hidden"])
         traffic = np.array([ELEMENTWISE_TRAFFIC.get(str(op), 2.0) for op in q["op"]])

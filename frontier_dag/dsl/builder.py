@@ -1,0 +1,394 @@
+"""The tracer: the ``g`` a workflow receives, which records operations into an EventGraph.
+
+A workflow declares the stages it runs (a pool's iteration), the resources that
+execute operations, and for each layer and micro-batch the operations and what
+they wait for:
+
+    with g.stage("decode", pools=["decode"], serves="decode") as st:
+        mb = st.micro_batches[0]
+        for layer in g.layers():
+            x = g.gemm("qkv_proj", on="decode", m=mb.tokens, n=..., k=..., after=x)
+
+Ops on one resource run in program order (the tracer adds those edges). Sizes are
+Syms over the micro-batch's statistics, bound per iteration. Misuse fails here,
+with the workflow's file:line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from frontier_dag.config.hardware import HardwareConfig
+from frontier_dag.config.model import ModelConfig
+from frontier_dag.config.run import Deployment, PoolConfig
+from frontier_dag.cost.queries import FAMILIES
+from frontier_dag.errors import WorkflowError
+from frontier_dag.ir.graph import EventGraph, Resource, Stage, Template
+from frontier_dag.ir.symbols import Sym, variables
+
+_DSL_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_graph_ids = itertools.count()
+
+#: Statistics of a micro-batch that symbolic shapes may use.
+BATCH_STATS = (
+    "tokens",          # new tokens this iteration (sum of q_lens)
+    "seqs",            # sequences
+    "prefill_tokens",  # new tokens of sequences in prefill (q_len > 1)
+    "prefill_seqs",
+    "decode_seqs",     # sequences generating one token
+    "ctx_tokens",      # tokens already cached before the iteration
+    "kv_tokens",       # ctx_tokens + tokens
+    "kv_out_tokens",   # KV tokens of sequences whose prefill completes this iteration
+)
+DYNAMIC_FAMILIES = ("attention", "mla")
+
+
+def _where() -> str:
+    """file:line of the innermost caller outside the DSL, with the workflow's own line after it."""
+    frame = sys._getframe(1)
+    spots = []
+    while frame is not None and len(spots) < 2:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_DSL_DIR) and not filename.startswith("<"):
+            if filename.startswith(_PACKAGE_ROOT):
+                shown = os.path.relpath(filename, _PACKAGE_ROOT)
+            else:
+                parts = Path(filename).parts
+                shown = "/".join(parts[-2:]) if "site-packages" in parts else os.path.relpath(filename)
+            spots.append(f"{shown}:{frame.f_lineno}")
+        frame = frame.f_back
+    if not spots:
+        return "<unknown>"
+    return spots[0] if len(spots) == 1 or spots[1].split(":")[0] == spots[0].split(":")[0] else f"{spots[0]} (from {spots[1]})"
+
+
+@dataclass(frozen=True)
+class Op:
+    """A handle on a traced operation; pass it to ``after=`` of later ops."""
+
+    node: int
+    graph: int
+    label: str
+
+    def __repr__(self) -> str:
+        return f"Op({self.label})"
+
+
+class MicroBatch:
+    """A slice of a stage's batch; its attributes are Syms bound per iteration."""
+
+    def __init__(self, stage: str, index: int):
+        self.stage = stage
+        self.index = index
+        self.key = f"{stage}.mb{index}"
+        for stat in BATCH_STATS:
+            setattr(self, stat, Sym.var(f"{self.key}.{stat}"))
+
+    def __repr__(self) -> str:
+        return f"MicroBatch({self.key})"
+
+
+class StageView:
+    def __init__(self, stage: Stage):
+        self.name = stage.name
+        self.pools = stage.pools
+        self.micro_batches = [MicroBatch(stage.name, i) for i in range(stage.micro_batches)]
+
+    @property
+    def mb(self) -> MicroBatch:
+        """The only micro-batch of a stage that does not split its batch."""
+        if len(self.micro_batches) != 1:
+            raise WorkflowError(f"{_where()}: stage {self.name} has {len(self.micro_batches)} micro-batches; index st.micro_batches")
+        return self.micro_batches[0]
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A pool of the deployment as a workflow sees it."""
+
+    role: str
+    name: str
+    config: PoolConfig
+    hardware: HardwareConfig
+
+    @property
+    def tp(self) -> int:
+        return self.config.tp
+
+    @property
+    def ep(self) -> int:
+        return self.config.ep
+
+    @property
+    def dp(self) -> int:
+        """Attention data parallelism (an FFN pool has no attention: 1)."""
+        return 1 if self.role == "ffn" else self.config.attention_dp
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.config.gpus_per_replica
+
+    def placement(self, group: int) -> str:
+        """intra_node when a group of ``group`` GPUs of this pool fits in one node."""
+        return "intra_node" if group <= self.hardware.node.gpus_per_node else "inter_node"
+
+
+class Builder:
+    """Records one trace of a workflow into an EventGraph."""
+
+    def __init__(self, deployment: Deployment, name: str, params: dict[str, Any]):
+        self.deployment = deployment
+        self.model: ModelConfig = deployment.model
+        self.hardware: HardwareConfig = deployment.hardware
+        self.params = params
+        self._id = next(_graph_ids)
+        self.ir = EventGraph(name=name, params=dict(params))
+        self._template_ids: dict[Template, int] = {}
+        self._stream_tail: dict[tuple[str, str], int] = {}
+        self._stage: Stage | None = None
+        self._layer: int | None = None
+        self._micro_batch: int | None = None
+        self._late_edges: list[tuple[int, int, str]] = []
+        self._pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
+
+    # -- the deployment ------------------------------------------------------------------------
+    def has_pool(self, role: str) -> bool:
+        return role in self._pools_by_role
+
+    def pool(self, role: str) -> PoolView:
+        if role not in self._pools_by_role:
+            have = ", ".join(sorted(self._pools_by_role)) or "none"
+            raise WorkflowError(f"{_where()}: workflow {self.ir.name} needs a pool with role {role!r}; "
+                                f"the config's pools have roles {have}. Add one under cluster.pools.")
+        name, cfg = self._pools_by_role[role]
+        return PoolView(role, name, cfg, self.deployment.pool_hardware.get(name, self.hardware))
+
+    # -- resources -----------------------------------------------------------------------------
+    def stream(self, role: str, suffix: str | None = None) -> Resource:
+        """The GPU stream of a pool (``decode``), or a side stream (``decode.comm``)."""
+        self.pool(role)
+        name = role if suffix is None else f"{role}.{suffix}"
+        return self._declare(Resource(name, "gpu", role))
+
+    def ep_ranks(self, role: str, ranks: int | None = None) -> list[Resource]:
+        """One stream per EP rank of a pool: ``decode.ep_rank[0]`` ..."""
+        count = ranks if ranks is not None else self.pool(role).ep
+        return [self._declare(Resource(f"{role}.ep_rank[{r}]", "gpu", role, rank=r)) for r in range(count)]
+
+    def link(self, src: str, dst: str) -> Resource:
+        """The link that carries data from pool ``src`` to pool ``dst``."""
+        self.pool(src)
+        self.pool(dst)
+        return self._declare(Resource(f"link:{src}->{dst}", "link", src, dst=dst))
+
+    def _declare(self, resource: Resource) -> Resource:
+        known = self.ir.resources.get(resource.name)
+        if known is not None and known != resource:
+            raise WorkflowError(f"{_where()}: resource {resource.name} declared twice differently")
+        self.ir.resources[resource.name] = resource
+        return resource
+
+    def _resource(self, on: Resource | str | None, op: str) -> Resource:
+        if on is None:
+            raise WorkflowError(f"{_where()}: op {op!r} has no resource; pass on=<a stream, EP rank or link>")
+        name = on.name if isinstance(on, Resource) else on
+        if name not in self.ir.resources:
+            known = ", ".join(sorted(self.ir.resources)) or "none yet"
+            raise WorkflowError(f"{_where()}: op {op!r} runs on unknown resource {name!r}; declare it first with "
+                                f"g.stream(), g.ep_ranks() or g.link() (declared: {known})")
+        return self.ir.resources[name]
+
+    # -- scopes --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self, name: str, pools: Iterable[str], micro_batches: int = 1, serves: str = "both") -> Iterator[StageView]:
+        """Ops traced inside belong to one iteration of the stage ``name``."""
+        if self._stage is not None:
+            raise WorkflowError(f"{_where()}: stage {name!r} opened inside stage {self._stage.name!r}; stages do not nest")
+        if name in self.ir.stages:
+            raise WorkflowError(f"{_where()}: stage {name!r} is declared twice")
+        if int(micro_batches) < 1:
+            raise WorkflowError(f"{_where()}: stage {name!r} needs at least one micro-batch, got {micro_batches}")
+        if serves not in ("prefill", "decode", "both", "transfer"):
+            raise WorkflowError(f"{_where()}: stage {name!r}: serves must be prefill, decode, both or transfer")
+        pools = tuple(pools)
+        for role in pools:
+            self.pool(role)
+        stage = Stage(name, pools, int(micro_batches), serves)
+        self.ir.stages[name] = stage
+        self._stage = stage
+        try:
+            yield StageView(stage)
+        finally:
+            self._stage = None
+
+    def layers(self, count: int | None = None, start: int = 0) -> Iterator[int]:
+        """Iterate over layer indices, tagging the ops traced in each pass with the layer."""
+        for layer in range(start, start + (self.model.num_layers if count is None else count)):
+            self._layer = layer
+            yield layer
+        self._layer = None
+
+    @contextlib.contextmanager
+    def scope(self, layer: int | None = None, micro_batch: int | None = None) -> Iterator[None]:
+        saved = self._layer, self._micro_batch
+        if layer is not None:
+            self._layer = layer
+        if micro_batch is not None:
+            self._micro_batch = micro_batch
+        try:
+            yield
+        finally:
+            self._layer, self._micro_batch = saved
+
+    # -- operations ----------------------------------------------------------------------------
+    def compute(self, name: str, on: Resource | str, family: str, *, after: Any = None,
+                batch: MicroBatch | None = None, routing: tuple[MicroBatch, int, int] | None = None,
+                kind: str = "compute", **fields: Any) -> Op:
+        """Any operation named ``name``, priced by ``family`` with query columns ``fields``."""
+        op = name
+        if family not in FAMILIES and family not in DYNAMIC_FAMILIES and family != "sync":
+            raise WorkflowError(f"{_where()}: op {op!r}: unknown cost family {family!r}; "
+                                f"use one of {', '.join((*FAMILIES, *DYNAMIC_FAMILIES))}")
+        resource = self._resource(on, op)
+        if self._stage is None:
+            raise WorkflowError(f"{_where()}: op {op!r} is outside any stage; trace it inside `with g.stage(...)`")
+        for key, value in fields.items():
+            if not isinstance(value, Sym | int | float | str | bool) and value is not None:
+                raise WorkflowError(f"{_where()}: op {op!r}: field {key}={value!r} must be a number, a string or a Sym")
+            foreign = [v for v in variables(value) if v.split(".")[0] != self._stage.name]
+            if foreign:
+                raise WorkflowError(f"{_where()}: op {op!r} in stage {self._stage.name!r} uses {foreign[0]}, a batch of "
+                                    "another stage; an op may only size itself by its own stage's micro-batches")
+        template = Template(
+            family,
+            tuple(sorted(fields.items())),
+            batch.key if batch is not None else None,
+            (routing[0].key, int(routing[1]), int(routing[2])) if routing is not None else None,
+        )
+        micro_batch = self._micro_batch
+        if micro_batch is None:
+            keys = {v.split(".")[1] for f in fields.values() for v in variables(f)}
+            keys |= {template.batch.split(".")[1]} if template.batch else set()
+            keys |= {template.routing[0].split(".")[1]} if template.routing else set()
+            if len(keys) == 1:
+                micro_batch = int(keys.pop()[2:])
+        return self._add(op, kind, resource, template, after, micro_batch)
+
+    def gemm(self, name: str, on: Resource | str, *, m: Any, n: int, k: int, dtype: str | None = None, after: Any = None) -> Op:
+        """``m`` tokens times a ``k`` x ``n`` weight."""
+        return self.compute(name, on, "gemm", after=after, m=m, n=int(n), k=int(k), dtype=dtype or self.model.dtype)
+
+    def elementwise(self, name: str, on: Resource | str, *, kind: str, tokens: Any, hidden: int,
+                    dtype: str = "bf16", after: Any = None) -> Op:
+        return self.compute(name, on, "elementwise", after=after, op=kind, num_tokens=tokens, hidden=int(hidden), dtype=dtype)
+
+    def collective(self, name: str, on: Resource | str, family: str, *, bytes: Any, group: int,
+                   placement: str, impl: str = "nccl", after: Any = None) -> Op:
+        """A collective among ``group`` GPUs; ``bytes`` is each GPU's message."""
+        return self.compute(name, on, family, after=after, kind="collective", bytes=bytes, group_size=int(group),
+                            placement=placement, impl=impl)
+
+    def transfer(self, name: str, on: Resource | str, *, bytes: Any, after: Any = None) -> Op:
+        """Move ``bytes`` over a link (priced as point-to-point over the link's medium)."""
+        resource = self._resource(on, name)
+        if resource.kind != "link":
+            raise WorkflowError(f"{_where()}: transfer {name!r} must run on a link (g.link(src, dst)), not on {resource.name}")
+        return self.compute(name, resource, "p2p", after=after, kind="transfer", bytes=bytes,
+                            placement=self._link_placement(resource))
+
+    def sync(self, name: str, on: Resource | str, *, after: Any = None) -> Op:
+        """A zero-time barrier: it completes when everything in ``after`` has."""
+        return self.compute(name, on, "sync", after=after, kind="sync")
+
+    def expert_routing(self, spec: dict | None) -> None:
+        """Declare how tokens are routed to experts (``{kind: uniform|power_law|trace, alpha,
+        path, redundant_experts}``); expert ops' token counts are drawn from it per iteration."""
+        from frontier_dag.cost.routing import RoutingSpec
+
+        self.ir.routing = RoutingSpec.parse(spec)
+
+    def depend(self, before: Op, later: Op) -> None:
+        """Order ``later`` after ``before`` even though ``later`` was traced first."""
+        self._late_edges.append((self._node_of(before, "depend"), self._node_of(later, "depend"), _where()))
+
+    # -- internals -----------------------------------------------------------------------------
+    def _link_placement(self, link: Resource) -> str:
+        choice = self.deployment.config.cluster.kv_link
+        if choice != "auto":
+            return "intra_node" if choice == "nvlink" else "inter_node"
+        src, dst = self.pool(link.pool), self.pool(link.dst)
+        together = src.gpus_per_replica + dst.gpus_per_replica <= self.hardware.node.gpus_per_node
+        return "intra_node" if together else "inter_node"
+
+    def _node_of(self, dep: Any, op: str) -> int:
+        if isinstance(dep, Op) and dep.graph == self._id and dep.node in self.ir.graph:
+            return dep.node
+        raise WorkflowError(f"{_where()}: op {op!r} depends on {dep!r}, which is not an op of this trace; "
+                            "pass the Op that an earlier g.<op>(...) call returned")
+
+    def _add(self, op: str, kind: str, resource: Resource, template: Template, after: Any, micro_batch: int | None) -> Op:
+        deps = [] if after is None else [after] if isinstance(after, Op) else list(after)
+        pred_nodes = [self._node_of(d, op) for d in deps if d is not None]
+        tid = self._template_ids.setdefault(template, len(self._template_ids))
+        if tid == len(self.ir.templates):
+            self.ir.templates.append(template)
+        node = self.ir.graph.number_of_nodes()
+        where = _where()
+        self.ir.graph.add_node(node, kind=kind, op=op, resource=resource.name, stage=self._stage.name,
+                               layer=self._layer, micro_batch=micro_batch, template=tid, where=where)
+        stream = (self._stage.name, resource.name)
+        candidates = {p: "data" for p in pred_nodes}
+        if stream in self._stream_tail:
+            candidates.setdefault(self._stream_tail[stream], "stream")
+        self._stream_tail[stream] = node
+        for p in self._without_implied(candidates):
+            self.ir.graph.add_edge(p, node, dep=candidates[p])
+        label = self.ir.label(node)
+        return Op(node, self._id, label)
+
+    def _without_implied(self, preds: dict[int, str]) -> list[int]:
+        """Drop a predecessor that is already an ancestor of another one: its edge adds no
+        ordering (weights are non-negative), and leaving it out keeps the graph transitively
+        reduced, which lets the compiler collapse series and parallel parts."""
+        if len(preds) < 2:
+            return list(preds)
+        floor = min(preds)
+        implied = set()
+        for p in preds:
+            implied |= self._ancestors_down_to(p, floor) & preds.keys()
+        return [p for p in preds if p not in implied]
+
+    def _ancestors_down_to(self, node: int, floor: int) -> set[int]:
+        """Ancestors of ``node`` with ids >= ``floor`` (ids follow creation, a topological order)."""
+        seen: set[int] = set()
+        stack = [node]
+        pred = self.ir.graph.pred
+        while stack:
+            for p in pred[stack.pop()]:
+                if p >= floor and p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
+    def finish(self) -> EventGraph:
+        for before, later, where in self._late_edges:
+            self.ir.graph.add_edge(before, later, dep="order")
+            if not _is_acyclic(self.ir.graph):
+                raise WorkflowError(f"{where}: g.depend({self.ir.label(before)}, {self.ir.label(later)}) closes a dependency cycle")
+        if not self.ir.stages:
+            raise WorkflowError(f"workflow {self.ir.name}: traced no stage; wrap ops in `with g.stage(...)`")
+        return self.ir.validate()
+
+
+def _is_acyclic(graph) -> bool:
+    import networkx as nx
+
+    return nx.is_directed_acyclic_graph(graph)

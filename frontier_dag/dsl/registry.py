@@ -1,0 +1,135 @@
+"""The workflow registry: ``@workflow`` registers a strategy under a name.
+
+Built-in workflows register when ``frontier_dag.workflows`` is imported; a user's
+own file registers when a config names it with ``workflow.path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from frontier_dag.errors import ConfigError, WorkflowError
+
+
+@dataclass(frozen=True)
+class Param:
+    """A workflow parameter: its type, default, help text and bounds."""
+
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+    def coerce(self, key: str, value: Any, workflow: str) -> Any:
+        where = f"workflow.params.{key}"
+        if self.type is bool and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {workflow} expects true or false, got {value!r}")
+        if self.type in (int, float) and isinstance(value, str | bool):
+            raise ConfigError(f"{where}: {workflow} expects a number, got {value!r}")
+        try:
+            out = self.type(value) if self.type in (int, float, str) else value
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {workflow} expects {self.type.__name__}, got {value!r}") from None
+        if self.type is int and out != value:
+            raise ConfigError(f"{where}: {workflow} expects a whole number, got {value!r}")
+        if self.type is dict and not isinstance(out, dict):
+            raise ConfigError(f"{where}: {workflow} expects a mapping, got {value!r}")
+        if self.choices is not None and out not in self.choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+        if self.minimum is not None and out < self.minimum:
+            raise ConfigError(f"{where}: {value!r} is below the minimum {self.minimum}")
+        return out
+
+
+@dataclass(frozen=True)
+class WorkflowDef:
+    name: str
+    description: str
+    fn: Callable[..., None]
+    params: dict[str, Param] = field(default_factory=dict)
+    source: str = ""
+
+    def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with ``given``; unknown keys and bad values are ConfigErrors."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            takes = ", ".join(sorted(self.params)) or "no parameters"
+            raise ConfigError(f"workflow.params.{unknown[0]}: unknown parameter of workflow {self.name!r}; it takes {takes}")
+        out = {}
+        for key, spec in self.params.items():
+            out[key] = spec.coerce(key, given[key], self.name) if key in given else spec.default
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "params": {k: {"type": p.type.__name__, "default": p.default, "help": p.help} for k, p in self.params.items()},
+        }
+
+
+_REGISTRY: dict[str, WorkflowDef] = {}
+
+
+def workflow(name: str, description: str, params: dict[str, Param] | None = None):
+    """Register ``fn(g, **params)`` as the workflow ``name``.
+
+    ``fn`` receives the tracer ``g`` (a ``frontier_dag.dsl.Builder``) and the resolved
+    parameters as keyword arguments.
+    """
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        source = inspect.getsourcefile(fn) or ""
+        if name in _REGISTRY and _REGISTRY[name].source != source:
+            raise WorkflowError(f"{source}: workflow {name!r} is already defined in {_REGISTRY[name].source}")
+        _REGISTRY[name] = WorkflowDef(name, description, fn, dict(params or {}), source)
+        return fn
+
+    return register
+
+
+def _load_builtins() -> None:
+    import frontier_dag.workflows  # noqa: F401  (registers the built-in workflows)
+
+
+def list_workflows() -> list[WorkflowDef]:
+    _load_builtins()
+    return sorted(_REGISTRY.values(), key=lambda w: w.name)
+
+
+def load_workflow_file(path: str | Path) -> list[str]:
+    """Import a Python file that defines workflows; return the names it registered."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"workflow.path: no such file {path}")
+    before = set(_REGISTRY)
+    module_name = f"frontier_dag_user_workflow_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except WorkflowError:
+        raise
+    except Exception as exc:  # a user's file: report where it broke, not our traceback
+        raise WorkflowError(f"{path}: importing the workflow file failed: {type(exc).__name__}: {exc}") from exc
+    return sorted(set(_REGISTRY) - before) or [w.name for w in _REGISTRY.values() if w.source == str(path.resolve())]
+
+
+def get_workflow(name: str, path: str | Path | None = None) -> WorkflowDef:
+    if path is not None:
+        load_workflow_file(path)
+    _load_builtins()
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"workflow.name: unknown workflow {name!r}; built-in workflows are {known} "
+                          "(or set workflow.path to a file that defines it)")
+    return _REGISTRY[name]

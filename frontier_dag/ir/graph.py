@@ -1,0 +1,177 @@
+"""The IR: an EventGraph is one iteration of one strategy as a DAG over networkx.
+
+Nodes are operations; each has a kind (compute, collective, transfer, sync), the
+resource that executes it, the stage (a pool's iteration) it belongs to, its layer
+and micro-batch, the cost template that prices it, and the DSL file:line that
+created it. Edges are data or ordering dependencies; ops on one resource within a
+stage are chained in program order (stream semantics).
+
+Weights live on nodes, not edges: evaluate with ``frontier_dag.ir.compile``, never
+with ``nx.dag_longest_path`` (which reads edge weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+
+from frontier_dag.errors import GraphError
+from frontier_dag.ir.symbols import Sym
+
+NodeKind = Literal["compute", "collective", "transfer", "sync"]
+NODE_KINDS = ("compute", "collective", "transfer", "sync")
+NODE_ATTRS = ("kind", "op", "resource", "stage", "layer", "micro_batch", "template", "where")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What executes operations: a pool's GPU stream (``decode``), one EP rank's stream
+    (``decode.ep_rank[3]``), or a link between pools (``link:prefill->decode``)."""
+
+    name: str
+    kind: Literal["gpu", "link"]
+    pool: str  # the role of the pool it belongs to (a link: its source pool)
+    rank: int | None = None
+    dst: str | None = None  # a link's destination pool role
+
+
+@dataclass(frozen=True)
+class Template:
+    """How to price a node. Nodes with equal templates cost the same in an iteration
+    (repeated layers share them), so each iteration prices templates, not nodes.
+
+    ``family`` is a cost family of ``frontier_dag.cost.queries``, or ``attention`` / ``mla``
+    (the batch decides prefill, decode or mixed), or ``sync`` (free). ``fields`` maps query
+    columns to static values or Syms. ``batch`` names the micro-batch whose sequence lengths
+    an attention op reads; ``routing`` is ``(batch, layer, rank)`` for an expert op.
+    """
+
+    family: str
+    fields: tuple[tuple[str, Any], ...] = ()
+    batch: str | None = None
+    routing: tuple[str, int, int] | None = None
+
+    def field(self, name: str, default: Any = None) -> Any:
+        for key, value in self.fields:
+            if key == name:
+                return value
+        return default
+
+    def describe(self) -> str:
+        parts = [f"{k}={v.source() if isinstance(v, Sym) else v}" for k, v in self.fields]
+        if self.batch:
+            parts.append(f"batch={self.batch}")
+        if self.routing:
+            parts.append(f"routing={self.routing[0]}/L{self.routing[1]}/r{self.routing[2]}")
+        return f"{self.family}({', '.join(parts)})"
+
+
+@dataclass
+class Stage:
+    """One pool's iteration (or several pools stepping together, as in AF)."""
+
+    name: str
+    pools: tuple[str, ...]
+    micro_batches: int = 1
+    #: which requests' work it does: prefill, decode, both (chunked prefill mixes them), or
+    #: transfer (it moves finished prefills' KV between pools)
+    serves: Literal["prefill", "decode", "both", "transfer"] = "both"
+
+
+@dataclass
+class EventGraph:
+    """A traced workflow: a networkx DiGraph plus the tables its node attributes index."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    templates: list[Template] = field(default_factory=list)
+    resources: dict[str, Resource] = field(default_factory=dict)
+    stages: dict[str, Stage] = field(default_factory=dict)
+    #: How tokens are routed to experts (a RoutingSpec), where the workflow has expert ops.
+    routing: Any = None
+
+    # -- reading -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.graph.number_of_nodes()
+
+    def node(self, n: int) -> dict[str, Any]:
+        return self.graph.nodes[n]
+
+    def label(self, n: int) -> str:
+        """A short readable name: ``L3.mb1.qkv_proj``."""
+        a = self.graph.nodes[n]
+        parts = []
+        if a["layer"] is not None:
+            parts.append(f"L{a['layer']}")
+        if a["micro_batch"] is not None:
+            parts.append(f"mb{a['micro_batch']}")
+        parts.append(a["op"])
+        return ".".join(parts)
+
+    def topological_order(self) -> list[int]:
+        """Topological order with ties broken by creation order, so it is stable."""
+        return list(nx.lexicographical_topological_sort(self.graph))
+
+    def stage_nodes(self, stage: str) -> list[int]:
+        return [n for n, s in self.graph.nodes(data="stage") if s == stage]
+
+    def subgraph(self, stage: str) -> EventGraph:
+        """The nodes and edges of one stage, sharing templates and resources."""
+        if stage not in self.stages:
+            raise GraphError(f"{self.name}: no stage {stage!r}; stages are {', '.join(self.stages)}")
+        sub = self.graph.subgraph(self.stage_nodes(stage)).copy()
+        return EventGraph(self.name, self.params, sub, self.templates, self.resources,
+                          {stage: self.stages[stage]}, self.routing)
+
+    # -- checking ------------------------------------------------------------------------------
+    def validate(self) -> EventGraph:
+        """Check the invariants every pass relies on; raise GraphError naming the node."""
+        g = self.graph
+        for n, attrs in g.nodes(data=True):
+            missing = [a for a in NODE_ATTRS if a not in attrs]
+            if missing:
+                raise GraphError(f"{self.name}: node {n} lacks attribute(s) {', '.join(missing)}")
+            where = attrs["where"]
+            if attrs["kind"] not in NODE_KINDS:
+                raise GraphError(f"{where}: node {self.label(n)} has kind {attrs['kind']!r}; expected one of {NODE_KINDS}")
+            if attrs["resource"] not in self.resources:
+                raise GraphError(f"{where}: node {self.label(n)} runs on unknown resource {attrs['resource']!r}")
+            if not 0 <= attrs["template"] < len(self.templates):
+                raise GraphError(f"{where}: node {self.label(n)} has no cost template")
+            if attrs["stage"] not in self.stages:
+                raise GraphError(f"{where}: node {self.label(n)} belongs to unknown stage {attrs['stage']!r}")
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            path = " -> ".join(f"{self.label(u)} ({g.nodes[u]['where']})" for u, _ in cycle)
+            raise GraphError(f"{self.name}: dependency cycle: {path} -> {self.label(cycle[0][0])}")
+        return self
+
+    # -- golden text ---------------------------------------------------------------------------
+    def dump(self, locations: bool = False) -> str:
+        """A stable text form for golden files and diffs: resources, stages, templates, then
+        nodes in topological order with their predecessors."""
+        order = self.topological_order()
+        index = {n: i for i, n in enumerate(order)}
+        lines = [f"workflow {self.name} {sorted(self.params.items())}"]
+        for r in sorted(self.resources.values(), key=lambda r: r.name):
+            lines.append(f"resource {r.name} kind={r.kind} pool={r.pool}" + (f" dst={r.dst}" if r.dst else ""))
+        for s in self.stages.values():
+            lines.append(f"stage {s.name} pools={','.join(s.pools)} micro_batches={s.micro_batches} serves={s.serves}")
+        if self.routing is not None:
+            lines.append(f"routing {self.routing}")
+        used = sorted({self.graph.nodes[n]["template"] for n in order})
+        tid = {t: i for i, t in enumerate(used)}
+        for t in used:
+            lines.append(f"template t{tid[t]} {self.templates[t].describe()}")
+        for n in order:
+            a = self.graph.nodes[n]
+            preds = ",".join(f"n{index[p]}" for p in sorted(self.graph.predecessors(n), key=index.get))
+            line = f"n{index[n]} {a['stage']} {self.label(n)} {a['kind']} on={a['resource']} t{tid[a['template']]}"
+            line += f" <- {preds}" if preds else ""
+            if locations:
+                line += f" @{a['where']}"
+            lines.append(line)
+        return "\n".join(lines) + "\n"

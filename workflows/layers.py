@@ -1,0 +1,159 @@
+"""Transformer building blocks that the built-in workflows compose.
+
+Each function traces one block of a decoder layer onto a pool's stream for one
+micro-batch and returns the Op that finishes it. Sizes are per GPU: attention
+heads and dense FFN columns are split by TP; with attention data parallelism
+(``dp`` > 1) each DP rank holds ``1/dp`` of the micro-batch's tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from frontier_dag.dsl import Builder, MicroBatch, Op, PoolView
+
+#: Bytes per activation element moved between kernels and pools (bf16).
+ACTIVATION_BYTES = 2
+
+
+def rank_tokens(pool: PoolView, mb: MicroBatch):
+    """Tokens one attention-DP rank processes (all of them without attention DP)."""
+    return mb.tokens if pool.dp == 1 else mb.tokens.ceil_div(pool.dp)
+
+
+def tp_all_reduce(g: Builder, pool: PoolView, on, name: str, tokens, after: Op) -> Op:
+    """Sum the TP shards' partial outputs (nothing to do without TP)."""
+    if pool.tp == 1:
+        return after
+    return g.collective(name, on, "all_reduce", bytes=tokens * g.model.hidden_size * ACTIVATION_BYTES,
+                        group=pool.tp, placement=pool.placement(pool.tp), after=after)
+
+
+def embed(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = None) -> Op:
+    return g.elementwise("embedding", on, kind="embedding", tokens=rank_tokens(pool, mb),
+                         hidden=g.model.hidden_size, after=after)
+
+
+def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None) -> Op:
+    """Input RMSNorm, QKV projections, attention over the micro-batch's sequences, output
+    projection, and the TP all-reduce."""
+    m = g.model
+    tokens = rank_tokens(pool, mb)
+    heads = m.num_heads // pool.tp
+    x = g.elementwise("input_norm", on, kind="rmsnorm", tokens=tokens, hidden=m.hidden_size, after=after)
+    if m.mla is not None:
+        mla = m.mla
+        qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        if mla.q_lora_rank:
+            x = g.gemm("q_a_proj", on, m=tokens, n=mla.q_lora_rank, k=m.hidden_size, after=x)
+            x = g.gemm("q_b_proj", on, m=tokens, n=heads * qk, k=mla.q_lora_rank, after=x)
+        else:
+            x = g.gemm("q_proj", on, m=tokens, n=heads * qk, k=m.hidden_size, after=x)
+        x = g.gemm("kv_a_proj", on, m=tokens, n=mla.kv_lora_rank + mla.qk_rope_head_dim, k=m.hidden_size, after=x)
+        x = g.compute("attention", on, "mla", batch=mb, after=x, dp_ranks=pool.dp, num_heads=heads,
+                      kv_lora_rank=mla.kv_lora_rank, qk_nope_head_dim=mla.qk_nope_head_dim,
+                      qk_rope_head_dim=mla.qk_rope_head_dim, v_head_dim=mla.v_head_dim,
+                      dtype="bf16", kv_dtype=m.kv_cache_dtype)
+        x = g.gemm("o_proj", on, m=tokens, n=m.hidden_size, k=heads * mla.v_head_dim, after=x)
+    else:
+        kv_heads = max(1, m.num_kv_heads // pool.tp)
+        x = g.gemm("qkv_proj", on, m=tokens, n=(heads + 2 * kv_heads) * m.head_dim, k=m.hidden_size, after=x)
+        x = g.compute("attention", on, "attention", batch=mb, after=x, dp_ranks=pool.dp, num_heads=heads,
+                      num_kv_heads=kv_heads, head_dim=m.head_dim, dtype="bf16", kv_dtype=m.kv_cache_dtype)
+        x = g.gemm("o_proj", on, m=tokens, n=m.hidden_size, k=heads * m.head_dim, after=x)
+    return tp_all_reduce(g, pool, on, "attn_all_reduce", tokens, x)
+
+
+def dense_ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, *, width: int | None = None,
+              tp: int | None = None, prefix: str = "", reduce: bool = True) -> Op:
+    """Gated MLP: gate/up projection, SiLU-and-multiply, down projection, TP all-reduce.
+    ``width`` defaults to the model's dense FFN width, ``tp`` to the pool's."""
+    m = g.model
+    tp = tp or pool.tp
+    shard = (width or m.intermediate_size) // tp
+    tokens = rank_tokens(pool, mb)
+    gates = 2 if m.gated_ffn else 1
+    x = g.gemm(f"{prefix}gate_up_proj", on, m=tokens, n=gates * shard, k=m.hidden_size, after=after)
+    x = g.elementwise(f"{prefix}act", on, kind="silu_mul", tokens=tokens, hidden=shard, after=x)
+    x = g.gemm(f"{prefix}down_proj", on, m=tokens, n=m.hidden_size, k=shard, after=x)
+    if reduce and tp > 1:
+        x = g.collective(f"{prefix}ffn_all_reduce", on, "all_reduce", bytes=tokens * m.hidden_size * ACTIVATION_BYTES,
+                         group=tp, placement=pool.placement(tp), after=x)
+    return x
+
+
+def router(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None) -> Op:
+    """The gate that scores experts for every token."""
+    return g.gemm("router", on, m=rank_tokens(pool, mb), n=g.model.moe.num_experts, k=g.model.hidden_size,
+                  dtype="bf16", after=after)
+
+
+def shared_experts(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op) -> Op:
+    if g.model.moe.shared_size == 0:
+        return after
+    return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", reduce=False)
+
+
+def tp_moe(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op | None) -> Op:
+    """A MoE layer whose experts are all on every GPU, each split by TP (no expert parallelism):
+    router, shared experts, one grouped GEMM over all experts, TP all-reduce."""
+    moe = g.model.moe
+    x = router(g, pool, on, mb, after)
+    x = shared_experts(g, pool, on, mb, x)
+    x = g.compute("experts", on, "moe_grouped_gemm", routing=(mb, layer, 0), after=x,
+                  num_tokens=mb.tokens, hidden=g.model.hidden_size, inter=moe.expert_intermediate_size // pool.gpus_per_replica,
+                  num_experts=moe.num_experts, topk=moe.top_k, ep=1, moe_tp=pool.gpus_per_replica,
+                  dtype=g.model.moe_dtype or g.model.dtype)
+    group = pool.gpus_per_replica
+    if group == 1:
+        return x
+    return g.collective("moe_all_reduce", on, "all_reduce", bytes=mb.tokens * g.model.hidden_size * ACTIVATION_BYTES,
+                        group=group, placement=pool.placement(group), after=x)
+
+
+MoEBlock = Callable[[Builder, PoolView, object, MicroBatch, int, Op | None], Op]
+
+
+def moe_block_for(pool: PoolView, impl: str = "deepep_normal") -> MoEBlock:
+    """Expert parallelism when the pool has ``ep`` > 1, otherwise experts split by TP."""
+    if pool.ep > 1:
+        from frontier_dag.workflows.ep_moe import ep_moe_block
+
+        return ep_moe_block(impl)
+    return tp_moe
+
+
+def ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op | None, moe_block: MoEBlock | None = None) -> Op:
+    """The FFN half of decoder layer ``layer``: dense, or MoE through ``moe_block`` (by
+    default chosen by the pool's ``ep``)."""
+    x = g.elementwise("post_attention_norm", on, kind="rmsnorm", tokens=rank_tokens(pool, mb),
+                      hidden=g.model.hidden_size, after=after)
+    if g.model.is_moe_layer(layer):
+        return (moe_block or moe_block_for(pool))(g, pool, on, mb, layer, x)
+    return dense_ffn(g, pool, on, mb, x, tp=pool.gpus_per_replica if pool.role == "ffn" else None)
+
+
+def lm_head(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op) -> Op:
+    """Final norm, logits for one token per sequence, and sampling."""
+    m = g.model
+    seqs = mb.seqs if pool.dp == 1 else mb.seqs.ceil_div(pool.dp)
+    x = g.elementwise("final_norm", on, kind="rmsnorm", tokens=seqs, hidden=m.hidden_size, after=after)
+    x = g.gemm("lm_head", on, m=seqs, n=m.vocab_size // pool.tp, k=m.hidden_size, dtype="bf16", after=x)
+    return g.elementwise("sampling", on, kind="sampling", tokens=seqs, hidden=m.vocab_size // pool.tp, after=x)
+
+
+def decoder(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = None, moe_block: MoEBlock | None = None) -> Op:
+    """A whole forward pass of one micro-batch on one pool: embedding, every layer, lm head."""
+    x = embed(g, pool, on, mb, after)
+    for layer in g.layers():
+        x = attention(g, pool, on, mb, x)
+        x = ffn(g, pool, on, mb, layer, x, moe_block)
+    return lm_head(g, pool, on, mb, x)
+
+
+def kv_bytes_per_token(g: Builder, pool: PoolView, layers: int | None = None):
+    """KV-cache bytes of one token that one GPU of ``pool`` sends (its KV-head shard)."""
+    m = g.model
+    shards = 1 if m.mla is not None else min(pool.tp, m.num_kv_heads)
+    per_layer = m.kv_bytes_per_token_per_layer / shards
+    return per_layer * (m.num_layers if layers is None else layers)

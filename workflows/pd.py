@@ -1,0 +1,63 @@
+"""Prefill/decode disaggregation: a prefill pool and a decode pool.
+
+A prefill iteration computes the prompts' KV cache; the KV then moves to the
+decode pool over a link of finite bandwidth, either per request once its prefill
+completes (``kv_transfer: per_request``), or layer by layer while the prefill is
+still computing (``per_layer``: each layer's KV leaves right after that layer's
+attention, overlapping the transfer with the remaining layers). A decode
+iteration then generates one token for every sequence in the decode batch.
+
+``pd_stages`` is the reusable piece: ``pd_ep_moe`` passes an expert-parallel MoE
+block for the pools.
+"""
+
+from frontier_dag.workflows.layers import (
+    MoEBlock,
+    attention,
+    embed,
+    ffn,
+    kv_bytes_per_token,
+    lm_head,
+    moe_block_for,
+)
+
+from frontier_dag.dsl import Builder, Param, workflow
+
+KV_TRANSFER = Param(str, "per_request", "when KV moves to the decode pool: per_request (after the prefill) or "
+                    "per_layer (overlapped with the prefill)", choices=("per_request", "per_layer"))
+
+
+def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None, decode_moe: MoEBlock | None = None) -> None:
+    prefill, decode = g.pool("prefill"), g.pool("decode")
+    prefill_moe = prefill_moe or moe_block_for(prefill, "deepep_normal")
+    decode_moe = decode_moe or moe_block_for(decode, "deepep_ll")
+    prefill_stream, decode_stream = g.stream("prefill"), g.stream("decode")
+    link = g.link("prefill", "decode")
+
+    with g.stage("prefill", pools=["prefill"], serves="prefill") as st:
+        mb = st.mb
+        x = embed(g, prefill, prefill_stream, mb)
+        for layer in g.layers():
+            x = attention(g, prefill, prefill_stream, mb, x)
+            if kv_transfer == "per_layer":
+                # this layer's new KV leaves now; the link serialises layers, compute goes on
+                sent = g.transfer("kv_layer", link, bytes=mb.tokens * kv_bytes_per_token(g, prefill, layers=1), after=x)
+            x = ffn(g, prefill, prefill_stream, mb, layer, x, prefill_moe)
+        done = lm_head(g, prefill, prefill_stream, mb, x)
+
+    if kv_transfer == "per_request":
+        with g.stage("kv_transfer", pools=["prefill", "decode"], serves="transfer") as st:
+            sent = g.transfer("kv_cache", link, bytes=st.mb.kv_tokens * kv_bytes_per_token(g, prefill), after=done)
+
+    with g.stage("decode", pools=["decode"], serves="decode") as st:
+        x = embed(g, decode, decode_stream, st.mb, after=sent)
+        for layer in g.layers():
+            x = attention(g, decode, decode_stream, st.mb, x)
+            x = ffn(g, decode, decode_stream, st.mb, layer, x, decode_moe)
+        lm_head(g, decode, decode_stream, st.mb, x)
+
+
+@workflow("pd", "Prefill/decode disaggregation: prefill iteration, KV transfer to the decode pool (per request "
+          "or per layer), decode iteration.", params={"kv_transfer": KV_TRANSFER})
+def pd(g: Builder, kv_transfer: str) -> None:
+    pd_stages(g, kv_transfer)
