@@ -129,8 +129,12 @@ def roofline_us(family: str, q: Mapping[str, Any], hw: HardwareConfig) -> np.nda
         bandwidth, latency = _link(hw, q["placement"])
         return latency + _arr(q["bytes"]) / bandwidth * 1e6
     flops, nbytes = flops_and_bytes(family, q)
-    dtype = q.get("dtype", ["bf16"] * len(flops))
-    peak = np.array([hw.gpu.peak_flops(str(d)) for d in dtype])
+    return kernel_roofline_us(flops, nbytes, q.get("dtype", ["bf16"] * len(flops)), hw)
+
+
+def kernel_roofline_us(flops: np.ndarray, nbytes: np.ndarray, dtypes, hw: HardwareConfig) -> np.ndarray:
+    """Launch latency plus the slower of compute (at the dtype's peak) and HBM traffic."""
+    peak = np.array([hw.gpu.peak_flops(str(d)) for d in dtypes])
     compute = flops / peak
     memory = nbytes / hw.gpu.hbm_bandwidth_bytes_per_s
     return KERNEL_LAUNCH_US + np.maximum(compute, memory) * 1e6

@@ -337,6 +337,11 @@ class Builder:
     def _add(self, op: str, kind: str, resource: Resource, template: Template, after: Any, micro_batch: int | None) -> Op:
         deps = [] if after is None else [after] if isinstance(after, Op) else list(after)
         pred_nodes = [self._node_of(d, op) for d in deps if d is not None]
+        if micro_batch is None and pred_nodes:
+            # a barrier or transfer sized by no batch belongs to the micro-batch it waits for
+            inherited = {self.ir.graph.nodes[p]["micro_batch"] for p in pred_nodes}
+            if len(inherited) == 1:
+                micro_batch = inherited.pop()
         tid = self._template_ids.setdefault(template, len(self._template_ids))
         if tid == len(self.ir.templates):
             self.ir.templates.append(template)

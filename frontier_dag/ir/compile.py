@@ -26,19 +26,20 @@ from frontier_dag.ir.reduce import ReducedProgram, reduce_series_parallel
 
 
 class CompiledStage:
-    """One stage of an EventGraph, ready to evaluate.
+    """One stage of an EventGraph (or, for ``stage=None``, the whole graph), ready to evaluate.
 
     ``nodes[i]`` is the graph node at position i of the topological order;
     ``templates`` are the graph template ids the stage uses, and ``node_template[i]``
     indexes into them. Costs passed in are ``(k, len(templates))`` arrays.
     """
 
-    def __init__(self, graph: EventGraph, stage: str):
-        if stage not in graph.stages:
+    def __init__(self, graph: EventGraph, stage: str | None):
+        if stage is not None and stage not in graph.stages:
             raise GraphError(f"{graph.name}: no stage {stage!r}; stages are {', '.join(graph.stages)}")
         self.graph = graph
         self.stage = stage
-        sub = graph.graph.subgraph(graph.stage_nodes(stage))
+        # stage None: the whole graph, stages joined by their cross-stage edges
+        sub = graph.graph if stage is None else graph.graph.subgraph(graph.stage_nodes(stage))
         order = list(nx.lexicographical_topological_sort(sub))
         position = {v: i for i, v in enumerate(order)}
         self.nodes = np.array(order, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Analysis: critical paths, attribution and what-if, for one iteration and for a run."""

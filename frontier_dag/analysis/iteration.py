@@ -1,0 +1,176 @@
+"""One iteration of a config: its critical path, node slack, and where the time goes.
+
+Without a simulation there is no real batch, so ``representative_loads`` builds
+one from the config: a decode stage holds ``max_num_seqs`` sequences halfway
+through their outputs, a prefill stage as many mean-length prompts as fit in
+``max_num_batched_tokens``, a co-located stage a chunked-prefill mix of both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from frontier_dag.config.run import Deployment
+from frontier_dag.cost.coster import MicroBatchLoad, StageCoster
+from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.routing import Router, RoutingSpec
+from frontier_dag.ir.compile import CompiledStage
+from frontier_dag.ir.graph import EventGraph
+
+#: Attribution categories of iteration time, by operator family.
+CATEGORY_OF_FAMILY = {
+    "attention": "attention", "mla": "attention", "gemm": "dense_gemm", "moe_grouped_gemm": "moe_experts",
+    "elementwise": "elementwise", "all_reduce": "collectives", "all_gather": "collectives",
+    "reduce_scatter": "collectives", "all_to_all": "collectives", "p2p": "transfers", "sync": "waits_and_bubbles",
+}
+CATEGORIES = ("attention", "dense_gemm", "moe_experts", "elementwise", "collectives", "transfers", "waits_and_bubbles")
+
+
+def mean_lengths(deployment: Deployment, sample: int = 2000) -> tuple[float, float]:
+    """Mean prompt and output tokens of the config's workload (from a sample of it)."""
+    from frontier_dag.sim.workload import generate_requests
+
+    cfg = deployment.config.workload.model_copy(update={"num_requests": min(sample, deployment.config.workload.num_requests),
+                                                         "warmup_requests": 0})
+    requests = generate_requests(cfg, deployment.config.seed, deployment.config._base_dir)
+    return float(requests.prompt_tokens.mean()), float(requests.output_tokens.mean())
+
+
+def split(q: np.ndarray, ctx: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deal sequences into ``parts`` micro-batches with balanced tokens (longest first)."""
+    order = np.argsort(-q, kind="stable")
+    buckets: list[list[int]] = [[] for _ in range(parts)]
+    load = np.zeros(parts)
+    for i in order:
+        j = int(np.argmin(load))
+        buckets[j].append(i)
+        load[j] += q[i]
+    return [(q[b], ctx[b]) for b in (np.array(b, dtype=np.int64) for b in buckets)]
+
+
+def make_router(graph: EventGraph, deployment: Deployment, role: str, seed: int) -> Router | None:
+    model = deployment.model
+    if model.moe is None:
+        return None
+    pool = next(p for p in deployment.pools.values() if p.role == role)
+    spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
+    return Router(spec, model.moe.num_experts, model.moe.top_k, max(pool.ep, 1), model.num_layers, seed)
+
+
+def stage_env(stage: str, loads: list[MicroBatchLoad]) -> tuple[dict[str, int], dict[str, MicroBatchLoad]]:
+    env, batches = {}, {}
+    for i, load in enumerate(loads):
+        key = f"{stage}.mb{i}"
+        batches[key] = load
+        for stat, value in load.stats().items():
+            env[f"{key}.{stat}"] = value
+    return env, batches
+
+
+def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: int | None = None,
+                         context: int | None = None) -> dict[str, list[MicroBatchLoad]]:
+    """A plausible batch for every stage of ``graph`` (see the module docstring)."""
+    sched = deployment.config.scheduler
+    prompt, output = mean_lengths(deployment)
+    prompt_len = max(1, int(round(prompt)))
+    decode_ctx = context or max(1, int(round(prompt + output / 2)))
+    seqs = batch_size or sched.max_num_seqs
+    rng = np.random.default_rng(deployment.config.seed)
+    loads: dict[str, list[MicroBatchLoad]] = {}
+    for name, stage in graph.stages.items():
+        if stage.serves == "transfer":
+            loads[name] = [MicroBatchLoad(np.array([prompt_len]), np.array([0]), kv_out_tokens=prompt_len)]
+            continue
+        if stage.serves == "decode":
+            q, ctx = np.ones(seqs, dtype=np.int64), np.full(seqs, decode_ctx, dtype=np.int64)
+        elif stage.serves == "prefill":
+            count = max(1, min(seqs, sched.max_num_batched_tokens // prompt_len))
+            q, ctx = np.full(count, min(prompt_len, sched.max_num_batched_tokens), dtype=np.int64), np.zeros(count, dtype=np.int64)
+        else:  # chunked prefill: decodes plus one prompt chunk filling the token budget
+            decodes = max(0, seqs - 1)
+            chunk = max(1, min(prompt_len, sched.max_num_batched_tokens - decodes))
+            q = np.concatenate([np.ones(decodes, dtype=np.int64), [chunk]])
+            ctx = np.concatenate([np.full(decodes, decode_ctx, dtype=np.int64), [0]])
+        parts = split(q, ctx, stage.micro_batches)
+        finishing = prompt_len if stage.serves == "prefill" else 0
+        loads[name] = [MicroBatchLoad(pq, pc, kv_out_tokens=finishing * len(pq)) for pq, pc in parts]
+        role = stage.pools[-1]
+        router = make_router(graph, deployment, role, deployment.config.seed)
+        if router is not None:
+            for load in loads[name]:
+                load.expert_loads = router.draw(int(load.q.sum()), rng)
+    return loads
+
+
+@dataclass
+class IterationReport:
+    """The critical path of one iteration and what it is made of."""
+
+    iteration_time_us: float
+    stage_times_us: dict[str, float]
+    critical_path: list[dict[str, Any]]
+    attribution: dict[str, float]
+    bubbles: dict[str, float]
+    compiled: CompiledStage = field(repr=False)
+    start_us: np.ndarray = field(repr=False)
+    duration_us: np.ndarray = field(repr=False)
+    slack_us: np.ndarray = field(repr=False)
+    path_positions: list[int] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"iteration_time_us": self.iteration_time_us, "stage_times_us": self.stage_times_us,
+                "critical_path": self.critical_path, "attribution": self.attribution, "bubbles": self.bubbles}
+
+
+def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: CostModel,
+                      loads: dict[str, list[MicroBatchLoad]] | None = None) -> IterationReport:
+    """Price every stage for ``loads`` (default: representative) and find the critical path
+    of the whole graph, stages joined by their cross-stage edges."""
+    loads = loads or representative_loads(graph, deployment)
+    whole = CompiledStage(graph, None)
+    global_costs = np.zeros(len(graph.templates))
+    stage_times = {}
+    for name in graph.stages:
+        compiled = CompiledStage(graph, name)
+        env, batches = stage_env(name, loads[name])
+        costs = StageCoster(graph, compiled, cost_model).costs(env, batches)
+        global_costs[compiled.templates] = costs
+        stage_times[name] = float(compiled.iteration_time(costs)[0])
+    costs = global_costs[whole.templates]
+    path, start, slack = whole.critical_path(costs)
+    weights = whole.node_weights(costs)[0]
+    total = float((start + weights).max()) if len(weights) else 0.0
+    rows, by_category = [], dict.fromkeys(CATEGORIES, 0.0)
+    for v in path:
+        node = whole.nodes[v]
+        attrs = graph.graph.nodes[node]
+        family = graph.templates[attrs["template"]].family
+        by_category[CATEGORY_OF_FAMILY.get(family, "waits_and_bubbles")] += float(weights[v])
+        rows.append({"node": graph.label(node), "op": attrs["op"], "resource": attrs["resource"],
+                     "layer": attrs["layer"], "micro_batch": attrs["micro_batch"],
+                     "start_us": float(start[v]), "duration_us": float(weights[v])})
+    by_category["waits_and_bubbles"] += max(0.0, total - sum(by_category.values()))
+    attribution = {k: (v / total if total > 0 else 0.0) for k, v in by_category.items()}
+    return IterationReport(total, stage_times, rows, attribution, _bubbles(graph, whole, start, weights, total),
+                           whole, start, weights, slack, path)
+
+
+def _bubbles(graph: EventGraph, whole: CompiledStage, start: np.ndarray, weights: np.ndarray, total: float) -> dict[str, float]:
+    """Idle fraction of each GPU resource between its first start and the iteration's end."""
+    busy: dict[str, list[tuple[float, float]]] = {}
+    for v, node in enumerate(whole.nodes):
+        attrs = graph.graph.nodes[node]
+        if graph.resources[attrs["resource"]].kind == "gpu" and weights[v] > 0:
+            busy.setdefault(attrs["resource"], []).append((start[v], start[v] + weights[v]))
+    out = {}
+    for resource, spans in sorted(busy.items()):
+        spans.sort()
+        covered, end = 0.0, -np.inf
+        for s, e in spans:
+            covered += max(0.0, e - max(s, end))
+            end = max(end, e)
+        out[resource] = float(1.0 - covered / total) if total > 0 else 0.0
+    return out

@@ -1,0 +1,120 @@
+"""``frontier-dag workflows``, ``render`` and ``critical-path``: one iteration of a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from frontier_dag.cli.options import json_option, set_option
+from frontier_dag.errors import ConfigError
+
+
+@click.command()
+@json_option
+def workflows(as_json: bool) -> None:
+    """List the built-in workflows."""
+    from frontier_dag.dsl import list_workflows
+
+    items = [w.describe() for w in list_workflows()]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    width = max(len(w["name"]) for w in items)
+    for w in items:
+        click.echo(f"{w['name']:<{width}}  {w['description']}")
+        for key, p in w["params"].items():
+            click.echo(f"{'':<{width}}    {key} ({p['type']}, default {p['default']!r}): {p['help']}")
+
+
+def load_iteration(target: str, config_path: str | None, overrides: tuple[str, ...], batch_size: int | None,
+                   context: int | None):
+    """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
+    from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
+    from frontier_dag.config.run import load_run_config
+    from frontier_dag.cost.registry import make_cost_model
+    from frontier_dag.dsl import trace_config
+
+    if Path(target).is_file():
+        config = load_run_config(target, overrides)
+    elif config_path is not None:
+        config = load_run_config(config_path, (*overrides, f"workflow.name={target}"))
+    else:
+        raise ConfigError(f"{target}: not a config file; pass a config YAML, or a workflow name with --config CONFIG")
+    deployment, graph = trace_config(config)
+    cost_model = make_cost_model(config.predictor, deployment.hardware)
+    loads = representative_loads(graph, deployment, batch_size, context)
+    return deployment, graph, analyze_iteration(graph, deployment, cost_model, loads)
+
+
+batch_options = [
+    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                 help="Config to use when TARGET is a workflow name."),
+    click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per batch (default: scheduler.max_num_seqs)."),
+    click.option("--context", type=click.IntRange(min=1), help="Cached tokens per decode sequence (default: from the workload)."),
+]
+
+
+def with_batch_options(fn):
+    for option in reversed(batch_options):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("target")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output file: .svg, .png or .dot.")
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1), help="Layers drawn in full; later layers fold into one box.")
+@click.option("--ranks", default=4, show_default=True, type=click.IntRange(min=1), help="EP ranks drawn per layer (slowest first).")
+@click.option("--bottlenecks", "run_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Draw the run-level bottleneck view of a finished simulation instead.")
+@with_batch_options
+@set_option
+def render(target, out, layers, ranks, run_dir, config_path, batch_size, context, overrides) -> None:
+    """Draw one iteration of TARGET (a config YAML, or a workflow name with --config) with its
+    critical path highlighted. TARGET may also be a run directory with --bottlenecks."""
+    from frontier_dag.render.graphviz import iteration_dot, write
+
+    if run_dir is not None:
+        from frontier_dag.render.bottlenecks import render_bottlenecks
+
+        notes = render_bottlenecks(Path(run_dir), Path(out))
+    else:
+        deployment, graph, report = load_iteration(target, config_path, overrides, batch_size, context)
+        notes = write(iteration_dot(graph, deployment, report, layers=layers, ranks=ranks), Path(out))
+    for note in notes:
+        click.secho(note, fg="yellow", err=True)
+    click.echo(f"wrote {out}" if not notes else f"wrote {Path(out).with_suffix('.dot')}")
+
+
+@click.command("critical-path")
+@click.argument("target")
+@click.option("--request", "request_id", type=int, default=None, help="With a run directory: one request's critical path.")
+@json_option
+@with_batch_options
+@set_option
+def critical_path(target, request_id, as_json, config_path, batch_size, context, overrides) -> None:
+    """The critical path of one iteration of a config (or, for a run directory, of the run)."""
+    if Path(target).is_dir():
+        from frontier_dag.cli.run_analysis import print_run_critical_path
+
+        print_run_critical_path(Path(target), request_id, as_json)
+        return
+    _, _, report = load_iteration(target, config_path, overrides, batch_size, context)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    click.echo(f"iteration time: {report.iteration_time_us / 1000:.3f} ms")
+    for stage, t in report.stage_times_us.items():
+        click.echo(f"  stage {stage}: {t / 1000:.3f} ms")
+    click.echo("attribution of the critical path:")
+    for category, share in sorted(report.attribution.items(), key=lambda kv: -kv[1]):
+        if share > 0:
+            click.echo(f"  {category:<18} {share * 100:5.1f}%")
+    totals: dict[tuple[str, str], list[float]] = {}
+    for row in report.critical_path:
+        totals.setdefault((row["op"], row["resource"]), []).append(row["duration_us"])
+    click.echo(f"critical path: {len(report.critical_path)} ops; the heaviest, summed over layers:")
+    for (op, resource), times in sorted(totals.items(), key=lambda kv: -sum(kv[1]))[:10]:
+        click.echo(f"  {op:<22} {resource:<24} {sum(times) / 1000:9.3f} ms  ({len(times)} x {sum(times) / len(times):.1f} µs)")

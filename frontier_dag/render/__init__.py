@@ -1,0 +1,1 @@
+"""Views: Graphviz diagrams, Chrome/Perfetto traces, plots."""
