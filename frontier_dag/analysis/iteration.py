@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import MicroBatchLoad, StageCoster
+from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, split_micro_batches, stage_env
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.routing import Router, RoutingSpec
 from frontier_dag.ir.compile import CompiledStage
@@ -39,18 +39,6 @@ def mean_lengths(deployment: Deployment, sample: int = 2000) -> tuple[float, flo
     return float(requests.prompt_tokens.mean()), float(requests.output_tokens.mean())
 
 
-def split(q: np.ndarray, ctx: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Deal sequences into ``parts`` micro-batches with balanced tokens (longest first)."""
-    order = np.argsort(-q, kind="stable")
-    buckets: list[list[int]] = [[] for _ in range(parts)]
-    load = np.zeros(parts)
-    for i in order:
-        j = int(np.argmin(load))
-        buckets[j].append(i)
-        load[j] += q[i]
-    return [(q[b], ctx[b]) for b in (np.array(b, dtype=np.int64) for b in buckets)]
-
-
 def make_router(graph: EventGraph, deployment: Deployment, role: str, seed: int) -> Router | None:
     model = deployment.model
     if model.moe is None:
@@ -58,16 +46,6 @@ def make_router(graph: EventGraph, deployment: Deployment, role: str, seed: int)
     pool = next(p for p in deployment.pools.values() if p.role == role)
     spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
     return Router(spec, model.moe.num_experts, model.moe.top_k, max(pool.ep, 1), model.num_layers, seed)
-
-
-def stage_env(stage: str, loads: list[MicroBatchLoad]) -> tuple[dict[str, int], dict[str, MicroBatchLoad]]:
-    env, batches = {}, {}
-    for i, load in enumerate(loads):
-        key = f"{stage}.mb{i}"
-        batches[key] = load
-        for stat, value in load.stats().items():
-            env[f"{key}.{stat}"] = value
-    return env, batches
 
 
 def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: int | None = None,
@@ -94,7 +72,7 @@ def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: 
             chunk = max(1, min(prompt_len, sched.max_num_batched_tokens - decodes))
             q = np.concatenate([np.ones(decodes, dtype=np.int64), [chunk]])
             ctx = np.concatenate([np.full(decodes, decode_ctx, dtype=np.int64), [0]])
-        parts = split(q, ctx, stage.micro_batches)
+        parts = split_micro_batches(q, ctx, stage.micro_batches)
         finishing = prompt_len if stage.serves == "prefill" else 0
         loads[name] = [MicroBatchLoad(pq, pc, kv_out_tokens=finishing * len(pq)) for pq, pc in parts]
         role = stage.pools[-1]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import click
 
 from frontier_dag.cli.options import json_option, set_option
-from frontier_dag.errors import ConfigError
+from frontier_dag.errors import ConfigError, FrontierDagError
 
 
 @click.command()
@@ -28,12 +29,19 @@ def workflows(as_json: bool) -> None:
             click.echo(f"{'':<{width}}    {key} ({p['type']}, default {p['default']!r}): {p['help']}")
 
 
+def _require(module: str, usage: str) -> None:
+    """Fail cleanly where a run-directory view is not part of this installation yet."""
+    if importlib.util.find_spec(module) is None:
+        raise FrontierDagError(f"{usage}: the run-level view ({module}) is not available in this version; "
+                               "pass a config YAML for one iteration instead")
+
+
 def load_iteration(target: str, config_path: str | None, overrides: tuple[str, ...], batch_size: int | None,
                    context: int | None):
     """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
     from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
+    from frontier_dag.cli.costs import cost_model_for
     from frontier_dag.config.run import load_run_config
-    from frontier_dag.cost.registry import make_cost_model
     from frontier_dag.dsl import trace_config
 
     if Path(target).is_file():
@@ -43,7 +51,7 @@ def load_iteration(target: str, config_path: str | None, overrides: tuple[str, .
     else:
         raise ConfigError(f"{target}: not a config file; pass a config YAML, or a workflow name with --config CONFIG")
     deployment, graph = trace_config(config)
-    cost_model = make_cost_model(config.predictor, deployment.hardware)
+    cost_model = cost_model_for(config.predictor, deployment.hardware)
     loads = representative_loads(graph, deployment, batch_size, context)
     return deployment, graph, analyze_iteration(graph, deployment, cost_model, loads)
 
@@ -77,6 +85,7 @@ def render(target, out, layers, ranks, run_dir, config_path, batch_size, context
     from frontier_dag.render.graphviz import iteration_dot, write
 
     if run_dir is not None:
+        _require("frontier_dag.render.bottlenecks", "render --bottlenecks RUN_DIR")
         from frontier_dag.render.bottlenecks import render_bottlenecks
 
         notes = render_bottlenecks(Path(run_dir), Path(out))
@@ -97,6 +106,7 @@ def render(target, out, layers, ranks, run_dir, config_path, batch_size, context
 def critical_path(target, request_id, as_json, config_path, batch_size, context, overrides) -> None:
     """The critical path of one iteration of a config (or, for a run directory, of the run)."""
     if Path(target).is_dir():
+        _require("frontier_dag.cli.run_analysis", "critical-path RUN_DIR")
         from frontier_dag.cli.run_analysis import print_run_critical_path
 
         print_run_critical_path(Path(target), request_id, as_json)

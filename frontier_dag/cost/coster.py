@@ -51,6 +51,28 @@ class MicroBatchLoad:
                 "kv_out_tokens": int(self.kv_out_tokens)}
 
 
+def split_micro_batches(q: np.ndarray, ctx: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deal sequences into ``parts`` micro-batches with balanced tokens (longest first)."""
+    order = np.argsort(-q, kind="stable")
+    buckets: list[list[int]] = [[] for _ in range(parts)]
+    load = np.zeros(parts)
+    for i in order:
+        j = int(np.argmin(load))
+        buckets[j].append(i)
+        load[j] += q[i]
+    return [(q[b], ctx[b]) for b in (np.array(b, dtype=np.int64) for b in buckets)]
+
+
+def stage_env(stage: str, loads: list[MicroBatchLoad]) -> tuple[dict[str, int], dict[str, MicroBatchLoad]]:
+    env, batches = {}, {}
+    for i, load in enumerate(loads):
+        key = f"{stage}.mb{i}"
+        batches[key] = load
+        for stat, value in load.stats().items():
+            env[f"{key}.{stat}"] = value
+    return env, batches
+
+
 def dp_share(q: np.ndarray, ctx: np.ndarray, dp: int) -> tuple[np.ndarray, np.ndarray]:
     """The sequences of the most loaded of ``dp`` attention-DP ranks when sequences are dealt
     out longest first (the scheduler balances ranks; rank 0 gets the largest share)."""

@@ -267,6 +267,17 @@ class Builder:
             if foreign:
                 raise WorkflowError(f"{_where()}: op {op!r} in stage {self._stage.name!r} uses {foreign[0]}, a batch of "
                                     "another stage; an op may only size itself by its own stage's micro-batches")
+        # batch= and routing= name the micro-batch the coster reads per iteration: it must be
+        # one of this stage's, or pricing would look up a batch the stage never receives
+        for arg, mb in (("batch", batch), ("routing", routing[0] if routing is not None else None)):
+            if mb is None:
+                continue
+            if not isinstance(mb, MicroBatch):
+                raise WorkflowError(f"{_where()}: op {op!r}: {arg}= takes a micro-batch (st.micro_batches[i]), "
+                                    f"got {mb!r}")
+            if mb.stage != self._stage.name:
+                raise WorkflowError(f"{_where()}: op {op!r} in stage {self._stage.name!r} reads {mb.key}, a micro-batch "
+                                    "of another stage; pass one of this stage's st.micro_batches")
         template = Template(
             family,
             tuple(sorted(fields.items())),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from frontier_dag.config.run import Deployment, RunConfig, resolve
 from frontier_dag.dsl.builder import Builder
 from frontier_dag.dsl.registry import WorkflowDef, get_workflow
-from frontier_dag.errors import FrontierDagError, WorkflowError
+from frontier_dag.errors import ConfigError, FrontierDagError, WorkflowError
 from frontier_dag.ir.graph import EventGraph
 
 
@@ -29,7 +30,18 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
 
 
 def trace_config(config: RunConfig, deployment: Deployment | None = None) -> tuple[Deployment, EventGraph]:
-    """Resolve a run config and trace its workflow."""
+    """Resolve a run config and trace its workflow.
+
+    ``workflow.path`` is relative to the config file's folder. Errors in the ``workflow``
+    section (unknown name, unknown or invalid parameter) name the config file."""
     deployment = deployment or resolve(config)
-    wf = get_workflow(config.workflow.name, config.workflow.path)
-    return deployment, trace(wf, deployment, config.workflow.params)
+    path = config.workflow.path
+    if path is not None and config._base_dir is not None and not Path(path).is_absolute():
+        path = config._base_dir / path
+    try:
+        wf = get_workflow(config.workflow.name, path)
+        return deployment, trace(wf, deployment, config.workflow.params)
+    except ConfigError as exc:
+        if str(exc).startswith("workflow."):
+            raise ConfigError(f"{config._source}: {exc}") from None
+        raise

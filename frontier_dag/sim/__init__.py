@@ -1,0 +1,1 @@
+"""The cluster simulator: requests, replicas, KV memory, transfers and backpressure over time."""

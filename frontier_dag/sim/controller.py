@@ -1,0 +1,196 @@
+"""The GlobalController: routes requests to replicas, moves KV between pools, and
+notices when the cluster can no longer progress.
+
+Pools come from the workflow's stages: the stage that serves prefill (or both)
+receives new requests; in PD, a finished prefill waits until a decode replica has
+KV blocks for it (the prefill replica keeps its blocks meanwhile: backpressure),
+then crosses a link shared by that prefill replica's concurrent transfers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import cycle
+
+import numpy as np
+
+from frontier_dag.config.run import Deployment
+from frontier_dag.cost.protocol import CostModel
+from frontier_dag.errors import DeadlockError, SimulationError
+from frontier_dag.ir.graph import EventGraph
+from frontier_dag.sim.events import EventQueue
+from frontier_dag.sim.kv import KVCache
+from frontier_dag.sim.link import SharedLink
+from frontier_dag.sim.memory import kv_capacity_tokens
+from frontier_dag.sim.predictor import ExecutionPredictor
+from frontier_dag.sim.replica import Limits, ReplicaWorker
+from frontier_dag.sim.state import ColumnLog, RequestTable
+
+ITERATION_COLUMNS = {"pool": np.int16, "replica": np.int32, "start_s": np.float64, "duration_us": np.float64,
+                     "num_seqs": np.int32, "prefill_tokens": np.int32, "decode_seqs": np.int32, "kv_usage": np.float32}
+
+
+class ClusterWorker:
+    """The replicas of one pool and how new work is spread over them."""
+
+    def __init__(self, name: str, replicas: list[ReplicaWorker], routing: str):
+        self.name = name
+        self.replicas = replicas
+        self.routing = routing
+        self._next = cycle(range(len(replicas)))
+
+    def pick(self) -> ReplicaWorker:
+        if self.routing == "round_robin":
+            return self.replicas[next(self._next)]
+        return min(self.replicas, key=lambda r: (r.outstanding, r.index))
+
+
+class GlobalController:
+    def __init__(self, deployment: Deployment, graph: EventGraph, cost_model: CostModel, table: RequestTable,
+                 events: EventQueue, on_finish=None):
+        cfg = deployment.config
+        self.deployment, self.table, self.events = deployment, table, events
+        self.on_finish = on_finish
+        self.log = ColumnLog(ITERATION_COLUMNS)
+        self.reserved: dict[tuple[str, int, int], int] = {}
+        self.pending: deque[tuple[int, ReplicaWorker]] = deque()  # prefilled, waiting for decode blocks
+        self.workers: dict[str, ClusterWorker] = {}
+        self.entry: ClusterWorker | None = None
+        self.decode: ClusterWorker | None = None
+        self.transfer: ExecutionPredictor | None = None
+        self.links: dict[int, SharedLink] = {}
+        self.completed = 0
+        pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
+        for pool_index, (stage_name, stage) in enumerate(graph.stages.items()):
+            if stage.serves == "transfer":
+                self.transfer = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed)
+                continue
+            name, pool = pools_by_role[stage.pools[0]]
+            for other in stage.pools[1:]:
+                if pools_by_role[other][1].replicas != pool.replicas:
+                    raise SimulationError(f"cluster.pools.{pools_by_role[other][0]}.replicas must equal "
+                                          f"cluster.pools.{name}.replicas: stage {stage_name} steps them together")
+            where = f"{cfg._source}: cluster.pools.{name}"
+            hw = deployment.pool_hardware[name]
+            capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where)
+            sched = cfg.scheduler
+            limits = Limits(sched.max_num_seqs * pool.attention_dp, sched.max_num_batched_tokens * pool.attention_dp,
+                            sched.chunked_prefill, sched.policy, sched.prefix_caching)
+            block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
+            replicas = [
+                ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves,
+                              predictor=ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed * 1000 + i,
+                                                           sched.iteration_overhead_us),
+                              kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),
+                              limits=limits, table=table, events=events, controller=self, log=self.log)
+                for i in range(pool.replicas)
+            ]
+            worker = ClusterWorker(name, replicas, sched.routing)
+            self.workers[name] = worker
+            if stage.serves in ("prefill", "both"):
+                self.entry = worker
+            else:
+                self.decode = worker
+        if self.entry is None:
+            raise SimulationError(f"workflow {graph.name} has no stage that serves prefill; nothing can take requests")
+        if any(r.serves == "prefill" for r in self.entry.replicas) and self.decode is None:
+            raise SimulationError(f"workflow {graph.name} prefills in stage {self.entry.name} but has no decode stage")
+
+    # -- requests in ---------------------------------------------------------------------------
+    def arrive(self, rid: int) -> None:
+        self.table.arrival[rid] = self.events.now
+        self.entry.pick().submit(rid)
+
+    # -- callbacks from replicas ---------------------------------------------------------------
+    def finished(self, rid: int, replica: ReplicaWorker) -> None:
+        self.completed += 1
+        if replica.serves == "decode":
+            self._retry_pending()
+        if self.on_finish is not None:
+            self.on_finish(rid)
+
+    def preempted(self, rid: int, replica: ReplicaWorker) -> None:
+        """A preempted sequence is recomputed from its prompt and the tokens it generated."""
+        if replica.serves == "decode":
+            self.entry.pick().waiting.appendleft(rid)
+            self.events.after(0.0, self._kick_entry)
+        else:
+            replica.waiting.appendleft(rid)
+
+    def _kick_entry(self) -> None:
+        for r in self.entry.replicas:
+            r.kick()
+
+    def handoff(self, rid: int, source: ReplicaWorker) -> None:
+        """A prefill finished: move its KV to a decode replica once one has room."""
+        self.table.transfer_ready[rid] = self.events.now
+        if not self._try_transfer(rid, source):
+            self.pending.append((rid, source))
+
+    def _kv_tokens(self, rid: int) -> int:
+        t = self.table
+        return int(t.prompt[rid] + t.generated[rid])
+
+    def _try_transfer(self, rid: int, source: ReplicaWorker) -> bool:
+        tokens = self._kv_tokens(rid)
+        candidates = [r for r in self.decode.replicas if r.kv.free >= r.kv.blocks_for(tokens)]
+        if not candidates:
+            return False
+        target = min(candidates, key=lambda r: (r.outstanding, r.index))
+        need = target.kv.blocks_for(tokens)
+        target.kv.allocate(need)
+        self.reserved[(target.pool, target.index, rid)] = need
+        t = self.table
+        t.transfer_start[rid] = self.events.now
+        t.decode_replica[rid] = target.index
+        if self.transfer is None:  # KV already streamed layer by layer during the prefill
+            self._arrived(rid, source, target)
+            return True
+        alone_s = self.transfer.time_us(np.array([tokens]), np.array([0]), tokens) * 1e-6
+        link = self.links.setdefault(source.index, SharedLink(f"{source.pool}[{source.index}]", self.events))
+        link.start(rid, alone_s, lambda key: self._arrived(key, source, target))
+        return True
+
+    def _arrived(self, rid: int, source: ReplicaWorker, target: ReplicaWorker) -> None:
+        self.table.transfer_end[rid] = self.events.now
+        source.release_held(rid)
+        target.receive(rid)
+
+    def _retry_pending(self) -> None:
+        while self.pending:
+            rid, source = self.pending[0]
+            if not self._try_transfer(rid, source):
+                return
+            self.pending.popleft()
+
+    # -- when nothing can happen any more ------------------------------------------------------
+    def diagnose(self) -> DeadlockError:
+        """Explain why unfinished requests can never progress."""
+        t = self.table
+        lines = []
+        if self.pending:
+            rid, source = self.pending[0]
+            tokens = self._kv_tokens(rid)
+            best = max(self.decode.replicas, key=lambda r: r.kv.free)
+            lines.append(
+                f"pool {self.decode.name}: {len(self.pending)} prefilled request(s) wait for decode KV blocks; "
+                f"request {rid} needs {best.kv.blocks_for(tokens)} blocks ({tokens} tokens) but the most any decode "
+                f"replica has free is {best.kv.free} of {best.kv.capacity}"
+                + (" (its whole KV cache is smaller than this one request: raise cluster.pools."
+                   f"{self.decode.name}.kv_capacity_tokens or use more decode GPUs)" if best.kv.blocks_for(tokens) > best.kv.capacity else "")
+                + f"; meanwhile pool {source.pool} holds their KV and stops admitting")
+        for worker in self.workers.values():
+            for r in worker.replicas:
+                if r.waiting and not r.busy:
+                    rid = r.waiting[0]
+                    need = r.kv.blocks_for(min(int(t.prompt[rid] + t.generated[rid]), r.limits.max_tokens))
+                    lines.append(f"pool {r.pool} replica {r.index}: {len(r.waiting)} request(s) wait to be admitted; "
+                                 f"the next needs {need} KV blocks and {r.kv.free} of {r.kv.capacity} are free"
+                                 + (" (larger than the whole cache: raise kv_capacity_tokens)" if need > r.kv.capacity else ""))
+                if r.n and not r.busy:
+                    lines.append(f"pool {r.pool} replica {r.index}: {r.n} running sequence(s) cannot grow their KV "
+                                 f"({r.kv.free} of {r.kv.capacity} blocks free)")
+        unfinished = int(np.isnan(t.finish).sum())
+        detail = "\n  ".join(lines) or "no replica has work it can start"
+        return DeadlockError(f"the simulated cluster cannot progress at t={self.events.now:.3f}s with {unfinished} "
+                             f"request(s) unfinished:\n  {detail}")

@@ -1,0 +1,122 @@
+"""Running a simulation: workload in, RunResult out, and the run directory on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from frontier_dag.config.run import Deployment, RunConfig
+from frontier_dag.cost.protocol import CostModel
+from frontier_dag.errors import SimulationError
+from frontier_dag.sim.controller import GlobalController
+from frontier_dag.sim.events import EventQueue
+from frontier_dag.sim.state import RequestTable
+from frontier_dag.sim.summary import summarize
+from frontier_dag.sim.workload import generate_requests
+
+
+@dataclass
+class RunResult:
+    deployment: Deployment
+    requests: pd.DataFrame
+    iterations: pd.DataFrame
+    summary: dict[str, Any]
+
+    @property
+    def config(self) -> RunConfig:
+        return self.deployment.config
+
+
+def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress: bool = False) -> RunResult:
+    """Simulate ``config`` to the last request and summarise it."""
+    from frontier_dag.cost.registry import make_cost_model
+    from frontier_dag.dsl import trace_config
+
+    started = time.perf_counter()
+    deployment, graph = trace_config(config)
+    cost_model = cost_model or make_cost_model(config.predictor, deployment.hardware)
+    requests = generate_requests(config.workload, config.seed, config._base_dir)
+    table = RequestTable(requests)
+    events = EventQueue()
+    workload = config.workload
+    closed = workload.clients is not None
+    sent = 0
+
+    def send_next(_rid: int | None = None) -> None:
+        nonlocal sent
+        if sent < table.n:
+            rid, sent = sent, sent + 1
+            if _rid is None or workload.think_time_s == 0:
+                events.after(0.0, controller.arrive, rid)
+            else:
+                events.after(workload.think_time_s, controller.arrive, rid)
+
+    controller = GlobalController(deployment, graph, cost_model, table, events, on_finish=send_next if closed else None)
+    if closed:
+        for _ in range(min(workload.clients, table.n)):
+            send_next()
+    else:
+        arrivals = table.arrival.copy()
+
+        def arrive(rid: int) -> None:
+            controller.arrive(rid)
+            if rid + 1 < table.n:
+                events.at(arrivals[rid + 1], arrive, rid + 1)
+
+        if table.n:
+            events.at(arrivals[0], arrive, 0)
+
+    bar = _progress(table.n) if progress else None
+    steps = 0
+    while events.step():
+        steps += 1
+        if bar is not None and steps % 4096 == 0:
+            bar.update(controller.completed - bar.n)
+            bar.set_postfix_str(f"sim {events.now:,.1f}s", refresh=False)
+    if bar is not None:
+        bar.update(controller.completed - bar.n)
+        bar.close()
+    if controller.completed < table.n:
+        raise controller.diagnose()
+    wall = time.perf_counter() - started
+    summary = summarize(deployment, table, controller, wall)
+    return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
+
+
+def _iterations(controller: GlobalController, deployment: Deployment) -> pd.DataFrame:
+    frame = controller.log.to_frame()
+    names = list(controller.workers)
+    pool_index = {w.replicas[0].pool_index: name for name, w in controller.workers.items()}
+    frame["pool"] = pd.Categorical([pool_index[i] for i in frame["pool"]], categories=names)
+    return frame
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="req", desc="simulating", dynamic_ncols=True, leave=False)
+
+
+def write_run(result: RunResult, out: Path, overwrite: bool = False) -> None:
+    """Write summary.json, requests.parquet, iterations.parquet and the resolved config.yaml.
+    An existing run directory is never overwritten without ``overwrite``."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SimulationError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(result.summary, indent=2, default=_json_default) + "\n")
+    result.requests.to_parquet(out / "requests.parquet", index=False)
+    result.iterations.to_parquet(out / "iterations.parquet", index=False)
+    (out / "config.yaml").write_text(result.config.to_yaml())
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

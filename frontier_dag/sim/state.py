@@ -1,0 +1,89 @@
+"""Per-request state and results as numpy columns: no per-request Python objects, so
+memory grows only by the result rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from frontier_dag.sim.workload import Requests
+
+
+class RequestTable:
+    """Columns indexed by request id (the request's position in the workload)."""
+
+    def __init__(self, requests: Requests):
+        n = len(requests)
+        self.n = n
+        self.requests = requests
+        self.arrival = requests.arrival_s.astype(float).copy()
+        self.prompt = requests.prompt_tokens.astype(np.int64)
+        self.output = requests.output_tokens.astype(np.int64)
+        nan = lambda: np.full(n, np.nan)  # noqa: E731
+        self.first_scheduled = nan()   # first iteration that worked on it
+        self.first_token = nan()
+        self.prefill_done = nan()
+        self.transfer_ready = nan()    # prefill done and waiting for decode KV blocks
+        self.transfer_start = nan()
+        self.transfer_end = nan()
+        self.decode_admitted = nan()
+        self.finish = nan()
+        self.generated = np.zeros(n, dtype=np.int64)  # output tokens so far
+        self.cached_tokens = np.zeros(n, dtype=np.int64)  # prompt tokens served by the prefix cache
+        self.preemptions = np.zeros(n, dtype=np.int32)
+        self.prefill_replica = np.full(n, -1, dtype=np.int32)
+        self.decode_replica = np.full(n, -1, dtype=np.int32)
+
+    def hashes(self, rid: int) -> np.ndarray:
+        r = self.requests
+        return r.hash_values[r.hash_offsets[rid]:r.hash_offsets[rid + 1]]
+
+    def to_frame(self) -> pd.DataFrame:
+        tpot = (self.finish - self.first_token) / np.maximum(self.output - 1, 1)
+        frame = pd.DataFrame({
+            "request_id": np.arange(self.n),
+            "arrival_s": self.arrival,
+            "prompt_tokens": self.prompt,
+            "output_tokens": self.output,
+            "first_scheduled_s": self.first_scheduled,
+            "first_token_s": self.first_token,
+            "prefill_done_s": self.prefill_done,
+            "transfer_start_s": self.transfer_start,
+            "transfer_end_s": self.transfer_end,
+            "decode_admitted_s": self.decode_admitted,
+            "finish_s": self.finish,
+            "queue_s": self.first_scheduled - self.arrival,
+            "transfer_wait_s": self.transfer_start - self.transfer_ready,
+            "transfer_s": self.transfer_end - self.transfer_start,
+            "decode_wait_s": self.decode_admitted - self.transfer_end,
+            "ttft_ms": (self.first_token - self.arrival) * 1e3,
+            "tpot_ms": np.where(self.output > 1, tpot * 1e3, np.nan),
+            "e2e_ms": (self.finish - self.arrival) * 1e3,
+            "cached_tokens": self.cached_tokens,
+            "preemptions": self.preemptions,
+            "prefill_replica": self.prefill_replica,
+            "decode_replica": self.decode_replica,
+        })
+        return frame
+
+
+class ColumnLog:
+    """An append-only table in growing numpy columns (amortised O(1) appends)."""
+
+    def __init__(self, columns: dict[str, type]):
+        self._data = {c: np.empty(1024, dtype=t) for c, t in columns.items()}
+        self.size = 0
+
+    def append(self, *values) -> None:
+        if self.size == len(next(iter(self._data.values()))):
+            for c, col in self._data.items():
+                self._data[c] = np.concatenate([col, np.empty_like(col)])
+        for col, value in zip(self._data.values(), values, strict=True):
+            col[self.size] = value
+        self.size += 1
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({c: col[: self.size] for c, col in self._data.items()})
+
+    def column(self, name: str) -> np.ndarray:
+        return self._data[name][: self.size]

@@ -1,0 +1,81 @@
+"""The run summary: latency percentiles, throughput, goodput, utilisation, waits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from frontier_dag.config.run import Deployment
+from frontier_dag.sim.state import RequestTable
+
+
+def percentiles(values: np.ndarray) -> dict[str, float | None]:
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def summarize(deployment: Deployment, table: RequestTable, controller, wall_time_s: float) -> dict[str, Any]:
+    cfg = deployment.config
+    frame = table.to_frame()
+    measured = frame.iloc[cfg.workload.warmup_requests:]
+    done = measured[np.isfinite(measured["finish_s"])]
+    start = float(measured["arrival_s"].min()) if len(measured) else 0.0
+    end = float(done["finish_s"].max()) if len(done) else 0.0
+    window = max(end - start, 1e-12)
+    out_tokens = float(done["output_tokens"].sum())
+    all_tokens = out_tokens + float(done["prompt_tokens"].sum())
+    good = done[(done["ttft_ms"] <= cfg.slo.ttft_ms) & ((done["tpot_ms"] <= cfg.slo.tpot_ms) | done["tpot_ms"].isna())]
+    simulated = float(np.nanmax(table.finish)) if np.isfinite(table.finish).any() else 0.0
+    utilization, stall, transfer_wait, kv_peak, iterations = {}, {}, {}, {}, 0
+    for name, worker in controller.workers.items():
+        busy = sum(r.busy_s for r in worker.replicas)
+        utilization[name] = busy / (len(worker.replicas) * simulated) if simulated > 0 else 0.0
+        stall[name] = float(sum(r.stall_s for r in worker.replicas))
+        kv_peak[name] = max(r.kv.peak / max(r.kv.capacity, 1) for r in worker.replicas)
+        iterations += sum(r.iterations for r in worker.replicas)
+        transfer_wait[name] = 0.0
+    waits = (frame["transfer_wait_s"]).fillna(0.0)
+    if controller.decode is not None and any(r.serves == "prefill" for r in controller.entry.replicas):
+        transfer_wait[controller.entry.name] = float(waits.sum())
+    gpus = deployment.total_gpus
+    usage = [w.replicas[0].predictor.coster.usage for w in controller.workers.values()]
+    return {
+        "num_requests": int(table.n),
+        "num_completed": int(np.isfinite(table.finish).sum()),
+        "num_measured": int(len(done)),
+        "simulated_time_s": simulated,
+        "wall_time_s": float(wall_time_s),
+        "iterations": int(iterations),
+        "throughput_tokens_per_s": all_tokens / window,
+        "output_tokens_per_s": out_tokens / window,
+        "output_tokens_per_s_per_gpu": out_tokens / window / gpus,
+        "requests_per_s": len(done) / window,
+        "ttft_ms": percentiles(done["ttft_ms"].to_numpy()),
+        "tpot_ms": percentiles(done["tpot_ms"].to_numpy()),
+        "e2e_ms": percentiles(done["e2e_ms"].to_numpy()),
+        "goodput_requests_per_s": len(good) / window,
+        "slo": {"ttft_ms": cfg.slo.ttft_ms, "tpot_ms": cfg.slo.tpot_ms, "attained": len(good) / max(len(done), 1)},
+        "utilization": utilization,
+        "kv_peak_usage": kv_peak,
+        "kv_transfer_wait_s": transfer_wait,
+        "backpressure_stall_s": stall,
+        "preemptions": int(table.preemptions.sum()),
+        "prefix_cached_tokens": int(table.cached_tokens.sum()),
+        "predictor_out_of_range": int(sum(u.out_of_range for w in controller.workers.values() for u in
+                                          [r.predictor.coster.usage for r in w.replicas])),
+        "predictor_sources": _merge_sources(usage),
+        "gpus": gpus,
+        "seed": cfg.seed,
+    }
+
+
+def _merge_sources(usages) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for u in usages:
+        for k, v in u.sources.items():
+            merged[k] = merged.get(k, 0) + v
+    return merged
