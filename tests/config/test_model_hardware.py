@@ -1,0 +1,112 @@
+"""Model and hardware presets, the Hugging Face config.json loader, and derived sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from frontier_dag.config.hardware import hardware_names, load_hardware
+from frontier_dag.config.model import from_hf_config, load_model, model_names
+from frontier_dag.errors import ConfigError
+
+REQUIRED_MODELS = ["llama-3.1-8b", "llama-3.1-70b", "llama-2-7b", "qwen2-7b", "qwen3-32b", "qwen3-30b-a3b",
+                   "qwen3-235b-a22b", "mixtral-8x7b", "deepseek-v3"]
+REQUIRED_HARDWARE = ["a100_sxm", "h100_sxm", "h200_sxm", "h800_sxm", "b200_sxm"]
+
+#: preset -> the aiconfigurator-core config.json it was taken from
+AICONFIGURATOR_SOURCES = {
+    "llama-3.1-8b": "meta-llama--Meta-Llama-3.1-8B", "llama-3.1-70b": "meta-llama--Meta-Llama-3.1-70B",
+    "qwen3-32b": "Qwen--Qwen3-32B", "qwen3-30b-a3b": "Qwen--Qwen3-30B-A3B",
+    "qwen3-235b-a22b": "Qwen--Qwen3-235B-A22B", "mixtral-8x7b": "mistralai--Mixtral-8x7B-v0.1",
+    "deepseek-v3": "deepseek-ai--DeepSeek-V3",
+}
+ARCHITECTURE = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "mla", "moe")
+
+
+@pytest.mark.parametrize("name", REQUIRED_MODELS)
+def test_required_model_presets_load(name):
+    assert name in model_names()
+    model = load_model(name)
+    assert model.name == name
+    params = sum(model.parameter_count().values())
+    assert 5e9 < params < 8e11
+
+
+@pytest.mark.parametrize("name", sorted(AICONFIGURATOR_SOURCES))
+def test_presets_agree_with_their_hugging_face_config(name):
+    aiconfigurator_core = pytest.importorskip("aiconfigurator_core")
+    path = Path(aiconfigurator_core.__file__).parent / "model_configs" / f"{AICONFIGURATOR_SOURCES[name]}_config.json"
+    from_json = from_hf_config(json.loads(path.read_text()), name=name, source=str(path))
+    preset = load_model(name)
+    for key in ARCHITECTURE:
+        assert getattr(from_json, key) == getattr(preset, key), key
+
+
+def test_parameter_counts_match_the_published_sizes():
+    assert sum(load_model("llama-3.1-8b").parameter_count().values()) == pytest.approx(8.03e9, rel=0.01)
+    assert sum(load_model("llama-3.1-70b").parameter_count().values()) == pytest.approx(70.6e9, rel=0.01)
+    assert sum(load_model("mixtral-8x7b").parameter_count().values()) == pytest.approx(46.7e9, rel=0.01)
+    assert sum(load_model("deepseek-v3").parameter_count().values()) == pytest.approx(671e9, rel=0.02)
+
+
+def test_derived_sizes():
+    llama = load_model("llama-3.1-8b")
+    assert llama.kv_bytes_per_token_per_layer == 2 * 8 * 128 * 2
+    assert llama.num_moe_layers == 0
+    ds = load_model("deepseek-v3")
+    assert ds.kv_bytes_per_token_per_layer == (512 + 64) * 2  # the latent and the rope key, bf16 cache
+    assert ds.num_moe_layers == 61 - 3
+    assert not ds.is_moe_layer(2) and ds.is_moe_layer(3)
+
+
+def test_aliases_and_hugging_face_ids():
+    assert load_model("Meta-Llama-3.1-8B").name == "llama-3.1-8b"
+    assert load_model("Qwen/Qwen3-8B").num_layers == 36  # shipped with aiconfigurator-core
+
+
+def test_config_json_path(tmp_path):
+    cfg = {"hidden_size": 512, "num_attention_heads": 8, "num_hidden_layers": 4, "num_key_value_heads": 2,
+           "intermediate_size": 1024, "vocab_size": 3200, "num_local_experts": 4, "num_experts_per_tok": 2,
+           "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}
+    folder = tmp_path / "my-moe"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    model = load_model("config.json", base_dir=folder)
+    assert model.name == "my-moe" and model.head_dim == 64 and model.dtype == "fp8_block"
+    assert model.moe.num_experts == 4 and model.moe.top_k == 2 and model.moe.expert_intermediate_size == 1024
+    with pytest.raises(ConfigError, match="missing key 'hidden_size'"):
+        from_hf_config({"num_attention_heads": 8}, name="x")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_model(str(tmp_path / "absent.json"))
+
+
+def test_model_dict_and_errors():
+    with pytest.raises(ConfigError, match="model: num_heads: required key is missing"):
+        load_model({"name": "x", "num_layers": 1, "hidden_size": 8, "num_kv_heads": 1, "head_dim": 8,
+                    "intermediate_size": 8, "vocab_size": 8})
+    with pytest.raises(ConfigError, match="not a multiple of num_kv_heads"):
+        load_model({"name": "x", "num_layers": 1, "hidden_size": 8, "num_heads": 3, "num_kv_heads": 2,
+                    "head_dim": 8, "intermediate_size": 8, "vocab_size": 8})
+    with pytest.raises(ConfigError, match="unknown model 'gpt-17'"):
+        load_model("gpt-17")
+
+
+@pytest.mark.parametrize("name", REQUIRED_HARDWARE)
+def test_required_hardware_presets_load(name):
+    assert name in hardware_names()
+    hw = load_hardware(name)
+    assert hw.gpu.flops_per_s["bf16"] > 1e14 and hw.gpu.hbm_bandwidth_bytes_per_s > 1e12
+    assert hw.link_bandwidth(True) > hw.link_bandwidth(False)
+
+
+def test_hardware_aliases_aiconfigurator_systems_and_errors():
+    assert load_hardware("h200").name == "h200_sxm"
+    gb200 = load_hardware("gb200")  # no preset: read from aiconfigurator-core's system file
+    assert gb200.aiconfigurator_system == "gb200" and gb200.gpu.sm_count == 148
+    h100 = load_hardware("h100")
+    assert h100.gpu.peak_flops("fp8_block") == h100.gpu.flops_per_s["fp8"]
+    assert h100.gpu.peak_flops("fp4") == h100.gpu.flops_per_s["fp8"]  # no fp4 units: the next wider
+    with pytest.raises(ConfigError, match="unknown GPU system 'tpu_v5'"):
+        load_hardware("tpu_v5")

@@ -1,0 +1,175 @@
+"""Run configs: unknown keys name the file and key, --set overrides, and resolve()'s
+feasibility checks say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from frontier_dag.config.loading import apply_overrides, parse_override
+from frontier_dag.config.run import load_run_config, resolve, run_config_from_dict
+from frontier_dag.errors import ConfigError
+
+BASE = {
+    "model": "llama-3.1-8b",
+    "hardware": "h200_sxm",
+    "cluster": {"pools": {"prefill": {"role": "prefill", "gpus": 1}, "decode": {"role": "decode", "gpus": 2}}},
+    "workflow": {"name": "pd", "params": {}},
+    "workload": {"arrival": {"kind": "poisson", "rate_per_s": 4.0}, "num_requests": 100},
+    "predictor": {"source": "roofline"},
+}
+
+
+def write(tmp_path: Path, data: dict, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def config_error(tmp_path: Path, data: dict, overrides=()) -> str:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        resolve(load_run_config(path, overrides))
+    return str(err.value)
+
+
+def test_a_valid_config_loads_and_resolves(tmp_path):
+    config = load_run_config(write(tmp_path, BASE))
+    deployment = resolve(config)
+    assert deployment.total_gpus == 3
+    assert deployment.model.name == "llama-3.1-8b" and deployment.hardware.name == "h200_sxm"
+    assert config._source == str(tmp_path / "run.yaml")
+    # the resolved YAML round-trips
+    again = run_config_from_dict(yaml.safe_load(config.to_yaml()))
+    assert again.model_dump() == config.model_dump()
+
+
+@pytest.mark.parametrize(("mutate", "key"), [
+    (lambda d: d.update(sedd=3), "sedd"),
+    (lambda d: d["cluster"]["pools"]["decode"].update(kv_capacity=4096), "cluster.pools.decode.kv_capacity"),
+    (lambda d: d["scheduler"].update(max_num_seq=8) if "scheduler" in d else d.update(scheduler={"max_num_seq": 8}),
+     "scheduler.max_num_seq"),
+    (lambda d: d["workload"]["arrival"].update(rate=3), "workload.arrival.rate"),
+    (lambda d: d["workflow"].update(parms={}), "workflow.parms"),
+])
+def test_unknown_key_names_the_file_and_the_key(tmp_path, mutate, key):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    mutate(data)
+    message = config_error(tmp_path, data)
+    assert f"{tmp_path / 'run.yaml'}: {key}: unknown key" in message
+
+
+def test_bad_yaml_and_missing_files_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"{bad}: not valid YAML"):
+        load_run_config(bad)
+    with pytest.raises(ConfigError, match="nope.yaml: no such file"):
+        load_run_config(tmp_path / "nope.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_run_config(listed)
+
+
+def test_set_overrides_reach_nested_keys(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    config = load_run_config(write(tmp_path, data), [
+        "cluster.pools.decode.kv_capacity_tokens=4096", "workflow.params.kv_transfer=per_layer", "seed=7",
+        "workload.arrival.rate_per_s=2.5", "scheduler.max_num_seqs=64",
+    ])
+    assert config.cluster.pools["decode"].kv_capacity_tokens == 4096
+    assert config.workflow.params == {"kv_transfer": "per_layer"}
+    assert config.seed == 7 and config.workload.arrival.rate_per_s == 2.5
+    assert config.scheduler.max_num_seqs == 64
+
+
+def test_set_micro_batches_reaches_the_traced_workflow(tmp_path):
+    from frontier_dag.dsl import trace_config
+
+    data = {**BASE, "cluster": {"pools": {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 1}}},
+            "workflow": {"name": "af_pingpong"}}
+    config = load_run_config(write(tmp_path, data), ["workflow.params.micro_batches=3"])
+    assert config.workflow.params == {"micro_batches": 3}
+    _, graph = trace_config(config)
+    assert graph.stages["af"].micro_batches == 3
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    message = config_error(tmp_path, BASE, ["cluster.pools.decode.kv_capacity_token=4096"])
+    assert "cluster.pools.decode.kv_capacity_token: unknown key" in message
+    message = config_error(tmp_path, BASE, ["cluster.pools.decode.gpus=many"])
+    assert "cluster.pools.decode.gpus" in message
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        parse_override("seed")
+    with pytest.raises(ConfigError, match="model is the name 'llama-3.1-8b', not a mapping"):
+        apply_overrides({"model": "llama-3.1-8b"}, ["model.num_layers=2"])
+    assert parse_override("workflow.params.routing={kind: power_law, alpha: 1.1}") == (
+        ["workflow", "params", "routing"], {"kind": "power_law", "alpha": 1.1})
+    assert apply_overrides({}, ["a.b.c=x"]) == {"a": {"b": {"c": "x"}}}
+
+
+def test_tp_must_divide_the_heads(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["cluster"]["pools"]["decode"] = {"role": "decode", "gpus": 3, "tp": 3}
+    message = config_error(tmp_path, data)
+    assert "cluster.pools.decode.tp: tp=3 does not divide the 32 attention heads of llama-3.1-8b" in message
+    assert str(tmp_path / "run.yaml") in message
+
+
+def test_model_must_fit_in_memory(tmp_path):
+    data = {**BASE, "model": "llama-3.1-70b", "hardware": "h100_sxm"}
+    message = config_error(tmp_path, data)
+    assert "cluster.pools.prefill: llama-3.1-70b needs" in message
+    assert "GiB of weights per GPU" in message and "raise tp/ep or use more GPUs per replica" in message
+    # four H100s hold it
+    data["cluster"] = {"pools": {"prefill": {"role": "prefill", "gpus": 4, "tp": 4},
+                                 "decode": {"role": "decode", "gpus": 4, "tp": 4}}}
+    assert resolve(load_run_config(write(tmp_path, data, "ok.yaml"))).model.name == "llama-3.1-70b"
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("cluster.pools.decode.gpus=0", "cluster.pools.decode.gpus"),
+    ("cluster.pools.decode.tp=0", "cluster.pools.decode.tp"),
+    ("workload.arrival.rate_per_s=-1", "workload.arrival.rate_per_s"),
+    ("workload.num_requests=0", "workload.num_requests"),
+    ("scheduler.gpu_memory_utilization=1.5", "scheduler.gpu_memory_utilization"),
+])
+def test_non_positive_sizes_and_rates_are_rejected(tmp_path, override, key):
+    message = config_error(tmp_path, BASE, [override])
+    assert f"{tmp_path / 'run.yaml'}: {key}:" in message
+
+
+@pytest.mark.parametrize(("pools", "message"), [
+    ({"m": {"role": "colocated", "gpus": 1}, "d": {"role": "decode", "gpus": 1}}, "cannot be combined"),
+    ({"a": {"role": "attention", "gpus": 1}}, "needs one attention and one ffn pool"),
+    ({"p": {"role": "prefill", "gpus": 1}}, "a prefill pool needs a decode pool"),
+    ({"d": {"role": "decode", "gpus": 1}}, "a decode pool needs a prefill pool"),
+    ({}, "cluster.pools is empty"),
+    ({"d": {"role": "decode", "gpus": 3, "replicas": 2}}, "not divisible by replicas"),
+    ({"d": {"role": "decode", "gpus": 2, "tp": 2, "dp": 2}}, "must equal the gpus per replica"),
+    ({"m": {"role": "colocated", "gpus": 2, "ep": 2}}, "is dense; expert parallelism needs a MoE model"),
+])
+def test_cluster_shape_errors(tmp_path, pools, message):
+    data = {**BASE, "cluster": {"pools": pools}}
+    assert message in config_error(tmp_path, data)
+
+
+def test_ep_must_divide_the_experts(tmp_path):
+    data = {**BASE, "model": "mixtral-8x7b", "cluster": {"pools": {
+        "p": {"role": "prefill", "gpus": 6, "ep": 6}, "d": {"role": "decode", "gpus": 6, "ep": 6, "tp": 2, "dp": 3}}}}
+    assert "ep=6 does not divide the 8 experts of mixtral-8x7b" in config_error(tmp_path, data)
+
+
+def test_tp_beyond_the_kv_heads_must_replicate_them_evenly(tmp_path):
+    data = {**BASE, "model": "qwen3-32b", "cluster": {"pools": {
+        "p": {"role": "prefill", "gpus": 16, "tp": 16}, "d": {"role": "decode", "gpus": 8, "tp": 8}}}}
+    resolve(load_run_config(write(tmp_path, data)))  # 64 heads, 8 KV heads: tp 16 holds each KV head twice
+    data = {**BASE, "model": "qwen2-7b", "cluster": {"pools": {
+        "p": {"role": "prefill", "gpus": 7, "tp": 7}, "d": {"role": "decode", "gpus": 1}}}}
+    assert "tp=7 must be a multiple of the 4 KV heads of qwen2-7b" in config_error(tmp_path, data)
