@@ -50,7 +50,9 @@ def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None,
             sent = g.transfer("kv_cache", link, bytes=st.mb.kv_tokens * kv_bytes_per_token(g, prefill), after=done)
 
     with g.stage("decode", pools=["decode"], serves="decode") as st:
-        x = embed(g, decode, decode_stream, st.mb, after=sent)
+        # a request decodes once its KV has arrived and its prefill sampled the first token
+        # (per_layer: the last layer's KV can arrive before the prefill's lm_head is done)
+        x = embed(g, decode, decode_stream, st.mb, after=[sent, done])
         for layer in g.layers():
             x = attention(g, decode, decode_stream, st.mb, x)
             x = ffn(g, decode, decode_stream, st.mb, layer, x, decode_moe)

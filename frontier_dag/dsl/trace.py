@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,28 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
     except FrontierDagError:
         raise
     except Exception as exc:  # a bug in a workflow: point at its line, keep the cause
-        import traceback
-
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == workflow.source]
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else workflow.source
+        where = _failing_line(exc, workflow.source)
         raise WorkflowError(f"{where}: workflow {workflow.name} failed while tracing: {type(exc).__name__}: {exc}") from exc
     return builder.finish()
+
+
+def _failing_line(exc: Exception, source: str) -> str:
+    """file:line of the innermost frame of workflow code (the workflow's file or a helper
+    it calls, not the engine nor a library it called into)."""
+    import traceback
+
+    engine = Path(__file__).resolve().parent.parent
+    workflows = engine / "workflows"
+
+    def authored(filename: str) -> bool:
+        path = Path(filename).resolve()
+        if filename == source or path.is_relative_to(workflows):
+            return True
+        library = "site-packages" in path.parts or path.is_relative_to(Path(sys.base_prefix).resolve())
+        return not library and not path.is_relative_to(engine) and not filename.startswith("<")
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:] if authored(f.filename)]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else source or "<workflow>"
 
 
 def trace_config(config: RunConfig, deployment: Deployment | None = None) -> tuple[Deployment, EventGraph]:
