@@ -1,0 +1,84 @@
+"""One iteration of a config: representative batches, critical path, attribution, bubbles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from frontier_dag.analysis.iteration import CATEGORIES, analyze_iteration, representative_loads
+from frontier_dag.cost.protocol import RooflineCostModel
+
+ROW_KEYS = {"node", "op", "resource", "layer", "micro_batch", "start_us", "duration_us"}
+CASES = {
+    "colocated": ("moe", {"m": {"role": "colocated", "gpus": 2, "tp": 2}}, "colocated", {}),
+    "pd": ("dense", {"p": {"role": "prefill", "gpus": 1}, "d": {"role": "decode", "gpus": 2, "tp": 2}}, "pd", {}),
+    "af_ep_moe": ("moe", {"a": {"role": "attention", "gpus": 2}, "f": {"role": "ffn", "gpus": 4, "ep": 4}},
+                  "af_ep_moe", {"micro_batches": 3}),
+}
+
+
+@pytest.fixture(params=sorted(CASES))
+def analysed(request, trace_dict, tiny):
+    model, pools, workflow, params = CASES[request.param]
+    deployment, graph = trace_dict(tiny[model], pools, workflow, params)
+    loads = representative_loads(graph, deployment, batch_size=16)
+    return deployment, graph, loads, analyze_iteration(graph, deployment, RooflineCostModel(deployment.hardware), loads)
+
+
+def test_representative_loads_fit_each_stage(analysed):
+    deployment, graph, loads, _ = analysed
+    sched = deployment.config.scheduler
+    for name, stage in graph.stages.items():
+        assert len(loads[name]) == stage.micro_batches
+        q = np.concatenate([load.q for load in loads[name]])
+        if stage.serves == "decode":
+            assert (q == 1).all() and len(q) == 16
+        elif stage.serves == "prefill":
+            assert (q > 1).all() and q.sum() <= sched.max_num_batched_tokens
+        elif stage.serves == "both":
+            assert q.sum() <= sched.max_num_batched_tokens and (q == 1).sum() == 15
+        if deployment.model.moe is not None and stage.serves != "transfer":
+            for load in loads[name]:
+                assert load.expert_loads.sum() == load.q.sum() * deployment.model.moe.top_k * deployment.model.num_layers
+
+
+def test_critical_path_rows_and_attribution(analysed):
+    _, graph, _, report = analysed
+    assert report.iteration_time_us > 0
+    assert report.critical_path and all(set(row) == ROW_KEYS for row in report.critical_path)
+    last = report.critical_path[-1]
+    assert last["start_us"] + last["duration_us"] == pytest.approx(report.iteration_time_us)
+    starts = [row["start_us"] for row in report.critical_path]
+    assert starts == sorted(starts)
+    assert set(report.attribution) == set(CATEGORIES)
+    assert sum(report.attribution.values()) == pytest.approx(1.0)
+    assert all(0 <= share <= 1 for share in report.attribution.values())
+    assert set(report.stage_times_us) == set(graph.stages)
+    assert max(report.stage_times_us.values()) <= report.iteration_time_us + 1e-6
+    json.dumps(report.to_json())  # plain JSON types only
+
+
+def test_slack_is_zero_on_the_critical_path(analysed):
+    *_, report = analysed
+    assert np.abs(report.slack_us[report.path_positions]).max() <= 1e-6 * report.iteration_time_us
+    assert (report.slack_us >= 0).all()
+
+
+def test_bubbles_are_idle_fractions_of_gpu_streams(analysed):
+    _, graph, _, report = analysed
+    assert report.bubbles and all(0.0 <= b <= 1.0 for b in report.bubbles.values())
+    assert all(graph.resources[r].kind == "gpu" for r in report.bubbles)
+
+
+def test_attribution_follows_the_families(trace_dict, tiny, fake_cost_model):
+    deployment, graph = trace_dict(tiny["dense"], {"m": {"role": "colocated", "gpus": 1}}, "colocated")
+    cost = fake_cost_model(constant={"gemm": 3.0, "attention": 1.0})
+    report = analyze_iteration(graph, deployment, cost, representative_loads(graph, deployment, batch_size=4))
+    # per layer: qkv, o_proj, gate_up, down (4 GEMMs) and one attention; plus the lm_head
+    layers = tiny["dense"]["num_layers"]
+    total = layers * (4 * 3.0 + 1.0) + 3.0
+    assert report.iteration_time_us == pytest.approx(total)
+    assert report.attribution["dense_gemm"] == pytest.approx((layers * 12 + 3) / total)
+    assert report.attribution["attention"] == pytest.approx(layers / total)

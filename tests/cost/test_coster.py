@@ -1,0 +1,61 @@
+"""StageCoster: one batched call per family, empty micro-batches cost nothing, attention is
+priced on the heaviest attention-DP rank, MLA splits prefill and decode sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, dp_share, stage_env
+from frontier_dag.ir.compile import CompiledStage
+
+
+def coster(graph, stage, model):
+    return StageCoster(graph, CompiledStage(graph, stage), model)
+
+
+def mixed_batch(decodes=6, chunk=40):
+    q = np.concatenate([np.ones(decodes, dtype=np.int64), [chunk]])
+    ctx = np.concatenate([np.full(decodes, 300, dtype=np.int64), [0]])
+    return MicroBatchLoad(q, ctx)
+
+
+def test_one_call_per_family_and_empty_batches_cost_nothing(trace_dict, tiny, fake_cost_model):
+    deployment, graph = trace_dict(tiny["dense"], {"m": {"role": "colocated", "gpus": 2, "tp": 2}}, "colocated")
+    model = fake_cost_model(constant={"gemm": 1.0, "elementwise": 1.0, "all_reduce": 1.0, "attention": 1.0})
+    c = coster(graph, "colocated", model)
+    costs = c.costs(*stage_env("colocated", [mixed_batch()]))
+    assert (costs > 0).all()
+    families = [f for f, _ in model.calls]
+    assert sorted(families) == sorted(set(families))  # each family priced in one call
+    assert "attention_mixed" in families
+    empty = MicroBatchLoad(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert coster(graph, "colocated", model).costs(*stage_env("colocated", [empty])).sum() == 0.0
+
+
+def test_attention_dp_prices_the_heaviest_rank(trace_dict, tiny, fake_cost_model):
+    _, graph = trace_dict(tiny["dense"], {"m": {"role": "colocated", "gpus": 4}}, "colocated")  # dp 4
+    model = fake_cost_model(per_unit={"attention": 1.0})  # µs per new token of the rank's sequences
+    costs = coster(graph, "colocated", model).costs(*stage_env("colocated", [mixed_batch(decodes=7, chunk=40)]))
+    # sequences dealt longest first: the prefill chunk's rank also gets a decode
+    assert costs.max() == 41.0
+    q, ctx = dp_share(np.array([1, 1, 40, 1]), np.array([9, 9, 0, 9]), 2)
+    assert 40 in q.tolist() and len(q) == 2
+
+
+def test_mla_prices_prefill_and_decode_sequences_separately(trace_dict, tiny, fake_cost_model):
+    _, graph = trace_dict(tiny["mla"], {"m": {"role": "colocated", "gpus": 1}}, "colocated")
+    model = fake_cost_model(constant={"mla_decode": 1.0, "mla_prefill": 10.0})
+    costs = coster(graph, "colocated", model).costs(*stage_env("colocated", [mixed_batch()]))
+    assert {f for f, _ in model.calls} >= {"mla_decode", "mla_prefill"}
+    assert 11.0 in costs.tolist()  # one attention op: both launches
+
+
+def test_scalar_prices_are_memoised_on_the_batch_statistics(trace_dict, tiny, fake_cost_model):
+    _, graph = trace_dict(tiny["dense"], {"m": {"role": "colocated", "gpus": 1}}, "colocated")
+    model = fake_cost_model(constant={"gemm": 2.0})
+    c = coster(graph, "colocated", model)
+    first = c.costs(*stage_env("colocated", [mixed_batch()]))
+    calls = sum(f == "gemm" for f, _ in model.calls)
+    second = c.costs(*stage_env("colocated", [mixed_batch()]))
+    assert sum(f == "gemm" for f, _ in model.calls) == calls
+    np.testing.assert_array_equal(first, second)

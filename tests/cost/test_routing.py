@@ -1,0 +1,71 @@
+"""Expert routing: token counts per layer, rank and local expert; power laws; recorded ids; EPLB."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from frontier_dag.cost.routing import Router, RoutingSpec
+from frontier_dag.errors import ConfigError
+
+
+def router(kind="uniform", experts=16, top_k=2, ep=4, layers=3, **spec):
+    return Router(RoutingSpec(kind=kind, **spec), experts, top_k, ep, layers, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "power_law"])
+def test_every_routed_token_lands_on_one_slot(kind):
+    loads = router(kind).draw(tokens=500, rng=np.random.default_rng(1))
+    assert loads.shape == (3, 4, 4)
+    assert (loads.sum(axis=(1, 2)) == 500 * 2).all()
+
+
+def test_power_law_is_more_skewed_than_uniform():
+    def max_over_mean(kind):
+        loads = router(kind, alpha=1.5).expected(tokens=10_000).sum(axis=2)
+        return (loads.max(axis=1) / loads.mean(axis=1)).mean()
+
+    assert max_over_mean("uniform") == pytest.approx(1.0)
+    assert max_over_mean("power_law") > 1.3
+
+
+def test_hot_expert_differs_by_layer():
+    r = router("power_law", layers=4)
+    assert len({int(np.argmax(p)) for p in r.popularity}) > 1
+
+
+def test_redundant_experts_balance_the_ranks():
+    plain = router("power_law", alpha=1.5).expected(tokens=10_000).sum(axis=2).max(axis=1)
+    eplb = router("power_law", alpha=1.5, redundant_experts=4).expected(tokens=10_000).sum(axis=2).max(axis=1)
+    assert (eplb < plain).all()
+    assert router("power_law", redundant_experts=4).experts_per_rank == 5
+
+
+def test_recorded_expert_ids(tmp_path):
+    ids = np.zeros((2, 100, 2), dtype=np.int64)  # every token picks experts 0 and 1 in both layers
+    ids[:, :, 1] = 1
+    np.save(tmp_path / "ids.npy", ids)
+    loads = router("trace", path=str(tmp_path / "ids.npy"), layers=2).expected(tokens=10)
+    assert loads[:, 0, :2].tolist() == [[10, 10], [10, 10]] and loads[:, 1:].sum() == 0
+    (tmp_path / "ids.csv").write_text("layer,expert\n0,5\n0,5\n1,9\n")
+    csv = router("trace", path=str(tmp_path / "ids.csv"), layers=2, top_k=1).expected(tokens=4)
+    assert csv[0].sum(axis=1).tolist() == [0, 4, 0, 0] and csv[1].sum(axis=1).tolist() == [0, 0, 4, 0]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"kind": "zipf"}, "routing.kind: 'zipf' is not uniform"),
+    ({"kind": "trace"}, "routing.path: routing kind trace needs"),
+    ({"alpha": 0}, "routing.alpha: the power-law exponent must be > 0"),
+    ({"redundant_experts": -1}, "redundant_experts: must be >= 0"),
+    ({"skew": 2}, "routing.skew: unknown key"),
+])
+def test_bad_specs(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        RoutingSpec.parse(spec)
+
+
+def test_redundant_experts_must_fill_the_ranks():
+    with pytest.raises(ConfigError, match="do not divide over ep=4 ranks"):
+        router(redundant_experts=3)
+    with pytest.raises(ConfigError, match="no such file"):
+        router("trace", path="/nonexistent/ids.npy")
