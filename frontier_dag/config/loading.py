@@ -88,7 +88,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' own words suffice
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; see docs/configuration.md for the keys)"
         elif err["type"] == "missing":

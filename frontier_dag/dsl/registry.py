@@ -6,6 +6,7 @@ own file registers when a config names it with ``workflow.path``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import sys
@@ -96,8 +97,14 @@ def workflow(name: str, description: str, params: dict[str, Param] | None = None
     return register
 
 
+#: The package whose import registers the built-in workflows. It is a layer above the DSL
+#: (its files use the DSL), so it is found by name, like a user's ``workflow.path`` file,
+#: rather than imported as a dependency.
+BUILTIN_WORKFLOWS = "frontier_dag.workflows"
+
+
 def _load_builtins() -> None:
-    import frontier_dag.workflows  # noqa: F401  (registers the built-in workflows)
+    importlib.import_module(BUILTIN_WORKFLOWS)
 
 
 def list_workflows() -> list[WorkflowDef]:
