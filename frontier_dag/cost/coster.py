@@ -15,13 +15,15 @@ operator family:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from frontier_dag.cost.protocol import CostModel
-from frontier_dag.cost.queries import QUERY_COLUMNS, attention_family
+from frontier_dag.cost.queries import QUERY_COLUMNS
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
 from frontier_dag.ir.symbols import Sym
@@ -29,26 +31,99 @@ from frontier_dag.ir.symbols import Sym
 #: Template fields that shape how a batch is read rather than being query columns.
 BATCH_FIELDS = ("dp_ranks",)
 
+#: Relative width of the buckets that attention prices are memoised in. Within a bucket
+#: the batch has the same sequence and token counts and its context sum, longest context
+#: and prefill work differ by less than this fraction, so reusing the price is accurate to
+#: well under 1% while a decode batch, whose contexts grow by one token per step, reuses a
+#: price for many iterations. 0 memoises only identical batches.
+ATTENTION_MEMO_RESOLUTION = 0.005
+MEMO_LIMIT = 500_000
+_LOG_STEP = math.log1p(ATTENTION_MEMO_RESOLUTION)
 
-@dataclass
+
+class BatchSummary(NamedTuple):
+    """Sums over a micro-batch's sequences: everything an iteration's Syms and the attention
+    memo need, so that the simulator can supply it without building per-sequence arrays."""
+
+    seqs: int
+    tokens: int
+    prefill_tokens: int
+    prefill_seqs: int
+    ctx_tokens: int
+    ctx_max: int
+    work: int  # sum of q x ctx: attention work against the cache
+    q_squared: int  # sum of q x q: attention work among the new tokens
+
+    @staticmethod
+    def of(q: np.ndarray, ctx: np.ndarray) -> BatchSummary:
+        prefill = q > 1
+        return BatchSummary(len(q), int(q.sum()), int(q[prefill].sum()), int(prefill.sum()), int(ctx.sum()),
+                            int(ctx.max()) if len(ctx) else 0, int((q * ctx).sum()), int((q * q).sum()))
+
+    def stats(self, kv_out_tokens: int = 0) -> tuple[int, ...]:
+        """Values of frontier_dag.dsl.BATCH_STATS, in order."""
+        return (self.tokens, self.seqs, self.prefill_tokens, self.prefill_seqs, self.seqs - self.prefill_seqs,
+                self.ctx_tokens, self.ctx_tokens + self.tokens, kv_out_tokens)
+
+
+STAT_NAMES = ("tokens", "seqs", "prefill_tokens", "prefill_seqs", "decode_seqs", "ctx_tokens", "kv_tokens", "kv_out_tokens")
+
+
+def _bucket(value: int, _log1p=math.log1p, _step=_LOG_STEP) -> int:
+    return int(_log1p(value) / _step)
+
+
+def attention_key(summary: BatchSummary) -> tuple:
+    """The memo key of an attention batch (see ATTENTION_MEMO_RESOLUTION)."""
+    s = summary
+    if s.tokens == s.seqs:  # decode: one new token each
+        return (s.seqs, s.tokens, _bucket(s.ctx_tokens), _bucket(s.ctx_max))
+    return (s.seqs, s.tokens, s.prefill_seqs, _bucket(s.ctx_tokens), _bucket(s.ctx_max), _bucket(s.work),
+            _bucket(s.q_squared))
+
+
+def attention_family_of(summary: BatchSummary) -> str:
+    if summary.prefill_seqs == 0:
+        return "attention_decode"
+    return "attention_prefill" if summary.prefill_seqs == summary.seqs else "attention_mixed"
+
+
 class MicroBatchLoad:
-    """One micro-batch of an iteration: per sequence, new tokens and cached tokens."""
+    """One micro-batch of an iteration: per sequence, new tokens ``q`` and cached tokens
+    ``ctx``. The arrays may be supplied lazily (``materialize``) with a ``summary``: they are
+    then built only when a price is not memoised."""
 
-    q: np.ndarray
-    ctx: np.ndarray
-    kv_out_tokens: int = 0  # KV tokens of sequences whose prefill completes now
-    expert_loads: np.ndarray | None = None  # (layers, ranks, experts per rank) routed tokens
+    __slots__ = ("_q", "_ctx", "_materialize", "kv_out_tokens", "expert_loads", "summary")
+
+    def __init__(self, q: np.ndarray | None = None, ctx: np.ndarray | None = None, kv_out_tokens: int = 0,
+                 expert_loads: np.ndarray | None = None, summary: BatchSummary | None = None, materialize=None):
+        self._q, self._ctx, self._materialize = q, ctx, materialize
+        self.kv_out_tokens = int(kv_out_tokens)  # KV tokens of sequences whose prefill completes now
+        self.expert_loads = expert_loads  # (layers, ranks, experts per rank) routed tokens
+        self.summary = summary if summary is not None else BatchSummary.of(q, ctx)
+
+    def _arrays(self) -> None:
+        self._q, self._ctx = self._materialize()
+        self._materialize = None
+
+    @property
+    def q(self) -> np.ndarray:
+        if self._q is None:
+            self._arrays()
+        return self._q
+
+    @property
+    def ctx(self) -> np.ndarray:
+        if self._ctx is None:
+            self._arrays()
+        return self._ctx
+
+    @property
+    def tokens(self) -> int:
+        return self.summary.tokens
 
     def stats(self) -> dict[str, int]:
-        q, ctx = self.q, self.ctx
-        prefill = q > 1
-        tokens = int(q.sum())
-        ctx_tokens = int(ctx.sum())
-        prefill_tokens = int(q[prefill].sum())
-        prefill_seqs = int(prefill.sum())
-        return {"tokens": tokens, "seqs": len(q), "prefill_tokens": prefill_tokens, "prefill_seqs": prefill_seqs,
-                "decode_seqs": len(q) - prefill_seqs, "ctx_tokens": ctx_tokens, "kv_tokens": ctx_tokens + tokens,
-                "kv_out_tokens": int(self.kv_out_tokens)}
+        return dict(zip(STAT_NAMES, self.summary.stats(self.kv_out_tokens), strict=True))
 
 
 def split_micro_batches(q: np.ndarray, ctx: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -120,8 +195,12 @@ class StageCoster:
                         variables.update(value.variables())
                 self._scalar[t.family].append((i, fields))
         self._variables = tuple(sorted(variables))
+        #: the batch statistics the scalar templates depend on
+        self.scalar_variables = self._variables
         self._num_scalar = sum(len(v) for v in self._scalar.values())
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
+        self._attention_memo: dict[tuple, tuple[float, int]] = {}
+        self._linear_memo: dict[tuple, tuple[float, int]] = {}
 
     # -- public --------------------------------------------------------------------------------
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
@@ -143,6 +222,22 @@ class StageCoster:
             self._price_experts(env, batches, out)
         return out
 
+    def scalar_time(self, env: dict[str, int], coef: np.ndarray) -> float:
+        """Sum of coefficient x price over the scalar templates (for linear stages), memoised
+        on the statistics they depend on."""
+        key = tuple(env[v] for v in self._variables)
+        hit = self._linear_memo.get(key)
+        if hit is None:
+            cached = self._memo.get(key)
+            if cached is None:
+                cached = self._price_scalar(env)
+                self._memo[key] = cached
+            hit = (float(cached[0] @ coef), cached[1])
+            self._linear_memo[key] = hit
+        self.usage.priced += self._num_scalar
+        self.usage.out_of_range += hit[1]
+        return hit[0]
+
     # -- the three kinds -----------------------------------------------------------------------
     def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, int]:
         out = np.zeros(self.num_templates)
@@ -163,35 +258,66 @@ class StageCoster:
         return out, oor
 
     def _price_attention(self, batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
-        rows: dict[str, tuple[list[int], dict[str, list]]] = {}
-
-        def add(family: str, index: int, fields: dict, q: np.ndarray, ctx: np.ndarray) -> None:
-            idx, query = rows.setdefault(family, ([], {c: [] for c in QUERY_COLUMNS[family]}))
-            idx.append(index)
-            for c in query:
-                query[c].append(q if c == "q_lens" else ctx if c == "ctx_lens" else fields[c])
-
         for index, kind, batch, dp, fields in self._attention:
-            load = batches[batch]
-            if len(load.q) == 0:
-                continue
+            out[index] += self._attention_price(index, kind, dp, fields, batches[batch])
+
+    def attention_time(self, batches: dict[str, MicroBatchLoad], coef: np.ndarray) -> float:
+        """Sum of coefficient x price over the attention templates (for linear stages)."""
+        total = 0.0
+        for index, kind, batch, dp, fields in self._attention:
+            total += coef[index] * self._attention_price(index, kind, dp, fields, batches[batch])
+        return total
+
+    def _attention_price(self, index: int, kind: str, dp: int, fields: dict, load: MicroBatchLoad) -> float:
+        summary = load.summary
+        if summary.seqs == 0:
+            return 0.0
+        if dp == 1 and kind == "attention" and ATTENTION_MEMO_RESOLUTION > 0:
+            hit = self._attention_memo.get((index, *attention_key(summary)))
+            if hit is not None:  # the common case, kept short
+                self.usage.priced += 1
+                self.usage.out_of_range += hit[1]
+                return hit[0]
+        if dp > 1:
             q, ctx = dp_share(load.q, load.ctx, dp)
-            family = attention_family(q)
-            if kind == "mla":
-                # MLA kernels run prefill and decode sequences as separate launches
-                decode = q == 1
-                if decode.any():
-                    add("mla_decode", index, fields, q[decode], ctx[decode])
-                if not decode.all():
-                    add("mla_prefill", index, fields, q[~decode], ctx[~decode])
-            else:
-                add(family, index, fields, q, ctx)
-        for family, (idx, query) in rows.items():
+            summary = BatchSummary.of(q, ctx)
+        else:
+            q = ctx = None
+        if kind == "mla":
+            # MLA kernels run prefill and decode sequences as separate launches
+            q, ctx = (load.q, load.ctx) if q is None else (q, ctx)
+            decode = q == 1
+            price = 0.0
+            for family, part in (("mla_decode", decode), ("mla_prefill", ~decode)):
+                if part.any():
+                    pq, pc = q[part], ctx[part]
+                    price += self._memo_price(family, index, fields, BatchSummary.of(pq, pc), pq, pc)
+            return price
+        return self._memo_price(attention_family_of(summary), index, fields, summary, q, ctx, load)
+
+    def _memo_price(self, family: str, index: int, fields: dict, summary: BatchSummary, q, ctx,
+                    load: MicroBatchLoad | None = None) -> float:
+        """The memoised price of one attention call (the family follows from the summary)."""
+        if ATTENTION_MEMO_RESOLUTION <= 0:
+            if q is None:
+                q, ctx = load.q, load.ctx
+            key = (index, family, q.tobytes(), ctx.tobytes())
+        else:
+            key = (index, *attention_key(summary)) if family.startswith("attention") else (index, family, *attention_key(summary))
+        hit = self._attention_memo.get(key)
+        self.usage.priced += 1
+        if hit is None:
+            if q is None:
+                q, ctx = load.q, load.ctx
+            if len(self._attention_memo) > MEMO_LIMIT:
+                self._attention_memo.clear()
+            query = {c: [q if c == "q_lens" else ctx if c == "ctx_lens" else fields[c]] for c in QUERY_COLUMNS[family]}
             pred = self.cost_model.predict(family, query)
-            np.add.at(out, idx, pred.latency_us)
-            self.usage.priced += len(idx)
-            self.usage.out_of_range += int(np.count_nonzero(pred.out_of_range))
-            self.usage.sources[pred.source] += len(idx)
+            hit = (float(pred.latency_us[0]), int(pred.out_of_range[0]))
+            self._attention_memo[key] = hit
+            self.usage.sources[pred.source] += 1
+        self.usage.out_of_range += hit[1]
+        return hit[0]
 
     def _price_experts(self, env: dict[str, int], batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
         for (batch, family), members in self._experts.items():

@@ -66,6 +66,10 @@ class CompiledStage:
         """The longest path through the stage for each of ``k`` iterations, shape ``(k,)``."""
         return self.program.evaluate(np.atleast_2d(costs))
 
+    def iteration_time_one(self, costs: np.ndarray) -> float:
+        """``iteration_time`` for a single iteration's costs ``(T,)``, as a float."""
+        return self.program.evaluate_one(costs)
+
     def critical_path(self, costs: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
         """For one iteration's costs ``(T,)``: the positions on the longest path (source to
         sink), and every node's start time and slack (how much it could grow without

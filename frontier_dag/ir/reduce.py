@@ -38,7 +38,8 @@ class ReducedProgram:
         self._known: dict[tuple, int] = {}
         self.steps: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
         self.result: tuple[np.ndarray, np.ndarray] | None = None  # a linear combination
-        self.residual = None  # (weight columns, Levels, sink predecessor positions)
+        self.residual = None  # (weight columns, Levels, sink predecessor positions, straight-line fn)
+        self._direct: bool | None = None
 
     # -- building ------------------------------------------------------------------------------
     def quantity(self, kind: str, inputs: tuple[int, ...], coefs: tuple[float, ...] = ()) -> int:
@@ -82,6 +83,26 @@ class ReducedProgram:
     @property
     def num_columns(self) -> int:
         return self.num_templates + 1 + len(self.definitions)
+
+    def linear_coefficients(self) -> np.ndarray | None:
+        """When the longest path is a fixed weighted sum of template costs, its weights
+        ``(T,)``; otherwise None."""
+        if self.steps or self.result is None:
+            return None
+        index, coef = self.result
+        dense = np.zeros(self.num_templates + 1)
+        np.add.at(dense, index, coef)
+        return dense[: self.num_templates]
+
+    def evaluate_one(self, costs: np.ndarray) -> float:
+        """The longest path for one iteration's costs ``(T,)`` (the simulator's hot path)."""
+        if not self.steps and self.result is not None:
+            index, coef = self.result
+            if self._direct is None:
+                self._direct = bool((index < self.num_templates).all())
+            if self._direct:
+                return float(costs[index] @ coef)
+        return float(self.evaluate(costs[None, :])[0])
 
     def evaluate(self, costs: np.ndarray) -> np.ndarray:
         k = costs.shape[0]

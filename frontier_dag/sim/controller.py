@@ -128,8 +128,10 @@ class GlobalController:
             self.pending.append((rid, source))
 
     def _kv_tokens(self, rid: int) -> int:
+        """KV tokens a prefilled request carries: its prompt and all but the last generated
+        token (whose KV the first decode step computes)."""
         t = self.table
-        return int(t.prompt[rid] + t.generated[rid])
+        return int(t.prompt[rid] + t.generated[rid] - 1)
 
     def _try_transfer(self, rid: int, source: ReplicaWorker) -> bool:
         tokens = self._kv_tokens(rid)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, split_micro_batches
+from frontier_dag.cost.coster import (
+    STAT_NAMES,
+    BatchSummary,
+    MicroBatchLoad,
+    StageCoster,
+    split_micro_batches,
+)
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.routing import Router, RoutingSpec
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
-
-STAT_NAMES = ("tokens", "seqs", "prefill_tokens", "prefill_seqs", "decode_seqs", "ctx_tokens", "kv_tokens", "kv_out_tokens")
 
 
 def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: int) -> Router | None:
@@ -46,21 +50,51 @@ class ExecutionPredictor:
         self.overhead_us = overhead_us
         self._keys = [[f"{stage}.mb{i}.{s}" for s in STAT_NAMES] for i in range(self.micro_batches)]
         self._batch_keys = [f"{stage}.mb{i}" for i in range(self.micro_batches)]
+        # a stage whose longest path is a fixed weighted sum of its templates (no parallel
+        # branches, e.g. a TP chain) is priced as that sum, with memoised parts
+        self.linear = self.compiled.program.linear_coefficients() if self.router is None else None
+        used = [self._keys[0].index(v) for v in self.coster.scalar_variables] if self.micro_batches == 1 else []
+        self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
+        self._scalar_memo: dict = {}
 
     def time_us(self, q: np.ndarray, ctx: np.ndarray, kv_out_tokens: int = 0) -> float:
         """One iteration over sequences with ``q`` new and ``ctx`` cached tokens each."""
         if self.micro_batches == 1:
-            parts = [(q, ctx)]
+            return self.time_us_summary(BatchSummary.of(q, ctx), lambda: (q, ctx), kv_out_tokens)
+        loads = [MicroBatchLoad(pq, pc, kv_out_tokens if i == 0 else 0)
+                 for i, (pq, pc) in enumerate(split_micro_batches(q, ctx, self.micro_batches))]
+        return self._time(loads)
+
+    def time_us_summary(self, summary: BatchSummary, materialize, kv_out_tokens: int = 0) -> float:
+        """One iteration of a single-micro-batch stage from the batch's sums; ``materialize()``
+        returns its ``(q, ctx)`` arrays, built only if a price is not memoised."""
+        if self.micro_batches > 1:
+            q, ctx = materialize()
+            return self.time_us(q, ctx, kv_out_tokens)
+        load = MicroBatchLoad(kv_out_tokens=kv_out_tokens, summary=summary, materialize=materialize)
+        if self.linear is None:
+            return self._time([load])
+        # the hot path: a memoised weighted sum of scalar prices plus the attention prices
+        stats = summary.stats(kv_out_tokens)
+        key = self._scalar_key(stats)
+        scalar = self._scalar_memo.get(key)
+        if scalar is None:
+            scalar = self.coster.scalar_time(dict(zip(self._keys[0], stats, strict=True)), self.linear)
+            self._scalar_memo[key] = scalar
         else:
-            parts = split_micro_batches(q, ctx, self.micro_batches)
+            self.coster.usage.priced += self.coster._num_scalar
+        attention = self.coster.attention_time({self._batch_keys[0]: load}, self.linear)
+        return scalar + attention + self.overhead_us
+
+    def _time(self, loads: list[MicroBatchLoad]) -> float:
         env: dict[str, int] = {}
         batches: dict[str, MicroBatchLoad] = {}
-        for i, (pq, pc) in enumerate(parts):
-            # kv_out is spread over micro-batches in proportion to their tokens
-            load = MicroBatchLoad(pq, pc, kv_out_tokens if i == 0 else 0)
+        for i, load in enumerate(loads):
+            env.update(zip(self._keys[i], load.summary.stats(load.kv_out_tokens), strict=True))
             if self.router is not None:
-                load.expert_loads = self.router.draw(int(pq.sum()), self.rng)
+                load.expert_loads = self.router.draw(load.tokens, self.rng)
             batches[self._batch_keys[i]] = load
-            env.update(zip(self._keys[i], load.stats().values(), strict=True))
+        if self.linear is not None:
+            return self.coster.scalar_time(env, self.linear) + self.coster.attention_time(batches, self.linear) + self.overhead_us
         costs = self.coster.costs(env, batches)
-        return float(self.compiled.iteration_time(costs[None, :])[0]) + self.overhead_us
+        return self.compiled.iteration_time_one(costs) + self.overhead_us

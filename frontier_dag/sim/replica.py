@@ -1,10 +1,17 @@
 """The ReplicaWorker: one copy of the model, its queue, its KV cache and its batches.
 
-Running sequences live in numpy columns so that an iteration's bookkeeping is a
-few vectorised steps whatever the batch size. Batches are formed like vLLM
-(running sequences first, then new prompts, chunked prefill within a token
-budget, preemption by recompute of the newest sequence when KV runs out) or like
-SGLang (prefill batches first, decode batches otherwise).
+Batches are formed like vLLM (running sequences first, then new prompts, chunked
+prefill within a token budget, preemption by recompute of the newest sequence when
+KV runs out) or like SGLang (prefill batches first, decode batches otherwise).
+
+Speed: most iterations only decode, and each decoding sequence then gains one
+token. The decode set therefore keeps a clock instead of per-sequence counters:
+sequence i has ``offset[i] + step`` cached tokens at decode step ``step`` and emits
+its last token at step ``last[i]``. Sums, the longest context, the KV blocks that
+fill up at each step (a histogram of offsets modulo the block size) and the next
+finishing step are kept as plain numbers, so a decode step costs the same for 10
+or 10,000 sequences; arrays are built only when a price is not memoised. The few
+sequences still in prefill live in a short list.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from frontier_dag.cost.coster import BatchSummary
 from frontier_dag.sim.events import EventQueue
 from frontier_dag.sim.kv import KVCache
 from frontier_dag.sim.predictor import ExecutionPredictor
 from frontier_dag.sim.state import ColumnLog, RequestTable
 
-_COLUMNS = ("rid", "ctx", "todo", "left", "blocks", "shared", "hits", "order")
+_DECODE_COLUMNS = ("rid", "offset", "last", "shared", "hits", "order")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,17 @@ class Limits:
     chunked_prefill: bool
     policy: str  # vllm | sglang
     prefix_caching: bool
+
+
+class Prefilling:
+    """A sequence whose prompt (plus, after a preemption, its generated tokens) is computing."""
+
+    __slots__ = ("rid", "ctx", "todo", "left", "blocks", "shared", "hits", "order", "chunk")
+
+    def __init__(self, rid, ctx, todo, left, blocks, shared, hits, order):
+        self.rid, self.ctx, self.todo, self.left = rid, ctx, todo, left
+        self.blocks, self.shared, self.hits, self.order = blocks, shared, hits, order
+        self.chunk = 0
 
 
 class ReplicaWorker:
@@ -42,25 +61,37 @@ class ReplicaWorker:
         self.handoff = serves == "prefill"
         self.waiting: deque[int] = deque()   # requests to (re)compute from their prompt
         self.incoming: deque[int] = deque()  # requests whose KV arrived, blocks reserved
+        self.prefilling: list[Prefilling] = []
+        # the decode set, on its clock
         cap = limits.max_seqs
-        self.cols = {c: np.zeros(cap, dtype=np.int64) for c in _COLUMNS}
+        self.d = {c: np.zeros(cap, dtype=np.int64) for c in _DECODE_COLUMNS}
         self.n = 0
+        self.step = 0
+        self.offset_sum = 0
+        self.offset_max = -(2**62)
+        self.next_last = 2**62
+        self.fill = [0] * kv.block_size  # decode sequences by offset % block_size
         self._order = 0
+        # accounting
         self.busy = False
         self.busy_s = 0.0
         self.stall_s = 0.0
         self._stall_since: float | None = None
         self.iterations = 0
-        self.held: dict[int, int] = {}  # prefilled requests whose KV waits to leave: blocks
+        self.held: dict[int, tuple[int, int]] = {}  # handed-off requests whose KV waits to leave
         self._batch = None
 
     # -- load, for routing ---------------------------------------------------------------------
     @property
     def outstanding(self) -> int:
-        return len(self.waiting) + len(self.incoming) + self.n
+        return len(self.waiting) + len(self.incoming) + self.n + len(self.prefilling)
 
-    def submit(self, rid: int, front: bool = False) -> None:
-        (self.waiting.appendleft if front else self.waiting.append)(rid)
+    @property
+    def running(self) -> int:
+        return self.n + len(self.prefilling)
+
+    def submit(self, rid: int) -> None:
+        self.waiting.append(rid)
         self.kick()
 
     def receive(self, rid: int) -> None:
@@ -68,80 +99,120 @@ class ReplicaWorker:
         self.incoming.append(rid)
         self.kick()
 
+    # -- the decode set ------------------------------------------------------------------------
+    def _join_decode(self, rid: int, ctx: int, left: int, shared: int, hits: int, order: int) -> None:
+        """Sequence ``rid`` with ``ctx`` cached tokens decodes its next ``left`` tokens from the
+        next decode step on."""
+        i = self.n
+        d = self.d
+        offset = ctx - self.step
+        d["rid"][i], d["offset"][i], d["last"][i] = rid, offset, self.step + left - 1
+        d["shared"][i], d["hits"][i], d["order"][i] = shared, hits, order
+        self.n += 1
+        self.offset_sum += offset
+        self.offset_max = max(self.offset_max, offset)
+        self.next_last = min(self.next_last, self.step + left - 1)
+        self.fill[offset % self.kv.block_size] += 1
+
+    def _drop_decode(self, leaving: np.ndarray) -> None:
+        d, n = self.d, self.n
+        offsets = d["offset"][:n][leaving]
+        self.offset_sum -= int(offsets.sum())
+        for r in (offsets % self.kv.block_size).tolist():
+            self.fill[r] -= 1
+        keep = ~leaving
+        m = int(keep.sum())
+        for col in d.values():
+            col[:m] = col[:n][keep]
+        self.n = m
+        self.offset_max = int(d["offset"][:m].max()) if m else -(2**62)
+        self.next_last = int(d["last"][:m].min()) if m else 2**62
+
+    def _decode_blocks(self, idx: np.ndarray) -> np.ndarray:
+        """Blocks each decode sequence in ``idx`` holds itself (beyond shared prefix blocks)."""
+        ctx = self.d["offset"][idx] + self.step
+        return (ctx + self.kv.block_size - 1) // self.kv.block_size - self.d["shared"][idx]
+
     # -- the iteration loop --------------------------------------------------------------------
     def kick(self) -> None:
         if self.busy:
             return
-        batch = self._form_batch()
+        plan = self._plan()
         now = self.events.now
-        if batch is None:
+        if plan is None:
             if self.waiting and self._stall_since is None:
                 self._stall_since = now  # work waits but memory is full: backpressure
             return
         if self._stall_since is not None:
             self.stall_s += now - self._stall_since
             self._stall_since = None
-        q, kv_out = batch
-        sched = q > 0
-        n = self.n
-        ctx = self.cols["ctx"][:n]
-        duration_us = self.predictor.time_us(q[sched], ctx[sched], kv_out)
+        decode, chunks, summary, kv_out = plan
+        duration_us = self.predictor.time_us_summary(summary, lambda: self._arrays(decode, chunks), kv_out)
         self.busy = True
-        self._batch = (q, now, duration_us)
+        self._batch = (decode, chunks, now, duration_us)
         self.events.after(duration_us * 1e-6, self._complete)
 
-    def _form_batch(self):
-        """The next iteration's new tokens per running sequence (0: not scheduled), after
-        growing their KV, or None when nothing can run."""
-        self._absorb_incoming()
-        lim, c = self.limits, self.cols
-        while True:
-            n = self.n
-            todo = c["todo"][:n]
-            prefilling = todo > 0
-            prefill_first = lim.policy == "sglang" and bool(prefilling.any() or self._can_admit())
-            q = np.where(prefilling | prefill_first, 0, 1)
-            budget = lim.max_tokens - int(q.sum())
-            for i in np.flatnonzero(prefilling):
-                if budget <= 0:
-                    break
-                chunk = int(min(todo[i], budget)) if lim.chunked_prefill else int(todo[i])
-                if chunk > budget and budget < lim.max_tokens:
-                    break
-                q[i] = chunk
-                budget -= chunk
-            if self._grow(q):
-                break
-            if n <= 1:
-                return None  # one sequence that cannot grow: the controller reports the deadlock
-            self._preempt(int(np.argmax(c["order"][:n])))
-        if lim.policy == "vllm" or prefill_first:
-            new_q = self._admit(budget)
-            if new_q:
-                q = np.concatenate([q, np.array(new_q, dtype=np.int64)])
-        if prefill_first and not (q > 0).any():
-            # nothing could be prefilled (memory is full): run the decodes instead
-            q = np.where(c["todo"][: self.n] > 0, 0, 1)
-            if not self._grow(q):
-                return None
-        if not (q > 0).any():
-            return None
-        todo = c["todo"][: self.n]
-        finishing = (todo > 0) & (q == todo)
-        kv_out = int((c["ctx"][: self.n] + q)[finishing].sum()) if self.handoff else 0
-        return q, kv_out
+    def _arrays(self, decode: bool, chunks: list[Prefilling]) -> tuple[np.ndarray, np.ndarray]:
+        n = self.n if decode else 0
+        q = np.concatenate([np.ones(n, dtype=np.int64), np.array([p.chunk for p in chunks], dtype=np.int64)])
+        ctx = np.concatenate([self.d["offset"][:n] + self.step, np.array([p.ctx for p in chunks], dtype=np.int64)])
+        return q, ctx
 
-    def _grow(self, q: np.ndarray) -> bool:
-        """Allocate the blocks the running sequences need for ``q`` more tokens."""
-        c, n, size = self.cols, self.n, self.kv.block_size
-        need = np.maximum((c["ctx"][:n] + q + size - 1) // size - c["blocks"][:n] - c["shared"][:n], 0)
-        if not self.kv.allocate(int(need.sum())):
-            return False
-        c["blocks"][:n] += need
-        return True
+    def _plan(self):
+        """Choose the next iteration's work and allocate its KV; None when nothing can run."""
+        self._absorb_incoming()
+        lim, kv = self.limits, self.kv
+        while True:
+            prefill_first = lim.policy == "sglang" and bool(self.prefilling or self._can_admit())
+            decode = self.n > 0 and not prefill_first
+            budget = lim.max_tokens - (self.n if decode else 0)
+            need = self.fill[-self.step % kv.block_size] if decode else 0
+            chunks = []
+            for p in self.prefilling:
+                chunk = min(p.todo, budget) if lim.chunked_prefill else p.todo
+                if chunk <= 0 or (chunk > budget and (chunks or decode)):
+                    p.chunk = 0
+                    continue
+                p.chunk = chunk
+                need += max(0, kv.blocks_for(p.ctx + chunk) - p.blocks - p.shared)
+                chunks.append(p)
+                budget -= chunk
+            if kv.allocate(need):
+                break
+            if self.running <= 1:
+                return None  # one sequence that cannot grow: the controller reports the deadlock
+            self._preempt_newest()
+        for p in chunks:
+            p.blocks = max(p.blocks, kv.blocks_for(p.ctx + p.chunk) - p.shared)
+        if lim.policy == "vllm" or prefill_first:
+            chunks += self._admit(budget, have_work=decode or bool(chunks))
+        if not decode and not chunks:
+            if prefill_first and self.n:  # nothing could be prefilled (memory): decode instead
+                if not kv.allocate(self.fill[-self.step % kv.block_size]):
+                    return None
+                decode = True
+            else:
+                return None
+        return (decode, chunks, self._summary(decode, chunks),
+                sum(p.ctx + p.chunk for p in chunks if p.chunk == p.todo) if self.handoff else 0)
+
+    def _summary(self, decode: bool, chunks: list[Prefilling]) -> BatchSummary:
+        n = self.n if decode else 0
+        ctx_d = self.offset_sum + n * self.step
+        if not chunks:
+            return BatchSummary(n, n, 0, 0, ctx_d, self.offset_max + self.step, ctx_d, n)
+        tokens = n + sum(p.chunk for p in chunks)
+        prefill = [p for p in chunks if p.chunk > 1]
+        ctx_p = sum(p.ctx for p in chunks)
+        longest = self.offset_max + self.step if n else 0
+        for p in chunks:
+            longest = max(longest, p.ctx)
+        return BatchSummary(n + len(chunks), tokens, sum(p.chunk for p in prefill), len(prefill), ctx_d + ctx_p,
+                            longest, ctx_d + sum(p.chunk * p.ctx for p in chunks),
+                            n + sum(p.chunk * p.chunk for p in chunks))
 
     def _can_admit(self) -> bool:
-        if not self.waiting or self.n >= self.limits.max_seqs:
+        if not self.waiting or self.running >= self.limits.max_seqs:
             return False
         rid = self.waiting[0]
         t = self.table
@@ -150,38 +221,33 @@ class ReplicaWorker:
 
     def _absorb_incoming(self) -> None:
         t = self.table
-        while self.incoming and self.n < self.limits.max_seqs:
+        while self.incoming and self.running < self.limits.max_seqs:
             rid = self.incoming.popleft()
-            held = int(self.controller.reserved.pop((self.pool, self.index, rid)))
-            self._append(rid, ctx=int(t.prompt[rid] + t.generated[rid] - 1), todo=0,
-                         left=int(t.output[rid] - t.generated[rid]), blocks=held, shared=0, hits=0)
+            self.controller.reserved.pop((self.pool, self.index, rid))
+            self._join_decode(rid, int(t.prompt[rid] + t.generated[rid] - 1), int(t.output[rid] - t.generated[rid]),
+                              0, 0, self._next_order())
             t.decode_admitted[rid] = self.events.now
 
-    def _append(self, rid, ctx, todo, left, blocks, shared, hits) -> None:
-        i = self.n
-        c = self.cols
-        c["rid"][i], c["ctx"][i], c["todo"][i], c["left"][i] = rid, ctx, todo, left
-        c["blocks"][i], c["shared"][i], c["hits"][i], c["order"][i] = blocks, shared, hits, self._order
+    def _next_order(self) -> int:
         self._order += 1
-        self.n += 1
+        return self._order
 
-    def _admit(self, budget: int) -> list[int]:
+    def _admit(self, budget: int, have_work: bool) -> list[Prefilling]:
         """Admit waiting requests FCFS while seats, tokens and KV blocks last."""
         t, kv, lim = self.table, self.kv, self.limits
-        chunks: list[int] = []
-        per_hash = 0
-        while self.waiting and self.n < lim.max_seqs and budget > 0:
+        admitted: list[Prefilling] = []
+        per_hash = kv.blocks_for(kv.prefix_block_tokens) if kv.prefix_block_tokens else 0
+        while self.waiting and self.running < lim.max_seqs and budget > 0:
             rid = self.waiting[0]
             prompt = int(t.prompt[rid] + t.generated[rid])
             hits, hashes = 0, None
             if lim.prefix_caching and kv.prefix_block_tokens:
                 hashes = t.hashes(rid)
                 hits = min(kv.count_prefix(hashes), (prompt - 1) // kv.prefix_block_tokens)
-                per_hash = kv.blocks_for(kv.prefix_block_tokens)
             cached = hits * kv.prefix_block_tokens
             todo = prompt - cached
             chunk = min(todo, budget) if lim.chunked_prefill else todo
-            if chunk > budget and (chunks or self.n):
+            if chunk > budget and (admitted or have_work):
                 break
             own = kv.blocks_for(cached + chunk) - hits * per_hash
             if not kv.allocate(own):
@@ -189,95 +255,117 @@ class ReplicaWorker:
             if hits:
                 kv.match_prefix(hashes[:hits])
             self.waiting.popleft()
-            self._append(rid, ctx=cached, todo=todo, left=int(t.output[rid] - t.generated[rid]), blocks=own,
-                         shared=hits * per_hash, hits=hits)
-            chunks.append(chunk)
+            p = Prefilling(rid, cached, todo, int(t.output[rid] - t.generated[rid]), own, hits * per_hash, hits,
+                           self._next_order())
+            p.chunk = chunk
+            self.prefilling.append(p)
+            admitted.append(p)
             budget -= chunk
             t.cached_tokens[rid] = cached
             if np.isnan(t.first_scheduled[rid]):
                 t.first_scheduled[rid] = self.events.now
                 t.prefill_replica[rid] = self.index
-        return chunks
+        return admitted
 
-    def _preempt(self, i: int) -> None:
-        """Recompute later: free the sequence's KV and put it back at the queue's front."""
-        c = self.cols
-        rid = int(c["rid"][i])
-        self.kv.release(int(c["blocks"][i]))
-        if c["hits"][i]:
-            self.kv.unref_prefix(self.table.hashes(rid)[: c["hits"][i]])
-        self.table.preemptions[rid] += 1
-        self._remove(np.arange(self.n) == i)
+    def _preempt_newest(self) -> None:
+        """Recompute later: free the newest sequence's KV and put it back in the queue."""
+        t, kv = self.table, self.kv
+        newest_p = max(self.prefilling, key=lambda p: p.order, default=None)
+        i = int(np.argmax(self.d["order"][: self.n])) if self.n else -1
+        if newest_p is not None and (i < 0 or newest_p.order > self.d["order"][i]):
+            self.prefilling.remove(newest_p)
+            rid, blocks, hits, left = newest_p.rid, newest_p.blocks, newest_p.hits, newest_p.left
+        else:
+            idx = np.array([i])
+            rid = int(self.d["rid"][i])
+            blocks, hits = int(self._decode_blocks(idx)[0]), int(self.d["hits"][i])
+            left = int(self.d["last"][i] - self.step + 1)
+            self._drop_decode(np.arange(self.n) == i)
+        t.generated[rid] = t.output[rid] - left
+        kv.release(blocks)
+        if hits:
+            kv.unref_prefix(t.hashes(rid)[:hits])
+        t.preemptions[rid] += 1
         self.controller.preempted(rid, self)
 
-    def _remove(self, leaving: np.ndarray) -> None:
-        keep = ~leaving
-        m = int(keep.sum())
-        for col in self.cols.values():
-            col[:m] = col[: self.n][keep]
-        self.n = m
-
     def _complete(self) -> None:
-        q, start, duration_us = self._batch
+        decode, chunks, start, duration_us = self._batch
         now = self.events.now
-        c, t, n = self.cols, self.table, self.n
+        t = self.table
         self.busy = False
         self.busy_s += duration_us * 1e-6
         self.iterations += 1
-        todo = c["todo"][:n]
-        prefilling = todo > 0
-        c["ctx"][:n] += q
-        todo -= np.where(prefilling, q, 0)
-        done_prefill = prefilling & (todo == 0)
-        emit = (q > 0) & (~prefilling | done_prefill)
-        c["left"][:n] -= emit
-        rids = c["rid"][:n]
-        t.generated[rids[emit]] += 1
-        if done_prefill.any():
-            for i in np.flatnonzero(done_prefill):
-                rid = int(rids[i])
-                if np.isnan(t.first_token[rid]):
-                    t.first_token[rid] = now
-                if np.isnan(t.prefill_done[rid]):
-                    t.prefill_done[rid] = now
-                self._cache_prompt(i, rid)
-        finished = emit & (c["left"][:n] <= 0)
-        leaving = finished | (done_prefill & self.handoff)
-        self.log.append(self.pool_index, self.index, start, duration_us, int((q > 0).sum()),
-                        int(q[prefilling].sum()), int(((q > 0) & ~prefilling).sum()), self.kv.used / max(self.kv.capacity, 1))
-        if leaving.any():
-            handoffs = []
-            for i in np.flatnonzero(leaving):
-                rid = int(rids[i])
-                if finished[i]:
-                    self.kv.release(int(c["blocks"][i]))
-                    if c["hits"][i]:
-                        self.kv.unref_prefix(t.hashes(rid)[: c["hits"][i]])
-                    t.finish[rid] = now
-                else:
-                    self.held[rid] = (int(c["blocks"][i]), int(c["hits"][i]))
-                    handoffs.append(rid)
-            done_ids = [int(r) for r in rids[finished]]
-            self._remove(leaving)
-            for rid in done_ids:
-                self.controller.finished(rid, self)
-            for rid in handoffs:
-                self.controller.handoff(rid, self)
+        n_decode = self.n if decode else 0
+        prefill_tokens = sum(p.chunk for p in chunks)
+        self.log.append(self.pool_index, self.index, start, duration_us, n_decode + len(chunks), prefill_tokens,
+                        n_decode, self.kv.used / self.kv.capacity)
+        if decode:
+            self.step += 1
+            if self.next_last < self.step:  # some sequences emitted their last token
+                last = self.d["last"][: self.n]
+                self._finish_decodes(last < self.step, now)
+        finished, handed = [], []
+        for p in chunks:
+            p.ctx += p.chunk
+            p.todo -= p.chunk
+            if p.todo:
+                continue
+            # the prompt is in: its first (or, after a preemption, next) token is out
+            self.prefilling.remove(p)
+            p.left -= 1
+            rid = p.rid
+            if np.isnan(t.first_token[rid]):
+                t.first_token[rid] = now
+            if np.isnan(t.prefill_done[rid]):
+                t.prefill_done[rid] = now
+            self._cache_prompt(p)
+            t.generated[rid] = t.output[rid] - p.left
+            if p.left <= 0:
+                self.kv.release(p.blocks)
+                if p.hits:
+                    self.kv.unref_prefix(t.hashes(rid)[: p.hits])
+                t.finish[rid] = now
+                finished.append(rid)
+            elif self.handoff:
+                self.held[rid] = (p.blocks, p.hits)
+                handed.append(rid)
+            else:
+                self._join_decode(rid, p.ctx, p.left, p.shared, p.hits, p.order)
+        for rid in finished:
+            self.controller.finished(rid, self)
+        for rid in handed:
+            self.controller.handoff(rid, self)
         self.kick()
 
-    def _cache_prompt(self, i: int, rid: int) -> None:
+    def _finish_decodes(self, done: np.ndarray, now: float) -> None:
+        t, d = self.table, self.d
+        idx = np.flatnonzero(done)
+        rids = d["rid"][idx]
+        blocks = self._decode_blocks(idx)
+        hits = d["hits"][idx]
+        t.finish[rids] = now
+        t.generated[rids] = t.output[rids]
+        self.kv.release(int(blocks.sum()))
+        for rid, h in zip(rids.tolist(), hits.tolist(), strict=True):
+            if h:
+                self.kv.unref_prefix(t.hashes(rid)[:h])
+        self._drop_decode(done)
+        for rid in rids.tolist():
+            self.controller.finished(rid, self)
+
+    def _cache_prompt(self, p: Prefilling) -> None:
         """Index the prompt's whole hash blocks so later requests can reuse them."""
-        kv, c = self.kv, self.cols
+        kv = self.kv
         if not (self.limits.prefix_caching and kv.prefix_block_tokens):
             return
-        hashes = self.table.hashes(rid)
-        whole = min(len(hashes), int(self.table.prompt[rid]) // kv.prefix_block_tokens)
+        hashes = self.table.hashes(p.rid)
+        whole = min(len(hashes), int(self.table.prompt[p.rid]) // kv.prefix_block_tokens)
         per_hash = kv.blocks_for(kv.prefix_block_tokens)
-        added = kv.insert_prefix(hashes[c["hits"][i]:whole], per_hash)
-        moved = min(added * per_hash, int(c["blocks"][i]))
-        c["blocks"][i] -= moved
-        c["shared"][i] += moved
-        c["hits"][i] += added
+        added = kv.insert_prefix(hashes[p.hits:whole], per_hash)
+        moved = min(added * per_hash, p.blocks)
+        p.blocks -= moved
+        p.shared += moved
+        p.hits += added
 
     def release_held(self, rid: int) -> None:
         """The KV of a handed-off request has left: free its blocks here."""

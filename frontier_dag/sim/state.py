@@ -3,6 +3,8 @@ memory grows only by the result rows."""
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 import pandas as pd
 
@@ -68,22 +70,25 @@ class RequestTable:
 
 
 class ColumnLog:
-    """An append-only table in growing numpy columns (amortised O(1) appends)."""
+    """An append-only table in typed arrays: 8 bytes or less per value, O(1) appends."""
+
+    _CODES = {np.int16: "h", np.int32: "i", np.int64: "q", np.float32: "f", np.float64: "d"}
 
     def __init__(self, columns: dict[str, type]):
-        self._data = {c: np.empty(1024, dtype=t) for c, t in columns.items()}
-        self.size = 0
+        self._dtypes = dict(columns)
+        self._data = {c: array(self._CODES[t]) for c, t in columns.items()}
+        self._appenders = [col.append for col in self._data.values()]
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self._data.values())))
 
     def append(self, *values) -> None:
-        if self.size == len(next(iter(self._data.values()))):
-            for c, col in self._data.items():
-                self._data[c] = np.concatenate([col, np.empty_like(col)])
-        for col, value in zip(self._data.values(), values, strict=True):
-            col[self.size] = value
-        self.size += 1
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({c: col[: self.size] for c, col in self._data.items()})
+        for add, value in zip(self._appenders, values, strict=True):
+            add(value)
 
     def column(self, name: str) -> np.ndarray:
-        return self._data[name][: self.size]
+        return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({c: self.column(c).copy() for c in self._data})
