@@ -60,6 +60,9 @@ def profile(op: str, *, device: str, out: str | Path, quick: bool = False, budge
     ``device`` and add the rows to the profile directory ``out``."""
     if op not in OPS:
         raise ProfilingError(f"unknown operator {op!r}; use one of {', '.join(OPS)}")
+    if device == "cpu" and not quick:
+        raise ProfilingError("--device cpu measures only the tiny shapes of --quick: the full designs are "
+                             "GPU-sized (one GEMM point could run for minutes on a CPU). Add --quick.")
     torch = require_torch()
     check_device(torch, device)
     module = importlib.import_module(f"{__package__}.{OPS[op]}")

@@ -44,7 +44,7 @@ class _Progress:
 def _command(op: str, help_text: str) -> click.Command:
     @click.command(op, help=f"Measure {help_text}.")
     @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
-                  help="Where to measure; cpu runs tiny shapes for tests (use with --quick).")
+                  help="Where to measure; cpu measures the tiny --quick shapes only (tests, smoke runs).")
     @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
                   help="Profile directory; rows are appended to a directory this tool wrote for the same device.")
     @click.option("--quick", is_flag=True, help="Tiny shapes and few points: a smoke test in seconds.")

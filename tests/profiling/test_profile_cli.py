@@ -117,6 +117,24 @@ def test_unsupported_dtype_and_budget_are_errors(tmp_path):
     assert result.exit_code == 2 and "budget" in result.output
 
 
+def test_the_cpu_runs_only_quick_shapes(tmp_path):
+    result = _profile("gemm", "--device", "cpu", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--quick" in result.output
+
+
+def test_a_real_run_stops_when_its_budget_is_spent(tmp_path):
+    from frontier_dag.profiling.runner import QUICK_POINTS, profile
+
+    # The whole design first (this also pays for lazy initialisations), then a third of its time.
+    full = profile("gemm", device="cpu", out=tmp_path / "full", quick=True).report
+    assert full.measured == QUICK_POINTS
+    budget = full.elapsed_s / 3
+    run = profile("gemm", device="cpu", out=tmp_path / "part", quick=True, budget_s=budget).report
+    assert run.stopped_by == "budget"
+    assert 0 < run.measured < QUICK_POINTS
+    assert run.elapsed_s <= budget + max(run.walls_s)
+
+
 def test_missing_torch_is_a_clear_error(monkeypatch):
     from frontier_dag.profiling import device
 
