@@ -111,6 +111,9 @@ def test_built_in_workflow_nodes_point_into_workflows(trace_dict, tiny):
     _, graph = trace_dict(tiny["moe"], {"m": {"role": "colocated", "gpus": 4, "ep": 4}}, "ep_moe")
     wheres = {a["where"] for _, a in graph.graph.nodes(data=True)}
     assert all(w.startswith("workflows/") for w in wheres), sorted(wheres)[:3]
-    # a block traced by a helper names the helper and the workflow that called it
+    # a block traced by a helper names the helper and the workflow line that called it, and
+    # never whoever called trace() (here the test fixtures)
     assert any(w.startswith("workflows/ep_moe.py:") for w in wheres)
-    assert any("(from workflows/" in w for w in wheres)
+    helpers = [w for w in wheres if w.startswith("workflows/layers.py:")]
+    assert helpers and all(" (from workflows/ep_moe.py:" in w for w in helpers)
+    assert not any("tests/" in w for w in wheres)
