@@ -52,22 +52,38 @@ DYNAMIC_FAMILIES = ("attention", "mla")
 
 
 def _where() -> str:
-    """file:line of the innermost caller outside the DSL, with the workflow's own line after it."""
+    """file:line of the workflow code that called the tracer and, when that is a helper in
+    another file (a block of ``workflows/layers.py``), the line that called the helper:
+    ``workflows/layers.py:76 (from workflows/pd.py:49)``. The walk stops at the tracer's
+    own frames (``trace()`` called the workflow), so a caller of ``trace()`` never shows."""
     frame = sys._getframe(1)
-    spots = []
-    while frame is not None and len(spots) < 2:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_DSL_DIR) and not filename.startswith("<"):
-            if filename.startswith(_PACKAGE_ROOT):
-                shown = os.path.relpath(filename, _PACKAGE_ROOT)
-            else:
-                parts = Path(filename).parts
-                shown = "/".join(parts[-2:]) if "site-packages" in parts else os.path.relpath(filename)
-            spots.append(f"{shown}:{frame.f_lineno}")
+    while frame is not None and _engine_frame(frame):
         frame = frame.f_back
-    if not spots:
+    if frame is None:
         return "<unknown>"
-    return spots[0] if len(spots) == 1 or spots[1].split(":")[0] == spots[0].split(":")[0] else f"{spots[0]} (from {spots[1]})"
+    inner, outer = frame, None
+    frame = frame.f_back
+    while frame is not None and not frame.f_code.co_filename.startswith(_DSL_DIR):
+        if not _engine_frame(frame) and frame.f_code.co_filename != inner.f_code.co_filename:
+            outer = frame
+            break
+        frame = frame.f_back
+    spot = f"{_shown(inner.f_code.co_filename)}:{inner.f_lineno}"
+    return spot if outer is None else f"{spot} (from {_shown(outer.f_code.co_filename)}:{outer.f_lineno})"
+
+
+def _engine_frame(frame) -> bool:
+    """A frame of the tracer itself, or of generated code (``<string>``), not of a workflow."""
+    filename = frame.f_code.co_filename
+    return filename.startswith(_DSL_DIR) or filename.startswith("<")
+
+
+def _shown(filename: str) -> str:
+    """A file as error messages name it: relative to the project, or to the working directory."""
+    if filename.startswith(_PACKAGE_ROOT):
+        return os.path.relpath(filename, _PACKAGE_ROOT)
+    parts = Path(filename).parts
+    return "/".join(parts[-2:]) if "site-packages" in parts else os.path.relpath(filename)
 
 
 @dataclass(frozen=True)
