@@ -15,6 +15,7 @@ are dropped: a query has no window column.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -205,28 +206,23 @@ def wideep_deepep_rows(path: Path, low_latency: bool) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def read_aiconfigurator(system: str, backend: str = "vllm", root: Path | None = None) -> ProfileSet:
-    """Every family aiconfigurator measured for ``system`` with ``backend``."""
+def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) -> list[tuple[Path, Callable, str | None]]:
+    """The tables to read for ``system`` and ``backend``: (path, reader, family), where a
+    reader without a family labels its rows' families itself."""
     if backend not in BACKENDS:
         raise PredictorError(f"--backend {backend!r}: aiconfigurator tables exist for {', '.join(BACKENDS)}")
-    base = (root or package_data_root()) / system
-    if not base.is_dir():
-        known = sorted(p.name for p in (root or package_data_root()).iterdir() if any(p.iterdir()))
+    root = root or package_data_root()
+    base = root / system
+    if not base.is_dir() or not any(base.iterdir()):
+        known = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.iterdir()))
         raise PredictorError(f"aiconfigurator-core has no kernel tables for system {system!r}; it has {', '.join(known)}")
-    parts: dict[str, list[pd.DataFrame]] = {}
-    files: list[Path] = []
+    plan: list[tuple[Path, Callable, str | None]] = []
 
-    def add(kind: str, owner: str, filename: str, reader, family: str | None = None) -> bool:
-        """Read one table into ``parts``; a reader without ``family`` labels its own rows."""
+    def add(kind: str, owner: str, filename: str, reader: Callable, family: str | None = None) -> bool:
         path = find_table(base, kind, owner, filename)
-        if path is None:
-            return False
-        frame = reader(path)
-        files.append(path)
-        groups = [(family, frame)] if family else frame.groupby("family")
-        for name, group in groups:
-            parts.setdefault(name, []).append(group.drop(columns="family", errors="ignore"))
-        return True
+        if path is not None:
+            plan.append((path, reader, family))
+        return path is not None
 
     add("attention", backend, "context_attention_perf.parquet", partial(attention_rows, prefill=True), "attention_prefill")
     add("attention", backend, "generation_attention_perf.parquet", partial(attention_rows, prefill=False), "attention_decode")
@@ -241,12 +237,23 @@ def read_aiconfigurator(system: str, backend: str = "vllm", root: Path | None = 
     if not add("comm", backend, "moe_a2a_perf.parquet", moe_a2a_rows):
         add("comm", backend, "wideep_deepep_ll_perf.parquet", partial(wideep_deepep_rows, low_latency=True))
         add("comm", backend, "wideep_deepep_normal_perf.parquet", partial(wideep_deepep_rows, low_latency=False))
+    if not plan:
+        raise PredictorError(f"aiconfigurator-core has no {backend} tables for {system}")
+    return plan
+
+
+def read_aiconfigurator(system: str, backend: str = "vllm", root: Path | None = None) -> ProfileSet:
+    """Every family aiconfigurator measured for ``system`` with ``backend``."""
+    plan = plan_tables(system, backend, root)
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for path, reader, family in plan:
+        frame = reader(path)
+        groups = [(family, frame)] if family else frame.groupby("family")
+        for name, group in groups:
+            parts.setdefault(name, []).append(group.drop(columns="family", errors="ignore"))
     tables = {}
     for family, frames in parts.items():
         frame = pd.concat(frames, ignore_index=True)
         tables[family] = normalize_profile(family, frame[[*QUERY_COLUMNS[family], "latency_us", "latency_std_us",
                                                          "repeats", "source"]], f"aiconfigurator {system}/{family}")
-    if not tables:
-        raise PredictorError(f"aiconfigurator-core has no {backend} tables for {system}")
-    return ProfileSet(system, tables, files, f"aiconfigurator-core {system} {backend}")
-
+    return ProfileSet(system, tables, [path for path, _, _ in plan], f"aiconfigurator-core {system} {backend}")

@@ -114,6 +114,7 @@ class PredictorConfig(Strict):
     source: str = Field("aiconfigurator", description="aiconfigurator, roofline, or a profile directory")
     backend: str = "vllm"
     system: str | None = Field(None, description="kernel tables' system; default the hardware's")
+    path: str | None = Field(None, description="folder of the CSVs for source frontier-csv or vidur-csv")
     jitter: bool = Field(False, description="sample kernel time spread instead of using the median")
 
 

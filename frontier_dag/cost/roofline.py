@@ -57,14 +57,19 @@ def _row_sums(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 def _attention_terms(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs and bytes of attention over each row's ragged batch of sequences."""
     n = check_query(family, q)
-    heads = _arr(q["num_heads"])
-    kv_width = _widths(q["kv_dtype"])
     ql, rows = _segments(q["q_lens"])
     cl, _ = _segments(q["ctx_lens"])
     # causal: a new token attends to the context and to the new tokens before it
     pairs = _row_sums(ql * cl + ql * (ql + 1) / 2, rows, n)
-    keys = _row_sums(cl + ql, rows, n)
-    tokens = _row_sums(ql, rows, n)
+    return attention_flops_and_bytes(family, q, pairs, _row_sums(cl + ql, rows, n), _row_sums(ql, rows, n))
+
+
+def attention_flops_and_bytes(family: str, q: Mapping[str, Any], pairs: np.ndarray, keys: np.ndarray,
+                              tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs and bytes of attention from each row's attended (query, key) pairs, keys read
+    (context + new) and new tokens."""
+    heads = _arr(q["num_heads"])
+    kv_width = _widths(q["kv_dtype"])
     if family in MLA_FAMILIES:
         rank, rope = _arr(q["kv_lora_rank"]), _arr(q["qk_rope_head_dim"])
         latent = rank + rope
@@ -80,6 +85,13 @@ def _attention_terms(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.
     return flops, nbytes
 
 
+def moe_flops_and_bytes(q: Mapping[str, Any], routed: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs and bytes of one rank's gated expert MLPs from its routed tokens and active experts."""
+    w = _widths(q["dtype"])
+    h, f = _arr(q["hidden"]), _arr(q["inter"])
+    return 2 * 3 * h * f * routed, 3 * h * f * w * active + 2 * routed * h * ACTIVATION_BYTES
+
+
 def flops_and_bytes(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """FLOPs and HBM bytes of each row of a compute query (zero FLOPs for pure data movement)."""
     if family in ATTENTION_FAMILIES or family in MLA_FAMILIES:
@@ -91,11 +103,7 @@ def flops_and_bytes(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.n
     if family == "moe_grouped_gemm":
         rows = check_query(family, q)
         t, row = _segments(q["expert_tokens"])
-        routed = _row_sums(t, row, rows)
-        active = _row_sums((t > 0).astype(float), row, rows)
-        w = _widths(q["dtype"])
-        h, f = _arr(q["hidden"]), _arr(q["inter"])
-        return 2 * 3 * h * f * routed, 3 * h * f * w * active + 2 * routed * h * ACTIVATION_BYTES
+        return moe_flops_and_bytes(q, _row_sums(t, row, rows), _row_sums((t > 0).astype(float), row, rows))
     if family == "elementwise":
         elems = _arr(q["num_tokens"]) * _arr(q["hidden"])
         traffic = np.array([ELEMENTWISE_TRAFFIC.get(str(op), 2.0) for op in q["op"]])

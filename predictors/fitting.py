@@ -1,0 +1,152 @@
+"""Fitting one random forest per (hardware, operator family) on a log target.
+
+The forest predicts ``log(latency / baseline)``, where the baseline is the family's
+calibrated roofline ``t0 + max(compute / e_c, memory / e_m)``: the work's time at the
+GPU's peaks (``features``) with a fixed overhead and two efficiencies fitted to the
+profile. The residual varies slowly with the shape where the raw roofline ratio jumps
+(a kernel's fixed cost stops dominating), so a piecewise-constant forest interpolates
+to unseen shapes, and the baseline carries predictions beyond the measured range.
+A forest is fitted in seconds with fixed settings (no grid search), then flattened
+(``forest``). Each of
+its leaves also records the mean log CV (std / median) of the training rows that
+reach it, where the profile measured a spread, so one walk predicts both the kernel
+time and its jitter. The bounding box of the training features marks a query as out
+of range; such a query is predicted at the nearest point of the box (the efficiency
+of the nearest measured shapes) and scaled by its own calibrated roofline time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from frontier_dag.config.hardware import HardwareConfig
+from frontier_dag.cost.queries import QUERY_COLUMNS
+from frontier_dag.errors import PredictorError
+
+from .features import UNKNOWN, feature_matrix, learn_vocab
+from .forest import FlatForest
+
+#: a measured spread above this CV is an outlier-ridden timing, not kernel jitter
+MAX_CV = 0.5
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Forest settings; part of the cache key. Fixed defaults, chosen once (docs/predictors.md)."""
+
+    kind: str = "extra"
+    n_estimators: int = 24
+    max_depth: int | None = 20
+    min_samples_leaf: int = 1
+    max_features: float = 0.7
+    max_samples: float | None = 0.8
+    seed: int = 0
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_SETTINGS = FitSettings()
+
+
+@dataclass
+class FamilyModel:
+    """A fitted family: its feature names, learned categories, box, and flattened forest."""
+
+    family: str
+    names: list[str]
+    vocab: dict[str, tuple[str, ...]]
+    low: np.ndarray
+    high: np.ndarray
+    calibration: np.ndarray
+    forest: FlatForest
+    has_spread: bool
+    n_train: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, query: Mapping[str, Any], hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median latency (µs), its std (µs) and the out-of-range flag of each query row."""
+        X, _, work = feature_matrix(self.family, query, hw, self.vocab)
+        return self.predict_features(X, work)
+
+    def predict_features(self, X: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        baseline = calibrated_roofline(self.calibration, work)
+        out_of_range = ((self.low > X) | (self.high < X) | (X == UNKNOWN)).any(axis=1)
+        if out_of_range.any():
+            X = np.clip(X, self.low, self.high)
+        log_ratio, log_cv = self.forest.predict(X).T
+        latency = baseline * np.exp(log_ratio)
+        std = latency * np.exp(log_cv) if self.has_spread else np.zeros_like(latency)
+        return latency, std, out_of_range
+
+
+def table_query(family: str, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The query columns of a profile table as a query batch."""
+    return {c: table[c].to_numpy() for c in QUERY_COLUMNS[family]}
+
+
+def calibrated_roofline(calibration: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """``t0 + max(compute / e_c, memory / e_m)`` in µs for work = (compute, memory) µs at peak."""
+    overhead, compute_efficiency, memory_efficiency = calibration
+    return overhead + np.maximum(work[:, 0] / compute_efficiency, work[:, 1] / memory_efficiency)
+
+
+def calibrate(work: np.ndarray, latency: np.ndarray) -> np.ndarray:
+    """The (t0, e_c, e_m) that fit ``latency`` best in log space (robust to outliers)."""
+
+    from scipy.optimize import least_squares  # fitting only; loading a fitted model needs no scipy
+
+    def residual(log_params: np.ndarray) -> np.ndarray:
+        return np.log(calibrated_roofline(np.exp(log_params), work)) - np.log(latency)
+
+    start = np.log([max(float(np.min(latency)) * 0.5, 1e-3), 0.5, 0.5])
+    return np.exp(least_squares(residual, start, loss="soft_l1", f_scale=0.1).x)
+
+
+def _leaf_means(forest, X: np.ndarray, values: np.ndarray, known: np.ndarray,
+                fallback: float) -> list[np.ndarray]:
+    """Per tree, each node's mean of ``values`` over the known rows reaching it (``fallback``
+    where none does)."""
+    out = []
+    for estimator in forest.estimators_:
+        leaf = estimator.apply(X.astype(np.float32))[known]
+        count = np.bincount(leaf, minlength=estimator.tree_.node_count)
+        total = np.bincount(leaf, weights=values[known], minlength=estimator.tree_.node_count)
+        out.append(np.where(count > 0, total / np.maximum(count, 1), fallback))
+    return out
+
+
+def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: FitSettings = DEFAULT_SETTINGS,
+               n_jobs: int = 2) -> FamilyModel:
+    """Fit ``family``'s forest to a profile table (schema columns) measured on ``hw``."""
+    if len(table) < 2:
+        raise PredictorError(f"{family}: needs at least 2 profile rows to fit, got {len(table)}")
+    query = table_query(family, table)
+    vocab = learn_vocab(family, query)
+    X, names, work = feature_matrix(family, query, hw, vocab)
+    latency = table["latency_us"].to_numpy(float)
+    calibration = calibrate(work, latency)
+    target = np.log(latency / calibrated_roofline(calibration, work))
+    from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor  # fitting only
+
+    model = ExtraTreesRegressor if settings.kind == "extra" else RandomForestRegressor
+    forest = model(
+        bootstrap=settings.max_samples is not None, n_estimators=settings.n_estimators, max_depth=settings.max_depth,
+        min_samples_leaf=settings.min_samples_leaf, max_features=settings.max_features,
+        max_samples=settings.max_samples if len(table) > 50 else None,
+        random_state=settings.seed, n_jobs=n_jobs,
+    ).fit(X, target)
+    cv = np.clip(table["latency_std_us"].to_numpy(float) / latency, 0.0, MAX_CV)
+    measured = cv > 0
+    log_cv = np.log(np.where(measured, cv, 1.0))
+    fallback = float(np.median(log_cv[measured])) if measured.any() else 0.0
+    leaf_cv = _leaf_means(forest, X, log_cv, measured, fallback)
+    return FamilyModel(
+        family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
+        forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),
+    )
