@@ -132,12 +132,12 @@ def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: Cos
                      "start_us": float(start[v]), "duration_us": float(weights[v])})
     by_category["waits_and_bubbles"] += max(0.0, total - sum(by_category.values()))
     attribution = {k: (v / total if total > 0 else 0.0) for k, v in by_category.items()}
-    return IterationReport(total, stage_times, rows, attribution, _bubbles(graph, whole, start, weights, total),
+    return IterationReport(total, stage_times, rows, attribution, _bubbles(graph, whole, start, weights),
                            whole, start, weights, slack, path)
 
 
-def _bubbles(graph: EventGraph, whole: CompiledStage, start: np.ndarray, weights: np.ndarray, total: float) -> dict[str, float]:
-    """Idle fraction of each GPU resource between its first start and the iteration's end."""
+def _bubbles(graph: EventGraph, whole: CompiledStage, start: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    """Idle fraction of each GPU stream between the start of its first op and the end of its last."""
     busy: dict[str, list[tuple[float, float]]] = {}
     for v, node in enumerate(whole.nodes):
         attrs = graph.graph.nodes[node]
@@ -150,5 +150,9 @@ def _bubbles(graph: EventGraph, whole: CompiledStage, start: np.ndarray, weights
         for s, e in spans:
             covered += max(0.0, e - max(s, end))
             end = max(end, e)
-        out[resource] = float(1.0 - covered / total) if total > 0 else 0.0
+        # only between the stream's first and last op: in PD the decode pool waiting for the
+        # prefill of the same request, or the prefill pool once it has handed over, is idle
+        # but not a bubble of its own iteration
+        window = end - spans[0][0]
+        out[resource] = float(1.0 - covered / window) if window > 0 else 0.0
     return out

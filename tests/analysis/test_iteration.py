@@ -82,3 +82,18 @@ def test_attribution_follows_the_families(trace_dict, tiny, fake_cost_model):
     assert report.iteration_time_us == pytest.approx(total)
     assert report.attribution["dense_gemm"] == pytest.approx((layers * 12 + 3) / total)
     assert report.attribution["attention"] == pytest.approx(layers / total)
+
+
+def test_bubbles_count_from_a_streams_first_op(trace_dict, tiny, fake_cost_model):
+    """In PD the decode pool starts after the prefill and the transfer: its idle time before
+    then is not a bubble; a chain of ops with no gaps has none."""
+    pools = {"p": {"role": "prefill", "gpus": 1}, "d": {"role": "decode", "gpus": 1}}
+    deployment, graph = trace_dict(tiny["dense"], pools, "pd")
+    cost = fake_cost_model(constant={"gemm": 2.0, "elementwise": 1.0, "attention": 1.0, "p2p": 5.0})
+    report = analyze_iteration(graph, deployment, cost, representative_loads(graph, deployment, batch_size=4))
+    assert report.bubbles == {"decode": pytest.approx(0.0), "prefill": pytest.approx(0.0)}
+    # the AF attention pool idles while a micro-batch is in the FFN pool
+    pools = {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 1}}
+    deployment, graph = trace_dict(tiny["dense"], pools, "af_pingpong", {"micro_batches": 1})
+    report = analyze_iteration(graph, deployment, cost, representative_loads(graph, deployment, batch_size=4))
+    assert 0.3 < report.bubbles["attention"] < 1.0 and 0.3 < report.bubbles["ffn"] < 1.0
