@@ -16,7 +16,7 @@ import numpy as np
 from frontier_dag.config.run import Deployment
 from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, split_micro_batches, stage_env
 from frontier_dag.cost.protocol import CostModel
-from frontier_dag.cost.routing import Router, RoutingSpec
+from frontier_dag.cost.routing import Router
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
 
@@ -39,13 +39,12 @@ def mean_lengths(deployment: Deployment, sample: int = 2000) -> tuple[float, flo
     return float(requests.prompt_tokens.mean()), float(requests.output_tokens.mean())
 
 
-def make_router(graph: EventGraph, deployment: Deployment, role: str, seed: int) -> Router | None:
-    model = deployment.model
-    if model.moe is None:
-        return None
-    pool = next(p for p in deployment.pools.values() if p.role == role)
-    spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
-    return Router(spec, model.moe.num_experts, model.moe.top_k, max(pool.ep, 1), model.num_layers, seed)
+def make_router(graph: EventGraph, deployment: Deployment, stage: str, seed: int) -> Router | None:
+    """The expert router of ``stage`` (None without expert ops): the simulator's, so that
+    this iteration draws its routing as a run would, over the EP ranks the stage declares."""
+    from frontier_dag.sim.predictor import stage_router
+
+    return stage_router(graph, deployment, stage, seed)
 
 
 def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: int | None = None,
@@ -75,8 +74,7 @@ def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: 
         parts = split_micro_batches(q, ctx, stage.micro_batches)
         finishing = prompt_len if stage.serves == "prefill" else 0
         loads[name] = [MicroBatchLoad(pq, pc, kv_out_tokens=finishing * len(pq)) for pq, pc in parts]
-        role = stage.pools[-1]
-        router = make_router(graph, deployment, role, deployment.config.seed)
+        router = make_router(graph, deployment, name, deployment.config.seed)
         if router is not None:
             for load in loads[name]:
                 load.expert_loads = router.draw(int(load.q.sum()), rng)

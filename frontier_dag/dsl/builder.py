@@ -173,6 +173,7 @@ class Builder:
         self._layer: int | None = None
         self._micro_batch: int | None = None
         self._late_edges: list[tuple[int, int, str]] = []
+        self._ancestor_cache: dict[int, tuple[int, set[int]]] = {}
         self._pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
 
     # -- the deployment ------------------------------------------------------------------------
@@ -247,10 +248,13 @@ class Builder:
 
     def layers(self, count: int | None = None, start: int = 0) -> Iterator[int]:
         """Iterate over layer indices, tagging the ops traced in each pass with the layer."""
-        for layer in range(start, start + (self.model.num_layers if count is None else count)):
-            self._layer = layer
-            yield layer
-        self._layer = None
+        saved = self._layer
+        try:
+            for layer in range(start, start + (self.model.num_layers if count is None else count)):
+                self._layer = layer
+                yield layer
+        finally:  # also when the loop breaks early: later ops must not keep the last layer
+            self._layer = saved
 
     @contextlib.contextmanager
     def scope(self, layer: int | None = None, micro_batch: int | None = None) -> Iterator[None]:
@@ -399,7 +403,11 @@ class Builder:
         return [p for p in preds if p not in implied]
 
     def _ancestors_down_to(self, node: int, floor: int) -> set[int]:
-        """Ancestors of ``node`` with ids >= ``floor`` (ids follow creation, a topological order)."""
+        """Ancestors of ``node`` with ids >= ``floor`` (ids follow creation, a topological order).
+        A node's ancestors never change once it exists, so the deepest search is cached."""
+        cached = self._ancestor_cache.get(node)
+        if cached is not None and cached[0] <= floor:
+            return {p for p in cached[1] if p >= floor} if cached[0] < floor else cached[1]
         seen: set[int] = set()
         stack = [node]
         pred = self.ir.graph.pred
@@ -408,6 +416,7 @@ class Builder:
                 if p >= floor and p not in seen:
                     seen.add(p)
                     stack.append(p)
+        self._ancestor_cache[node] = (floor, seen)
         return seen
 
     def finish(self) -> EventGraph:

@@ -41,7 +41,8 @@ def test_representative_loads_fit_each_stage(analysed):
             assert q.sum() <= sched.max_num_batched_tokens and (q == 1).sum() == 15
         if deployment.model.moe is not None and stage.serves != "transfer":
             for load in loads[name]:
-                assert load.expert_loads.sum() == load.q.sum() * deployment.model.moe.top_k * deployment.model.num_layers
+                routed = load.q.sum() * deployment.model.moe.top_k * deployment.model.num_layers
+                assert load.expert_loads.sum() == pytest.approx(routed, rel=0.1)
 
 
 def test_critical_path_rows_and_attribution(analysed):
@@ -50,8 +51,8 @@ def test_critical_path_rows_and_attribution(analysed):
     assert report.critical_path and all(set(row) == ROW_KEYS for row in report.critical_path)
     last = report.critical_path[-1]
     assert last["start_us"] + last["duration_us"] == pytest.approx(report.iteration_time_us)
-    starts = [row["start_us"] for row in report.critical_path]
-    assert starts == sorted(starts)
+    starts = np.array([row["start_us"] for row in report.critical_path])
+    assert (np.diff(starts) >= -1e-9 * report.iteration_time_us).all()  # up to rounding after zero-time syncs
     assert set(report.attribution) == set(CATEGORIES)
     assert sum(report.attribution.values()) == pytest.approx(1.0)
     assert all(0 <= share <= 1 for share in report.attribution.values())
@@ -97,3 +98,29 @@ def test_bubbles_count_from_a_streams_first_op(trace_dict, tiny, fake_cost_model
     deployment, graph = trace_dict(tiny["dense"], pools, "af_pingpong", {"micro_batches": 1})
     report = analyze_iteration(graph, deployment, cost, representative_loads(graph, deployment, batch_size=4))
     assert 0.3 < report.bubbles["attention"] < 1.0 and 0.3 < report.bubbles["ffn"] < 1.0
+
+
+def test_expert_routing_covers_the_stages_ep_ranks_whatever_the_pool_order(config_dict, tiny):
+    """A stage that lists its FFN pool first still draws loads for the FFN pool's EP ranks."""
+    from frontier_dag.workflows.ep_moe import ep_moe_block
+    from frontier_dag.workflows.layers import attention, embed, ffn, lm_head
+
+    from frontier_dag.config.run import resolve
+    from frontier_dag.dsl import WorkflowDef, trace
+
+    def ffn_first(g):
+        attn_pool, ffn_pool = g.pool("attention"), g.pool("ffn")
+        attn, ffn_stream = g.stream("attention"), g.stream("ffn")
+        with g.stage("af", pools=["ffn", "attention"]) as st:
+            x = embed(g, attn_pool, attn, st.mb)
+            for layer in g.layers():
+                x = attention(g, attn_pool, attn, st.mb, x)
+                x = ffn(g, ffn_pool, ffn_stream, st.mb, layer, x, ep_moe_block())
+            lm_head(g, attn_pool, attn, st.mb, x)
+
+    pools = {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 4, "ep": 4}}
+    deployment = resolve(config_dict(tiny["moe"], pools, "colocated"))
+    graph = trace(WorkflowDef("ffn_first", "test", ffn_first), deployment)
+    loads = representative_loads(graph, deployment, batch_size=8)
+    assert loads["af"][0].expert_loads.shape[1] == 4
+    assert analyze_iteration(graph, deployment, RooflineCostModel(deployment.hardware), loads).iteration_time_us > 0

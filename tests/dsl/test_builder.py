@@ -117,3 +117,18 @@ def test_built_in_workflow_nodes_point_into_workflows(trace_dict, tiny):
     helpers = [w for w in wheres if w.startswith("workflows/layers.py:")]
     assert helpers and all(" (from workflows/ep_moe.py:" in w for w in helpers)
     assert not any("tests/" in w for w in wheres)
+
+
+def test_breaking_out_of_layers_does_not_tag_later_ops(deployment):
+    def wf(g):
+        decode = g.stream("decode")
+        with g.stage("decode", pools=["decode"]) as st:
+            for layer in g.layers():
+                g.gemm("proj", decode, m=st.mb.tokens, n=8, k=8)
+                if layer == 0:
+                    break
+            g.gemm("head", decode, m=st.mb.seqs, n=8, k=8)
+
+    graph = run(wf, deployment)
+    assert [(graph.node(n)["op"], graph.node(n)["layer"]) for n in graph.topological_order()] == [
+        ("proj", 0), ("head", None)]
