@@ -7,11 +7,15 @@ Because ops on one pool run in program order, micro-batch i+1's attention runs
 while micro-batch i is in the FFN pool: with m = 1 nothing overlaps, and the
 iteration time falls as m grows until one stage saturates.
 
+With a ``prefill`` pool in the config, prefill runs there (PD) and the AF pools only
+decode, each request starting once its KV has moved to the attention pool.
+
 ``af_stages`` is the reusable piece: ``af_ep_moe`` passes an expert-parallel MoE
 block for the FFN pool.
 """
 
 from frontier_dag.workflows.layers import ACTIVATION_BYTES, MoEBlock, attention, embed, ffn, lm_head
+from frontier_dag.workflows.pd import prefill_and_transfer
 
 from frontier_dag.dsl import Builder, Param, workflow
 
@@ -22,12 +26,14 @@ def af_stages(g: Builder, micro_batches: int, moe_block: MoEBlock | None = None)
     attn_pool, ffn_pool = g.pool("attention"), g.pool("ffn")
     attn, ffn_stream = g.stream("attention"), g.stream("ffn")
     a2f, f2a = g.link("attention", "ffn"), g.link("ffn", "attention")
-    # with a separate prefill pool, AF only decodes; otherwise it serves both phases
-    serves = "decode" if g.has_pool("prefill") else "both"
+    # with a prefill pool in front (PD), AF only decodes, once a request's KV has arrived;
+    # otherwise it serves both phases (chunked prefill)
+    kv = prefill_and_transfer(g, "attention") if g.has_pool("prefill") else None
+    serves = "both" if kv is None else "decode"
     hidden_bytes = g.model.hidden_size * ACTIVATION_BYTES
 
     with g.stage("af", pools=["attention", "ffn"], micro_batches=micro_batches, serves=serves) as st:
-        x = {mb.index: embed(g, attn_pool, attn, mb) for mb in st.micro_batches}
+        x = {mb.index: embed(g, attn_pool, attn, mb, after=kv) for mb in st.micro_batches}
         for layer in g.layers():
             for mb in st.micro_batches:
                 h = attention(g, attn_pool, attn, mb, x[mb.index])

@@ -21,7 +21,7 @@ from frontier_dag.workflows.layers import (
     moe_block_for,
 )
 
-from frontier_dag.dsl import Builder, Param, workflow
+from frontier_dag.dsl import Builder, Op, Param, workflow
 
 KV_TRANSFER = Param(str, "per_request", "when KV moves to the decode pool: per_request (after the prefill) or "
                     "per_layer (overlapped with the prefill)", choices=("per_request", "per_layer"))
@@ -57,6 +57,23 @@ def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None,
             x = attention(g, decode, decode_stream, st.mb, x)
             x = ffn(g, decode, decode_stream, st.mb, layer, x, decode_moe)
         lm_head(g, decode, decode_stream, st.mb, x)
+
+
+def prefill_and_transfer(g: Builder, dst: str, moe_block: MoEBlock | None = None) -> Op:
+    """A prefill stage on the prefill pool and a stage that moves each finished request's KV
+    to the pool with role ``dst``; returns the transfer, which a decode stage waits for.
+    ``af_pingpong`` puts this in front of its attention/FFN decode."""
+    prefill = g.pool("prefill")
+    stream, link = g.stream("prefill"), g.link("prefill", dst)
+    moe_block = moe_block or moe_block_for(prefill, "deepep_normal")
+    with g.stage("prefill", pools=["prefill"], serves="prefill") as st:
+        x = embed(g, prefill, stream, st.mb)
+        for layer in g.layers():
+            x = attention(g, prefill, stream, st.mb, x)
+            x = ffn(g, prefill, stream, st.mb, layer, x, moe_block)
+        done = lm_head(g, prefill, stream, st.mb, x)
+    with g.stage("kv_transfer", pools=["prefill", dst], serves="transfer") as st:
+        return g.transfer("kv_cache", link, bytes=st.mb.kv_tokens * kv_bytes_per_token(g, prefill), after=done)
 
 
 @workflow("pd", "Prefill/decode disaggregation: prefill iteration, KV transfer to the decode pool (per request "

@@ -16,6 +16,8 @@ CASES = {
     "pd": ("dense", {"p": {"role": "prefill", "gpus": 1}, "d": {"role": "decode", "gpus": 2, "tp": 2}}, "pd", {}),
     "af_ep_moe": ("moe", {"a": {"role": "attention", "gpus": 2}, "f": {"role": "ffn", "gpus": 4, "ep": 4}},
                   "af_ep_moe", {"micro_batches": 3}),
+    "af_after_prefill": ("dense", {"p": {"role": "prefill", "gpus": 1}, "a": {"role": "attention", "gpus": 1},
+                                   "f": {"role": "ffn", "gpus": 1}}, "af_pingpong", {"micro_batches": 2}),
 }
 
 
@@ -124,3 +126,14 @@ def test_expert_routing_covers_the_stages_ep_ranks_whatever_the_pool_order(confi
     loads = representative_loads(graph, deployment, batch_size=8)
     assert loads["af"][0].expert_loads.shape[1] == 4
     assert analyze_iteration(graph, deployment, RooflineCostModel(deployment.hardware), loads).iteration_time_us > 0
+
+
+def test_af_after_a_prefill_pool_only_decodes(trace_dict, tiny):
+    pools = {"p": {"role": "prefill", "gpus": 1}, "a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 1}}
+    deployment, graph = trace_dict(tiny["dense"], pools, "af_pingpong", {"micro_batches": 2})
+    assert {name: stage.serves for name, stage in graph.stages.items()} == {
+        "prefill": "prefill", "kv_transfer": "transfer", "af": "decode"}
+    report = analyze_iteration(graph, deployment, RooflineCostModel(deployment.hardware),
+                               representative_loads(graph, deployment, batch_size=8))
+    resources = [row["resource"] for row in report.critical_path]
+    assert resources[0] == "prefill" and "link:prefill->attention" in resources

@@ -29,6 +29,8 @@ CASES = {
     "pd_per_request": ("dense", PD_TP2, "pd", {}),
     "pd_per_layer": ("dense", PD_TP2, "pd", {"kv_transfer": "per_layer"}),
     "af_pingpong_m2": ("dense", ATTN_FFN, "af_pingpong", {"micro_batches": 2}),
+    "af_pingpong_after_prefill": ("dense", {"p": {"role": "prefill", "gpus": 1}, **ATTN_FFN}, "af_pingpong",
+                                  {"micro_batches": 2}),
     "ep_moe_ep4": ("moe", {"m": {"role": "colocated", "gpus": 4, "ep": 4}}, "ep_moe", {}),
     "pd_ep_moe_mla": ("mla", PD_EP4, "pd_ep_moe", {"routing": {"kind": "power_law", "alpha": 1.2}}),
     "af_ep_moe_m2": ("moe", {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 4, "ep": 4}},
