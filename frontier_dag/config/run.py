@@ -52,15 +52,15 @@ class PoolConfig(Strict):
         if self.gpus % self.replicas:
             raise ValueError(f"gpus={self.gpus} is not divisible by replicas={self.replicas}")
         per_replica = self.gpus // self.replicas
-        if self.role == "ffn":
+        if per_replica % self.ep and self.role != "attention":
+            raise ValueError(f"ep={self.ep} does not divide the gpus per replica ({per_replica})")
+        if self.role == "ffn":  # no attention: tp and dp do not apply
             return self
         if per_replica % self.tp:
             raise ValueError(f"gpus per replica ({per_replica}) is not divisible by tp={self.tp}")
         dp = self.dp if self.dp is not None else per_replica // self.tp
         if dp * self.tp != per_replica:
             raise ValueError(f"tp={self.tp} x dp={dp} must equal the gpus per replica ({per_replica})")
-        if per_replica % self.ep and self.role != "attention":
-            raise ValueError(f"ep={self.ep} does not divide the gpus per replica ({per_replica})")
         return self
 
     @property

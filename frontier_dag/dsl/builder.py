@@ -229,6 +229,9 @@ class Builder:
         """Ops traced inside belong to one iteration of the stage ``name``."""
         if self._stage is not None:
             raise WorkflowError(f"{_where()}: stage {name!r} opened inside stage {self._stage.name!r}; stages do not nest")
+        if not isinstance(name, str) or not name.isidentifier():
+            # batch variables are named stage.mbN.stat: a dot in the name would misread them
+            raise WorkflowError(f"{_where()}: stage name {name!r} must be an identifier (letters, digits, _)")
         if name in self.ir.stages:
             raise WorkflowError(f"{_where()}: stage {name!r} is declared twice")
         if int(micro_batches) < 1:

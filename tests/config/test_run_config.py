@@ -154,6 +154,8 @@ def test_non_positive_sizes_and_rates_are_rejected(tmp_path, override, key):
     ({"d": {"role": "decode", "gpus": 3, "replicas": 2}}, "not divisible by replicas"),
     ({"d": {"role": "decode", "gpus": 2, "tp": 2, "dp": 2}}, "must equal the gpus per replica"),
     ({"m": {"role": "colocated", "gpus": 2, "ep": 2}}, "is dense; expert parallelism needs a MoE model"),
+    ({"a": {"role": "attention", "gpus": 2}, "f": {"role": "ffn", "gpus": 4, "ep": 3}},
+     "cluster.pools.f: ep=3 does not divide the gpus per replica (4)"),
 ])
 def test_cluster_shape_errors(tmp_path, pools, message):
     data = {**BASE, "cluster": {"pools": pools}}

@@ -119,6 +119,11 @@ def nested_stage(g):
         pass
 
 
+def dotted_stage(g):
+    with g.stage("decode.fast", pools=["decode"]):  # <- dotted_stage
+        pass
+
+
 def missing_pool(g):
     g.stream("attention")  # <- missing_pool
 
@@ -146,6 +151,7 @@ FOREIGN: list[Op] = []
     (transfer_on_gpu, "must run on a link"),
     (nested_stage, "stages do not nest"),
     (missing_pool, "needs a pool with role 'attention'"),
+    (dotted_stage, "stage name 'decode.fast' must be an identifier"),
     (python_bug, "failed while tracing: ZeroDivisionError"),
 ], ids=lambda v: v.__name__ if callable(v) else "")
 def test_misuse_names_file_and_line(fn, message, deployment):
