@@ -64,7 +64,7 @@ def group_rule(family: str) -> tuple[Callable[[pd.DataFrame], list], Callable[[p
     raise KeyError(family)
 
 
-def test_mask(family: str, table: pd.DataFrame, split: str, seed: int = 0) -> np.ndarray:
+def held_out_mask(family: str, table: pd.DataFrame, split: str, seed: int = 0) -> np.ndarray:
     """Which rows of ``table`` the ``split`` holds out."""
     rng = np.random.default_rng(seed)
     if split == "random":
@@ -103,7 +103,7 @@ def evaluate(profiles: ProfileSet, split: str = "random", seed: int = 0, setting
         table = profiles.tables.get(family)
         if table is None or len(table) < 10:
             continue
-        held = test_mask(family, table, split, seed)
+        held = held_out_mask(family, table, split, seed)
         if not held.any() or held.all():
             continue
         train, test = table[~held].reset_index(drop=True), table[held].reset_index(drop=True)

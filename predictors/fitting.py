@@ -43,8 +43,8 @@ class FitSettings:
     n_estimators: int = 24
     max_depth: int | None = 20
     min_samples_leaf: int = 1
-    max_features: float = 0.7
-    max_samples: float | None = 0.8
+    max_features: float = 1.0
+    max_samples: float | None = None
     seed: int = 0
 
     def key(self) -> dict[str, Any]:

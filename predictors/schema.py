@@ -113,11 +113,10 @@ def _ragged(values, where: str) -> np.ndarray:
     lengths = np.fromiter((len(v) for v in out), dtype=np.int64, count=len(out))
     bad = lengths == 0
     if len(out) and not bad.any():
-        flat = np.concatenate(list(out))
-        if flat.min() < 0:
-            bad = np.repeat(np.arange(len(out)), lengths)[flat < 0]
-    if np.any(bad):
-        row = int(np.flatnonzero(bad)[0]) if bad.dtype == bool else int(bad[0])
+        negative = np.concatenate(list(out)) < 0
+        bad = np.bincount(np.repeat(np.arange(len(out)), lengths), weights=negative, minlength=len(out)) > 0
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
         raise PredictorError(f"{where} row {row}: needs a non-empty list of non-negative integers")
     return out
 

@@ -1,0 +1,79 @@
+"""The model cache (invalidated by data and by settings), the registry entry point and
+the ``predictors`` commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+from click.testing import CliRunner
+from frontier_dag.predictors.fitted_set import fitted_set
+from frontier_dag.predictors.fitting import FitSettings
+from frontier_dag.predictors.schema import read_profile_dir, write_profile
+from frontier_dag.predictors.sources import open_source
+
+from frontier_dag.cli.costs import cost_model_for
+from frontier_dag.cli.main import cli
+from frontier_dag.config import load_hardware
+from frontier_dag.config.run import PredictorConfig
+
+SMALL = FitSettings(n_estimators=8)
+
+
+def copy_fixture(fixtures, tmp_path):
+    target = tmp_path / "profiles"
+    shutil.copytree(fixtures / "tiny_profile", target)
+    return target
+
+
+def test_cache_hit_and_invalidation(fixtures, tmp_path, cache_dir):
+    path = copy_fixture(fixtures, tmp_path)
+    first, cached = fitted_set(open_source("profile-dir", path=path), SMALL)
+    assert not cached and len(list(cache_dir.glob("*.pkl"))) == 1
+    second, cached = fitted_set(open_source("profile-dir", path=path), SMALL)
+    assert cached and second.data_hash == first.data_hash
+    # other settings: a new fit
+    _, cached = fitted_set(open_source("profile-dir", path=path), FitSettings(n_estimators=9))
+    assert not cached
+    # the data changes (one latency doubled): a new fit, whose predictions follow the data
+    table = read_profile_dir(path).tables["all_reduce"]
+    table.loc[:, "latency_us"] *= 2
+    write_profile(path, "all_reduce", table)
+    third, cached = fitted_set(open_source("profile-dir", path=path), SMALL)
+    assert not cached and third.data_hash != first.data_hash
+    query = {"bytes": [2.0**20], "group_size": [8], "placement": ["intra_node"], "impl": ["nccl"]}
+    hw = load_hardware("h200_sxm")
+    ratio = third.models["all_reduce"].predict(query, hw)[0] / first.models["all_reduce"].predict(query, hw)[0]
+    assert 1.8 < ratio[0] < 2.2
+
+
+def test_registry_builds_the_cost_model(fixtures, tmp_path, cache_dir):
+    path = copy_fixture(fixtures, tmp_path)
+    model = cost_model_for(PredictorConfig(source=str(path)), load_hardware("h200_sxm"))
+    p = model.predict("all_reduce", {"bytes": [1e6], "group_size": [4], "placement": ["intra_node"], "impl": ["nccl"]})
+    assert p.source == "rf" and p.latency_us[0] > 8
+
+
+def test_fit_and_evaluate_commands(fixtures, tmp_path, cache_dir):
+    path = copy_fixture(fixtures, tmp_path)
+    runner = CliRunner()
+    fit = runner.invoke(cli, ["predictors", "fit", "--source", "profile-dir", "--path", str(path), "--json"])
+    assert fit.exit_code == 0, fit.output
+    report = json.loads(fit.output)
+    assert report["hardware"] == "h200_sxm" and not report["cached"] and set(report["families"]) == {
+        "gemm", "attention_decode", "all_reduce"}
+    evaluate = runner.invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
+                                   "--split", "grouped", "--family", "all_reduce", "--json"])
+    assert evaluate.exit_code == 0, evaluate.output
+    scores = json.loads(evaluate.output)["all_reduce"]
+    assert {"n_train", "n_test", "within_5pct", "within_10pct", "median_ape", "p90_ape"} <= set(scores)
+    table = runner.invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
+                                "--family", "all_reduce"])
+    assert table.exit_code == 0 and "all_reduce" in table.output and "<10%" in table.output
+
+
+def test_command_errors_are_one_line(tmp_path):
+    pd.DataFrame().to_csv(tmp_path / "notes.csv")
+    result = CliRunner().invoke(cli, ["predictors", "fit", "--source", "vidur-csv", "--path", str(tmp_path)])
+    assert result.exit_code == 2 and "holds no vidur-csv files" in result.output and "Traceback" not in result.output

@@ -1,0 +1,116 @@
+"""Fitting on the committed fixture: held-out accuracy, the flattened forest, the cost
+model's memo, range detection, roofline fallback and jitter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from frontier_dag.predictors.evaluation import evaluate, held_out_mask
+from frontier_dag.predictors.fitted_set import fit_profiles
+from frontier_dag.predictors.fitting import FitSettings, fit_family, table_query
+from frontier_dag.predictors.forest import FlatForest
+from frontier_dag.predictors.model import FittedCostModel
+from frontier_dag.predictors.schema import read_profile_dir
+from sklearn.ensemble import ExtraTreesRegressor
+
+from frontier_dag.config import load_hardware
+from frontier_dag.cost.protocol import CostModel
+
+SMALL = FitSettings(n_estimators=12)
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    from pathlib import Path
+
+    return read_profile_dir(Path(__file__).parent / "fixtures" / "tiny_profile")
+
+
+@pytest.fixture(scope="module")
+def fitted(profiles):
+    return fit_profiles(profiles, SMALL)
+
+
+def test_flat_forest_matches_sklearn():
+    rng = np.random.default_rng(0)
+    X = rng.random((500, 4)).astype(np.float32).astype(float)
+    y = np.sin(4 * X[:, 0]) + X[:, 1]
+    forest = ExtraTreesRegressor(n_estimators=5, random_state=0).fit(X, y)
+    flat = FlatForest.from_sklearn(forest)
+    test = rng.random((50, 4)).astype(np.float32).astype(float)
+    assert np.allclose(flat.predict(test)[:, 0], forest.predict(test))
+    assert np.allclose(flat.predict(test[:1])[:, 0], forest.predict(test[:1]))
+
+
+def test_held_out_accuracy_on_unseen_shapes(profiles):
+    report = evaluate(profiles, split="grouped", seed=0, settings=SMALL)
+    # the fixture's law: fixed cost + work at fixed efficiencies, 2% noise
+    assert report["gemm"]["within_10pct"] >= 0.9 and report["gemm"]["median_ape"] <= 0.04
+    assert report["attention_decode"]["within_10pct"] >= 0.9
+    assert all(r["n_test"] > 0 and r["n_train"] > r["n_test"] for r in report.values())
+
+
+def test_grouped_split_holds_out_whole_interior_groups(profiles):
+    table = profiles.tables["gemm"]
+    held = held_out_mask("gemm", table, "grouped", seed=3)
+    sites = set(zip(table["n"][held], table["k"][held], strict=True))
+    kept = set(zip(table["n"][~held], table["k"][~held], strict=True))
+    assert sites and not sites & kept
+    for n, k in sites:  # never the edges of the measured range
+        assert table["n"].min() < n < table["n"].max() and table["k"].min() < k < table["k"].max()
+
+
+def test_cost_model_memo_and_protocol(fitted):
+    model = FittedCostModel(fitted)
+    assert isinstance(model, CostModel)
+    query = {"m": [64, 64, 4096], "n": [4096] * 3, "k": [4096] * 3, "dtype": ["bf16"] * 3}
+    first = model.predict("gemm", query)
+    assert first.source == "rf" and len(first.latency_us) == 3 and first.latency_us[0] == first.latency_us[1]
+    assert first.latency_us[2] > first.latency_us[0] and (first.std_us > 0).all()  # the fixture has a spread
+    assert len(model._memo["gemm"]) == 2
+    again = model.predict("gemm", {c: v[::-1] for c, v in query.items()})
+    assert np.array_equal(again.latency_us, first.latency_us[::-1])
+    direct = fitted.models["gemm"].predict(query, fitted.hardware_config)[0]
+    assert np.allclose(first.latency_us, direct)
+
+
+def test_out_of_range_is_detected_counted_and_extrapolated(fitted):
+    model = FittedCostModel(fitted)
+    inside = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["bf16"]})
+    beyond = model.predict("gemm", {"m": [65536], "n": [4096], "k": [4096], "dtype": ["bf16"]})
+    unknown = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["fp4"]})
+    assert not inside.out_of_range[0] and beyond.out_of_range[0] and unknown.out_of_range[0]
+    assert model.out_of_range_count == 2
+    # 8x the rows of the largest measured GEMM: the calibrated roofline carries the estimate
+    largest = model.predict("gemm", {"m": [8192], "n": [4096], "k": [4096], "dtype": ["bf16"]}).latency_us[0]
+    assert 6 < beyond.latency_us[0] / largest < 10
+
+
+def test_roofline_fallback_says_so(fitted):
+    model = FittedCostModel(fitted)
+    p = model.predict("elementwise", {"op": ["rmsnorm"], "num_tokens": [128], "hidden": [4096], "dtype": ["bf16"]})
+    assert p.source == "roofline" and "no elementwise profile" in p.extra["reason"] and p.latency_us[0] > 0
+
+
+def test_jitter_samples_around_the_median(fitted):
+    query = {"m": [2048] * 400, "n": [4096] * 400, "k": [4096] * 400, "dtype": ["bf16"] * 400}
+    median = FittedCostModel(fitted).predict("gemm", query)
+    sampled = FittedCostModel(fitted, jitter=True, seed=1).predict("gemm", query)
+    assert np.std(sampled.latency_us) > 0
+    assert np.median(sampled.latency_us) == pytest.approx(median.latency_us[0], rel=0.01)
+    assert np.std(sampled.latency_us) == pytest.approx(median.std_us[0], rel=0.3)
+
+
+def test_ragged_queries_and_spread_free_families(fitted, profiles):
+    model = FittedCostModel(fitted)
+    table = profiles.tables["attention_decode"].iloc[:5]
+    p = model.predict("attention_decode", table_query("attention_decode", table))
+    assert np.all(np.abs(p.latency_us / table["latency_us"].to_numpy() - 1) < 0.15)
+    assert (p.std_us == 0).all()  # the fixture's decode rows carry no spread
+
+
+def test_fit_needs_rows(profiles):
+    from frontier_dag.errors import PredictorError
+
+    with pytest.raises(PredictorError, match="at least 2"):
+        fit_family("gemm", profiles.tables["gemm"].iloc[:1], load_hardware("h200_sxm"), SMALL)

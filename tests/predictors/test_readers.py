@@ -1,0 +1,101 @@
+"""Readers: the installed aiconfigurator tables, the public Vidur and Frontier CSVs when
+../shared/data is there, and the committed fixtures in every case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from frontier_dag.predictors import aiconfigurator as aic
+from frontier_dag.predictors.frontier_csv import read_frontier_csv
+from frontier_dag.predictors.schema import MEASUREMENT_COLUMNS
+from frontier_dag.predictors.sources import open_source
+from frontier_dag.predictors.vidur_csv import infer_hardware, read_vidur_csv
+
+from frontier_dag.cost.queries import QUERY_COLUMNS
+from frontier_dag.errors import PredictorError
+
+
+def assert_schema(family, table):
+    assert list(table.columns[: len(QUERY_COLUMNS[family]) + 3]) == [*QUERY_COLUMNS[family], *MEASUREMENT_COLUMNS]
+    assert (table["latency_us"] > 0).all()
+
+
+def test_aiconfigurator_plan_uses_canonical_versions():
+    plan = {path.name: path for path, _, _ in aic.plan_tables("h200_sxm", "vllm")}
+    assert plan["context_attention_perf.parquet"].parent.name == "0.24.0"
+    assert plan["nccl_perf.parquet"].parent.name == "2.29.2"
+    # vllm measured only whole MLA modules: the kernels come from trtllm
+    assert plan["context_mla_perf.parquet"].parts[-3] == "trtllm"
+
+
+def test_aiconfigurator_attention_and_gemm_units():
+    root = aic.package_data_root() / "h100_sxm"
+    decode = aic.attention_rows(aic.find_table(root, "attention", "vllm", "generation_attention_perf.parquet"),
+                                prefill=False)
+    assert (decode["q_lens"].map(lambda q: set(q.tolist())) == {1}).all()
+    assert decode["latency_us"].min() > 3  # ms in the table, µs here
+    gemm = aic.gemm_rows(aic.find_table(root, "gemm", "vllm", "gemm_perf.parquet"))
+    assert set(gemm["dtype"]) <= {"bf16", "fp8", "fp8_block"}
+
+
+def test_aiconfigurator_microsecond_tables():
+    root = aic.package_data_root() / "h200_sxm"
+    a2a = aic.moe_a2a_rows(aic.find_table(root, "comm", "vllm", "moe_a2a_perf.parquet"))
+    assert set(a2a["impl"]) == {"deepep_ll_dispatch", "deepep_ll_combine", "deepep_normal_dispatch",
+                                "deepep_normal_combine"}
+    assert 1 < a2a["latency_us"].median() < 10_000  # already µs, not scaled again
+    nccl = aic.nccl_rows(aic.find_table(root, "comm", "nccl", "nccl_perf.parquet"))
+    assert set(nccl["family"]) == {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}
+
+
+def test_aiconfigurator_unknown_system_is_explained():
+    with pytest.raises(PredictorError, match="no kernel tables for system"):
+        aic.plan_tables("not_a_gpu")
+
+
+def test_frontier_fixture(fixtures):
+    profiles = read_frontier_csv(fixtures / "frontier" / "h800")
+    assert profiles.hardware == "h800_sxm"
+    mixed = profiles.tables["attention_mixed"].iloc[0]
+    assert mixed["q_lens"].tolist() == [32, 1, 1] and mixed["ctx_lens"].tolist() == [0, 8, 16]
+    assert mixed["latency_us"] == pytest.approx(20 + 10)  # prefill and decode kernels of one batch
+    moe = profiles.tables["moe_grouped_gemm"]
+    assert [int(t.sum()) for t in moe["expert_tokens"]] == [17, 63]  # the files' routed totals
+    assert (moe["expert_tokens"].iloc[0] == 0).sum() == 1  # 7 of 8 experts active
+
+
+def test_vidur_fixture(fixtures):
+    profiles = read_vidur_csv(fixtures / "vidur")
+    assert profiles.hardware == "h100_sxm"
+    assert set(profiles.tables) == {"attention_prefill", "attention_decode", "all_reduce"}
+    prefill = profiles.tables["attention_prefill"]
+    assert prefill["q_lens"].map(len).tolist() == [1, 1, 1] and prefill["latency_us"].tolist() == [20.0] * 3
+    reduce = profiles.tables["all_reduce"]
+    assert (reduce["bytes"] == 2 * 2 ** np.arange(11, 21)).all() and set(reduce["placement"]) == {"intra_node"}
+
+
+def test_public_frontier_moe_and_mixed_attention(shared):
+    profiles = read_frontier_csv(shared / "frontier/data/profiling/compute/h800/Qwen3-30B-A3B-tiny")
+    for family, table in profiles.tables.items():
+        assert_schema(family, table)
+    moe = profiles.tables["moe_grouped_gemm"]
+    assert (moe["expert_tokens"].map(len) * moe["ep"] == 16).all()  # local experts x EP = all experts
+    assert "attention_mixed" in profiles.tables
+
+
+def test_public_vidur_network_and_mlp(shared):
+    network = read_vidur_csv(shared / "vidur/data/profiling/network/a100_pairwise_nvlink")
+    assert network.hardware == "a100_sxm" and {"all_reduce", "p2p"} <= set(network.tables)
+    mlp = read_vidur_csv(shared / "vidur/data/profiling/compute/h100/microsoft/phi-2/mlp.csv")
+    assert {"gemm", "elementwise"} == set(mlp.tables)
+    assert set(mlp.tables["elementwise"]["op"]) >= {"rmsnorm", "rope", "add"}
+
+
+def test_hardware_from_path_and_sources(tmp_path, fixtures):
+    assert infer_hardware(tmp_path / "a800" / "x") == "a800_sxm"
+    with pytest.raises(PredictorError, match="cannot tell the GPU"):
+        infer_hardware(tmp_path / "nowhere")
+    source = open_source("frontier-csv", path=fixtures / "frontier" / "h800", pattern="*moe.csv")
+    assert [f.name for f in source.files] == ["moe.csv"]
+    with pytest.raises(PredictorError, match="needs --path"):
+        open_source("vidur-csv")
