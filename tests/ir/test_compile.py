@@ -77,6 +77,11 @@ def test_reduced_program_equals_references(dag, seed):
             expected = longest_path(pred_lists, weights)
             assert got[i] == pytest.approx(expected, rel=1e-9, abs=1e-9)
             assert levels.finish(weights[None, :])[0].max() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+            # the simulator's single-iteration path, and the fixed weighted sum where there is one
+            assert program.evaluate_one(costs[i]) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+            linear = program.linear_coefficients()
+            if linear is not None:
+                assert costs[i] @ linear == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
 @settings(max_examples=100, deadline=None)
@@ -160,3 +165,11 @@ def test_weights_are_on_nodes_not_edges():
     path, _, _ = compiled.critical_path(costs)
     assert [int(compiled.nodes[v]) for v in path] == [0, 1, 3]
     assert nx.is_directed_acyclic_graph(graph.graph)
+
+
+def test_a_chain_is_a_fixed_weighted_sum():
+    program = reduce_series_parallel([[], [0], [1]], np.array([0, 1, 0]), 2)
+    assert program.linear_coefficients().tolist() == [2.0, 1.0]
+    assert program.evaluate_one(np.array([3.0, 4.0])) == 10.0
+    # a max of branches is not linear
+    assert reduce_series_parallel([[], [0], [0], [1, 2]], np.arange(4), 4).linear_coefficients() is None
