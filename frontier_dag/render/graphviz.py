@@ -92,7 +92,8 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
         with dot.subgraph(name=f"cluster_{cluster}") as sub:
             if cluster in pools:
                 name, pool = pools[cluster]
-                title = f"pool {name} ({cluster}): {pool.gpus} GPUs, tp {pool.tp}, ep {pool.ep}, dp {pool.attention_dp}, x{pool.replicas}"
+                dp = "" if pool.role == "ffn" else f", dp {pool.attention_dp}"  # an FFN pool has no attention
+                title = f"pool {name} ({cluster}): {pool.gpus} GPUs, tp {pool.tp}, ep {pool.ep}{dp}, x{pool.replicas}"
             else:
                 title = cluster
             sub.attr(label=title, style="filled,rounded", fillcolor=POOL_COLORS.get(cluster, "#f4f4f4"), color="#bbbbbb")

@@ -68,3 +68,13 @@ def test_unknown_suffix_is_an_error(pd_ep, tmp_path):
     deployment, graph, report = pd_ep
     with pytest.raises(FrontierDagError, match="must end in .svg, .png or .dot"):
         write(iteration_dot(graph, deployment, report), tmp_path / "iteration.pdf")
+
+
+def test_an_ffn_pool_shows_no_attention_dp(trace_dict, tiny):
+    pools = {"a": {"role": "attention", "gpus": 2}, "f": {"role": "ffn", "gpus": 4}}
+    deployment, graph = trace_dict(tiny["dense"], pools, "af_pingpong")
+    report = analyze_iteration(graph, deployment, RooflineCostModel(deployment.hardware),
+                               representative_loads(graph, deployment, batch_size=8))
+    source = iteration_dot(graph, deployment, report).source
+    assert "pool f (ffn): 4 GPUs, tp 1, ep 1, x1" in source
+    assert "pool a (attention): 2 GPUs, tp 1, ep 1, dp 2, x1" in source
