@@ -37,7 +37,11 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
     for v, node in enumerate(compiled.nodes):
         a = graph.graph.nodes[node]
         if a["layer"] is not None and a["layer"] >= layers:
-            group_of[v] = ("layers", a["stage"], a["resource"], a["micro_batch"])
+            # folded layers: one box per stream, and one for all EP ranks of a pool together
+            # (a box per rank would put every rank back on the drawing)
+            resource = graph.resources[a["resource"]]
+            stream = a["resource"] if resource.rank is None else f"{resource.pool}.ep_rank[*]"
+            group_of[v] = ("layers", a["stage"], stream, a["micro_batch"])
         else:
             group_of[v] = ("node", v)
     # fold EP ranks beyond the slowest `ranks` of each (stage, layer, micro-batch)
@@ -74,7 +78,7 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
         elif g[0] == "layers":
             layer_ids = sorted({graph.graph.nodes[compiled.nodes[v]]["layer"] for v in members})
             busy = sum(report.duration_us[v] for v in members)
-            label = f"{resource.name} layers {layer_ids[0]}-{layer_ids[-1]} x{len(layer_ids)}\n{len(members)} ops, busy {_fmt_us(busy)}"
+            label = f"{g[2]} layers {layer_ids[0]}-{layer_ids[-1]} x{len(layer_ids)}\n{len(members)} ops, busy {_fmt_us(busy)}"
         else:
             slowest = max(report.duration_us[v] for v in members)
             label = f"{first['op']} L{first['layer']}\n+{len(members)} more ranks\nslowest {_fmt_us(slowest)}"

@@ -33,6 +33,7 @@ def test_pools_are_clusters_and_the_critical_path_is_red(pd_ep):
     assert f'color="{CRITICAL}"' in source
     assert "layers 2-3 x2" in source  # layers from 2 on fold into one box per stream
     assert "+5 more ranks" in source  # 8 EP ranks, the 3 slowest drawn
+    assert "decode.ep_rank[*] layers 2-3 x2" in source and "decode.ep_rank[5] layers" not in source
     assert "slack" in source
 
 
