@@ -43,6 +43,9 @@ class FitSettings:
     n_estimators: int = 24
     max_depth: int | None = 20
     min_samples_leaf: int = 1
+    #: leaves of at least this many rows where the repeats scatter by more than ``noisy_cv``
+    noisy_leaf: int = 5
+    noisy_cv: float = 0.02
     max_features: float = 1.0
     max_samples: float | None = None
     seed: int = 0
@@ -130,6 +133,11 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
     vocab = learn_vocab(family, query)
     X, names, work = feature_matrix(family, query, hw, vocab)
     latency = table["latency_us"].to_numpy(float)
+    cv = np.clip(table["latency_std_us"].to_numpy(float) / latency, 0.0, MAX_CV)
+    measured = cv > 0
+    # noisy medians: average a few rows per leaf rather than chase each one
+    noisy = measured.any() and float(np.median(cv[measured])) > settings.noisy_cv
+    leaf = max(settings.min_samples_leaf, settings.noisy_leaf if noisy else 1)
     calibration = calibrate(work, latency)
     target = np.log(latency / calibrated_roofline(calibration, work))
     from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor  # fitting only
@@ -137,16 +145,16 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
     model = ExtraTreesRegressor if settings.kind == "extra" else RandomForestRegressor
     forest = model(
         bootstrap=settings.max_samples is not None, n_estimators=settings.n_estimators, max_depth=settings.max_depth,
-        min_samples_leaf=settings.min_samples_leaf, max_features=settings.max_features,
+        min_samples_leaf=leaf, max_features=settings.max_features,
         max_samples=settings.max_samples if len(table) > 50 else None,
         random_state=settings.seed, n_jobs=n_jobs,
     ).fit(X, target)
-    cv = np.clip(table["latency_std_us"].to_numpy(float) / latency, 0.0, MAX_CV)
-    measured = cv > 0
     log_cv = np.log(np.where(measured, cv, 1.0))
     fallback = float(np.median(log_cv[measured])) if measured.any() else 0.0
     leaf_cv = _leaf_means(forest, X, log_cv, measured, fallback)
     return FamilyModel(
         family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
         forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),
+        info={"min_samples_leaf": leaf, "t0_us": float(calibration[0]), "compute_efficiency": float(calibration[1]),
+              "memory_efficiency": float(calibration[2])},
     )
