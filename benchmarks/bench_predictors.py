@@ -13,10 +13,10 @@ import argparse
 import time
 
 import numpy as np
+from frontier_dag.predictors.registry import fitted_cost_model
 
 from frontier_dag.config import load_hardware
 from frontier_dag.config.run import PredictorConfig
-from frontier_dag.predictors.registry import fitted_cost_model
 
 
 def decode_batch(rng: np.random.Generator, rows: int) -> dict:
@@ -64,6 +64,7 @@ def main() -> None:
         for rows in (1, 256):
             calls = max(5, args.calls // (1 if rows == 1 else 20))
             batches = [make(rng, rows) for _ in range(calls)]
+            model.predict(family, make(rng, rows))  # warm up: first-call costs are not per-call costs
             miss = per_call_us(model, family, batches)  # fresh rows: every one misses the memo
             hit = per_call_us(model, family, batches)   # the same rows again: every one hits
             print(f"{family:18} {rows:5d} {miss:13.1f} {hit:12.1f}")

@@ -28,7 +28,7 @@ from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.cost.queries import QUERY_COLUMNS
 from frontier_dag.errors import PredictorError
 
-from .features import UNKNOWN, feature_matrix, learn_vocab
+from .features import feature_matrix, learn_vocab
 from .forest import FlatForest
 
 #: a measured spread above this CV is an outlier-ridden timing, not kernel jitter
@@ -79,7 +79,8 @@ class FamilyModel:
 
     def predict_features(self, X: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         baseline = calibrated_roofline(self.calibration, work)
-        out_of_range = ((self.low > X) | (self.high < X) | (X == UNKNOWN)).any(axis=1)
+        # an unknown category is coded -1, below every code seen in training
+        out_of_range = ((self.low > X) | (self.high < X)).any(axis=1)
         if out_of_range.any():
             X = np.clip(X, self.low, self.high)
         log_ratio, log_cv = self.forest.predict(X).T

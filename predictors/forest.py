@@ -9,7 +9,7 @@ several values (the mean log inefficiency and the mean log CV of its training ro
 so one walk yields both the estimate and its spread.
 
 Stored compactly (per node: int16 feature, float64 threshold, int32 children,
-float32 values); the walk's per-slot arrays are rebuilt on first use after loading.
+float32 values); the walk's per-slot arrays are rebuilt when a forest is loaded.
 """
 
 from __future__ import annotations
@@ -57,8 +57,15 @@ class FlatForest:
                    np.concatenate(children).astype(np.int32), np.concatenate(values).astype(np.float32),
                    np.asarray(roots, dtype=np.int64), depth)
 
+    def __post_init__(self) -> None:
+        self._slots()
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_walk": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._slots()  # at load, so the first prediction costs what the others do
 
     @property
     def n_trees(self) -> int:
@@ -68,7 +75,7 @@ class FlatForest:
         """Node i owns slots 2i (taken when x <= threshold) and 2i + 1: per slot, the
         node's feature and threshold and the slot of the child it leads to. Indexing
         by slot saves a multiply per level."""
-        if self._walk is None:
+        if self._walk is None:  # built once per forest
             feature = np.repeat(self.feature.astype(np.int64), 2)
             threshold = np.repeat(self.threshold, 2)
             child = 2 * self.children.astype(np.int64).ravel()
