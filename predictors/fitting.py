@@ -41,7 +41,7 @@ class FitSettings:
 
     kind: str = "extra"
     n_estimators: int = 24
-    max_depth: int | None = 20
+    max_depth: int | None = 24
     min_samples_leaf: int = 1
     #: leaves of at least this many rows where the repeats scatter by more than ``noisy_cv``
     noisy_leaf: int = 5
@@ -150,9 +150,11 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
         max_samples=settings.max_samples if len(table) > 50 else None,
         random_state=settings.seed, n_jobs=n_jobs,
     ).fit(X, target)
-    log_cv = np.log(np.where(measured, cv, 1.0))
-    fallback = float(np.median(log_cv[measured])) if measured.any() else 0.0
-    leaf_cv = _leaf_means(forest, X, log_cv, measured, fallback)
+    if measured.any():
+        log_cv = np.log(np.where(measured, cv, 1.0))
+        leaf_cv = _leaf_means(forest, X, log_cv, measured, float(np.median(log_cv[measured])))
+    else:  # no spread to learn: skip walking every row through every tree
+        leaf_cv = [np.zeros(e.tree_.node_count) for e in forest.estimators_]
     return FamilyModel(
         family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
         forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),

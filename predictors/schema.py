@@ -121,20 +121,26 @@ def _ragged(values, where: str) -> np.ndarray:
     return out
 
 
-def read_profile_dir(path: str | Path) -> ProfileSet:
-    """Read a profile directory: ``meta.yaml`` and one ``<family>.parquet`` per family.
-
-    The hardware is ``meta.yaml``'s ``system`` (a ``load_hardware`` name), else its ``gpu``.
-    """
-    root = Path(path)
-    meta_path = root / META_FILE
+def profile_hardware(root: Path) -> str:
+    """The GPU system ``meta.yaml`` names: its ``system``, else its ``gpu``."""
+    meta_path = Path(root) / META_FILE
     if not meta_path.is_file():
         raise PredictorError(f"{root}: not a profile directory (no {META_FILE}); see docs/profile-schema.md")
     meta = yaml.safe_load(meta_path.read_text()) or {}
     hardware = str(meta.get("system") or meta.get("gpu") or "")
     if not hardware:
         raise PredictorError(f"{meta_path}: needs a `system` (for example h100_sxm) or `gpu` key")
-    tables, files = {}, [meta_path]
+    return hardware
+
+
+def read_profile_dir(path: str | Path) -> ProfileSet:
+    """Read a profile directory: ``meta.yaml`` and one ``<family>.parquet`` per family.
+
+    The hardware is ``meta.yaml``'s ``system`` (a ``load_hardware`` name), else its ``gpu``.
+    """
+    root = Path(path)
+    hardware = profile_hardware(root)
+    tables, files = {}, [root / META_FILE]
     for file in sorted(root.glob("*.parquet")):
         family = file.stem
         if family not in QUERY_COLUMNS:

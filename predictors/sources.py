@@ -21,7 +21,7 @@ from frontier_dag.errors import ConfigError, FrontierDagError, PredictorError
 
 from .aiconfigurator import plan_tables, read_aiconfigurator
 from .frontier_csv import FRONTIER_FILES, read_frontier_csv
-from .schema import META_FILE, ProfileSet, hash_files, read_profile_dir
+from .schema import META_FILE, ProfileSet, hash_files, profile_hardware, read_profile_dir
 from .vidur_csv import VIDUR_FILES, find_files, infer_hardware, read_vidur_csv
 
 SOURCE_NAMES = ("aiconfigurator", "frontier-csv", "vidur-csv", "profile-dir")
@@ -66,15 +66,8 @@ def open_source(kind: str, *, system: str | None = None, backend: str = "vllm", 
         files = sorted([path / META_FILE, *path.glob("*.parquet")]) if (path / META_FILE).is_file() else []
         if not files:
             raise PredictorError(f"--path {path}: not a profile directory (no {META_FILE}); see docs/profile-schema.md")
-        profiles = None
-
-        def read() -> ProfileSet:
-            nonlocal profiles
-            profiles = profiles or read_profile_dir(path)
-            return profiles
-
-        return Source(kind, f"profile directory {path}", _hardware_name(read().hardware, str(path / META_FILE)),
-                      files, read)
+        return Source(kind, f"profile directory {path}", _hardware_name(profile_hardware(path), str(path / META_FILE)),
+                      files, lambda: read_profile_dir(path))
     names, reader = (FRONTIER_FILES, read_frontier_csv) if kind == "frontier-csv" else (VIDUR_FILES, read_vidur_csv)
     files = find_files(path, names, pattern)
     if not files:
