@@ -8,8 +8,11 @@ themselves, and the walk stops when every pair sits on a leaf. A leaf can carry
 several values (the mean log inefficiency and the mean log CV of its training rows),
 so one walk yields both the estimate and its spread.
 
-Stored compactly (per node: int16 feature, float64 threshold, int32 children,
-float32 values); the walk's per-slot arrays are rebuilt when a forest is loaded.
+Stored compactly, 18 bytes a node: int16 feature; float32 threshold, rounded down,
+which decides exactly as sklearn's float64 one for the float32-exact features it
+sees (x <= t iff x <= the largest float32 not above t); int32 right child (sklearn
+stores trees depth first: a left child follows its parent); float32 leaf values.
+The walk's per-slot arrays are rebuilt when a forest is loaded.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import numpy as np
 
 @dataclass
 class FlatForest:
-    """Per node: split feature and threshold (a leaf: +inf), left and right child (a leaf:
-    itself), and leaf values (nodes x outputs); the root node of each tree; the depth."""
+    """Per node: split feature and threshold (a leaf: +inf), right child (a leaf: itself;
+    the left child is the next node), and leaf values (nodes x outputs); the root node
+    of each tree; the depth."""
 
     feature: np.ndarray
     threshold: np.ndarray
-    children: np.ndarray
+    right: np.ndarray
     values: np.ndarray
     roots: np.ndarray
     depth: int
@@ -36,16 +40,20 @@ class FlatForest:
     def from_sklearn(cls, forest, extra_leaf_values: list[np.ndarray] | None = None) -> FlatForest:
         """Flatten a fitted one-output forest; ``extra_leaf_values[t]`` optionally gives
         tree t one more value per node, appended as a further output."""
-        features, thresholds, children, values, roots = [], [], [], [], []
+        features, thresholds, rights, values, roots = [], [], [], [], []
         offset, depth = 0, 0
         for t, estimator in enumerate(forest.estimators_):
             tree = estimator.tree_
             ids = np.arange(tree.node_count)
             leaf = tree.children_left < 0
+            if not np.array_equal(tree.children_left[~leaf], ids[~leaf] + 1):
+                raise ValueError("tree nodes are not in depth-first order")
+            threshold = np.where(leaf, np.inf, tree.threshold)
+            rounded = threshold.astype(np.float32)
+            rounded = np.where(rounded > threshold, np.nextafter(rounded, np.float32(-np.inf)), rounded)
             features.append(np.where(leaf, 0, tree.feature))
-            thresholds.append(np.where(leaf, np.inf, tree.threshold))
-            children.append(np.column_stack([np.where(leaf, ids, tree.children_left),
-                                             np.where(leaf, ids, tree.children_right)]) + offset)
+            thresholds.append(rounded)
+            rights.append(np.where(leaf, ids, tree.children_right) + offset)
             columns = [tree.value[:, 0, 0]]
             if extra_leaf_values is not None:
                 columns.append(extra_leaf_values[t])
@@ -53,8 +61,8 @@ class FlatForest:
             roots.append(offset)
             offset += tree.node_count
             depth = max(depth, tree.max_depth)
-        return cls(np.concatenate(features).astype(np.int16), np.concatenate(thresholds),
-                   np.concatenate(children).astype(np.int32), np.concatenate(values).astype(np.float32),
+        return cls(np.concatenate(features).astype(np.int16), np.concatenate(thresholds).astype(np.float32),
+                   np.concatenate(rights).astype(np.int32), np.concatenate(values).astype(np.float32),
                    np.asarray(roots, dtype=np.int64), depth)
 
     def __post_init__(self) -> None:
@@ -76,10 +84,11 @@ class FlatForest:
         node's feature and threshold and the slot of the child it leads to. Indexing
         by slot saves a multiply per level."""
         if self._walk is None:  # built once per forest
-            feature = np.repeat(self.feature.astype(np.int64), 2)
-            threshold = np.repeat(self.threshold, 2)
-            child = 2 * self.children.astype(np.int64).ravel()
-            self._walk = (feature, threshold, child)
+            nodes = np.arange(len(self.right), dtype=np.int32)
+            leaf = np.isinf(self.threshold)
+            left = np.where(leaf, nodes, nodes + 1)
+            child = 2 * np.column_stack([left, self.right]).ravel()
+            self._walk = (np.repeat(self.feature, 2), np.repeat(self.threshold, 2), child)
         return self._walk
 
     def leaves(self, X: np.ndarray) -> np.ndarray:

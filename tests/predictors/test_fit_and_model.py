@@ -38,8 +38,10 @@ def test_flat_forest_matches_sklearn():
     forest = ExtraTreesRegressor(n_estimators=5, random_state=0).fit(X, y)
     flat = FlatForest.from_sklearn(forest)
     test = rng.random((50, 4)).astype(np.float32).astype(float)
-    assert np.allclose(flat.predict(test)[:, 0], forest.predict(test))
-    assert np.allclose(flat.predict(test[:1])[:, 0], forest.predict(test[:1]))
+    for points in (X, test, test[:1]):  # training points sit exactly on split values
+        expected = np.stack([e.apply(points.astype(np.float32)) for e in forest.estimators_], axis=1) + flat.roots
+        assert np.array_equal(flat.leaves(points), expected)
+        assert np.allclose(flat.predict(points)[:, 0], forest.predict(points), rtol=1e-6)
 
 
 def test_held_out_accuracy_on_unseen_shapes(profiles):
