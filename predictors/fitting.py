@@ -42,7 +42,7 @@ class FitSettings:
     kind: str = "extra"
     n_estimators: int = 24
     max_depth: int | None = 24
-    min_samples_leaf: int = 2
+    min_samples_leaf: int = 1
     #: leaves of at least this many rows where the repeats scatter by more than ``noisy_cv``
     noisy_leaf: int = 5
     noisy_cv: float = 0.02
