@@ -63,6 +63,9 @@ def test_fit_and_evaluate_commands(fixtures, tmp_path, cache_dir):
     report = json.loads(fit.output)
     assert report["hardware"] == "h200_sxm" and not report["cached"] and set(report["families"]) == {
         "gemm", "attention_decode", "all_reduce"}
+    gemm = report["families"]["gemm"]
+    assert {"n_train", "n_test", "within_5pct", "within_10pct", "median_ape", "p90_ape"} <= set(gemm)
+    assert gemm["within_10pct"] >= 0.8 and gemm["n_train"] > gemm["n_test"] > 0
     evaluate = runner.invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
                                    "--split", "grouped", "--family", "all_reduce", "--json"])
     assert evaluate.exit_code == 0, evaluate.output
