@@ -27,7 +27,7 @@ from frontier_dag.config.hardware import load_hardware
 from frontier_dag.cost.queries import ATTENTION_FAMILIES, COLLECTIVE_FAMILIES, MLA_FAMILIES
 from frontier_dag.errors import PredictorError
 
-from .fitting import DEFAULT_SETTINGS, FitSettings, fit_family, table_query
+from .fitting import DEFAULT_SETTINGS, FitSettings, fit_family, metrics, table_query
 from .schema import ProfileSet
 
 TEST_SHARE = 0.2
@@ -86,12 +86,6 @@ def held_out_mask(family: str, table: pd.DataFrame, split: str, seed: int = 0) -
     # keep at least one interior group in training
     count = min(max(1, round(TEST_SHARE * len(groups))), len(interior) - 1)
     return np.isin(codes, rng.choice(interior, size=count, replace=False))
-
-
-def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    ape = np.abs(predicted - measured) / measured
-    return {"within_5pct": float(np.mean(ape <= 0.05)), "within_10pct": float(np.mean(ape <= 0.10)),
-            "median_ape": float(np.median(ape)), "p90_ape": float(np.quantile(ape, 0.9))}
 
 
 def evaluate(profiles: ProfileSet, split: str = "random", seed: int = 0, settings: FitSettings = DEFAULT_SETTINGS,

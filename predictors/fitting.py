@@ -94,6 +94,13 @@ def table_query(family: str, table: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: table[c].to_numpy() for c in QUERY_COLUMNS[family]}
 
 
+def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Share of predictions within 5% and 10% relative error, median and p90 relative error."""
+    ape = np.abs(predicted - measured) / measured
+    return {"within_5pct": float(np.mean(ape <= 0.05)), "within_10pct": float(np.mean(ape <= 0.10)),
+            "median_ape": float(np.median(ape)), "p90_ape": float(np.quantile(ape, 0.9))}
+
+
 def calibrated_roofline(calibration: np.ndarray, work: np.ndarray) -> np.ndarray:
     """``t0 + max(compute / e_c, memory / e_m)`` in µs for work = (compute, memory) µs at peak."""
     overhead, compute_efficiency, memory_efficiency = calibration
@@ -126,8 +133,12 @@ def _leaf_means(forest, X: np.ndarray, values: np.ndarray, known: np.ndarray,
 
 
 def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: FitSettings = DEFAULT_SETTINGS,
-               n_jobs: int = 2) -> FamilyModel:
-    """Fit ``family``'s forest to a profile table (schema columns) measured on ``hw``."""
+               n_jobs: int = 2, estimate_trees: int = 0) -> FamilyModel:
+    """Fit ``family``'s forest to a profile table (schema columns) measured on ``hw``.
+
+    With ``estimate_trees``, also estimate its held-out accuracy (``info["accuracy"]``):
+    a forest of that many trees, on the same features, fitted on a random 80% of the
+    rows and scored on the rest (slightly pessimistic for the full forest)."""
     if len(table) < 2:
         raise PredictorError(f"{family}: needs at least 2 profile rows to fit, got {len(table)}")
     query = table_query(family, table)
@@ -143,13 +154,22 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
     target = np.log(latency / calibrated_roofline(calibration, work))
     from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor  # fitting only
 
-    model = ExtraTreesRegressor if settings.kind == "extra" else RandomForestRegressor
-    forest = model(
-        bootstrap=settings.max_samples is not None, n_estimators=settings.n_estimators, max_depth=settings.max_depth,
-        min_samples_leaf=leaf, max_features=settings.max_features,
-        max_samples=settings.max_samples if len(table) > 50 else None,
-        random_state=settings.seed, n_jobs=n_jobs,
-    ).fit(X, target)
+    def forest_of(trees: int):
+        model = ExtraTreesRegressor if settings.kind == "extra" else RandomForestRegressor
+        return model(bootstrap=settings.max_samples is not None, n_estimators=trees, max_depth=settings.max_depth,
+                     min_samples_leaf=leaf, max_features=settings.max_features,
+                     max_samples=settings.max_samples if len(table) > 50 else None,
+                     random_state=settings.seed, n_jobs=n_jobs)
+
+    forest = forest_of(settings.n_estimators).fit(X, target)
+    info: dict[str, Any] = {}
+    if estimate_trees and len(table) >= 10:
+        held = np.random.default_rng(settings.seed).random(len(table)) < 0.2
+        if held.any() and not held.all():
+            estimate = forest_of(estimate_trees).fit(X[~held], target[~held])
+            predicted = latency[held] / np.exp(target[held]) * np.exp(estimate.predict(X[held]))
+            info["accuracy"] = {"n_train": int((~held).sum()), "n_test": int(held.sum()),
+                                **metrics(predicted, latency[held])}
     if measured.any():
         log_cv = np.log(np.where(measured, cv, 1.0))
         leaf_cv = _leaf_means(forest, X, log_cv, measured, float(np.median(log_cv[measured])))
@@ -158,6 +178,6 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
     return FamilyModel(
         family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
         forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),
-        info={"min_samples_leaf": leaf, "t0_us": float(calibration[0]), "compute_efficiency": float(calibration[1]),
-              "memory_efficiency": float(calibration[2])},
+        info={**info, "min_samples_leaf": leaf, "t0_us": float(calibration[0]),
+              "compute_efficiency": float(calibration[1]), "memory_efficiency": float(calibration[2])},
     )
