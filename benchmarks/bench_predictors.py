@@ -13,10 +13,10 @@ import argparse
 import time
 
 import numpy as np
-from frontier_dag.predictors.registry import fitted_cost_model
 
 from frontier_dag.config import load_hardware
 from frontier_dag.config.run import PredictorConfig
+from frontier_dag.predictors.registry import fitted_cost_model
 
 
 def decode_batch(rng: np.random.Generator, rows: int) -> dict:

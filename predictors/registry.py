@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.config.run import PredictorConfig
+from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.registry import make_cost_model, register_fitted_cost_model
 
 from .fitted_set import fitted_set
 from .model import FittedCostModel
@@ -20,3 +22,11 @@ def fitted_cost_model(cfg: PredictorConfig, hw: HardwareConfig) -> FittedCostMod
     """
     fitted, _ = fitted_set(source_for_config(cfg, hw))
     return FittedCostModel(fitted, jitter=cfg.jitter)
+
+
+def cost_model_for(cfg: PredictorConfig, hardware: HardwareConfig) -> CostModel:
+    """The cost model ``cfg`` names, roofline and plugins included: the entry point for
+    whoever assembles a run (simulator, command line). Registers the fitted predictors
+    with ``frontier_dag.cost.registry``, which may not import this package itself."""
+    register_fitted_cost_model(fitted_cost_model)
+    return make_cost_model(cfg, hardware)

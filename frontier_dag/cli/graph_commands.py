@@ -40,9 +40,9 @@ def load_iteration(target: str, config_path: str | None, overrides: tuple[str, .
                    context: int | None):
     """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
     from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
-    from frontier_dag.cli.costs import cost_model_for
     from frontier_dag.config.run import load_run_config
     from frontier_dag.dsl import trace_config
+    from frontier_dag.predictors.registry import cost_model_for
 
     if Path(target).is_file():
         config = load_run_config(target, overrides)

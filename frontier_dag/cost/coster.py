@@ -38,6 +38,8 @@ BATCH_FIELDS = ("dp_ranks",)
 #: price for many iterations. 0 memoises only identical batches.
 ATTENTION_MEMO_RESOLUTION = 0.005
 MEMO_LIMIT = 500_000
+#: Buckets ahead of a decode batch priced together with it (see StageCoster._decode_shifts).
+DECODE_LOOKAHEAD = 16
 _LOG_STEP = math.log1p(ATTENTION_MEMO_RESOLUTION)
 
 
@@ -169,8 +171,9 @@ class UsageCounter:
 class StageCoster:
     """Prices the templates of one compiled stage; ``costs(batch)`` returns ``(T,)`` in µs."""
 
-    def __init__(self, graph: EventGraph, stage: CompiledStage, cost_model: CostModel):
+    def __init__(self, graph: EventGraph, stage: CompiledStage, cost_model: CostModel, critical_ranks: int | None = None):
         self.stage = stage
+        self.critical_ranks = critical_ranks
         self.cost_model = cost_model
         self.usage = UsageCounter()
         templates = [graph.templates[t] for t in stage.templates.tolist()]
@@ -178,6 +181,8 @@ class StageCoster:
         self._scalar: dict[str, list[tuple[int, dict]]] = defaultdict(list)
         self._attention: list[tuple[int, str, str, int, dict]] = []
         self._experts: dict[tuple[str, str], list[tuple[int, int, int, dict]]] = defaultdict(list)
+        self._groups: dict | None = None
+        self._layer_slots: np.ndarray | None = None
         variables: set[str] = set()
         for i, t in enumerate(templates):
             fields = dict(t.fields)
@@ -295,6 +300,14 @@ class StageCoster:
             return price
         return self._memo_price(attention_family_of(summary), index, fields, summary, q, ctx, load)
 
+    @staticmethod
+    def _decode_shifts(summary: BatchSummary) -> list[int]:
+        """Context growths at which a decode batch will be priced next: a decode batch gains
+        one token per sequence per step, so its future buckets are known and are priced in
+        the same call (one call for many rows costs little more than for one)."""
+        step = max(1, math.ceil(summary.ctx_tokens * ATTENTION_MEMO_RESOLUTION / max(summary.seqs, 1)))
+        return [j * step for j in range(DECODE_LOOKAHEAD)]
+
     def _memo_price(self, family: str, index: int, fields: dict, summary: BatchSummary, q, ctx,
                     load: MicroBatchLoad | None = None) -> float:
         """The memoised price of one attention call (the family follows from the summary)."""
@@ -311,33 +324,98 @@ class StageCoster:
                 q, ctx = load.q, load.ctx
             if len(self._attention_memo) > MEMO_LIMIT:
                 self._attention_memo.clear()
-            query = {c: [q if c == "q_lens" else ctx if c == "ctx_lens" else fields[c]] for c in QUERY_COLUMNS[family]}
+            shifts = self._decode_shifts(summary) if summary.prefill_seqs == 0 and ATTENTION_MEMO_RESOLUTION > 0 else [0]
+            contexts = [ctx + shift for shift in shifts]
+            query = {c: [q] * len(shifts) if c == "q_lens" else contexts if c == "ctx_lens" else [fields[c]] * len(shifts)
+                     for c in QUERY_COLUMNS[family]}
             pred = self.cost_model.predict(family, query)
-            hit = (float(pred.latency_us[0]), int(pred.out_of_range[0]))
-            self._attention_memo[key] = hit
+            for j, shift in enumerate(shifts):
+                ahead = summary._replace(ctx_tokens=summary.ctx_tokens + shift * summary.seqs,
+                                         ctx_max=summary.ctx_max + shift, work=summary.work + shift * summary.seqs)
+                akey = key if j == 0 else ((index, *attention_key(ahead)) if family.startswith("attention")
+                                           else (index, family, *attention_key(ahead)))
+                self._attention_memo.setdefault(akey, (float(pred.latency_us[j]), int(pred.out_of_range[j])))
+            hit = self._attention_memo[key]
             self.usage.sources[pred.source] += 1
         self.usage.out_of_range += hit[1]
         return hit[0]
 
     def _price_experts(self, env: dict[str, int], batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
-        for (batch, family), members in self._experts.items():
+        """Price the (layer, rank) expert nodes of each micro-batch in one call on the distinct
+        rows of routed tokens. With ``critical_ranks`` = k, only the k ranks of each layer
+        with the most tokens and the k with the busiest expert are priced: the barrier waits
+        for the slowest rank, and a grouped GEMM does not get faster with more tokens, so the
+        other ranks cannot set the layer's time; they are given the cheapest priced rank's time."""
+        for (batch, family), group in self._expert_groups().items():
             loads = batches[batch].expert_loads
             if loads is None or env[f"{batch}.tokens"] == 0:
                 continue
-            idx = [i for i, *_ in members]
-            layers = np.array([layer for _, layer, _, _ in members])
-            ranks = np.array([rank for _, _, rank, _ in members])
-            query = {c: [fields.get(c) for *_, fields in members] for c in QUERY_COLUMNS[family] if c != "expert_tokens"}
-            for c, values in query.items():
-                if values and isinstance(values[0], Sym):
-                    query[c] = [v.evaluate(env) for v in values]
-            query["expert_tokens"] = list(loads[layers % loads.shape[0], ranks])
+            idx, layers, ranks, columns = group
+            rows = loads[layers % loads.shape[0], ranks]
+            priced = self._critical_rows(layers, rows) if self.critical_ranks else np.arange(len(rows))
+            unique, inverse = _distinct_rows(rows[priced])
+            query = {c: [v.evaluate(env) if isinstance(v, Sym) else v] * len(unique) for c, v in columns.items()}
+            query["expert_tokens"] = list(unique)
             pred = self.cost_model.predict(family, query)
-            busy = loads[layers % loads.shape[0], ranks].sum(axis=1) > 0
-            out[idx] = np.where(busy, pred.latency_us, 0.0)
+            price = pred.latency_us[inverse]
+            busy = rows.any(axis=1)
+            if len(priced) < len(rows):
+                floor = np.full(len(rows), price.min() if len(price) else 0.0)
+                floor[priced] = price
+                price = floor
+            out[idx] = np.where(busy, price, 0.0)
             self.usage.priced += len(idx)
-            self.usage.out_of_range += int(np.count_nonzero(pred.out_of_range & busy))
+            self.usage.out_of_range += int(np.count_nonzero(pred.out_of_range[inverse]))
             self.usage.sources[pred.source] += len(idx)
+
+    def _critical_rows(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Rows of the k most loaded and the k busiest-expert ranks of every layer."""
+        if self._layer_slots is None:
+            order = np.argsort(layers, kind="stable")
+            counts = np.bincount(layers)
+            counts = counts[counts > 0]
+            if len(set(counts.tolist())) != 1:
+                return np.arange(len(rows))
+            self._layer_slots = order.reshape(len(counts), counts[0])  # (layers, ranks) -> row
+        slots = self._layer_slots
+        k = min(self.critical_ranks, slots.shape[1])
+        if k == slots.shape[1]:
+            return np.arange(len(rows))
+        chosen = []
+        for score in (rows.sum(axis=1), rows.max(axis=1)):
+            per_layer = score[slots]
+            top = np.argpartition(-per_layer, k - 1, axis=1)[:, :k]
+            chosen.append(np.take_along_axis(slots, top, axis=1).ravel())
+        return np.unique(np.concatenate(chosen))
+
+    def _expert_groups(self) -> dict:
+        """Expert templates grouped by micro-batch and family, with their shared query columns
+        (every (layer, rank) node of a group has the same shapes; only the routing differs)."""
+        if self._groups is None:
+            self._groups = {}
+            for key, members in self._experts.items():
+                family = key[1]
+                fields = members[0][3]
+                columns = {c: fields.get(c) for c in QUERY_COLUMNS[family] if c != "expert_tokens"}
+                if any({c: m[3].get(c) for c in columns} != columns for m in members):
+                    raise ValueError(f"expert ops of {key[0]} differ in shape; price them in separate groups")
+                self._groups[key] = (np.array([m[0] for m in members]), np.array([m[1] for m in members]),
+                                     np.array([m[2] for m in members]), columns)
+        return self._groups
+
+
+#: Random odd 64-bit weights: a row of routed-token counts hashes to ``row @ weights``
+#: (wrapping), so two different rows collide with probability about 2**-64.
+_ROW_HASH = np.random.default_rng(2**31 - 1).integers(1, 2**62, size=4096, dtype=np.int64) | 1
+
+
+def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of an integer matrix and each row's index among them. Rows are compared
+    by a 64-bit random linear hash (two rows collide with probability about 2**-64), which
+    is much faster than sorting whole rows."""
+    keys = rows @ _ROW_HASH[: rows.shape[1]]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return rows[first], inverse.ravel()
 
 
 def _is_empty(fields: dict, env: dict[str, int]) -> bool:

@@ -7,7 +7,7 @@ A plugin registers a factory ``(PredictorConfig, HardwareConfig) -> CostModel``:
 
 The fitted predictors (``aiconfigurator``, ``frontier-csv``, ``vidur-csv`` and profile
 directories) live in a higher layer, ``frontier_dag.predictors``, which this module must
-not import: whoever assembles a run (the CLI, see ``frontier_dag.cli.costs``) registers
+not import: whoever assembles a run (see ``frontier_dag.predictors.registry.cost_model_for``) registers
 their factory with ``register_fitted_cost_model`` first.
 """
 
@@ -53,7 +53,7 @@ def make_cost_model(cfg: PredictorConfig, hardware: HardwareConfig) -> CostModel
         if not _FITTED:
             raise ConfigError(f"predictor.source: {cfg.source!r} needs the fitted predictors "
                               "(frontier_dag.predictors), which are not loaded; use predictor.source=roofline, "
-                              "or build the cost model with frontier_dag.cli.costs.cost_model_for")
+                              "or build the cost model with frontier_dag.predictors.registry.cost_model_for")
         return _FITTED[0](cfg, hardware)
     known = ", ".join(sorted({*_FACTORIES, *FITTED_SOURCES}))
     raise ConfigError(f"predictor.source: unknown source {cfg.source!r}; use one of {known} or a profile directory")

@@ -142,7 +142,8 @@ def roofline_us(family: str, q: Mapping[str, Any], hw: HardwareConfig) -> np.nda
 
 def kernel_roofline_us(flops: np.ndarray, nbytes: np.ndarray, dtypes, hw: HardwareConfig) -> np.ndarray:
     """Launch latency plus the slower of compute (at the dtype's peak) and HBM traffic."""
-    peak = np.array([hw.gpu.peak_flops(str(d)) for d in dtypes])
+    peaks = {d: hw.gpu.peak_flops(d) for d in {str(d) for d in dtypes}}
+    peak = np.array([peaks[str(d)] for d in dtypes])
     compute = flops / peak
     memory = nbytes / hw.gpu.hbm_bandwidth_bytes_per_s
     return KERNEL_LAUNCH_US + np.maximum(compute, memory) * 1e6

@@ -77,10 +77,10 @@ class GlobalController:
             limits = Limits(sched.max_num_seqs * pool.attention_dp, sched.max_num_batched_tokens * pool.attention_dp,
                             sched.chunked_prefill, sched.policy, sched.prefix_caching)
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
+            # replicas of a pool share one predictor: same DAG, same memoised prices
+            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us)
             replicas = [
-                ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves,
-                              predictor=ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed * 1000 + i,
-                                                           sched.iteration_overhead_us),
+                ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves, predictor=predictor,
                               kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),
                               limits=limits, table=table, events=events, controller=self, log=self.log)
                 for i in range(pool.replicas)

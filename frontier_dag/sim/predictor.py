@@ -36,6 +36,10 @@ def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: in
     return Router(spec, moe.num_experts, moe.top_k, ranks, deployment.model.num_layers, seed)
 
 
+#: Expert-parallel ranks priced per layer and iteration, by each of two loads (see StageCoster).
+CRITICAL_RANKS = 2
+
+
 class ExecutionPredictor:
     """Iteration time of one stage, in microseconds, from the batch's sequences."""
 
@@ -43,7 +47,8 @@ class ExecutionPredictor:
                  seed: int = 0, overhead_us: float = 0.0):
         self.stage = stage
         self.compiled = CompiledStage(graph, stage)
-        self.coster = StageCoster(graph, self.compiled, cost_model)
+        # only the ranks that can be the slowest are priced per iteration (see StageCoster)
+        self.coster = StageCoster(graph, self.compiled, cost_model, critical_ranks=CRITICAL_RANKS)
         self.micro_batches = graph.stages[stage].micro_batches
         self.router = stage_router(graph, deployment, stage, seed)
         self.rng = np.random.default_rng([seed, 104729])

@@ -35,12 +35,12 @@ class RunResult:
 
 def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress: bool = False) -> RunResult:
     """Simulate ``config`` to the last request and summarise it."""
-    from frontier_dag.cost.registry import make_cost_model
     from frontier_dag.dsl import trace_config
+    from frontier_dag.predictors.registry import cost_model_for
 
     started = time.perf_counter()
     deployment, graph = trace_config(config)
-    cost_model = cost_model or make_cost_model(config.predictor, deployment.hardware)
+    cost_model = cost_model or cost_model_for(config.predictor, deployment.hardware)
     requests = generate_requests(config.workload, config.seed, config._base_dir)
     table = RequestTable(requests)
     events = EventQueue()

@@ -33,7 +33,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     utilization, stall, transfer_wait, kv_peak, iterations = {}, {}, {}, {}, 0
     for name, worker in controller.workers.items():
         busy = sum(r.busy_s for r in worker.replicas)
-        utilization[name] = busy / (len(worker.replicas) * simulated) if simulated > 0 else 0.0
+        utilization[name] = float(busy / (len(worker.replicas) * simulated)) if simulated > 0 else 0.0
         stall[name] = float(sum(r.stall_s for r in worker.replicas))
         kv_peak[name] = max(r.kv.peak / max(r.kv.capacity, 1) for r in worker.replicas)
         iterations += sum(r.iterations for r in worker.replicas)
@@ -43,6 +43,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         transfer_wait[controller.entry.name] = float(waits.sum())
     gpus = deployment.total_gpus
     usage = [w.replicas[0].predictor.coster.usage for w in controller.workers.values()]
+    out_of_range = sum(u.out_of_range for u in usage)
     return {
         "num_requests": int(table.n),
         "num_completed": int(np.isfinite(table.finish).sum()),
@@ -65,8 +66,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "backpressure_stall_s": stall,
         "preemptions": int(table.preemptions.sum()),
         "prefix_cached_tokens": int(table.cached_tokens.sum()),
-        "predictor_out_of_range": int(sum(u.out_of_range for w in controller.workers.values() for u in
-                                          [r.predictor.coster.usage for r in w.replicas])),
+        "predictor_out_of_range": int(out_of_range),
         "predictor_sources": _merge_sources(usage),
         "gpus": gpus,
         "seed": cfg.seed,

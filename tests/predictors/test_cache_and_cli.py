@@ -8,15 +8,15 @@ import shutil
 
 import pandas as pd
 from click.testing import CliRunner
-from frontier_dag.predictors.fitted_set import fitted_set
-from frontier_dag.predictors.fitting import FitSettings
-from frontier_dag.predictors.schema import read_profile_dir, write_profile
-from frontier_dag.predictors.sources import open_source
 
-from frontier_dag.cli.costs import cost_model_for
 from frontier_dag.cli.main import cli
 from frontier_dag.config import load_hardware
 from frontier_dag.config.run import PredictorConfig
+from frontier_dag.predictors.fitted_set import fitted_set
+from frontier_dag.predictors.fitting import FitSettings
+from frontier_dag.predictors.registry import cost_model_for
+from frontier_dag.predictors.schema import read_profile_dir, write_profile
+from frontier_dag.predictors.sources import open_source
 
 SMALL = FitSettings(n_estimators=8)
 
