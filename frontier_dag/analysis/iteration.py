@@ -16,17 +16,10 @@ import numpy as np
 from frontier_dag.config.run import Deployment
 from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, split_micro_batches, stage_env
 from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
-
-#: Attribution categories of iteration time, by operator family.
-CATEGORY_OF_FAMILY = {
-    "attention": "attention", "mla": "attention", "gemm": "dense_gemm", "moe_grouped_gemm": "moe_experts",
-    "elementwise": "elementwise", "all_reduce": "collectives", "all_gather": "collectives",
-    "reduce_scatter": "collectives", "all_to_all": "collectives", "p2p": "transfers", "sync": "waits_and_bubbles",
-}
-CATEGORIES = ("attention", "dense_gemm", "moe_experts", "elementwise", "collectives", "transfers", "waits_and_bubbles")
 
 
 def mean_lengths(deployment: Deployment, sample: int = 2000) -> tuple[float, float]:

@@ -202,10 +202,9 @@ class StageCoster:
         self._variables = tuple(sorted(variables))
         #: the batch statistics the scalar templates depend on
         self.scalar_variables = self._variables
-        self._num_scalar = sum(len(v) for v in self._scalar.values())
+        self.num_scalar = sum(len(v) for v in self._scalar.values())
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
         self._attention_memo: dict[tuple, tuple[float, int]] = {}
-        self._linear_memo: dict[tuple, tuple[float, int]] = {}
 
     # -- public --------------------------------------------------------------------------------
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
@@ -219,7 +218,7 @@ class StageCoster:
             self._memo[key] = cached
         scalar_costs, scalar_oor = cached
         out += scalar_costs
-        self.usage.priced += self._num_scalar
+        self.usage.priced += self.num_scalar
         self.usage.out_of_range += scalar_oor
         if self._attention:
             self._price_attention(batches, out)
@@ -227,21 +226,15 @@ class StageCoster:
             self._price_experts(env, batches, out)
         return out
 
-    def scalar_time(self, env: dict[str, int], coef: np.ndarray) -> float:
-        """Sum of coefficient x price over the scalar templates (for linear stages), memoised
-        on the statistics they depend on."""
+    def scalar_costs(self, env: dict[str, int]) -> tuple[np.ndarray, int]:
+        """Prices of the scalar templates (zero elsewhere) and how many are out of range,
+        memoised on the statistics they depend on."""
         key = tuple(env[v] for v in self._variables)
-        hit = self._linear_memo.get(key)
-        if hit is None:
-            cached = self._memo.get(key)
-            if cached is None:
-                cached = self._price_scalar(env)
-                self._memo[key] = cached
-            hit = (float(cached[0] @ coef), cached[1])
-            self._linear_memo[key] = hit
-        self.usage.priced += self._num_scalar
-        self.usage.out_of_range += hit[1]
-        return hit[0]
+        cached = self._memo.get(key)
+        if cached is None:
+            cached = self._price_scalar(env)
+            self._memo[key] = cached
+        return cached
 
     # -- the three kinds -----------------------------------------------------------------------
     def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, int]:

@@ -54,6 +54,16 @@ QUERY_COLUMNS: dict[str, tuple[str, ...]] = {
     "elementwise": ("op", "num_tokens", "hidden", "dtype"),
 }
 
+#: Where an iteration's time goes: the categories its critical path is attributed to.
+CATEGORIES = ("attention", "dense_gemm", "moe_experts", "elementwise", "collectives", "transfers",
+              "waits_and_bubbles", "host_overhead")
+#: The category of each template family (``attention`` and ``mla`` are the DSL's dynamic families).
+CATEGORY_OF_FAMILY = {
+    **dict.fromkeys((*ATTENTION_FAMILIES, *MLA_FAMILIES, "attention", "mla"), "attention"),
+    "gemm": "dense_gemm", "moe_grouped_gemm": "moe_experts", "elementwise": "elementwise",
+    **dict.fromkeys(COLLECTIVE_FAMILIES, "collectives"), "p2p": "transfers", "sync": "waits_and_bubbles",
+}
+
 RAGGED_COLUMNS = frozenset({"q_lens", "ctx_lens", "expert_tokens"})
 CATEGORICAL_COLUMNS = frozenset({"dtype", "kv_dtype", "placement", "impl", "op"})
 

@@ -40,6 +40,8 @@ class ReducedProgram:
         self.result: tuple[np.ndarray, np.ndarray] | None = None  # a linear combination
         self.residual = None  # (weight columns, Levels, sink predecessor positions, straight-line fn)
         self._direct: bool | None = None
+        self.residual_preds: list[list[int]] = []
+        self._finish_fn = None
 
     # -- building ------------------------------------------------------------------------------
     def quantity(self, kind: str, inputs: tuple[int, ...], coefs: tuple[float, ...] = ()) -> int:
@@ -103,6 +105,55 @@ class ReducedProgram:
             if self._direct:
                 return float(costs[index] @ coef)
         return float(self.evaluate(costs[None, :])[0])
+
+    def gradient(self, costs: np.ndarray) -> tuple[float, np.ndarray]:
+        """The longest path for one iteration's costs ``(T,)`` and its gradient: how many
+        times each template lies on the critical path. The longest path is positively
+        homogeneous in the costs, so ``total == gradient @ costs`` (Euler), which splits the
+        iteration time exactly among the templates."""
+        q = np.empty(self.num_columns)
+        q[: self.num_templates] = costs
+        q[self.zero] = 0.0
+        chosen = []
+        for kind, columns, index, coef in self.steps:
+            gathered = q[index]
+            if kind == "sum":
+                q[columns] = (gathered * coef).sum(axis=1)
+                chosen.append(None)
+            else:
+                best = gathered.argmax(axis=1)
+                q[columns] = gathered[np.arange(len(columns)), best]
+                chosen.append(index[np.arange(len(columns)), best])
+        grad = np.zeros(self.num_columns)
+        if self.result is not None:
+            index, coef = self.result
+            total = float(q[index] @ coef)
+            np.add.at(grad, index, coef)
+        else:
+            columns, levels, sink_preds, _ = self.residual
+            finish = self._finishes(q[columns].tolist())
+            v = max(sink_preds.tolist(), key=lambda u: (finish[u], -u))
+            total = float(finish[v])
+            while True:
+                grad[columns[v]] += 1.0
+                preds = self.residual_preds[v]
+                if not preds:
+                    break
+                v = max(preds, key=lambda u: (finish[u], -u))
+        for (kind, columns, index, coef), best in zip(reversed(self.steps), reversed(chosen), strict=True):
+            if kind == "sum":
+                np.add.at(grad, index, coef * grad[columns][:, None])
+            else:
+                np.add.at(grad, best, grad[columns])
+        grad[self.zero] = 0.0
+        return total, grad[: self.num_templates]
+
+    @property
+    def _finishes(self):
+        """Generated function: residual node weights -> every residual node's finish time."""
+        if self._finish_fn is None:
+            self._finish_fn = _straight_line(self.residual_preds, self.residual[2], every=True)
+        return self._finish_fn
 
     def evaluate(self, costs: np.ndarray) -> np.ndarray:
         k = costs.shape[0]
@@ -195,13 +246,15 @@ def reduce_series_parallel(pred_lists: list[list[int]], node_template: np.ndarra
         sink_preds = np.array(sorted(position[u] for u in pred[SINK]))
         program.residual = (columns, Levels.build(len(alive), residual_preds), sink_preds,
                             _straight_line(residual_preds, sink_preds))
+        program.residual_preds = residual_preds
     program.finalise()
     return program
 
 
-def _straight_line(pred_lists: list[list[int]], sink_preds: np.ndarray):
-    """Generate a Python function ``weights -> longest path`` with one statement per node:
-    for a single iteration this beats vectorised level steps (no per-step numpy overhead)."""
+def _straight_line(pred_lists: list[list[int]], sink_preds: np.ndarray, every: bool = False):
+    """Generate a Python function ``weights -> longest path`` (``every``: the list of every
+    node's finish time) with one statement per node: for a single iteration this beats
+    vectorised level steps (no per-step numpy overhead)."""
     lines = ["def longest_path(w):"]
     for v, preds in enumerate(pred_lists):
         if not preds:
@@ -211,7 +264,10 @@ def _straight_line(pred_lists: list[list[int]], sink_preds: np.ndarray):
         else:
             lines.append(f"    f{v} = w[{v}] + max({', '.join(f'f{u}' for u in preds)})")
     ends = [f"f{int(u)}" for u in sink_preds]
-    lines.append(f"    return {ends[0]}" if len(ends) == 1 else f"    return max({', '.join(ends)})")
+    if every:
+        lines.append(f"    return [{', '.join(f'f{v}' for v in range(len(pred_lists)))}]")
+    else:
+        lines.append(f"    return {ends[0]}" if len(ends) == 1 else f"    return max({', '.join(ends)})")
     namespace: dict = {}
     exec("\n".join(lines), namespace)  # noqa: S102 - code generated from our own graph
     return namespace["longest_path"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from frontier_dag.config.run import Deployment
 from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.queries import CATEGORIES
 from frontier_dag.errors import DeadlockError, SimulationError
 from frontier_dag.ir.graph import EventGraph
 from frontier_dag.sim.events import EventQueue
@@ -23,11 +24,16 @@ from frontier_dag.sim.kv import KVCache
 from frontier_dag.sim.link import SharedLink
 from frontier_dag.sim.memory import kv_capacity_tokens
 from frontier_dag.sim.predictor import ExecutionPredictor
-from frontier_dag.sim.replica import Limits, ReplicaWorker
+from frontier_dag.sim.replica import Cause, Limits, ReplicaWorker
 from frontier_dag.sim.state import ColumnLog, RequestTable
 
+#: One row per iteration. ``cause`` says why it started when it did (see Cause) and
+#: ``cause_request`` which request's event that was; the category columns split its
+#: duration along its critical path (they sum to ``duration_us``).
 ITERATION_COLUMNS = {"pool": np.int16, "replica": np.int32, "start_s": np.float64, "duration_us": np.float64,
-                     "num_seqs": np.int32, "prefill_tokens": np.int32, "decode_seqs": np.int32, "kv_usage": np.float32}
+                     "num_seqs": np.int32, "prefill_tokens": np.int32, "decode_seqs": np.int32, "kv_usage": np.float32,
+                     "cause": np.int16, "cause_request": np.int64,
+                     **{f"{c}_us": np.float32 for c in CATEGORIES}}
 
 
 class ClusterWorker:
@@ -119,7 +125,7 @@ class GlobalController:
 
     def _kick_entry(self) -> None:
         for r in self.entry.replicas:
-            r.kick()
+            r.kick(Cause.REQUEUE)
 
     def handoff(self, rid: int, source: ReplicaWorker) -> None:
         """A prefill finished: move its KV to a decode replica once one has room."""

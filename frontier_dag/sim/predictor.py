@@ -18,6 +18,7 @@ from frontier_dag.cost.coster import (
     split_micro_batches,
 )
 from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router, RoutingSpec
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
@@ -61,6 +62,11 @@ class ExecutionPredictor:
         used = [self._keys[0].index(v) for v in self.coster.scalar_variables] if self.micro_batches == 1 else []
         self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
         self._scalar_memo: dict = {}
+        # the attribution category of each template, and the latest iteration's attribution
+        families = [graph.templates[t].family for t in self.compiled.templates.tolist()]
+        self._category = np.array([CATEGORIES.index(CATEGORY_OF_FAMILY.get(f, "waits_and_bubbles")) for f in families],
+                                  dtype=np.int64)
+        self.last_categories: tuple[float, ...] = (0.0,) * len(CATEGORIES)
 
     def time_us(self, q: np.ndarray, ctx: np.ndarray, kv_out_tokens: int = 0) -> float:
         """One iteration over sequences with ``q`` new and ``ctx`` cached tokens each."""
@@ -82,14 +88,20 @@ class ExecutionPredictor:
         # the hot path: a memoised weighted sum of scalar prices plus the attention prices
         stats = summary.stats(kv_out_tokens)
         key = self._scalar_key(stats)
-        scalar = self._scalar_memo.get(key)
-        if scalar is None:
-            scalar = self.coster.scalar_time(dict(zip(self._keys[0], stats, strict=True)), self.linear)
-            self._scalar_memo[key] = scalar
-        else:
-            self.coster.usage.priced += self.coster._num_scalar
+        entry = self._scalar_memo.get(key)
+        if entry is None:
+            env = dict(zip(self._keys[0], stats, strict=True))
+            costs, out_of_range = self.coster.scalar_costs(env)
+            weighted = costs * self.linear
+            entry = (float(weighted.sum()), tuple(np.bincount(self._category, weights=weighted, minlength=len(CATEGORIES))),
+                     out_of_range)
+            self._scalar_memo[key] = entry
+        self.coster.usage.priced += self.coster.num_scalar
+        self.coster.usage.out_of_range += entry[2]
         attention = self.coster.attention_time({self._batch_keys[0]: load}, self.linear)
-        return scalar + attention + self.overhead_us
+        cats = entry[1]
+        self.last_categories = (cats[0] + attention, *cats[1:7], self.overhead_us)
+        return entry[0] + attention + self.overhead_us
 
     def _time(self, loads: list[MicroBatchLoad]) -> float:
         env: dict[str, int] = {}
@@ -99,7 +111,9 @@ class ExecutionPredictor:
             if self.router is not None:
                 load.expert_loads = self.router.draw(load.tokens, self.rng)
             batches[self._batch_keys[i]] = load
-        if self.linear is not None:
-            return self.coster.scalar_time(env, self.linear) + self.coster.attention_time(batches, self.linear) + self.overhead_us
         costs = self.coster.costs(env, batches)
-        return self.compiled.iteration_time_one(costs) + self.overhead_us
+        total, grad = self.compiled.program.gradient(costs)
+        cats = np.bincount(self._category, weights=grad * costs, minlength=len(CATEGORIES))
+        cats[-1] = self.overhead_us
+        self.last_categories = tuple(cats.tolist())
+        return total + self.overhead_us

@@ -30,6 +30,17 @@ from frontier_dag.sim.state import ColumnLog, RequestTable
 _DECODE_COLUMNS = ("rid", "offset", "last", "shared", "hits", "order")
 
 
+class Cause:
+    """Why an iteration started when it did (the ``cause`` column of the iteration log)."""
+
+    CONTINUE = 0      # the replica's previous iteration ended
+    ARRIVAL = 1       # a new request arrived
+    KV_ARRIVED = 2    # a request's KV arrived from another pool
+    MEMORY_FREED = 3  # KV blocks were freed (a handed-off request's KV left)
+    REQUEUE = 4       # a preempted request was queued again
+    NAMES = ("continue", "arrival", "kv_arrived", "memory_freed", "requeue")
+
+
 @dataclass(frozen=True)
 class Limits:
     max_seqs: int
@@ -92,12 +103,12 @@ class ReplicaWorker:
 
     def submit(self, rid: int) -> None:
         self.waiting.append(rid)
-        self.kick()
+        self.kick(Cause.ARRIVAL, rid)
 
     def receive(self, rid: int) -> None:
         """A request whose KV (and reserved blocks) arrived from another pool."""
         self.incoming.append(rid)
-        self.kick()
+        self.kick(Cause.KV_ARRIVED, rid)
 
     # -- the decode set ------------------------------------------------------------------------
     def _join_decode(self, rid: int, ctx: int, left: int, shared: int, hits: int, order: int) -> None:
@@ -134,7 +145,8 @@ class ReplicaWorker:
         return (ctx + self.kv.block_size - 1) // self.kv.block_size - self.d["shared"][idx]
 
     # -- the iteration loop --------------------------------------------------------------------
-    def kick(self) -> None:
+    def kick(self, cause: int = Cause.CONTINUE, request: int = -1) -> None:
+        """Start the next iteration if the replica is idle and has work it can run."""
         if self.busy:
             return
         plan = self._plan()
@@ -149,7 +161,7 @@ class ReplicaWorker:
         decode, chunks, summary, kv_out = plan
         duration_us = self.predictor.time_us_summary(summary, lambda: self._arrays(decode, chunks), kv_out)
         self.busy = True
-        self._batch = (decode, chunks, now, duration_us)
+        self._batch = (decode, chunks, now, duration_us, cause, request, self.predictor.last_categories)
         self.events.after(duration_us * 1e-6, self._complete)
 
     def _arrays(self, decode: bool, chunks: list[Prefilling]) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +301,7 @@ class ReplicaWorker:
         self.controller.preempted(rid, self)
 
     def _complete(self) -> None:
-        decode, chunks, start, duration_us = self._batch
+        decode, chunks, start, duration_us, cause, request, categories = self._batch
         now = self.events.now
         t = self.table
         self.busy = False
@@ -298,7 +310,7 @@ class ReplicaWorker:
         n_decode = self.n if decode else 0
         prefill_tokens = sum(p.chunk for p in chunks)
         self.log.append(self.pool_index, self.index, start, duration_us, n_decode + len(chunks), prefill_tokens,
-                        n_decode, self.kv.used / self.kv.capacity)
+                        n_decode, self.kv.used / self.kv.capacity, cause, request, *categories)
         if decode:
             self.step += 1
             if self.next_last < self.step:  # some sequences emitted their last token
@@ -373,4 +385,4 @@ class ReplicaWorker:
         self.kv.release(blocks)
         if hits:
             self.kv.unref_prefix(self.table.hashes(rid)[:hits])
-        self.kick()
+        self.kick(Cause.MEMORY_FREED, rid)

@@ -103,12 +103,29 @@ def _progress(total: int):
     return tqdm(total=total, unit="req", desc="simulating", dynamic_ncols=True, leave=False)
 
 
-def write_run(result: RunResult, out: Path, overwrite: bool = False) -> None:
-    """Write summary.json, requests.parquet, iterations.parquet and the resolved config.yaml.
-    An existing run directory is never overwritten without ``overwrite``."""
+def check_run_dir(out: Path, overwrite: bool = False) -> None:
+    """Refuse, before simulating, to write into a directory that holds anything (a user's
+    files are never overwritten without ``overwrite``, and then only a run's own files)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SimulationError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise SimulationError(f"--out {out} is a file; give a directory for the run")
+    if out.exists() and any(out.iterdir()):
+        foreign = [p.name for p in out.iterdir() if p.name not in RUN_FILES]
+        if foreign:
+            raise SimulationError(f"--out {out} holds files that are not a run's ({', '.join(sorted(foreign)[:3])}); "
+                                  "choose an empty or new directory")
+        if not overwrite:
+            raise SimulationError(f"--out {out} already holds a run; choose another directory or pass --overwrite")
+
+
+#: The files a run directory holds.
+RUN_FILES = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml", "plots", "trace.json")
+
+
+def write_run(result: RunResult, out: Path, overwrite: bool = False) -> None:
+    """Write summary.json, requests.parquet, iterations.parquet and the resolved config.yaml."""
+    out = Path(out)
+    check_run_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2, default=_json_default) + "\n")
     result.requests.to_parquet(out / "requests.parquet", index=False)
