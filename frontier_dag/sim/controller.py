@@ -31,7 +31,8 @@ from frontier_dag.sim.state import ColumnLog, RequestTable
 #: ``cause_request`` which request's event that was; the category columns split its
 #: duration along its critical path (they sum to ``duration_us``).
 ITERATION_COLUMNS = {"pool": np.int16, "replica": np.int32, "start_s": np.float64, "duration_us": np.float64,
-                     "num_seqs": np.int32, "prefill_tokens": np.int32, "decode_seqs": np.int32, "kv_usage": np.float32,
+                     "num_seqs": np.int32, "prefill_tokens": np.int32, "decode_seqs": np.int32, "ctx_tokens": np.int64,
+                     "kv_usage": np.float32,
                      "cause": np.int16, "cause_request": np.int64,
                      **{f"{c}_us": np.float32 for c in CATEGORIES}}
 
@@ -53,7 +54,7 @@ class ClusterWorker:
 
 class GlobalController:
     def __init__(self, deployment: Deployment, graph: EventGraph, cost_model: CostModel, table: RequestTable,
-                 events: EventQueue, on_finish=None):
+                 events: EventQueue, on_finish=None, attribute: bool = True):
         cfg = deployment.config
         self.deployment, self.table, self.events = deployment, table, events
         self.on_finish = on_finish
@@ -84,7 +85,8 @@ class GlobalController:
                             sched.chunked_prefill, sched.policy, sched.prefix_caching)
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
-            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us)
+            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
+                                           attribute)
             replicas = [
                 ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves, predictor=predictor,
                               kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),

@@ -45,7 +45,7 @@ class ExecutionPredictor:
     """Iteration time of one stage, in microseconds, from the batch's sequences."""
 
     def __init__(self, graph: EventGraph, stage: str, deployment: Deployment, cost_model: CostModel,
-                 seed: int = 0, overhead_us: float = 0.0):
+                 seed: int = 0, overhead_us: float = 0.0, attribute: bool = True):
         self.stage = stage
         self.compiled = CompiledStage(graph, stage)
         # only the ranks that can be the slowest are priced per iteration (see StageCoster)
@@ -54,6 +54,9 @@ class ExecutionPredictor:
         self.router = stage_router(graph, deployment, stage, seed)
         self.rng = np.random.default_rng([seed, 104729])
         self.overhead_us = overhead_us
+        # split each iteration's time by category (the run-level critical path needs it);
+        # off, non-linear stages skip the gradient (iterations then log zero categories)
+        self.attribute = attribute
         self._keys = [[f"{stage}.mb{i}.{s}" for s in STAT_NAMES] for i in range(self.micro_batches)]
         self._batch_keys = [f"{stage}.mb{i}" for i in range(self.micro_batches)]
         # a stage whose longest path is a fixed weighted sum of its templates (no parallel
@@ -112,6 +115,8 @@ class ExecutionPredictor:
                 load.expert_loads = self.router.draw(load.tokens, self.rng)
             batches[self._batch_keys[i]] = load
         costs = self.coster.costs(env, batches)
+        if not self.attribute:
+            return self.compiled.iteration_time_one(costs) + self.overhead_us
         total, grad = self.compiled.program.gradient(costs)
         cats = np.bincount(self._category, weights=grad * costs, minlength=len(CATEGORIES))
         cats[-1] = self.overhead_us

@@ -161,7 +161,8 @@ class ReplicaWorker:
         decode, chunks, summary, kv_out = plan
         duration_us = self.predictor.time_us_summary(summary, lambda: self._arrays(decode, chunks), kv_out)
         self.busy = True
-        self._batch = (decode, chunks, now, duration_us, cause, request, self.predictor.last_categories)
+        self._batch = (decode, chunks, now, duration_us, cause, request, self.predictor.last_categories,
+                       summary.ctx_tokens)
         self.events.after(duration_us * 1e-6, self._complete)
 
     def _arrays(self, decode: bool, chunks: list[Prefilling]) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +302,7 @@ class ReplicaWorker:
         self.controller.preempted(rid, self)
 
     def _complete(self) -> None:
-        decode, chunks, start, duration_us, cause, request, categories = self._batch
+        decode, chunks, start, duration_us, cause, request, categories, ctx_tokens = self._batch
         now = self.events.now
         t = self.table
         self.busy = False
@@ -310,7 +311,7 @@ class ReplicaWorker:
         n_decode = self.n if decode else 0
         prefill_tokens = sum(p.chunk for p in chunks)
         self.log.append(self.pool_index, self.index, start, duration_us, n_decode + len(chunks), prefill_tokens,
-                        n_decode, self.kv.used / self.kv.capacity, cause, request, *categories)
+                        n_decode, ctx_tokens, self.kv.used / self.kv.capacity, cause, request, *categories)
         if decode:
             self.step += 1
             if self.next_last < self.step:  # some sequences emitted their last token

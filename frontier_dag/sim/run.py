@@ -33,8 +33,10 @@ class RunResult:
         return self.deployment.config
 
 
-def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress: bool = False) -> RunResult:
-    """Simulate ``config`` to the last request and summarise it."""
+def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress: bool = False,
+             attribute: bool = True) -> RunResult:
+    """Simulate ``config`` to the last request and summarise it. ``attribute`` records each
+    iteration's time by category for the run-level critical path (see docs/simulation.md)."""
     from frontier_dag.dsl import trace_config
     from frontier_dag.predictors.registry import cost_model_for
 
@@ -57,7 +59,8 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
             else:
                 events.after(workload.think_time_s, controller.arrive, rid)
 
-    controller = GlobalController(deployment, graph, cost_model, table, events, on_finish=send_next if closed else None)
+    controller = GlobalController(deployment, graph, cost_model, table, events,
+                                  on_finish=send_next if closed else None, attribute=attribute)
     if closed:
         for _ in range(min(workload.clients, table.n)):
             send_next()
