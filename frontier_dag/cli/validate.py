@@ -1,0 +1,71 @@
+"""``frontier-dag validate silicon``: replay measured serving runs and report the errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from frontier_dag.cli.options import json_option
+
+
+@click.group()
+def validate() -> None:
+    """Compare simulations with measured end-to-end runs."""
+
+
+@validate.command()
+@click.option("--system", required=True, help="GPU system of the rows, e.g. h100_sxm, h200_sxm.")
+@click.option("--backend", type=click.Choice(["vllm", "sglang", "trtllm"]), help="Only rows of this engine.")
+@click.option("--model", help="Only rows whose model path contains this (case-insensitive).")
+@click.option("--mode", type=click.Choice(["agg", "disagg"]), help="Only aggregated or disaggregated rows.")
+@click.option("--limit", type=int, help="Only the first N rows (after the filters).")
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
+              help="A silicon CSV (default: systems/silicon_sample.csv of aiconfigurator-core).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
+@click.option("--rounds", type=int, default=None, help="Requests per row as rounds of the concurrency (default 4).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@json_option
+def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, out, progress, as_json) -> None:
+    """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
+    the mean and median absolute percentage errors of TTFT and TPOT, overall and per
+    system, backend, mode and model, and the rows that could not be simulated."""
+    import pandas as pd
+
+    from frontier_dag.errors import ConfigError
+    from frontier_dag.validation.convert import ROUNDS
+    from frontier_dag.validation.models import is_moe
+    from frontier_dag.validation.report import format_reasons, format_table, summarize_records
+    from frontier_dag.validation.runner import run_rows
+    from frontier_dag.validation.silicon import read_rows
+
+    rows = read_rows(csv_path, system=system, backend=backend, model=model, mode=mode, limit=limit, is_moe=is_moe)
+    if not rows:
+        raise ConfigError(f"no silicon rows match --system {system}"
+                          + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else ""))
+    bar = None
+    if progress and not as_json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rows), unit="row", desc=f"validate {system}", dynamic_ncols=True, leave=False)
+
+    def tick(record: dict) -> None:
+        if bar is not None:
+            bar.update(1)
+
+    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, progress=tick)
+    if bar is not None:
+        bar.close()
+    report = summarize_records(records)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(records).to_csv(out, index=False)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(format_table(report))
+    click.echo(format_reasons(report))
+    if out:
+        click.echo(f"wrote {out}")

@@ -1,0 +1,66 @@
+"""A silicon row as a RunConfig: the row's model and precision, its system's kernel
+tables for its engine, its workers as pools, and a closed-loop client at its
+concurrency with fixed prompt and output lengths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict
+from frontier_dag.errors import FrontierDagError
+from frontier_dag.predictors.aiconfigurator import BACKENDS
+from frontier_dag.validation.engines import scheduler_settings
+from frontier_dag.validation.models import Unsupported, row_model
+from frontier_dag.validation.silicon import SiliconRow, Worker
+
+#: Rounds of the concurrency the client sends: ``rounds x concurrency`` requests, at
+#: least ``MIN_REQUESTS``. The measured benchmarks send several rounds from a cold
+#: start, and the mean over all requests includes the first burst, as here.
+ROUNDS = 4
+MIN_REQUESTS = 8
+
+
+@dataclass(frozen=True)
+class Converted:
+    config: RunConfig
+    notes: tuple[str, ...]
+
+
+def _pool(role: str, w: Worker, replicas: int) -> dict:
+    return {"role": role, "gpus": w.gpus * replicas, "replicas": replicas, "tp": w.tp, "dp": w.dp, "ep": w.moe_ep}
+
+
+def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0) -> Converted:
+    """The RunConfig that replays ``row``; raises Unsupported with the reason when it cannot."""
+    if row.backend not in BACKENDS:
+        raise Unsupported(f"backend {row.backend!r} has no kernel tables (only {', '.join(BACKENDS)})")
+    if row.concurrency is None or row.concurrency < 1:
+        raise Unsupported("the row gives no concurrency (no silicon_concurrency and no batch size)")
+    model, notes = row_model(row.model_path, row.system, row.backend, row.gemm_quant, row.moe_quant)
+    if row.mode == "agg":
+        pools = {"worker": _pool("colocated", row.agg, 1)}
+        workflow = {"name": "colocated"}
+    elif row.mode == "disagg":
+        pools = {"prefill": _pool("prefill", row.prefill, row.prefill.workers),
+                 "decode": _pool("decode", row.decode, row.decode.workers)}
+        workflow = {"name": "pd", "params": {"kv_transfer": "per_request"}}
+    else:
+        raise Unsupported(f"mode {row.mode!r} is neither agg nor disagg")
+    requests = max(row.concurrency * rounds, MIN_REQUESTS)
+    data = {
+        "model": model,
+        "hardware": row.system,
+        "cluster": {"pools": pools},
+        "workflow": workflow,
+        "workload": {"clients": row.concurrency, "prompt_tokens": {"kind": "fixed", "value": row.isl},
+                     "output_tokens": {"kind": "fixed", "value": row.osl}, "num_requests": requests},
+        "scheduler": scheduler_settings(row.backend),
+        "predictor": {"source": "aiconfigurator", "backend": row.backend},
+        "seed": seed,
+    }
+    try:
+        config = run_config_from_dict(data, source=f"silicon row {row.index} ({row.id})")
+        resolve(config)
+    except FrontierDagError as exc:
+        raise Unsupported(str(exc)) from None
+    return Converted(config, tuple(row.notes) + tuple(notes))

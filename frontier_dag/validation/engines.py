@@ -1,0 +1,51 @@
+"""How each serving engine schedules, as scheduler settings of a run.
+
+Only the engines' documented defaults appear here; the measured runs do not say
+what their launch flags were, so a row is simulated with the defaults of its engine
+on an 80-141 GB Hopper GPU:
+
+* **vLLM** (v1 engine): running requests first, then waiting prompts, chunked prefill
+  within a budget of ``max_num_batched_tokens`` = 8192 tokens per step, up to
+  ``max_num_seqs`` = 1024 sequences (the OpenAI-server defaults on GPUs with at least
+  70 GiB), ``gpu_memory_utilization`` = 0.9.
+* **SGLang**: prefill first: whenever prompts wait and memory allows, the next batch is
+  a prefill batch of up to ``chunked_prefill_size`` = 8192 tokens (its default on
+  80-160 GB GPUs) and running decodes wait (mixed chunks are off by default);
+  ``mem_fraction_static`` about 0.88.
+* **TensorRT-LLM** (PyTorch flow): in-flight batching mixes context and generation
+  requests in one iteration within ``max_num_tokens`` = 8192 and ``max_batch_size`` =
+  2048; the KV cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left
+  after the weights, about 0.9 of the GPU as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Engine:
+    policy: str                    # the simulator's scheduler policy
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    chunked_prefill: bool
+    gpu_memory_utilization: float
+
+
+ENGINES = {
+    "vllm": Engine("vllm", 8192, 1024, True, 0.90),
+    "sglang": Engine("sglang", 8192, 4096, True, 0.88),
+    "trtllm": Engine("vllm", 8192, 2048, True, 0.90),
+}
+
+
+def engine_for(backend: str) -> Engine:
+    return ENGINES[backend]
+
+
+def scheduler_settings(backend: str) -> dict:
+    """The ``scheduler`` section of a run config for ``backend``."""
+    e = engine_for(backend)
+    return {"policy": e.policy, "max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
+            "chunked_prefill": e.chunked_prefill, "gpu_memory_utilization": e.gpu_memory_utilization,
+            "prefix_caching": False}

@@ -1,0 +1,99 @@
+"""The model and precision of a silicon row.
+
+The architecture comes from a preset or from the ``config.json`` that ships with
+aiconfigurator-core; the precision comes from the row (``gemm_quant_mode``,
+``moe_quant_mode``), so that the kernel tables' rows of that dtype price the GEMMs and
+the experts. A dtype the system's GEMM table never measured (FP4 or INT4 GEMMs on a
+Hopper GPU, which has no such tensor cores) means the dense layers ran in bf16: the
+checkpoints that ask for it (gpt-oss, Kimi-K2.5) quantize only the experts.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pandas as pd
+
+from frontier_dag.config.model import ModelConfig, load_model
+from frontier_dag.errors import ConfigError
+from frontier_dag.predictors.aiconfigurator import DTYPES, find_table, package_data_root
+
+#: model_path -> the name ``load_model`` knows it by, where that is not the path itself.
+MODEL_SPECS = {
+    "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
+    "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3.1-8b",
+    "meta-llama/Llama-3.1-70B": "llama-3.1-70b",
+    "Qwen/Qwen3-32B": "qwen3-32b",
+    "deepseek-ai/DeepSeek-R1": "deepseek-r1",
+    "deepseek-ai/DeepSeek-V3": "deepseek-v3",
+}
+
+#: Models whose architecture has an operator no kernel table measures: their rows are
+#: counted as not simulated, with this reason.
+UNSUPPORTED = {
+    "Qwen/Qwen3.5-397B-A17B": "hybrid attention: 45 of 60 layers are Gated-DeltaNet linear attention, an "
+                              "operator family without predictors",
+    "zhipuai/GLM-5": "DeepSeek sparse attention (a top-2048 indexer) over MLA with 256-wide heads; the MLA "
+                     "tables measure only DeepSeek-V3's 192/128 head sizes and dense attention",
+}
+
+
+class Unsupported(Exception):
+    """A row that cannot be simulated; the message says why."""
+
+
+def row_dtype(quant: str | None) -> str:
+    """Our dtype name for an aiconfigurator quant mode (empty: bf16)."""
+    if quant is None or quant == "":
+        return "bf16"
+    return DTYPES.get(quant, quant)
+
+
+@cache
+def measured_dtypes(system: str, backend: str, kind: str) -> frozenset[str]:
+    """Dtypes (our names) that a system's ``gemm`` or ``moe`` table for ``backend`` holds."""
+    filename = {"gemm": "gemm_perf.parquet", "moe": "moe_perf.parquet"}[kind]
+    column = {"gemm": "gemm_dtype", "moe": "moe_dtype"}[kind]
+    path = find_table(package_data_root() / system, kind, backend, filename)
+    if path is None:
+        return frozenset()
+    values = pd.read_parquet(path, columns=[column])[column].astype(str).unique()
+    return frozenset(DTYPES.get(v, v) for v in values)
+
+
+@cache
+def base_model(model_path: str) -> ModelConfig:
+    if model_path in UNSUPPORTED:
+        raise Unsupported(f"{model_path}: {UNSUPPORTED[model_path]}")
+    try:
+        return load_model(MODEL_SPECS.get(model_path, model_path))
+    except ConfigError as exc:
+        raise Unsupported(f"{model_path}: no preset or aiconfigurator config.json ({exc})") from None
+
+
+def is_moe(model_path: str) -> bool:
+    try:
+        return base_model(model_path).moe is not None
+    except Unsupported:
+        return True  # the MoE columns of such rows are read as given
+
+
+def row_model(model_path: str, system: str, backend: str, gemm_quant: str | None, moe_quant: str | None
+              ) -> tuple[dict, list[str]]:
+    """The model as a config mapping with the row's precision, and notes on what was assumed."""
+    model = base_model(model_path)
+    notes = []
+    gemm = row_dtype(gemm_quant)
+    if gemm not in measured_dtypes(system, backend, "gemm"):
+        notes.append(f"GEMMs in bf16: {system} {backend} GEMM tables have no {gemm_quant}")
+        gemm = "bf16"
+    data = model.model_dump(exclude_none=True)
+    data["dtype"] = gemm
+    if model.moe is not None:
+        moe = row_dtype(moe_quant or gemm_quant)
+        have = measured_dtypes(system, backend, "moe")
+        if moe not in have:
+            raise Unsupported(f"{system} {backend} MoE tables have no {moe_quant} experts (they have "
+                              f"{', '.join(sorted(have))})")
+        data["moe_dtype"] = moe
+    return data, notes
