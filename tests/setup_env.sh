@@ -1,13 +1,14 @@
 # Sourced by tests/run.sh and examples/demo.sh: create .venv with the project and its
-# test extras, pin torch to the CPU wheel, and install Graphviz's `dot` where missing.
+# test extras, pin torch to the CPU wheel, add Ray (the sweep tests run a local Ray
+# instance; about 20 s to install), and install Graphviz's `dot` where missing.
 VENV="${FRONTIER_DAG_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 source "$VENV/bin/activate"
-if ! python -c "import frontier_dag, pytest, hypothesis, torch" 2>/dev/null; then
+if ! python -c "import frontier_dag, pytest, hypothesis, torch, ray" 2>/dev/null; then
   python -m pip install -q --upgrade pip
-  python -m pip install -q -e ".[test,profile]"
+  python -m pip install -q -e ".[test,profile,ray]"
 fi
 if ! command -v dot >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then

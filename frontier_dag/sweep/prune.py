@@ -1,0 +1,80 @@
+"""Skipping points that cannot run, before simulating them: a config that does not
+validate or resolve is ``invalid``; one whose weights do not fit a GPU, that leaves no
+memory for the KV cache, or whose KV cache cannot hold the longest request of the
+workload is ``pruned``, with the reason."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from frontier_dag.config.hardware import load_hardware
+from frontier_dag.config.model import load_model
+from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict, weights_per_gpu_bytes
+from frontier_dag.errors import FrontierDagError
+
+#: The tokens of a request whose KV a pool of this role holds at once.
+KV_HOLDS = {"colocated": "prompt+output", "prefill": "prompt", "decode": "prompt+output",
+            "attention": "prompt+output"}
+
+
+def point_config(config: dict[str, Any], base_dir: Path | None, source: str) -> RunConfig:
+    cfg = run_config_from_dict(config, source=source)
+    cfg._base_dir = base_dir
+    return cfg
+
+
+def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[str, str] | None:
+    """``("invalid" | "pruned", reason)`` for a point that cannot run, else None."""
+    try:
+        cfg = point_config(config, base_dir, source)
+        model = load_model(cfg.model, base_dir=base_dir) if isinstance(cfg.model, str) else load_model(cfg.model)
+        hardware = load_hardware(cfg.hardware)
+        for name, pool in cfg.cluster.pools.items():
+            hw = load_hardware(pool.hardware) if pool.hardware else hardware
+            need = weights_per_gpu_bytes(model, pool)
+            have = hw.gpu.hbm_capacity_bytes * cfg.scheduler.gpu_memory_utilization
+            if need > have:
+                return "pruned", (f"weights: pool {name} needs {need / 2**30:.1f} GiB of {model.name} weights per GPU "
+                                  f"(tp={pool.tp}, ep={pool.ep}, {pool.gpus_per_replica} GPUs per replica) but a "
+                                  f"{hw.name} GPU has {have / 2**30:.1f} GiB usable")
+        deployment = resolve(cfg)
+    except FrontierDagError as exc:
+        return "invalid", str(exc)
+    from frontier_dag.sim.memory import kv_capacity_tokens
+
+    prompt, total = longest_request(cfg, base_dir)
+    for name, pool in cfg.cluster.pools.items():
+        holds = KV_HOLDS.get(pool.role)
+        if holds is None:
+            continue
+        try:
+            capacity = kv_capacity_tokens(deployment.model, pool, deployment.pool_hardware[name], cfg.scheduler,
+                                          f"cluster.pools.{name}")
+        except FrontierDagError as exc:
+            return "pruned", f"kv: {exc}"
+        need = prompt if holds == "prompt" else total
+        if capacity < need:
+            return "pruned", (f"kv: pool {name} holds {capacity:,} KV tokens per replica but the longest request "
+                              f"needs {need:,} ({holds})")
+    return None
+
+
+def longest_request(cfg: RunConfig, base_dir: Path | None) -> tuple[int, int]:
+    """The longest prompt and the longest prompt + output among the workload's requests."""
+    workload = json.dumps(cfg.workload.model_dump(mode="json"), sort_keys=True)
+    return _longest(workload, cfg.seed, str(base_dir) if base_dir else None)
+
+
+@lru_cache(maxsize=256)
+def _longest(workload_json: str, seed: int, base_dir: str | None) -> tuple[int, int]:
+    from frontier_dag.config.workload import WorkloadConfig
+    from frontier_dag.sim.workload import generate_requests
+
+    workload = WorkloadConfig.model_validate(json.loads(workload_json))
+    requests = generate_requests(workload, seed, Path(base_dir) if base_dir else None)
+    if len(requests) == 0:
+        return 0, 0
+    return int(requests.prompt_tokens.max()), int((requests.prompt_tokens + requests.output_tokens).max())

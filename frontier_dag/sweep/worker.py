@@ -1,0 +1,59 @@
+"""Running one point of a sweep, in whatever process the backend chose: an optional
+early-stop probe on the first requests, then the full simulation. Every error becomes a
+``failed`` result; nothing a point does stops the others."""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from frontier_dag.sweep.spec import EarlyStopConfig
+
+
+def run_point(task: dict[str, Any]) -> dict[str, Any]:
+    """``task``: ``config`` (a run config mapping), ``base_dir``, ``source`` and ``early_stop``
+    (a mapping or None). Returns ``status`` (``ok``, ``early_stopped`` or ``failed``),
+    ``reason``, ``wall_s`` and the run's ``summary`` (None when it failed)."""
+    started = time.perf_counter()
+    try:
+        status, reason, summary = _run(task)
+    except Exception as exc:  # a point's failure is recorded, not raised
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        status, reason, summary = "failed", f"{type(exc).__name__}: {exc}", None
+        return {"status": status, "reason": reason, "traceback": tail, "summary": summary,
+                "wall_s": time.perf_counter() - started}
+    return {"status": status, "reason": reason, "summary": summary, "wall_s": time.perf_counter() - started}
+
+
+def _run(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    from frontier_dag.sim.run import simulate
+    from frontier_dag.sweep.prune import point_config
+
+    base_dir = Path(task["base_dir"]) if task.get("base_dir") else None
+    cfg = point_config(task["config"], base_dir, task["source"])
+    if task.get("early_stop"):
+        stop = EarlyStopConfig.model_validate(task["early_stop"])
+        total = cfg.workload.num_requests
+        n = stop.slice_size(total)
+        if n < total:
+            probe = copy.deepcopy(task["config"])
+            workload = probe.setdefault("workload", {})
+            workload["num_requests"] = n
+            workload["warmup_requests"] = min(cfg.workload.warmup_requests, n - 1)
+            summary = simulate(point_config(probe, base_dir, task["source"]), progress=False, attribute=False).summary
+            ttft = summary["ttft_ms"][stop.percentile]
+            limit = stop.margin * cfg.slo.ttft_ms
+            if ttft is not None and ttft > limit:
+                return "early_stopped", (f"{stop.percentile} TTFT of the first {n} of {total} requests is "
+                                         f"{ttft:,.0f} ms > {stop.margin:g} x the {cfg.slo.ttft_ms:g} ms SLA"), summary
+    return "ok", None, simulate(cfg, progress=False, attribute=False).summary
+
+
+def ignore_interrupts() -> None:
+    """Worker process initializer: Ctrl-C is the driver's to handle (it stops the workers)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
