@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import TINY_MOE
+
 from frontier_dag.cli.main import cli
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.sweep import load_results, run_sweep, sweep_from_dict
