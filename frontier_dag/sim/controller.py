@@ -173,6 +173,19 @@ class GlobalController:
                 return
             self.pending.popleft()
 
+    def check_released(self) -> None:
+        """After the last request: every KV block is free again (prefix-cache entries aside).
+        A failure is a bug in the simulator, reported rather than left to skew results."""
+        for worker in self.workers.values():
+            for r in worker.replicas:
+                cached = sum(e[1] for e in r.kv._prefix.values() if e[0] > 0)
+                if r.kv.used != cached or r.held or r.running or r.waiting:
+                    raise SimulationError(f"internal error: pool {r.pool} replica {r.index} ends with {r.kv.used} KV "
+                                          f"blocks in use, {len(r.held)} held, {r.running} running, {len(r.waiting)} waiting")
+        if self.reserved or self.pending:
+            raise SimulationError(f"internal error: {len(self.reserved)} KV reservations and {len(self.pending)} "
+                                  "transfers left after the last request")
+
     # -- when nothing can happen any more ------------------------------------------------------
     def diagnose(self) -> DeadlockError:
         """Explain why unfinished requests can never progress."""

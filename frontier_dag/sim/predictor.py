@@ -70,6 +70,7 @@ class ExecutionPredictor:
         self._category = np.array([CATEGORIES.index(CATEGORY_OF_FAMILY.get(f, "waits_and_bubbles")) for f in families],
                                   dtype=np.int64)
         self.last_categories: tuple[float, ...] = (0.0,) * len(CATEGORIES)
+        self._grad: np.ndarray | None = None  # the latest gradient computed (see _time)
 
     def time_us(self, q: np.ndarray, ctx: np.ndarray, kv_out_tokens: int = 0) -> float:
         """One iteration over sequences with ``q`` new and ``ctx`` cached tokens each."""
@@ -115,9 +116,15 @@ class ExecutionPredictor:
                 load.expert_loads = self.router.draw(load.tokens, self.rng)
             batches[self._batch_keys[i]] = load
         costs = self.coster.costs(env, batches)
+        total = self.compiled.iteration_time_one(costs)
         if not self.attribute:
-            return self.compiled.iteration_time_one(costs) + self.overhead_us
-        total, grad = self.compiled.program.gradient(costs)
+            return total + self.overhead_us
+        # the previous iteration's critical path re-weighted: while it is still a longest path
+        # (the usual case from one batch to the next) its gradient is this iteration's too, and
+        # the costly backward pass is skipped
+        grad = self._grad
+        if grad is None or float(grad @ costs) < total - 1e-9 * max(total, 1.0):
+            grad = self._grad = self.compiled.program.gradient(costs)[1]
         cats = np.bincount(self._category, weights=grad * costs, minlength=len(CATEGORIES))
         cats[-1] = self.overhead_us
         self.last_categories = tuple(cats.tolist())

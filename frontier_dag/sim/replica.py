@@ -211,7 +211,7 @@ class ReplicaWorker:
 
     def _summary(self, decode: bool, chunks: list[Prefilling]) -> BatchSummary:
         n = self.n if decode else 0
-        ctx_d = self.offset_sum + n * self.step
+        ctx_d = self.offset_sum + n * self.step if decode else 0
         if not chunks:
             return BatchSummary(n, n, 0, 0, ctx_d, self.offset_max + self.step, ctx_d, n)
         tokens = n + sum(p.chunk for p in chunks)

@@ -87,6 +87,7 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
         bar.close()
     if controller.completed < table.n:
         raise controller.diagnose()
+    controller.check_released()
     wall = time.perf_counter() - started
     summary = summarize(deployment, table, controller, wall)
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)

@@ -1,0 +1,193 @@
+"""The cluster simulator end to end: invariants, closed forms, PD backpressure, deadlock,
+EP skew, reproducibility, and configs rejected before anything runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from frontier_dag.errors import ConfigError, DeadlockError, SimulationError
+from frontier_dag.sim.run import check_run_dir, simulate, write_run
+from tests.conftest import TINY_DENSE, TINY_MOE, FakeCostModel, make_config
+
+FAST = FakeCostModel(constant={"gemm": 20.0, "attention": 10.0, "p2p": 5.0, "moe": 10.0, "all": 2.0},
+                     per_unit={"gemm": 0.05, "attention": 0.02, "moe": 0.05, "p2p": 1e-6})
+
+
+def colocated(**extra):
+    return make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1}}, "colocated", **extra)
+
+
+def pd(decode_kv=None, prefill_kv=None, **extra):
+    pools = {"prefill": {"role": "prefill", "gpus": 1}, "decode": {"role": "decode", "gpus": 1}}
+    if decode_kv:
+        pools["decode"]["kv_capacity_tokens"] = decode_kv
+    if prefill_kv:
+        pools["prefill"]["kv_capacity_tokens"] = prefill_kv
+    return make_config(TINY_DENSE, pools, "pd", **extra)
+
+
+def workload(n, prompt=64, output=8, rate=50.0, **more):
+    return {"arrival": {"kind": "poisson", "rate_per_s": rate}, "num_requests": n,
+            "prompt_tokens": {"kind": "fixed", "value": prompt}, "output_tokens": {"kind": "fixed", "value": output}, **more}
+
+
+def check_invariants(result) -> None:
+    req, it = result.requests, result.iterations
+    assert np.isfinite(req["finish_s"]).all(), "every request completes"
+    assert (req["first_token_s"] >= req["arrival_s"]).all()
+    assert (req["finish_s"] >= req["first_token_s"]).all()
+    assert (req["first_scheduled_s"] >= req["arrival_s"]).all()
+    assert (it["kv_usage"] <= 1.0 + 1e-6).all() and (it["kv_usage"] >= 0).all()
+    assert (it["duration_us"] > 0).all()
+    for _, rows in it.groupby(["pool", "replica"], observed=True):
+        start = rows["start_s"].to_numpy()
+        end = start + rows["duration_us"].to_numpy() * 1e-6
+        assert (np.diff(start) >= 0).all(), "time never runs backwards"
+        assert (start[1:] >= end[:-1] - 1e-12).all(), "a replica's iterations never overlap"
+    # tokens are conserved: the iterations computed exactly the requests' prompt tokens (plus
+    # recomputed ones after preemption, minus prefix-cache hits) and one token per decode step
+    recomputed = result.summary["preemptions"] > 0 or result.summary["prefix_cached_tokens"] > 0
+    if not recomputed:
+        assert it["prefill_tokens"].sum() == req["prompt_tokens"].sum()
+        assert it["decode_seqs"].sum() == (req["output_tokens"] - 1).sum()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 25), prompt=st.integers(1, 300), output=st.integers(1, 40), rate=st.floats(1, 500),
+       seqs=st.integers(1, 8), tokens=st.integers(16, 512), chunked=st.booleans(),
+       policy=st.sampled_from(["vllm", "sglang"]), layout=st.sampled_from(["colocated", "pd"]),
+       spare=st.integers(16, 2000), seed=st.integers(0, 3))
+def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens, chunked, policy, layout, spare, seed):
+    capacity = prompt + output + spare  # one request always fits: the run must complete
+    sched = {"policy": policy, "max_num_seqs": seqs, "max_num_batched_tokens": max(tokens, 1),
+             "chunked_prefill": chunked}
+    wl = workload(n, prompt, output, rate)
+    if layout == "colocated":
+        cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": capacity}},
+                          "colocated", workload=wl, scheduler=sched, seed=seed)
+    else:
+        cfg = pd(decode_kv=capacity, prefill_kv=capacity, workload=wl, scheduler=sched, seed=seed)
+    result = simulate(cfg, cost_model=FAST)
+    check_invariants(result)
+    assert result.summary["num_completed"] == n
+
+
+def test_one_replica_with_a_fixed_iteration_time_is_an_md1_queue():
+    # one-token prompts and outputs, one sequence per iteration: each request is one
+    # iteration of fixed length D, served FCFS: an M/D/1 queue
+    cost = FakeCostModel(constant={"gemm": 100.0})
+    rate = 600.0
+    cfg = colocated(workload=workload(20_000, prompt=1, output=1, rate=rate), scheduler={"max_num_seqs": 1})
+    result = simulate(cfg, cost_model=cost)
+    durations = result.iterations["duration_us"].to_numpy()
+    assert np.allclose(durations, durations[0])
+    service = durations[0] * 1e-6
+    rho = rate * service
+    assert 0.3 < rho < 0.9
+    expected = service + rho * service / (2 * (1 - rho))  # Pollaczek-Khinchine, deterministic service
+    measured = result.requests["e2e_ms"].mean() * 1e-3
+    assert measured == pytest.approx(expected, rel=0.05)
+
+
+def test_littles_law_holds_on_the_summary_of_a_closed_loop():
+    clients = 6
+    cfg = colocated(workload={"clients": clients, "num_requests": 600, "prompt_tokens": {"kind": "fixed", "value": 100},
+                              "output_tokens": {"kind": "fixed", "value": 20}, "warmup_requests": 60})
+    s = simulate(cfg, cost_model=FAST).summary
+    # N = X * R: throughput (requests/s) times the mean time in the system is the client count
+    assert s["requests_per_s"] * s["e2e_ms"]["mean"] * 1e-3 == pytest.approx(clients, rel=0.05)
+
+
+def test_pd_with_too_little_decode_memory_waits_stalls_and_still_completes():
+    cfg = pd(decode_kv=3000, prefill_kv=4000, workload=workload(120, prompt=1000, output=60, rate=200.0))
+    result = simulate(cfg, cost_model=FAST)
+    check_invariants(result)
+    s = result.summary
+    assert s["kv_transfer_wait_s"]["prefill"] > 0
+    assert s["backpressure_stall_s"]["prefill"] > 0
+    assert (result.requests["transfer_wait_s"] > 0).any()
+
+
+def test_a_configuration_that_cannot_progress_is_a_deadlock_naming_the_pool():
+    cfg = pd(decode_kv=500, workload=workload(5, prompt=1000, output=10))
+    with pytest.raises(DeadlockError, match="pool decode") as err:
+        simulate(cfg, cost_model=FAST)
+    assert "kv_capacity_tokens" in str(err.value)
+
+
+def test_preemption_by_recompute_when_kv_runs_out():
+    cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": 700}}, "colocated",
+                      workload=workload(40, prompt=200, output=150, rate=500.0))
+    result = simulate(cfg, cost_model=FAST)
+    check_invariants(result)
+    assert result.summary["preemptions"] > 0
+
+
+def test_sglang_never_mixes_prefill_and_decode_in_one_iteration():
+    result = simulate(colocated(workload=workload(60, prompt=300, output=30, rate=200.0), scheduler={"policy": "sglang"}),
+                      cost_model=FAST)
+    it = result.iterations
+    assert not ((it["prefill_tokens"] > 0) & (it["decode_seqs"] > 0)).any()
+    mixed = simulate(colocated(workload=workload(60, prompt=300, output=30, rate=200.0)), cost_model=FAST).iterations
+    assert ((mixed["prefill_tokens"] > 0) & (mixed["decode_seqs"] > 0)).any()
+
+
+def test_chunked_prefill_respects_the_token_budget():
+    sched = {"max_num_batched_tokens": 128}
+    it = simulate(colocated(workload=workload(30, prompt=1000, output=5), scheduler=sched), cost_model=FAST).iterations
+    assert (it["prefill_tokens"] + it["decode_seqs"] <= 128).all()
+    whole = simulate(colocated(workload=workload(30, prompt=1000, output=5),
+                               scheduler={**sched, "chunked_prefill": False}), cost_model=FAST).iterations
+    assert (whole["prefill_tokens"] % 1000 == 0).all()
+
+
+def test_ep_skew_raises_iteration_times():
+    pools = {"main": {"role": "colocated", "gpus": 4, "ep": 4}}
+    cost = FakeCostModel(constant={"gemm": 5.0}, per_unit={"moe": 1.0})
+    times = {}
+    for kind in ("uniform", "power_law"):
+        cfg = make_config(TINY_MOE, pools, "ep_moe", {"routing": {"kind": kind, "alpha": 1.5}},
+                          workload=workload(40, prompt=200, output=20, rate=100.0))
+        times[kind] = simulate(cfg, cost_model=cost).iterations["duration_us"].mean()
+    assert times["power_law"] > 1.1 * times["uniform"]
+
+
+def test_one_seed_gives_identical_outputs_twice():
+    cfg = pd(workload=workload(50, prompt=120, output=20, rate=80.0), seed=7)
+    a, b = simulate(cfg, cost_model=FAST), simulate(cfg, cost_model=FAST)
+    assert a.requests.equals(b.requests)
+    assert a.iterations.equals(b.iterations)
+    other = simulate(pd(workload=workload(50, prompt=120, output=20, rate=80.0), seed=8), cost_model=FAST)
+    assert not a.requests["arrival_s"].equals(other.requests["arrival_s"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": -1}}}, "rate_per_s"),
+    ({"cluster": {"pools": {"main": {"role": "colocated", "gpus": 0}}}}, "gpus"),
+    ({"cluster": {"pools": {"main": {"role": "colocated", "gpus": 3, "tp": 3}}}}, "tp=3 does not divide"),
+    ({"model": "llama-3.1-70b", "cluster": {"pools": {"main": {"role": "colocated", "gpus": 1}}}}, "GiB of weights"),
+])
+def test_bad_configs_fail_before_simulating(change, message):
+    from frontier_dag.config.run import run_config_from_dict
+
+    data = {"model": TINY_DENSE, "hardware": "h100_sxm", "predictor": {"source": "roofline"},
+            "cluster": {"pools": {"main": {"role": "colocated", "gpus": 1}}}, "workflow": {"name": "colocated"}}
+    data.update(change)
+    with pytest.raises(ConfigError, match=message):
+        simulate(run_config_from_dict(data), cost_model=FAST)
+
+
+def test_run_directory_is_never_overwritten_silently(tmp_path):
+    result = simulate(colocated(workload=workload(5)), cost_model=FAST)
+    write_run(result, tmp_path / "run")
+    with pytest.raises(SimulationError, match="already holds a run"):
+        write_run(result, tmp_path / "run")
+    write_run(result, tmp_path / "run", overwrite=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(SimulationError, match="not a run's"):
+        check_run_dir(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
