@@ -99,7 +99,7 @@ def attention_rows(path: Path, prefill: bool) -> pd.DataFrame:
     """Context attention: ``batch_size`` sequences of ``isl`` new tokens and no context;
     generation attention: ``batch_size`` decode steps over ``step`` cached tokens."""
     t = pd.read_parquet(path)
-    t = t[(t["window_size"] == 0) & (t.get("beam_width", 1) == 1)].reset_index(drop=True)
+    t = t[(t.get("window_size", 0) == 0) & (t.get("beam_width", 1) == 1)].reset_index(drop=True)
     out = pd.DataFrame({"num_heads": t["num_heads"], "num_kv_heads": t["num_key_value_heads"],
                         "head_dim": t["head_dim"], "dtype": _dtype(t["attn_dtype"]),
                         "kv_dtype": _dtype(t["kv_cache_dtype"])})

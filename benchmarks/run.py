@@ -1,0 +1,90 @@
+"""Simulator speed and memory on the workloads of issue 4.
+
+    python benchmarks/run.py [--only colocated|deepseek|memory] [--requests N] [--source SRC]
+
+Each benchmark runs in a fresh process so that its peak memory (max RSS, which includes
+the interpreter and numpy/pandas/scikit-learn) is its own. The cost model is built (or
+loaded from the predictor cache) before the clock starts; the timed part is
+``simulate()``: tracing, compiling, generating the workload and every iteration.
+
+colocated  Llama-2-7B on one A100 (aiconfigurator's a100_sxm kernel tables, used here for
+           speed only), splitwise_conv lengths, Poisson arrivals, vLLM-style scheduling with
+           chunked prefill 512 and 128 sequences, 10,000 requests: scheduler iterations per
+           CPU-second (target >= 50,000) and peak memory (target < 300 MB).
+deepseek   DeepSeek-V3, PD + EP-MoE on 1,024 H200s, 100,000 requests: wall time (target
+           < 5 min on 2 cores) and peak memory (target < 4 GB).
+memory     The colocated workload at 5,000 and 20,000 requests: memory beyond the result
+           rows must not grow with the number of requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_one(config: str, requests: int, source: str | None) -> dict:
+    """In this process: simulate and report CPU time, iterations and peak RSS."""
+    from frontier_dag.config.run import load_run_config, resolve
+    from frontier_dag.predictors.registry import cost_model_for
+    from frontier_dag.sim.run import simulate
+
+    overrides = [f"workload.num_requests={requests}"] + ([f"predictor.source={source}"] if source else [])
+    cfg = load_run_config(HERE / config, overrides)
+    cost_model = cost_model_for(cfg.predictor, resolve(cfg).hardware)
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = simulate(cfg, cost_model=cost_model)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    s = result.summary
+    rows = result.requests.memory_usage(deep=True).sum() + result.iterations.memory_usage(deep=True).sum()
+    return {"config": config, "requests": requests, "iterations": s["iterations"], "cpu_s": cpu, "wall_s": wall,
+            "iterations_per_cpu_s": s["iterations"] / cpu, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "result_rows_mb": rows / 2**20, "ttft_p50_ms": s["ttft_ms"]["p50"], "tpot_p50_ms": s["tpot_ms"]["p50"],
+            "predictor_sources": s["predictor_sources"]}
+
+
+def in_subprocess(config: str, requests: int, source: str | None) -> dict:
+    args = [sys.executable, __file__, "--child", config, str(requests)] + ([source] if source else [])
+    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{config} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["colocated", "deepseek", "memory"])
+    parser.add_argument("--requests", type=int, help="override the number of requests")
+    parser.add_argument("--source", help="predictor source (default: each config's)")
+    args = parser.parse_args()
+    todo = [args.only] if args.only else ["colocated", "memory", "deepseek"]
+    if "colocated" in todo:
+        r = in_subprocess("colocated_llama2_7b_a100.yaml", args.requests or 10_000, args.source)
+        print(f"colocated Llama-2-7B/A100: {r['requests']:,} requests, {r['iterations']:,} iterations in "
+              f"{r['cpu_s']:.1f} CPU-s = {r['iterations_per_cpu_s']:,.0f} iterations per CPU-second "
+              f"(target >= 50,000); peak memory {r['peak_rss_mb']:.0f} MB (target < 300)")
+    if "memory" in todo:
+        small = in_subprocess("colocated_llama2_7b_a100.yaml", 5_000, args.source)
+        large = in_subprocess("colocated_llama2_7b_a100.yaml", 20_000, args.source)
+        growth = (large["peak_rss_mb"] - small["peak_rss_mb"]) - (large["result_rows_mb"] - small["result_rows_mb"])
+        print(f"memory: 5,000 requests peak {small['peak_rss_mb']:.0f} MB, 20,000 requests peak "
+              f"{large['peak_rss_mb']:.0f} MB; result rows grew {large['result_rows_mb'] - small['result_rows_mb']:.1f} MB; "
+              f"growth beyond the rows {growth:.1f} MB")
+    if "deepseek" in todo:
+        r = in_subprocess("pd_ep_moe_deepseek_v3_1024.yaml", args.requests or 100_000, args.source)
+        print(f"DeepSeek-V3 PD+EP on 1,024 GPUs: {r['requests']:,} requests, {r['iterations']:,} iterations in "
+              f"{r['wall_s']:.0f} s wall (target < 300 s); peak memory {r['peak_rss_mb'] / 1024:.2f} GB (target < 4)")
+
+
+if __name__ == "__main__":
+    main()
