@@ -36,7 +36,7 @@ def af_stages(g: Builder, micro_batches: int, moe_block: MoEBlock | None = None)
         x = {mb.index: embed(g, attn_pool, attn, mb, after=kv) for mb in st.micro_batches}
         for layer in g.layers():
             for mb in st.micro_batches:
-                h = attention(g, attn_pool, attn, mb, x[mb.index])
+                h = attention(g, attn_pool, attn, mb, x[mb.index], layer)
                 h = g.transfer("a2f", a2f, bytes=mb.tokens.ceil_div(attn_pool.dp) * hidden_bytes, after=h)
                 h = ffn(g, ffn_pool, ffn_stream, mb, layer, h, moe_block)
                 x[mb.index] = g.transfer("f2a", f2a, bytes=mb.tokens.ceil_div(attn_pool.dp) * hidden_bytes, after=h)

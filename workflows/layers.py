@@ -34,12 +34,15 @@ def embed(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = Non
                          hidden=g.model.hidden_size, after=after)
 
 
-def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None) -> Op:
+def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, layer: int | None = None) -> Op:
     """Input RMSNorm, QKV projections, attention over the micro-batch's sequences, output
-    projection, and the TP all-reduce."""
+    projection, and the TP all-reduce. In a sliding-window layer (``layer`` given and
+    the model has a window there) each query attends to at most the window's keys."""
     m = g.model
     tokens = rank_tokens(pool, mb)
     heads = m.num_heads // pool.tp
+    window = m.attention_window(layer) if layer is not None else None
+    windowed = {"window": window} if window else {}
     x = g.elementwise("input_norm", on, kind="rmsnorm", tokens=tokens, hidden=m.hidden_size, after=after)
     if m.mla is not None:
         mla = m.mla
@@ -59,7 +62,8 @@ def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None) 
         kv_heads = max(1, m.num_kv_heads // pool.tp)
         x = g.gemm("qkv_proj", on, m=tokens, n=(heads + 2 * kv_heads) * m.head_dim, k=m.hidden_size, after=x)
         x = g.compute("attention", on, "attention", batch=mb, after=x, dp_ranks=pool.dp, num_heads=heads,
-                      num_kv_heads=kv_heads, head_dim=m.head_dim, dtype="bf16", kv_dtype=m.kv_cache_dtype)
+                      num_kv_heads=kv_heads, head_dim=m.head_dim, dtype="bf16", kv_dtype=m.kv_cache_dtype,
+                      **windowed)
         x = g.gemm("o_proj", on, m=tokens, n=m.hidden_size, k=heads * m.head_dim, after=x)
     return tp_all_reduce(g, pool, on, "attn_all_reduce", tokens, x)
 
@@ -146,7 +150,7 @@ def decoder(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = N
     """A whole forward pass of one micro-batch on one pool: embedding, every layer, lm head."""
     x = embed(g, pool, on, mb, after)
     for layer in g.layers():
-        x = attention(g, pool, on, mb, x)
+        x = attention(g, pool, on, mb, x, layer)
         x = ffn(g, pool, on, mb, layer, x, moe_block)
     return lm_head(g, pool, on, mb, x)
 

@@ -38,7 +38,7 @@ def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None,
         mb = st.mb
         x = embed(g, prefill, prefill_stream, mb)
         for layer in g.layers():
-            x = attention(g, prefill, prefill_stream, mb, x)
+            x = attention(g, prefill, prefill_stream, mb, x, layer)
             if kv_transfer == "per_layer":
                 # this layer's new KV leaves now; the link serialises layers, compute goes on
                 sent = g.transfer("kv_layer", link, bytes=mb.tokens * kv_bytes_per_token(g, prefill, layers=1), after=x)
@@ -54,7 +54,7 @@ def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None,
         # (per_layer: the last layer's KV can arrive before the prefill's lm_head is done)
         x = embed(g, decode, decode_stream, st.mb, after=[sent, done])
         for layer in g.layers():
-            x = attention(g, decode, decode_stream, st.mb, x)
+            x = attention(g, decode, decode_stream, st.mb, x, layer)
             x = ffn(g, decode, decode_stream, st.mb, layer, x, decode_moe)
         lm_head(g, decode, decode_stream, st.mb, x)
 
@@ -69,7 +69,7 @@ def prefill_and_transfer(g: Builder, dst: str, moe_block: MoEBlock | None = None
     with g.stage("prefill", pools=["prefill"], serves="prefill") as st:
         x = embed(g, prefill, stream, st.mb)
         for layer in g.layers():
-            x = attention(g, prefill, stream, st.mb, x)
+            x = attention(g, prefill, stream, st.mb, x, layer)
             x = ffn(g, prefill, stream, st.mb, layer, x, moe_block)
         done = lm_head(g, prefill, stream, st.mb, x)
     with g.stage("kv_transfer", pools=["prefill", dst], serves="transfer") as st:

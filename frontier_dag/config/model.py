@@ -70,6 +70,11 @@ class ModelConfig(Strict):
     kv_cache_dtype: Dtype = "bf16"
     mla: MLAConfig | None = None
     moe: MoEConfig | None = None
+    sliding_window: PositiveInt | None = Field(
+        None, description="keys a query attends to in sliding-window layers (None: every layer attends to all)")
+    full_attention_interval: PositiveInt | None = Field(
+        None, description="with sliding_window: every n-th layer (layer % n == n - 1) attends to all keys; "
+                          "None: every layer is windowed")
 
     @model_validator(mode="after")
     def _heads_group(self) -> ModelConfig:
@@ -86,6 +91,17 @@ class ModelConfig(Strict):
             (layer - moe.first_dense_layers) % moe.layer_frequency == 0
         )
 
+    def attention_window(self, layer: int) -> int | None:
+        """The sliding window of ``layer``'s attention, or None when it attends to every key."""
+        if self.sliding_window is None:
+            return None
+        n = self.full_attention_interval
+        return None if n is not None and layer % n == n - 1 else self.sliding_window
+
+    @property
+    def num_full_attention_layers(self) -> int:
+        return sum(self.attention_window(i) is None for i in range(self.num_layers))
+
     @property
     def num_moe_layers(self) -> int:
         return sum(self.is_moe_layer(i) for i in range(self.num_layers))
@@ -100,7 +116,10 @@ class ModelConfig(Strict):
 
     @property
     def kv_bytes_per_token(self) -> float:
-        return self.kv_bytes_per_token_per_layer * self.num_layers
+        """KV-cache bytes per cached token. Sliding-window layers keep only the last
+        ``sliding_window`` tokens of a sequence (their blocks are freed as the window
+        moves), so only full-attention layers grow with the context."""
+        return self.kv_bytes_per_token_per_layer * self.num_full_attention_layers
 
     def attention_params(self) -> int:
         h, d = self.hidden_size, self.head_dim
@@ -157,6 +176,27 @@ def _hf_dtype(cfg: dict) -> str:
     return "bf16"
 
 
+def _sliding_window(cfg: dict, layers: int) -> tuple[int, int | None] | None:
+    """(window, full-attention interval) from ``layer_types`` (gpt-oss: sliding and full
+    layers alternate) or ``use_sliding_window``; None when every layer attends to all keys."""
+    window = cfg.get("sliding_window")
+    types = cfg.get("layer_types")
+    if not window:
+        return None
+    if types:
+        if "sliding_attention" not in types:
+            return None
+        full = [i for i, t in enumerate(types) if t == "full_attention"]
+        if not full:
+            return int(window), None
+        n = full[0] + 1
+        if [i for i in range(len(types)) if i % n == n - 1] != full:
+            raise ConfigError(f"layer_types: full-attention layers {full[:6]}... are not every {n}-th layer; "
+                              "describe the model with sliding_window and full_attention_interval")
+        return int(window), n
+    return (int(window), None) if cfg.get("use_sliding_window") else None
+
+
 def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelConfig:
     """A ModelConfig from a Hugging Face ``config.json`` mapping."""
     if "text_config" in cfg and "hidden_size" not in cfg:
@@ -179,6 +219,9 @@ def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelCo
         "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
         "dtype": _hf_dtype(cfg),
     }
+    window = _sliding_window(cfg, layers)
+    if window is not None:
+        data["sliding_window"], data["full_attention_interval"] = window
     if cfg.get("kv_lora_rank"):
         data["mla"] = {
             "q_lora_rank": cfg.get("q_lora_rank"),

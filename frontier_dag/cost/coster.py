@@ -159,6 +159,23 @@ def dp_share(q: np.ndarray, ctx: np.ndarray, dp: int) -> tuple[np.ndarray, np.nd
     return q[order], ctx[order]
 
 
+def windowed_batch(q: np.ndarray, ctx: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """A sliding-window attention batch (each query attends to at most ``window`` keys) as
+    a full-attention batch of the same work: a decode sees ``min(ctx, window - 1)`` cached
+    keys, a chunk of up to ``2 x window`` tokens ``min(ctx, window)``, and a longer chunk
+    becomes pieces of ``2 x window`` new tokens without cache (a causal piece of 2W tokens
+    attends to W keys per query on average, as the window does)."""
+    span = 2 * window
+    long = q > span
+    ctx = np.where(q == 1, np.minimum(ctx, window - 1), np.minimum(ctx, window))
+    if not long.any():
+        return q, ctx
+    pieces = [np.minimum(span, qi - np.arange(0, qi, span)) for qi in q[long].tolist()]
+    extra = np.concatenate(pieces)
+    return (np.concatenate([q[~long], extra]),
+            np.concatenate([ctx[~long], np.zeros(len(extra), dtype=ctx.dtype)]))
+
+
 @dataclass
 class UsageCounter:
     """How many template prices came from outside the fitted data, and from which sources."""
@@ -276,8 +293,11 @@ class StageCoster:
                 self.usage.priced += 1
                 self.usage.out_of_range += hit[1]
                 return hit[0]
-        if dp > 1:
-            q, ctx = dp_share(load.q, load.ctx, dp)
+        window = fields.get("window")
+        if dp > 1 or window:
+            q, ctx = dp_share(load.q, load.ctx, dp) if dp > 1 else (load.q, load.ctx)
+            if window:
+                q, ctx = windowed_batch(q, ctx, int(window))
             summary = BatchSummary.of(q, ctx)
         else:
             q = ctx = None
@@ -291,7 +311,15 @@ class StageCoster:
                     pq, pc = q[part], ctx[part]
                     price += self._memo_price(family, index, fields, BatchSummary.of(pq, pc), pq, pc)
             return price
-        return self._memo_price(attention_family_of(summary), index, fields, summary, q, ctx, load)
+        if not window:
+            return self._memo_price(attention_family_of(summary), index, fields, summary, q, ctx, load)
+        # a windowed price is memoised apart (index -1 - i) and also under the whole batch's
+        # key, which the fast path above looks up
+        price = self._memo_price(attention_family_of(summary), -1 - index, fields, summary, q, ctx, load)
+        if dp == 1 and ATTENTION_MEMO_RESOLUTION > 0:
+            windowed_key = (-1 - index, *attention_key(summary))
+            self._attention_memo.setdefault((index, *attention_key(load.summary)), self._attention_memo[windowed_key])
+        return price
 
     @staticmethod
     def _decode_shifts(summary: BatchSummary) -> list[int]:

@@ -1,0 +1,102 @@
+"""Reading silicon rows (cleaning rules), turning them into run configs, and the report's
+arithmetic: no simulation, no fitted predictors."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from frontier_dag.validation.convert import MIN_REQUESTS, row_config
+from frontier_dag.validation.models import Unsupported, is_moe, row_model
+from frontier_dag.validation.report import format_table, summarize_records
+from frontier_dag.validation.silicon import parse_row, read_rows
+
+BASE = {
+    "id": "x", "backend": "trtllm", "backend_version": "1.0", "model_path": "Qwen/Qwen3-32B", "system": "h100_sxm",
+    "mode": "agg", "isl": 1024, "osl": 128, "gemm_quant_mode": "fp8", "moe_quant_mode": "fp8",
+    "batch_size": 16, "tp_size": 2, "pp_size": 1, "attention_dp_size": math.nan, "moe_tp_size": 1, "moe_ep_size": 1,
+    "silicon_ttft_ms": 300.0, "silicon_tpot_ms": 12.0, "silicon_data_source": "silicon_concurrency=16",
+}
+
+
+def test_concurrency_comes_from_the_source_column_else_batch_times_dp():
+    row = parse_row(0, {**BASE, "silicon_data_source": "x; silicon_concurrency=64", "batch_size": 8,
+                        "attention_dp_size": 8, "tp_size": 1}, moe=False)
+    assert row.concurrency == 64
+    row = parse_row(0, {**BASE, "silicon_data_source": "", "batch_size": 8, "attention_dp_size": 4, "tp_size": 1},
+                    moe=False)
+    assert row.concurrency == 32 and "batch size x DP" in row.notes[0]
+
+
+def test_export_that_multiplied_tp_by_ep_is_read_from_the_id():
+    rec = {**BASE, "id": "dsr1_h200_trtllm_fp8_agg_1024x1024_c16_tp8_ep8_955", "model_path": "deepseek-ai/DeepSeek-R1",
+           "tp_size": 64, "attention_dp_size": 1, "moe_tp_size": 8, "moe_ep_size": 8}
+    w = parse_row(0, rec, moe=True).agg
+    assert (w.tp, w.dp, w.moe_tp, w.moe_ep) == (8, 1, 1, 8)
+    rec.update(tp_size=1, attention_dp_size=64)
+    w = parse_row(0, rec, moe=True).agg
+    assert (w.tp, w.dp, w.moe_tp, w.moe_ep) == (1, 8, 1, 8)
+
+
+def test_moe_worker_spans_the_experts_gpus_and_dense_ignores_moe_columns():
+    w = parse_row(0, {**BASE, "model_path": "Qwen/Qwen3-235B-A22B-FP8", "tp_size": 1, "moe_tp_size": 2}, moe=True).agg
+    assert (w.tp, w.gpus, w.moe_tp, w.moe_ep) == (2, 2, 2, 1)
+    w = parse_row(0, {**BASE, "tp_size": 2, "moe_tp_size": 1, "moe_ep_size": 0}, moe=False).agg
+    assert (w.tp, w.gpus, w.moe_ep) == (2, 2, 1)
+
+
+def test_disagg_rows_without_worker_counts_assume_one_of_each():
+    rec = {**BASE, "mode": "disagg", "model_path": "deepseek-ai/DeepSeek-R1", "batch_size": math.nan, "system": "h200_sxm",
+           "prefill_tp_size": 8, "prefill_moe_ep_size": 8, "decode_tp_size": 8, "decode_moe_ep_size": 8,
+           "silicon_data_source": "silicon_concurrency=128"}
+    row = parse_row(0, rec, moe=True)
+    assert row.prefill.workers == row.decode.workers == 1 and any("one prefill" in n for n in row.notes)
+    config = row_config(row).config
+    assert set(config.cluster.pools) == {"prefill", "decode"}
+    assert config.workflow.name == "pd" and config.workload.clients == 128
+
+
+def test_row_config_uses_the_rows_precision_and_engine():
+    row = parse_row(0, BASE, moe=False)
+    config = row_config(row, rounds=3).config
+    assert config.workload.num_requests == max(3 * 16, MIN_REQUESTS)
+    assert config.model["dtype"] == "fp8" and config.predictor.backend == "trtllm"
+    assert config.cluster.pools["worker"].tp == 2 and config.scheduler.policy == "vllm"
+    sglang = row_config(parse_row(0, {**BASE, "backend": "sglang"}, moe=False)).config
+    assert sglang.scheduler.policy == "sglang"
+
+
+def test_unsupported_models_and_dtypes_say_why():
+    with pytest.raises(Unsupported, match="linear attention"):
+        row_model("Qwen/Qwen3.5-397B-A17B", "h200_sxm", "sglang", "fp8", "fp8_block")
+    model, notes = row_model("openai/gpt-oss-120b", "h100_sxm", "vllm", "nvfp4", "nvfp4")
+    assert model["dtype"] == "bf16" and model["moe_dtype"] == "fp4" and "bf16" in notes[0]
+    assert model["sliding_window"] == 128
+    assert is_moe("deepseek-ai/DeepSeek-R1") and not is_moe("meta-llama/Llama-3.1-8B-Instruct")
+
+
+def test_read_rows_filters(tmp_path):
+    path = tmp_path / "rows.csv"
+    pd.DataFrame([BASE, {**BASE, "id": "y", "backend": "vllm"}, {**BASE, "id": "z", "system": "h200_sxm"}]).to_csv(
+        path, index=False)
+    assert [r.id for r in read_rows(path, system="h100_sxm")] == ["x", "y"]
+    assert [r.id for r in read_rows(path, system="h100_sxm", backend="vllm")] == ["y"]
+    assert [r.id for r in read_rows(path, model="qwen3", limit=1)] == ["x"]
+
+
+def test_report_mape_median_coverage_and_partitions():
+    records = [
+        {"index": i, "id": str(i), "system": "s", "backend": b, "mode": "agg", "model": "m", "status": st,
+         "reason": reason, "ttft_ape": t, "tpot_ape": p}
+        for i, (b, st, reason, t, p) in enumerate([
+            ("vllm", "ok", "", 0.1, 0.02), ("vllm", "ok", "", 0.3, 0.04), ("sglang", "ok", "", 0.2, 0.06),
+            ("sglang", "unsupported", "no kernels", math.nan, math.nan)])
+    ]
+    report = summarize_records(records)
+    assert report["rows_total"] == 4 and report["rows_simulated"] == 3 and report["coverage"] == 0.75
+    assert report["ttft_mape"] == pytest.approx(0.2) and report["tpot_median_ape"] == pytest.approx(0.04)
+    assert report["partitions"]["backend"]["sglang"]["rows_simulated"] == 1
+    assert report["not_simulated"] == [{"index": 3, "id": "3", "status": "unsupported", "reason": "no kernels"}]
+    assert "backend=vllm" in format_table(report)
