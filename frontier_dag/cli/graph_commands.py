@@ -75,20 +75,25 @@ def with_batch_options(fn):
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output file: .svg, .png or .dot.")
 @click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1), help="Layers drawn in full; later layers fold into one box.")
 @click.option("--ranks", default=4, show_default=True, type=click.IntRange(min=1), help="EP ranks drawn per layer (slowest first).")
-@click.option("--bottlenecks", "run_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Draw the run-level bottleneck view of a finished simulation instead.")
+@click.option("--bottlenecks", is_flag=True,
+              help="TARGET is a run directory: draw its bottleneck view (stages with their shares of the critical "
+                   "path, and the slowest iteration's DAG).")
 @with_batch_options
 @set_option
-def render(target, out, layers, ranks, run_dir, config_path, batch_size, context, overrides) -> None:
+def render(target, out, layers, ranks, bottlenecks, config_path, batch_size, context, overrides) -> None:
     """Draw one iteration of TARGET (a config YAML, or a workflow name with --config) with its
-    critical path highlighted. TARGET may also be a run directory with --bottlenecks."""
+    critical path highlighted. A run directory as TARGET (with or without --bottlenecks) draws
+    the run's bottleneck view."""
     from frontier_dag.render.graphviz import iteration_dot, write
 
-    if run_dir is not None:
-        _require("frontier_dag.render.bottlenecks", "render --bottlenecks RUN_DIR")
+    if bottlenecks and not Path(target).is_dir():
+        raise FrontierDagError(f"render {target} --bottlenecks: TARGET must be a run directory written by "
+                               "`frontier-dag simulate CONFIG --out RUN_DIR`")
+    if Path(target).is_dir():
+        _require("frontier_dag.render.bottlenecks", "render RUN_DIR --bottlenecks")
         from frontier_dag.render.bottlenecks import render_bottlenecks
 
-        notes = render_bottlenecks(Path(run_dir), Path(out))
+        notes = render_bottlenecks(Path(target), Path(out))
     else:
         deployment, graph, report = load_iteration(target, config_path, overrides, batch_size, context)
         notes = write(iteration_dot(graph, deployment, report, layers=layers, ranks=ranks), Path(out))
@@ -100,16 +105,18 @@ def render(target, out, layers, ranks, run_dir, config_path, batch_size, context
 @click.command("critical-path")
 @click.argument("target")
 @click.option("--request", "request_id", type=int, default=None, help="With a run directory: one request's critical path.")
+@click.option("--what-if", "what_if", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              metavar="X", help="With a run directory: predict the gains of making each category X times faster.")
 @json_option
 @with_batch_options
 @set_option
-def critical_path(target, request_id, as_json, config_path, batch_size, context, overrides) -> None:
+def critical_path(target, request_id, what_if, as_json, config_path, batch_size, context, overrides) -> None:
     """The critical path of one iteration of a config (or, for a run directory, of the run)."""
     if Path(target).is_dir():
         _require("frontier_dag.cli.run_analysis", "critical-path RUN_DIR")
         from frontier_dag.cli.run_analysis import print_run_critical_path
 
-        print_run_critical_path(Path(target), request_id, as_json)
+        print_run_critical_path(Path(target), request_id, as_json, what_if)
         return
     _, _, report = load_iteration(target, config_path, overrides, batch_size, context)
     if as_json:

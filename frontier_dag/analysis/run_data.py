@@ -1,0 +1,160 @@
+"""A finished run read back from its directory: the resolved config, the summary, the
+request and iteration tables, and what each pool does.
+
+Iterations are sorted into *chains*, one per replica (pool, replica index): a replica's
+iterations never overlap, so a chain is a sequence in time. ``chain_lo[c]:chain_hi[c]``
+are the rows of chain ``c`` in the sorted iteration table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from frontier_dag.config.run import RunConfig, load_run_config
+from frontier_dag.cost.queries import CATEGORIES
+from frontier_dag.errors import FrontierDagError
+
+#: Per-iteration category columns of iterations.parquet (they sum to duration_us).
+CATEGORY_COLUMNS = tuple(f"{c}_us" for c in CATEGORIES)
+#: Why an iteration started when it did (frontier_dag.sim.replica.Cause).
+CAUSES = ("continue", "arrival", "kv_arrived", "memory_freed", "requeue")
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A pool that runs iterations: its stage, what it serves and the pools it steps with."""
+
+    name: str
+    role: str
+    stage: str
+    serves: str  # prefill | decode | both
+    replicas: int
+    gpus: int
+    members: tuple[str, ...]  # pool names the stage steps together (AF: attention and ffn)
+    micro_batches: int = 1
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    config: RunConfig
+    summary: dict[str, Any]
+    requests: pd.DataFrame
+    iterations: pd.DataFrame  # sorted by chain, then start
+    pools: dict[str, PoolInfo]  # pools that log iterations, in the log's pool order
+    entry: str  # the pool that receives requests
+    decode: str | None  # the pool that decodes after a hand-off (PD), else None
+    link: str | None  # name of the KV link ("prefill->decode") when KV moves between pools
+    chains: list[tuple[str, int]] = field(default_factory=list)  # chain -> (pool, replica)
+    chain_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    chain_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    # -- columns in microseconds -----------------------------------------------------------
+    @property
+    def start_us(self) -> np.ndarray:
+        return self.iterations["start_s"].to_numpy() * 1e6
+
+    def chain_of(self, pool: str, replica: int) -> int:
+        return self.chains.index((pool, int(replica)))
+
+    def chain_index(self) -> np.ndarray:
+        """Chain of every iteration row."""
+        out = np.empty(len(self.iterations), dtype=np.int64)
+        for c, (lo, hi) in enumerate(zip(self.chain_lo, self.chain_hi, strict=True)):
+            out[lo:hi] = c
+        return out
+
+    def categories(self) -> np.ndarray:
+        """``(iterations, len(CATEGORIES))`` µs per category, rescaled to sum to duration_us
+        exactly (the log keeps them in float32). A run recorded without attribution
+        (``simulate(attribute=False)``) has zeros there: its time is left in the last column
+        of :func:`categories_with_rest`."""
+        return categories_with_rest(self)[:, : len(CATEGORIES)]
+
+    @property
+    def attributed(self) -> bool:
+        cats = self.iterations[list(CATEGORY_COLUMNS)].to_numpy(dtype=np.float64).sum(axis=1)
+        dur = self.iterations["duration_us"].to_numpy()
+        return bool(len(dur) == 0 or cats.sum() >= 0.5 * dur.sum())
+
+    @property
+    def clients(self) -> int | None:
+        return self.config.workload.clients
+
+    def pool_of_role(self, role: str) -> str | None:
+        return next((p.name for p in self.pools.values() if p.role == role), None)
+
+
+def categories_with_rest(run: RunData) -> np.ndarray:
+    """Category µs of every iteration plus a last column ``unattributed``: what the
+    per-category columns do not cover (all of an iteration logged without attribution)."""
+    it = run.iterations
+    cats = it[list(CATEGORY_COLUMNS)].to_numpy(dtype=np.float64)
+    dur = it["duration_us"].to_numpy(dtype=np.float64)
+    total = cats.sum(axis=1)
+    ok = total > 1e-6 * np.maximum(dur, 1e-12)
+    scale = np.where(ok, dur / np.where(ok, total, 1.0), 0.0)
+    cats = cats * scale[:, None]
+    rest = np.where(ok, 0.0, dur)
+    return np.concatenate([cats, rest[:, None]], axis=1)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory written by ``frontier-dag simulate``."""
+    from frontier_dag.dsl import trace_config
+
+    run_dir = Path(run_dir)
+    needed = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml")
+    missing = [n for n in needed if not (run_dir / n).exists()]
+    if missing:
+        raise FrontierDagError(f"{run_dir}: not a run directory (missing {', '.join(missing)}); "
+                               "write one with `frontier-dag simulate CONFIG --out RUN_DIR`")
+    config = load_run_config(run_dir / "config.yaml")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    iterations = pd.read_parquet(run_dir / "iterations.parquet")
+    deployment, graph = trace_config(config)
+    name_of_role = {p.role: name for name, p in deployment.pools.items()}
+    pools: dict[str, PoolInfo] = {}
+    entry = decode = link = None
+    for stage_name, stage in graph.stages.items():
+        if stage.serves == "transfer":
+            link = "->".join(name_of_role[r] for r in stage.pools[:2])
+            continue
+        name = name_of_role[stage.pools[0]]
+        cfg = deployment.pools[name]
+        pools[name] = PoolInfo(name, cfg.role, stage_name, stage.serves, cfg.replicas,
+                               sum(deployment.pools[name_of_role[r]].gpus for r in stage.pools),
+                               tuple(name_of_role[r] for r in stage.pools), stage.micro_batches)
+        if stage.serves in ("prefill", "both"):
+            entry = name
+        else:
+            decode = name
+    if entry is None:
+        raise FrontierDagError(f"{run_dir}: the workflow has no stage that serves prefill")
+    if decode is not None and link is None:
+        # per-layer KV streaming: no transfer stage, the KV is there when the prefill ends
+        link = f"{entry}->{decode}"
+    pool_names = list(pools)
+    if len(iterations):
+        iterations["pool"] = pd.Categorical(iterations["pool"].astype(str), categories=pool_names)
+        iterations = iterations.sort_values(["pool", "replica", "start_s"], kind="stable").reset_index(drop=True)
+    chains, lo, hi = [], [], []
+    if len(iterations):
+        codes = iterations["pool"].cat.codes.to_numpy().astype(np.int64)
+        key = codes * (1 << 32) + iterations["replica"].to_numpy().astype(np.int64)
+        bounds = np.flatnonzero(np.diff(key)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(key)]])
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            chains.append((pool_names[codes[s]], int(iterations["replica"].iat[s])))
+            lo.append(s)
+            hi.append(e)
+    return RunData(run_dir, config, summary, requests.sort_values("request_id").reset_index(drop=True), iterations,
+                   pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64))

@@ -1,0 +1,160 @@
+"""What if one category were ``x`` times faster? Re-evaluate the recorded dependency graph.
+
+Every iteration keeps its batch; its duration loses ``(1 - 1/x)`` of the time its own
+critical path spent in the category (``<category>_us`` of iterations.parquet); KV
+transfers lose it for ``kv_transfer``; ``pool:NAME`` speeds up every iteration of a
+pool (``pool:attention+ffn`` for an AF stage, whose pools step together). The graph is then evaluated forward (a longest path through the recorded
+dependencies: chains of iterations, arrivals, hand-offs, freed memory), giving every
+request's new first-token and finish times, hence throughput and p99 latencies.
+
+What the estimate holds fixed, and when to re-simulate instead:
+
+* the batches. A request joins the batch it joined in the recording, or, when it is ready
+  only later, shifts by its lateness (soft admission, see ``run_graph``). How far the
+  batches would really move is measured: for every admission, the batch the request
+  would join once ready against the recorded one, in iterations (``batch_change``: the
+  fraction of request-iterations that would run in other batches). Above
+  ``RESIMULATE_FRACTION`` the scenario says ``resimulate``: batch sizes, hence iteration
+  times, would change;
+* each iteration's internal critical path. Its time is cut by the category's share of
+  that path: first order, an optimistic bound once another path inside the iteration
+  takes over (AF ping-pong, EP barriers).
+
+A category that lies on no request's path (zero share of every iteration on it, or on
+iterations that had slack) predicts exactly no gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from frontier_dag.analysis.chain_times import ITERATION_CATEGORIES
+from frontier_dag.analysis.run_data import categories_with_rest
+from frontier_dag.analysis.run_graph import FINISH, FIRST_TOKEN, RecordedGraph
+
+#: Above this fraction of request-iterations moved to other batches, a scenario asks for a re-simulation.
+RESIMULATE_FRACTION = 0.05
+#: Categories a what-if can scale (waits are not weights: they shrink when what they wait for does).
+SCALABLE = tuple(c for c in ITERATION_CATEGORIES if c != "unattributed") + ("kv_transfer",)
+
+
+@dataclass
+class Metrics:
+    makespan_us: np.ndarray
+    throughput_tokens_per_s: np.ndarray
+    p99_ttft_ms: np.ndarray
+    p99_tpot_ms: np.ndarray
+    p99_e2e_ms: np.ndarray
+
+
+def pool_scenario(members: tuple[str, ...]) -> str:
+    """The what-if name of speeding up every iteration of a pool (AF: the pools stepping together)."""
+    return "pool:" + "+".join(members)
+
+
+def scenario_weights(graph: RecordedGraph, factor: float) -> tuple[list[str], np.ndarray]:
+    """Names and ``(N, S)`` weights: the recorded run first, then each category and pool."""
+    run = graph.run
+    ni, nr = graph.ni, graph.nr
+    cats = categories_with_rest(run)
+    keep = 1.0 - 1.0 / factor
+    names = ["recorded"]
+    columns = [graph.dur0.copy()]
+    for k, cat in enumerate(ITERATION_CATEGORIES[:-1]):
+        w = graph.dur0.copy()
+        w[:ni] -= cats[:, k] * keep
+        names.append(cat)
+        columns.append(w)
+    w = graph.dur0.copy()
+    w[ni:ni + nr] /= factor
+    names.append("kv_transfer")
+    columns.append(w)
+    pool_of = run.iterations["pool"].astype(str).to_numpy() if ni else np.array([])
+    for pool, info in run.pools.items():
+        w = graph.dur0.copy()
+        w[:ni] = np.where(pool_of == pool, w[:ni] / factor, w[:ni])
+        names.append(pool_scenario(info.members))
+        columns.append(w)
+    return names, np.column_stack(columns)
+
+
+def metrics(graph: RecordedGraph, ev) -> Metrics:
+    """Throughput and p99 latencies of the measured requests (after warm-up), per scenario."""
+    run = graph.run
+    rq = run.requests
+    n = graph.nodes
+    done = np.isfinite(rq["finish_s"].to_numpy()) & (n.finish_iter >= 0)
+    done[: run.config.workload.warmup_requests] = False
+    done &= n.prefill_iter >= 0
+    idx = np.flatnonzero(done)
+    arr = ev.finish_many(graph.arr(idx))
+    first = ev.milestones(idx, FIRST_TOKEN)
+    fin = ev.milestones(idx, FINISH)
+    out = rq["output_tokens"].to_numpy()[idx]
+    tokens = float((rq["prompt_tokens"].to_numpy()[idx] + out).sum())
+    S = ev.sh.shape[1]
+    if len(idx) == 0:
+        zero = np.zeros(S)
+        return Metrics(zero, zero, zero, zero, zero)
+    makespan = fin.max(axis=0) - arr.min(axis=0)
+    tpot = (fin - first) / np.maximum(out - 1, 1)[:, None] / 1e3
+    multi = out > 1
+
+    def p99(x: np.ndarray) -> np.ndarray:
+        return np.percentile(x, 99, axis=0) if len(x) else np.zeros(S)
+
+    return Metrics(makespan, tokens / np.maximum(makespan * 1e-6, 1e-12), p99((first - arr) / 1e3),
+                   p99(tpot[multi]), p99((fin - arr) / 1e3))
+
+
+def what_if(graph: RecordedGraph, factor: float = 2.0, path_shares: dict[str, float] | None = None) -> dict[str, Any]:
+    """Predicted gains per category (and per pool) at ``factor`` x speed, ranked by the p99
+    end-to-end latency they save, then by throughput."""
+    if factor <= 0:
+        raise ValueError("--what-if needs a factor > 0")
+    names, weights = scenario_weights(graph, factor)
+    ev = graph.evaluate(weights)
+    moved_all, shifted_all = ev.schedule_changes(graph.base)
+    m = metrics(graph, ev)
+    base = {f: float(getattr(m, f)[0]) for f in Metrics.__dataclass_fields__}
+    rows = []
+    cats = categories_with_rest(graph.run)
+    for s, name in enumerate(names[1:], start=1):
+        if name == "kv_transfer":
+            present = float(graph.dur0[graph.ni:graph.ni + graph.nr].sum())
+        elif name.startswith("pool:"):
+            present = 1.0
+        else:
+            present = float(cats[:, ITERATION_CATEGORIES.index(name)].sum())
+        moved, fraction = int(moved_all[s]), float(shifted_all[s])
+
+        def gain(field: str, s=s) -> float:
+            before, after = base[field], float(getattr(m, field)[s])
+            return (before - after) / before if before > 0 else 0.0
+
+        thr = float(m.throughput_tokens_per_s[s]) / base["throughput_tokens_per_s"] - 1 if base["throughput_tokens_per_s"] else 0.0
+        row = {
+            "category": name, "factor": factor,
+            "critical_path_share": (path_shares or {}).get(name),
+            "throughput_gain": thr,
+            "p99_e2e_reduction": gain("p99_e2e_ms"), "p99_ttft_reduction": gain("p99_ttft_ms"),
+            "p99_tpot_reduction": gain("p99_tpot_ms"),
+            "throughput_tokens_per_s": float(m.throughput_tokens_per_s[s]),
+            "p99_e2e_ms": float(m.p99_e2e_ms[s]), "p99_ttft_ms": float(m.p99_ttft_ms[s]),
+            "p99_tpot_ms": float(m.p99_tpot_ms[s]),
+            "requests_moved": moved, "batch_change": fraction,
+            "resimulate": fraction > RESIMULATE_FRACTION,
+        }
+        if present <= 0:
+            row["note"] = "not in this run"
+        elif fraction > RESIMULATE_FRACTION:
+            row["note"] = (f"{fraction * 100:.0f}% of request-iterations would run in other batches: "
+                           "re-simulate for a firm number")
+        rows.append(row)
+    rows.sort(key=lambda r: (-round(r["p99_e2e_reduction"], 9), -round(r["throughput_gain"], 9), r["category"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return {"factor": factor, "recorded": base, "scenarios": rows, "resimulate_above": RESIMULATE_FRACTION}

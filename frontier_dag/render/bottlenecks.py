@@ -1,0 +1,158 @@
+"""The bottleneck view of a finished run (``frontier-dag render RUN_DIR --bottlenecks``).
+
+One drawing with two parts:
+
+* the stages of the run: arrivals, each queue, each pool (its GPUs, utilization, KV peak),
+  the KV link and the hand-off waits of PD, each with its share of the run's critical path
+  (the request that finished last) and of the p99-TTFT and p99-TPOT requests' time. Edges
+  into a stage that holds part of the critical path are red, thicker with the share;
+* the slowest iteration of the run rebuilt as its DAG (``frontier_dag.analysis.rebuild``)
+  with its critical path in red, as ``frontier-dag render CONFIG`` draws one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import graphviz
+import numpy as np
+
+from frontier_dag.analysis.rebuild import rebuild_iteration
+from frontier_dag.analysis.run_report import RunAnalysis
+from frontier_dag.render.graphviz import CRITICAL, POOL_COLORS, _fmt_us, iteration_dot, write
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _share(shares: dict[str, dict[str, float]], pool: str, categories: tuple[str, ...] | None = None,
+           exclude: tuple[str, ...] = ()) -> float:
+    cats = shares.get(pool, {})
+    return sum(v for k, v in cats.items() if (categories is None or k in categories) and k not in exclude)
+
+
+def _top(shares: dict[str, float], exclude: tuple[str, ...], n: int = 3) -> str:
+    items = sorted(((k, v) for k, v in shares.items() if k not in exclude and v > 0.0005), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {_pct(v)}" for k, v in items)
+
+
+def _wait_stats(seconds: np.ndarray) -> str:
+    seconds = seconds[np.isfinite(seconds)]
+    if not len(seconds):
+        return "no requests"
+    return f"mean {_fmt_us(seconds.mean() * 1e6)}, p99 {_fmt_us(np.percentile(seconds, 99) * 1e6)}"
+
+
+WAITS = ("queueing", "backpressure", "memory_waits", "kv_transfer")
+
+
+def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
+    """The stage-level view (a cluster to embed) and the run-path shares it drew."""
+    run = analysis.run
+    path = analysis.path()
+    tail = analysis.tail()
+    path_pools = analysis.by_pool(path)
+    tail_pools = {k: tail[k]["by_pool"] for k in ("ttft_p99", "tpot_p99") if k in tail}
+    summary, rq = run.summary, run.requests
+    g = graphviz.Digraph(name="cluster_stages")
+    g.attr(label=f"stages of {run.run_dir.name}: shares of the critical path (request {path.request}, the last to "
+                 f"finish: {_fmt_us(path.length_us)})", style="rounded", color="#999999", fontname="Helvetica")
+
+    def tails(pool: str, cats: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> str:
+        parts = [f"{k.split('_')[0].upper()} p99 {_pct(_share(v, pool, cats, exclude))}" for k, v in tail_pools.items()]
+        return ", ".join(parts)
+
+    def edge(a: str, b: str, share: float, label: str = "") -> None:
+        attrs = {"label": label, "fontsize": "9"}
+        if share > 0.0005:
+            attrs.update(color=CRITICAL, penwidth=f"{1.2 + 8 * share:.2f}", fontcolor=CRITICAL)
+        g.edge(a, b, **attrs)
+
+    wl = run.config.workload
+    arrivals = f"{wl.clients} closed-loop clients" if wl.clients else f"{wl.arrival.kind} arrivals"
+    if wl.arrival is not None and getattr(wl.arrival, "rate_per_s", None):
+        arrivals += f", {wl.arrival.rate_per_s:g}/s"
+    g.node("s_arrivals", f"{arrivals}\n{summary.get('num_requests', len(rq)):,} requests", shape="ellipse")
+    entry = run.entry
+    q_share = _share(path_pools, entry, ("queueing", "memory_waits"))
+    g.node("s_queue", f"queue of {entry}\nwait {_wait_stats(rq['queue_s'].to_numpy())}\n"
+                      f"critical path {_pct(q_share)}\n{tails(entry, ('queueing', 'memory_waits'))}", shape="cylinder")
+    edge("s_arrivals", "s_queue", q_share)
+    last = "s_queue"
+    stages = [entry] + ([run.decode] if run.decode else [])
+    for i, name in enumerate(stages):
+        pool = run.pools[name]
+        share = _share(path_pools, name, exclude=WAITS)
+        title = f"pool {name} ({pool.role})" + (f" with {', '.join(pool.members[1:])}" if len(pool.members) > 1 else "")
+        label = (f"{title}: {pool.gpus} GPUs, x{pool.replicas}\n"
+                 f"busy {_pct(summary.get('utilization', {}).get(name, 0.0))}, "
+                 f"KV peak {_pct(summary.get('kv_peak_usage', {}).get(name, 0.0))}\n"
+                 f"critical path {_pct(share)}: {_top(path_pools.get(name, {}), WAITS)}\n{tails(name, exclude=WAITS)}")
+        g.node(f"s_pool_{name}", label, shape="box", style="rounded,filled",
+               fillcolor=POOL_COLORS.get(pool.role, "#f4f4f4"))
+        edge(last, f"s_pool_{name}", share)
+        last = f"s_pool_{name}"
+        for member in pool.members[1:]:
+            # AF: the FFN pool steps with the attention pool in every iteration
+            cfg = run.config.cluster.pools[member]
+            share_m = _share(path_pools, member, exclude=WAITS)
+            link = _share(path_pools, f"{name}->{member}") + _share(path_pools, f"{member}->{name}")
+            g.node(f"s_member_{member}", f"pool {member} ({cfg.role}): {cfg.gpus} GPUs, steps with {name}\n"
+                                         f"critical path {_pct(share_m)}: {_top(path_pools.get(member, {}), WAITS)}\n"
+                                         f"{tails(member, exclude=WAITS)}",
+                   shape="box", style="rounded,filled", fillcolor=POOL_COLORS.get(cfg.role, "#f4f4f4"))
+            attrs = {"label": f"A2F / F2A {_pct(link)}", "fontsize": "9", "dir": "both"}
+            if link + share_m > 0.0005:
+                attrs.update(color=CRITICAL, penwidth=f"{1.2 + 8 * (link + share_m):.2f}", fontcolor=CRITICAL)
+            g.edge(f"s_pool_{name}", f"s_member_{member}", **attrs)
+        if i == 0 and run.decode:
+            dec = run.decode
+            bp = _share(path_pools, dec, ("backpressure",))
+            g.node("s_backpressure", f"prefilled, waiting for {dec} KV blocks\n{_wait_stats(rq['transfer_wait_s'].to_numpy())}\n"
+                                     f"critical path {_pct(bp)}\n{tails(dec, ('backpressure',))}", shape="cylinder")
+            edge(last, "s_backpressure", bp)
+            link = run.link or "link"
+            kv = _share(path_pools, link, ("kv_transfer",))
+            g.node("s_link", f"link {link}\nKV transfer {_wait_stats(rq['transfer_s'].to_numpy())}\n"
+                             f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds")
+            edge("s_backpressure", "s_link", kv)
+            dq = _share(path_pools, dec, ("queueing",))
+            g.node("s_decode_queue", f"KV arrived, waiting for a {dec} batch\n"
+                                     f"{_wait_stats(rq['decode_wait_s'].to_numpy())}\ncritical path {_pct(dq)}",
+                   shape="cylinder")
+            edge("s_link", "s_decode_queue", dq)
+            last = "s_decode_queue"
+    tput = summary.get("output_tokens_per_s")
+    g.node("s_done", "done" + (f"\n{tput:,.0f} output tokens/s" if tput else ""), shape="doublecircle")
+    edge(last, "s_done", 0.0)
+    return g, path_pools
+
+
+def render_bottlenecks(run_dir: Path, out: Path, cost_model=None) -> list[str]:
+    """Draw the bottleneck view of the run in ``run_dir`` into ``out`` (.svg, .png or .dot)."""
+    analysis = RunAnalysis(run_dir)
+    run = analysis.run
+    stages, _ = stage_graph(analysis)
+    dot = graphviz.Digraph("bottlenecks", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
+                                                      "compound": "true", "label": f"bottlenecks of {run.run_dir}",
+                                                      "labelloc": "t"},
+                           node_attr={"fontname": "Helvetica", "fontsize": "9"},
+                           edge_attr={"color": "#888888", "arrowsize": "0.6"})
+    dot.subgraph(stages)
+    notes: list[str] = []
+    it = run.iterations
+    if len(it):
+        row = int(np.argmax(it["duration_us"].to_numpy()))
+        rebuilt = rebuild_iteration(run, row, cost_model)
+        sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=1, ranks=4)
+        sub.name = "cluster_slowest_iteration"
+        seqs, prefill = int(it["num_seqs"].iat[row]), int(it["prefill_tokens"].iat[row])
+        sub.graph_attr.update(label=f"slowest iteration: {rebuilt.pool}[{rebuilt.replica}] at "
+                                    f"{rebuilt.start_us / 1e6:,.3f} s, {seqs} seqs, {prefill} prefill tokens: recorded "
+                                    f"{_fmt_us(rebuilt.recorded_us)}, rebuilt DAG {_fmt_us(rebuilt.report.iteration_time_us)}",
+                              style="rounded", color="#999999")
+        sub.graph_attr.pop("rankdir", None)
+        sub.graph_attr.pop("labelloc", None)
+        dot.subgraph(sub)
+    return notes + write(dot, Path(out))
