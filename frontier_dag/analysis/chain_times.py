@@ -30,7 +30,7 @@ class ChainTimes:
 
     def _level(self, c: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cumulative category time of chain ``c`` up to ``t`` (global prefix, differences
-        within a chain are exact) and the count of iterations started before ``t``."""
+        within a chain are exact) and the count of iterations started by ``t``."""
         lo = self.lo[c]
         k = np.empty(len(c), dtype=np.int64)
         for chain in np.unique(c).tolist():
@@ -51,14 +51,23 @@ class ChainTimes:
         count = np.zeros(len(c), dtype=np.int64)
         ok = (c >= 0) & np.isfinite(t0) & np.isfinite(t1) & (t1 > t0)
         if ok.any() and len(self.start):
-            a, n0 = self._level(c[ok], t0[ok])
-            b, n1 = self._level(c[ok], t1[ok])
+            a, _ = self._level(c[ok], t0[ok])
+            b, _ = self._level(c[ok], t1[ok])
             out[ok] = np.maximum(b - a, 0.0)
-            # iterations overlapping (t0, t1): those started before t1 minus those ended by t0
-            first = self.lo[c[ok]] + n0 - 1
-            ended = (n0 > 0) & (self.start[np.maximum(first, 0)] + self.dur[np.maximum(first, 0)] <= t0[ok] + 1e-9)
-            count[ok] = n1 - n0 + (n0 > 0) - ended
+            count[ok] = self._overlapping(c[ok], t0[ok], t1[ok])
         return out, count
+
+    def _overlapping(self, c: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+        """Iterations of chain ``c`` that overlap (t0, t1): started before t1, not ended by t0."""
+        out = np.empty(len(c), dtype=np.int64)
+        end = self.start + self.dur
+        for chain in np.unique(c).tolist():
+            sel = c == chain
+            lo, hi = self.lo[chain], self.hi[chain]
+            started = np.searchsorted(self.start[lo:hi], t1[sel] - 1e-6, side="left")
+            ended = np.searchsorted(end[lo:hi], t0[sel] + 1e-6, side="right")
+            out[sel] = np.maximum(started - ended, 0)
+        return out
 
     def window(self, c: int, t0: float, t1: float) -> tuple[np.ndarray, int]:
         cats, count = self.windows(np.array([c]), np.array([t0]), np.array([t1]))

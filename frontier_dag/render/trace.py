@@ -58,7 +58,7 @@ class TraceBuilder:
         self.events: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.pid = {name: i + 1 for i, name in enumerate(run.pools)}
-        self.slice_of: dict[int, tuple[int, int, float, float]] = {}  # iteration row -> (pid, tid, ts, dur)
+        self.slice_of: dict[int, tuple[int, int, float, float]] = {}  # iteration row -> (pid, tid, its ts, dur)
 
     def _in_window(self, t0_us: np.ndarray, t1_us: np.ndarray) -> np.ndarray:
         if self.window is None:
@@ -121,8 +121,8 @@ class TraceBuilder:
                         max_kv_usage=round(float(cols["kv_usage"][block].max()), 5), iterations=[i0, i1])
         self.events.append({"ph": "X", "name": name, "cat": "iteration", "pid": pid, "tid": rep, "ts": ts,
                             "dur": max(end - ts, 0.0), "args": args})
-        for i in block.tolist():
-            self.slice_of[i] = (pid, rep, ts, end - ts)
+        for i in block.tolist():  # flows bind at the iteration's own time, inside its (merged) slice
+            self.slice_of[i] = (pid, rep, float(start[i]), float(dur[i]))
 
     # -- KV transfers and flows -------------------------------------------------------------
     def transfers(self, prefill_iter: np.ndarray, admit_iter: np.ndarray) -> None:
