@@ -42,16 +42,19 @@ Percentile = Literal["mean", "p50", "p90", "p99"]
 
 
 class EarlyStopConfig(Strict):
-    """Simulate the first ``requests`` requests (a count, or a fraction of the workload) and
-    stop the point there when their ``percentile`` TTFT exceeds ``margin`` x the SLA."""
+    """Simulate the config's warm-up requests and the next ``requests`` (a count, or a
+    fraction of the measured requests) first, and stop the point there when their
+    ``percentile`` TTFT exceeds ``margin`` x the SLA; otherwise run it in full."""
 
-    requests: PositiveFloat = Field(200, description="a count, or a fraction in (0, 1) of num_requests")
+    requests: PositiveFloat = Field(200, description="measured requests of the probe: a count, or a fraction in (0, 1)")
     margin: float = Field(1.5, ge=1.0, description="stop when TTFT > margin x slo.ttft_ms")
     percentile: Percentile = "p90"
 
-    def slice_size(self, num_requests: int) -> int:
-        n = math.ceil(self.requests * num_requests) if self.requests < 1 else int(self.requests)
-        return max(1, min(n, num_requests))
+    def slice_size(self, num_requests: int, warmup_requests: int = 0) -> int:
+        """Requests the probe simulates: the warm-up ones and the first measured ones."""
+        measured = num_requests - warmup_requests
+        n = math.ceil(self.requests * measured) if self.requests < 1 else int(self.requests)
+        return warmup_requests + max(1, min(n, measured))
 
 
 class SweepFile(Strict):

@@ -36,19 +36,18 @@ def _run(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
     cfg = point_config(task["config"], base_dir, task["source"])
     if task.get("early_stop"):
         stop = EarlyStopConfig.model_validate(task["early_stop"])
-        total = cfg.workload.num_requests
-        n = stop.slice_size(total)
+        total, warmup = cfg.workload.num_requests, cfg.workload.warmup_requests
+        n = stop.slice_size(total, warmup)
         if n < total:
             probe = copy.deepcopy(task["config"])
-            workload = probe.setdefault("workload", {})
-            workload["num_requests"] = n
-            workload["warmup_requests"] = min(cfg.workload.warmup_requests, n - 1)
+            probe.setdefault("workload", {})["num_requests"] = n
             summary = simulate(point_config(probe, base_dir, task["source"]), progress=False, attribute=False).summary
             ttft = summary["ttft_ms"][stop.percentile]
             limit = stop.margin * cfg.slo.ttft_ms
             if ttft is not None and ttft > limit:
-                return "early_stopped", (f"{stop.percentile} TTFT of the first {n} of {total} requests is "
-                                         f"{ttft:,.0f} ms > {stop.margin:g} x the {cfg.slo.ttft_ms:g} ms SLA"), summary
+                return "early_stopped", (f"{stop.percentile} TTFT of the first {n - warmup} of {total - warmup} "
+                                         f"measured requests is {ttft:,.0f} ms > {stop.margin:g} x the "
+                                         f"{cfg.slo.ttft_ms:g} ms SLA"), summary
     return "ok", None, simulate(cfg, progress=False, attribute=False).summary
 
 

@@ -123,3 +123,4 @@ def test_early_stop_slice():
     assert EarlyStopConfig(requests=0.1).slice_size(1000) == 100
     assert EarlyStopConfig(requests=200).slice_size(100) == 100
     assert EarlyStopConfig().slice_size(1000) == 200
+    assert EarlyStopConfig(requests=0.25).slice_size(300, warmup_requests=100) == 150  # warm-up, then 50 measured

@@ -122,7 +122,7 @@ def test_early_stop_runs_a_first_slice_only():
     strict = {**BASE, "slo": {"ttft_ms": 0.001, "tpot_ms": 50}}
     result = run_point(task(strict, {"requests": 8, "margin": 2}))
     assert result["status"] == "early_stopped" and result["summary"]["num_requests"] == 8
-    assert "p90 TTFT of the first 8 of 24 requests" in result["reason"]
+    assert "p90 TTFT of the first 8 of 24 measured requests" in result["reason"]
     relaxed = run_point(task(BASE, {"requests": 0.5}))
     assert relaxed["status"] == "ok" and relaxed["summary"]["num_requests"] == 24
     plain = run_point(task(BASE))["summary"]
