@@ -55,11 +55,6 @@ class RunData:
     chain_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     chain_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
-    # -- columns in microseconds -----------------------------------------------------------
-    @property
-    def start_us(self) -> np.ndarray:
-        return self.iterations["start_s"].to_numpy() * 1e6
-
     def chain_of(self, pool: str, replica: int) -> int:
         return self.chains.index((pool, int(replica)))
 
@@ -70,13 +65,6 @@ class RunData:
             out[lo:hi] = c
         return out
 
-    def categories(self) -> np.ndarray:
-        """``(iterations, len(CATEGORIES))`` µs per category, rescaled to sum to duration_us
-        exactly (the log keeps them in float32). A run recorded without attribution
-        (``simulate(attribute=False)``) has zeros there: its time is left in the last column
-        of :func:`categories_with_rest`."""
-        return categories_with_rest(self)[:, : len(CATEGORIES)]
-
     @property
     def attributed(self) -> bool:
         cats = self.iterations[list(CATEGORY_COLUMNS)].to_numpy(dtype=np.float64).sum(axis=1)
@@ -86,9 +74,6 @@ class RunData:
     @property
     def clients(self) -> int | None:
         return self.config.workload.clients
-
-    def pool_of_role(self, role: str) -> str | None:
-        return next((p.name for p in self.pools.values() if p.role == role), None)
 
 
 def categories_with_rest(run: RunData) -> np.ndarray:

@@ -90,3 +90,12 @@ def test_what_if_never_slows_the_run_down(analysed):
         assert 0.0 <= row["batch_change"] <= 1.0
     best = result["scenarios"][0]
     assert best["p99_e2e_reduction"] > 0
+
+
+def test_a_run_recorded_without_attribution_says_so(tmp_path):
+    write_run(simulate(CONFIGS["af"](), cost_model=FAST, attribute=False), tmp_path / "run")
+    analysis = RunAnalysis(tmp_path / "run")
+    assert not analysis.run.attributed
+    path = analysis.path()
+    assert path.attribution["unattributed"] > 0.5
+    assert sum(path.attribution.values()) == pytest.approx(1.0)
