@@ -88,7 +88,13 @@ class FakeCostModel:
         rows = len(next(iter(query.values())))
         self.calls.append((family, rows))
         base, rate = self._lookup(self.constant, family), self._lookup(self.per_unit, family)
-        times = [base + (rate * _units(family, query, i, self.bytes_per_unit) if rate else 0.0) for i in range(rows)]
+        if not rate:
+            return Prediction(np.full(rows, base), source="fake")
+        if family in ("gemm", "elementwise") or "bytes" in query:
+            column = {"gemm": "m", "elementwise": "num_tokens"}.get(family, "bytes")
+            units = np.asarray(query[column], dtype=float) / (self.bytes_per_unit if column == "bytes" else 1.0)
+            return Prediction(base + rate * units, source="fake")
+        times = [base + rate * _units(family, query, i, self.bytes_per_unit) for i in range(rows)]
         return Prediction(np.array(times, dtype=float), source="fake")
 
 

@@ -40,6 +40,8 @@ ATTENTION_MEMO_RESOLUTION = 0.005
 MEMO_LIMIT = 500_000
 #: Buckets ahead of a decode batch priced together with it (see StageCoster._decode_shifts).
 DECODE_LOOKAHEAD = 16
+#: Values of a statistic priced together with the one a scalar group needs (see _price_group).
+SCALAR_LOOKAHEAD = 32
 _LOG_STEP = math.log1p(ATTENTION_MEMO_RESOLUTION)
 
 
@@ -55,12 +57,32 @@ class BatchSummary(NamedTuple):
     ctx_max: int
     work: int  # sum of q x ctx: attention work against the cache
     q_squared: int  # sum of q x q: attention work among the new tokens
+    decode_ctx_tokens: int = 0  # the same over the sequences with one new token (q == 1)
+    decode_ctx_max: int = 0
+    prefill_ctx_max: int = 0  # the longest context among the others
 
     @staticmethod
     def of(q: np.ndarray, ctx: np.ndarray) -> BatchSummary:
         prefill = q > 1
+        decode_ctx, prefill_ctx = ctx[~prefill], ctx[prefill]
         return BatchSummary(len(q), int(q.sum()), int(q[prefill].sum()), int(prefill.sum()), int(ctx.sum()),
-                            int(ctx.max()) if len(ctx) else 0, int((q * ctx).sum()), int((q * q).sum()))
+                            int(ctx.max()) if len(ctx) else 0, int((q * ctx).sum()), int((q * q).sum()),
+                            int(decode_ctx.sum()), int(decode_ctx.max()) if len(decode_ctx) else 0,
+                            int(prefill_ctx.max()) if len(prefill_ctx) else 0)
+
+    def decode_part(self) -> BatchSummary:
+        """The summary of the sequences with one new token."""
+        n = self.seqs - self.prefill_seqs
+        return BatchSummary(n, n, 0, 0, self.decode_ctx_tokens, self.decode_ctx_max, self.decode_ctx_tokens, n,
+                            self.decode_ctx_tokens, self.decode_ctx_max, 0)
+
+    def prefill_part(self) -> BatchSummary:
+        """The summary of the sequences with several new tokens."""
+        n = self.seqs - self.prefill_seqs
+        ctx = self.ctx_tokens - self.decode_ctx_tokens
+        return BatchSummary(self.prefill_seqs, self.prefill_tokens, self.prefill_tokens, self.prefill_seqs, ctx,
+                            self.prefill_ctx_max, self.work - self.decode_ctx_tokens, self.q_squared - n,
+                            0, 0, self.prefill_ctx_max)
 
     def stats(self, kv_out_tokens: int = 0) -> tuple[int, ...]:
         """Values of frontier_dag.dsl.BATCH_STATS, in order."""
@@ -195,7 +217,7 @@ class StageCoster:
         self.usage = UsageCounter()
         templates = [graph.templates[t] for t in stage.templates.tolist()]
         self.num_templates = len(templates)
-        self._scalar: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+        self._scalar: dict[tuple[str, ...], list[tuple[int, str, dict]]] = defaultdict(list)
         self._attention: list[tuple[int, str, str, int, dict]] = []
         self._experts: dict[tuple[str, str], list[tuple[int, int, int, dict]]] = defaultdict(list)
         self._groups: dict | None = None
@@ -212,16 +234,19 @@ class StageCoster:
                 mb, layer, rank = t.routing
                 self._experts[(mb, t.family)].append((i, layer, rank, fields))
             else:
-                for value in fields.values():
-                    if isinstance(value, Sym):
-                        variables.update(value.variables())
-                self._scalar[t.family].append((i, fields))
+                reads = tuple(sorted({v for value in fields.values() if isinstance(value, Sym) for v in value.variables()}))
+                variables.update(reads)
+                self._scalar[reads].append((i, t.family, fields))
         self._variables = tuple(sorted(variables))
         #: the batch statistics the scalar templates depend on
         self.scalar_variables = self._variables
         self.num_scalar = sum(len(v) for v in self._scalar.values())
+        # scalar prices memoised per group of templates reading the same statistics
+        self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
         self._attention_memo: dict[tuple, tuple[float, int]] = {}
+        # without measured mixed batches, a mixed batch is priced as its two parts
+        self._mixed_measured = "attention_mixed" in getattr(cost_model, "measured_families", ())
 
     # -- public --------------------------------------------------------------------------------
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
@@ -257,20 +282,48 @@ class StageCoster:
     def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, int]:
         out = np.zeros(self.num_templates)
         oor = 0
-        for family, members in self._scalar.items():
-            query = {c: [] for c in QUERY_COLUMNS[family]}
-            for _, fields in members:
-                for c in query:
-                    value = fields.get(c)
-                    query[c].append(value.evaluate(env) if isinstance(value, Sym) else value)
-            pred = self.cost_model.predict(family, query)
-            idx = [i for i, _ in members]
-            # an op on an empty micro-batch does not run
-            empty = np.array([_is_empty(fields, env) for _, fields in members])
-            out[idx] = np.where(empty, 0.0, pred.latency_us)
-            oor += int(np.count_nonzero(pred.out_of_range & ~empty))
-            self.usage.sources[pred.source] += len(idx)
+        for reads, members in self._scalar.items():
+            key = tuple(env[v] for v in reads)
+            memo = self._group_memo[reads]
+            hit = memo.get(key)
+            if hit is None:
+                self._price_group(reads, members, env, memo)
+                hit = memo[key]
+            out[[i for i, _, _ in members]] = hit[0]
+            oor += hit[1]
         return out, oor
+
+    def _price_group(self, reads: tuple[str, ...], members: list, env: dict[str, int], memo: dict) -> None:
+        """Price a group of scalar templates at ``env``; a group that reads one statistic is
+        also priced at the next SCALAR_LOOKAHEAD values of it in the same calls, since batch
+        sizes and token counts move in small steps."""
+        values = [env[v] for v in reads]
+        points = [dict(env)]
+        if len(reads) == 1:
+            points = [{**env, reads[0]: values[0] + j} for j in range(SCALAR_LOOKAHEAD)]
+        by_family: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+        for position, (_, family, fields) in enumerate(members):
+            by_family[family].append((position, fields))
+        prices = np.zeros((len(points), len(members)))
+        flags = np.zeros((len(points), len(members)), dtype=bool)
+        for family, rows in by_family.items():
+            query = {c: [] for c in QUERY_COLUMNS[family]}
+            for point in points:
+                for _, fields in rows:
+                    for c in query:
+                        value = fields.get(c)
+                        query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
+            pred = self.cost_model.predict(family, query)
+            positions = [p for p, _ in rows]
+            for j, point in enumerate(points):
+                chunk = slice(j * len(rows), (j + 1) * len(rows))
+                # an op on an empty micro-batch does not run
+                empty = np.array([_is_empty(fields, point) for _, fields in rows])
+                prices[j, positions] = np.where(empty, 0.0, pred.latency_us[chunk])
+                flags[j, positions] = pred.out_of_range[chunk] & ~empty
+            self.usage.sources[pred.source] += len(rows)
+        for j, point in enumerate(points):
+            memo.setdefault(tuple(point[v] for v in reads), (prices[j], int(flags[j].sum())))
 
     def _price_attention(self, batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
         for index, kind, batch, dp, fields in self._attention:
@@ -312,13 +365,37 @@ class StageCoster:
                     price += self._memo_price(family, index, fields, BatchSummary.of(pq, pc), pq, pc)
             return price
         if not window:
-            return self._memo_price(attention_family_of(summary), index, fields, summary, q, ctx, load)
+            family = attention_family_of(summary)
+            if family == "attention_mixed" and not self._mixed_measured:
+                return self._split_mixed_price(index, fields, summary, q, ctx, load)
+            return self._memo_price(family, index, fields, summary, q, ctx, load)
         # a windowed price is memoised apart (index -1 - i) and also under the whole batch's
         # key, which the fast path above looks up
         price = self._memo_price(attention_family_of(summary), -1 - index, fields, summary, q, ctx, load)
         if dp == 1 and ATTENTION_MEMO_RESOLUTION > 0:
             windowed_key = (-1 - index, *attention_key(summary))
             self._attention_memo.setdefault((index, *attention_key(load.summary)), self._attention_memo[windowed_key])
+        return price
+
+    def _split_mixed_price(self, index: int, fields: dict, summary: BatchSummary, q, ctx, load) -> float:
+        """A mixed batch priced as its decode sequences plus its prefill sequences, when the
+        cost model has no measurements of mixed batches: the decode part shares its memo
+        with decode-only iterations and the prefill part (chunks at known contexts) repeats
+        from request to request."""
+        decode, prefill = summary.decode_part(), summary.prefill_part()
+        price = 0.0
+        for family, part, select in (("attention_decode", decode, True), ("attention_prefill", prefill, False)):
+            key = (index, *attention_key(part))
+            hit = self._attention_memo.get(key)
+            if hit is None:
+                if q is None:
+                    q, ctx = load.q, load.ctx
+                chosen = (q == 1) if select else (q > 1)
+                price += self._memo_price(family, index, fields, part, q[chosen], ctx[chosen])
+            else:
+                self.usage.priced += 1
+                self.usage.out_of_range += hit[1]
+                price += hit[0]
         return price
 
     @staticmethod

@@ -122,6 +122,7 @@ class GlobalController:
         if replica.serves == "decode":
             self.entry.pick().waiting.appendleft(rid)
             self.events.after(0.0, self._kick_entry)
+            self.events.after(0.0, self._retry_pending)  # its seat and KV are free again
         else:
             replica.waiting.appendleft(rid)
 
@@ -143,12 +144,16 @@ class GlobalController:
 
     def _try_transfer(self, rid: int, source: ReplicaWorker) -> bool:
         tokens = self._kv_tokens(rid)
-        candidates = [r for r in self.decode.replicas if r.kv.free >= r.kv.blocks_for(tokens)]
+        # a decode replica takes a request only with a free seat and room for its KV: KV
+        # reserved for a request that cannot be seated would starve its running sequences
+        candidates = [r for r in self.decode.replicas
+                      if r.kv.free >= r.kv.blocks_for(tokens) and r.running + r.inbound < r.limits.max_seqs]
         if not candidates:
             return False
         target = min(candidates, key=lambda r: (r.outstanding, r.index))
         need = target.kv.blocks_for(tokens)
         target.kv.allocate(need)
+        target.inbound += 1
         self.reserved[(target.pool, target.index, rid)] = need
         t = self.table
         t.transfer_start[rid] = self.events.now

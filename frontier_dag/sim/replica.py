@@ -72,6 +72,7 @@ class ReplicaWorker:
         self.handoff = serves == "prefill"
         self.waiting: deque[int] = deque()   # requests to (re)compute from their prompt
         self.incoming: deque[int] = deque()  # requests whose KV arrived, blocks reserved
+        self.inbound = 0  # requests with KV reserved here, in flight or arrived, not yet running
         self.prefilling: list[Prefilling] = []
         # the decode set, on its clock
         cap = limits.max_seqs
@@ -212,17 +213,22 @@ class ReplicaWorker:
     def _summary(self, decode: bool, chunks: list[Prefilling]) -> BatchSummary:
         n = self.n if decode else 0
         ctx_d = self.offset_sum + n * self.step if decode else 0
+        max_d = self.offset_max + self.step if n else 0
         if not chunks:
-            return BatchSummary(n, n, 0, 0, ctx_d, self.offset_max + self.step, ctx_d, n)
-        tokens = n + sum(p.chunk for p in chunks)
+            return BatchSummary(n, n, 0, 0, ctx_d, max_d, ctx_d, n, ctx_d, max_d, 0)
+        # a one-token chunk is shaped like a decode step
         prefill = [p for p in chunks if p.chunk > 1]
-        ctx_p = sum(p.ctx for p in chunks)
-        longest = self.offset_max + self.step if n else 0
         for p in chunks:
-            longest = max(longest, p.ctx)
-        return BatchSummary(n + len(chunks), tokens, sum(p.chunk for p in prefill), len(prefill), ctx_d + ctx_p,
-                            longest, ctx_d + sum(p.chunk * p.ctx for p in chunks),
-                            n + sum(p.chunk * p.chunk for p in chunks))
+            if p.chunk == 1:
+                n += 1
+                ctx_d += p.ctx
+                max_d = max(max_d, p.ctx)
+        ctx_p = sum(p.ctx for p in prefill)
+        max_p = max((p.ctx for p in prefill), default=0)
+        tokens_p = sum(p.chunk for p in prefill)
+        return BatchSummary(n + len(prefill), n + tokens_p, tokens_p, len(prefill), ctx_d + ctx_p, max(max_d, max_p),
+                            ctx_d + sum(p.chunk * p.ctx for p in prefill), n + sum(p.chunk * p.chunk for p in prefill),
+                            ctx_d, max_d, max_p)
 
     def _can_admit(self) -> bool:
         if not self.waiting or self.running >= self.limits.max_seqs:
@@ -237,6 +243,7 @@ class ReplicaWorker:
         while self.incoming and self.running < self.limits.max_seqs:
             rid = self.incoming.popleft()
             self.controller.reserved.pop((self.pool, self.index, rid))
+            self.inbound -= 1
             self._join_decode(rid, int(t.prompt[rid] + t.generated[rid] - 1), int(t.output[rid] - t.generated[rid]),
                               0, 0, self._next_order())
             t.decode_admitted[rid] = self.events.now
