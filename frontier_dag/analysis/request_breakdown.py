@@ -63,7 +63,11 @@ def breakdown(run: RunData, times: ChainTimes) -> tuple[dict[str, np.ndarray], d
     dec = rq["decode_replica"].to_numpy()
     if run.decode is not None:
         ts, te, da = us("transfer_start_s"), us("transfer_end_s"), us("decode_admitted_s")
-        add(after, run.decode, "backpressure", ts - ft)
+        gap = np.nan_to_num(ts - ft, nan=0.0)
+        blocked = np.minimum(gap, np.maximum(np.nan_to_num(rq["transfer_wait_s"].to_numpy() * 1e6, nan=0.0), 0.0))
+        add(after, run.decode, "backpressure", blocked)
+        rest = gap - blocked  # a preempted request's lost decode stint and recompute
+        add(after, run.decode, "memory_waits", np.where(rest > 1e-3, rest, 0.0))
         add(after, run.link or "link", "kv_transfer", te - ts)
         add(after, run.decode, "queueing", da - te)
         handed = dec >= 0

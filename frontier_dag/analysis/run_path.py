@@ -17,7 +17,8 @@ cover the request's latency exactly:
   scheduled, or, with its KV arrived, for the decode batch in flight or a free seat);
 * ``memory_waits``: waiting while its replica stood idle for lack of KV blocks (the
   ``cause`` of the batch that finally took it says whose freed memory woke it), or
-  between its own iterations after a preemption;
+  between its own iterations after a preemption (in PD, a decode stint lost to a
+  preemption and the recompute count here too);
 * ``backpressure``: its finished prefill waiting for decode KV blocks (``ended_by``: the
   decode iteration that freed them);
 * ``kv_transfer``: its KV crossing the link between pools.
@@ -141,9 +142,14 @@ class PathBuilder:
                  if mem >= 0 else None)
         if us["transfer_start_s"] - us["first_token_s"] > TOL_US:
             t0, t1 = us["first_token_s"], us["transfer_start_s"]
+            # the last hand-off's wait for blocks; before it, a preempted request's first decode
+            # stint, its preemption and its recompute
+            blocked = min(t1 - t0, max(0.0, float(rq["transfer_wait_s"]) * 1e6))
+            split = {"backpressure": blocked, "memory_waits": _idle(t1 - t0, blocked)}
             extra = {"request": r, "ended_by": freed} if freed else {"request": r}
-            self._row(f"request {r} waits for {run.decode} KV blocks", "backpressure", run.decode, run.decode, t0, t1,
-                      {"backpressure": t1 - t0}, **extra)
+            op = max(split, key=split.get)
+            what = f"waits for {run.decode} KV blocks" if op == "backpressure" else "preempted in decode, recomputed"
+            self._row(f"request {r} {what}", op, run.decode, run.decode, t0, t1, split, **extra)
         if np.isfinite(us["transfer_end_s"]):
             t0, t1 = us["transfer_start_s"], us["transfer_end_s"]
             link = f"{run.entry}[{int(rq['prefill_replica'])}]->{run.decode}[{int(rq['decode_replica'])}]"
