@@ -129,7 +129,7 @@ def _record(point: Point, result: dict[str, Any]) -> dict[str, Any]:
         "point_id": point.id, "status": result["status"], "reason": result.get("reason"),
         "strategy": point.strategy or (point.config.get("workflow") or {}).get("name", "colocated"),
         "workflow": (point.config.get("workflow") or {}).get("name", "colocated"),
-        "gpus": _gpus(point.config), "wall_s": result.get("wall_s"),
+        "gpus": _gpus(point.config), "wall_s": result.get("wall_s"), "cpu_s": result.get("cpu_s"),
     }
     record.update({f"axis.{name}": store.cell(value) for name, value in point.axes.items()})
     if result.get("traceback"):

@@ -26,7 +26,7 @@ from frontier_dag.errors import FrontierDagError
 
 SWEEP_FILES = ("sweep.yaml", "points", "results.parquet")
 #: Columns every record has, in this order, before its axes and its summary.
-META_COLUMNS = ("point_id", "status", "reason", "strategy", "workflow", "gpus", "wall_s")
+META_COLUMNS = ("point_id", "status", "reason", "strategy", "workflow", "gpus", "wall_s", "cpu_s")
 
 
 def prepare(out: Path, resume: bool) -> None:

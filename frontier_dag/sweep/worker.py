@@ -16,16 +16,18 @@ from frontier_dag.sweep.spec import EarlyStopConfig
 def run_point(task: dict[str, Any]) -> dict[str, Any]:
     """``task``: ``config`` (a run config mapping), ``base_dir``, ``source`` and ``early_stop``
     (a mapping or None). Returns ``status`` (``ok``, ``early_stopped`` or ``failed``),
-    ``reason``, ``wall_s`` and the run's ``summary`` (None when it failed)."""
-    started = time.perf_counter()
+    ``reason``, ``wall_s``, ``cpu_s`` (this process's CPU time) and the run's ``summary``
+    (None when it failed)."""
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         status, reason, summary = _run(task)
     except Exception as exc:  # a point's failure is recorded, not raised
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         status, reason, summary = "failed", f"{type(exc).__name__}: {exc}", None
         return {"status": status, "reason": reason, "traceback": tail, "summary": summary,
-                "wall_s": time.perf_counter() - started}
-    return {"status": status, "reason": reason, "summary": summary, "wall_s": time.perf_counter() - started}
+                "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+    return {"status": status, "reason": reason, "summary": summary, "wall_s": time.perf_counter() - started,
+            "cpu_s": time.process_time() - cpu}
 
 
 def _run(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:

@@ -46,7 +46,7 @@ SWEEP = {
 STATUS = {"colocated": "ok", "pd": "ok", "broken": "failed", "no_weights": "pruned", "no_kv": "pruned",
           "bad_ep": "invalid"}
 #: Columns that differ between two runs of the same point.
-TIMINGS = ["wall_s", "wall_time_s", "traceback"]
+TIMINGS = ["wall_s", "cpu_s", "wall_time_s", "traceback"]
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
