@@ -11,6 +11,7 @@ import pytest
 
 from frontier_dag.config.run import Deployment, RunConfig, run_config_from_dict
 from frontier_dag.cost.protocol import Prediction
+from frontier_dag.cost.queries import FAMILIES
 from frontier_dag.ir.graph import EventGraph
 
 #: Small architectures: two layers keep golden dumps readable and tests fast.
@@ -73,7 +74,9 @@ class FakeCostModel:
     name = "fake"
 
     def __init__(self, constant: Mapping[str, float] | None = None, per_unit: Mapping[str, float] | None = None,
-                 bytes_per_unit: float = 1.0):
+                 bytes_per_unit: float = 1.0, measured_families: Sequence[str] = FAMILIES):
+        # families it prices as measured: without attention_mixed, the coster splits mixed batches
+        self.measured_families = frozenset(measured_families)
         self.constant = dict(constant or {})
         self.per_unit = dict(per_unit or {})
         self.bytes_per_unit = bytes_per_unit

@@ -282,48 +282,48 @@ class StageCoster:
     def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, int]:
         out = np.zeros(self.num_templates)
         oor = 0
+        missing = [reads for reads in self._scalar if tuple(env[v] for v in reads) not in self._group_memo[reads]]
+        if missing:
+            self._price_groups(missing, env)
         for reads, members in self._scalar.items():
-            key = tuple(env[v] for v in reads)
-            memo = self._group_memo[reads]
-            hit = memo.get(key)
-            if hit is None:
-                self._price_group(reads, members, env, memo)
-                hit = memo[key]
-            out[[i for i, _, _ in members]] = hit[0]
-            oor += hit[1]
+            prices, flagged = self._group_memo[reads][tuple(env[v] for v in reads)]
+            out[[i for i, _, _ in members]] = prices
+            oor += flagged
         return out, oor
 
-    def _price_group(self, reads: tuple[str, ...], members: list, env: dict[str, int], memo: dict) -> None:
-        """Price a group of scalar templates at ``env``; a group that reads one statistic is
-        also priced at the next SCALAR_LOOKAHEAD values of it in the same calls, since batch
-        sizes and token counts move in small steps."""
-        values = [env[v] for v in reads]
-        points = [dict(env)]
-        if len(reads) == 1:
-            points = [{**env, reads[0]: values[0] + j} for j in range(SCALAR_LOOKAHEAD)]
-        by_family: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-        for position, (_, family, fields) in enumerate(members):
-            by_family[family].append((position, fields))
-        prices = np.zeros((len(points), len(members)))
-        flags = np.zeros((len(points), len(members)), dtype=bool)
-        for family, rows in by_family.items():
+    def _price_groups(self, groups: list[tuple[str, ...]], env: dict[str, int]) -> None:
+        """Price the scalar templates of ``groups`` at ``env`` with one call per family. A
+        group that reads one statistic is also priced at the next SCALAR_LOOKAHEAD values
+        of it, since batch sizes and token counts move in small steps."""
+        # (group, point, position in group, fields) for every row to price, by family
+        rows: dict[str, list[tuple[tuple[str, ...], dict, int, dict]]] = defaultdict(list)
+        points: dict[tuple[str, ...], list[dict]] = {}
+        for reads in groups:
+            span = range(SCALAR_LOOKAHEAD) if len(reads) == 1 else range(1)
+            points[reads] = [{**env, reads[0]: env[reads[0]] + j} if j else env for j in span]
+            for point in points[reads]:
+                for position, (_, family, fields) in enumerate(self._scalar[reads]):
+                    rows[family].append((reads, point, position, fields))
+        prices = {reads: np.zeros((len(points[reads]), len(self._scalar[reads]))) for reads in groups}
+        flags = {reads: np.zeros((len(points[reads]), len(self._scalar[reads])), dtype=bool) for reads in groups}
+        for family, items in rows.items():
             query = {c: [] for c in QUERY_COLUMNS[family]}
-            for point in points:
-                for _, fields in rows:
-                    for c in query:
-                        value = fields.get(c)
-                        query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
+            for _, point, _, fields in items:
+                for c in query:
+                    value = fields.get(c)
+                    query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
             pred = self.cost_model.predict(family, query)
-            positions = [p for p, _ in rows]
-            for j, point in enumerate(points):
-                chunk = slice(j * len(rows), (j + 1) * len(rows))
+            self.usage.sources[pred.source] += len(items)
+            for k, (reads, point, position, fields) in enumerate(items):
+                j = points[reads].index(point)
                 # an op on an empty micro-batch does not run
-                empty = np.array([_is_empty(fields, point) for _, fields in rows])
-                prices[j, positions] = np.where(empty, 0.0, pred.latency_us[chunk])
-                flags[j, positions] = pred.out_of_range[chunk] & ~empty
-            self.usage.sources[pred.source] += len(rows)
-        for j, point in enumerate(points):
-            memo.setdefault(tuple(point[v] for v in reads), (prices[j], int(flags[j].sum())))
+                if not _is_empty(fields, point):
+                    prices[reads][j, position] = pred.latency_us[k]
+                    flags[reads][j, position] = pred.out_of_range[k]
+        for reads in groups:
+            memo = self._group_memo[reads]
+            for j, point in enumerate(points[reads]):
+                memo.setdefault(tuple(point[v] for v in reads), (prices[reads][j], int(flags[reads][j].sum())))
 
     def _price_attention(self, batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
         for index, kind, batch, dp, fields in self._attention:

@@ -138,14 +138,21 @@ class Router:
     def draw(self, tokens: int, rng: np.random.Generator) -> np.ndarray:
         """Token counts of shape (layers, ep, experts per rank) for ``tokens`` tokens.
 
-        A layer routes ``tokens x top_k`` picks; expert e's count is drawn as Poisson with
-        mean ``picks x popularity[e]`` (the many-category limit of the multinomial), through
-        its normal limit where the mean is 10 or more, which is several times cheaper.
-        The top-k constraint that a token's picks differ is not modelled.
+        A layer routes ``tokens x top_k`` picks, a multinomial draw over its experts. For
+        many layers x experts, expert e's count is drawn as Poisson with mean
+        ``picks x popularity[e]`` (the many-category limit of the multinomial), through its
+        normal limit where the mean is 10 or more, which is several times cheaper. The
+        top-k constraint that a token's picks differ is not modelled.
         """
         if tokens <= 0:
             return np.zeros(self.slot_expert.shape, dtype=np.int64)
-        lam = int(tokens) * self.top_k * self.popularity
+        picks = int(tokens) * self.top_k
+        if self.popularity.size <= 2048:  # few layers x experts: the exact multinomial is cheap
+            per_expert = rng.multinomial(picks, self.popularity)
+            layer_index = np.arange(self.layers)[:, None, None]
+            share = per_expert[layer_index, self.slot_expert] * self.slot_share
+            return np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
+        lam = picks * self.popularity
         large = lam >= 10
         per_expert = np.empty(lam.shape, dtype=np.int64)
         per_expert[large] = np.maximum(np.rint(lam[large] + np.sqrt(lam[large]) * rng.standard_normal(int(large.sum()))), 0)

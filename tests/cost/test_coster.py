@@ -4,8 +4,10 @@ priced on the heaviest attention-DP rank, MLA splits prefill and decode sequence
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, dp_share, stage_env
+from frontier_dag.cost.queries import FAMILIES
 from frontier_dag.ir.compile import CompiledStage
 
 
@@ -59,3 +61,15 @@ def test_scalar_prices_are_memoised_on_the_batch_statistics(trace_dict, tiny, fa
     second = c.costs(*stage_env("colocated", [mixed_batch()]))
     assert sum(f == "gemm" for f, _ in model.calls) == calls
     np.testing.assert_array_equal(first, second)
+
+
+def test_a_mixed_batch_is_priced_as_its_parts_without_mixed_measurements(trace_dict, tiny, fake_cost_model):
+    deployment, graph = trace_dict(tiny["dense"], {"m": {"role": "colocated", "gpus": 1}}, "colocated")
+    measured = [f for f in FAMILIES if f != "attention_mixed"]
+    model = fake_cost_model(constant={"attention_decode": 2.0, "attention_prefill": 5.0}, measured_families=measured)
+    costs = coster(graph, "colocated", model).costs(*stage_env("colocated", [mixed_batch()]))
+    families = {f for f, _ in model.calls}
+    assert "attention_mixed" not in families and {"attention_decode", "attention_prefill"} <= families
+    attention = [i for i, t in enumerate(coster(graph, "colocated", model).stage.templates.tolist())
+                 if graph.templates[t].family == "attention"]
+    assert costs[attention] == pytest.approx(7.0)  # decode part + prefill part
