@@ -3,9 +3,10 @@
 A fitted set is stored under a key that hashes everything it depends on: the
 contents of every profile file, the hardware description (SM count and peaks enter
 the features), the fit settings, and the source code of the predictors and of the
-cost contracts (features, readers and the roofline define what a model means). Any
-change to one of them is a different key, so a stale model is never reused; old
-entries are simply left behind.
+cost contracts (features, readers and the roofline define what a model means), less
+the modules that only use fitted models (``RUNTIME_MODULES``). Any change to one of
+them is a different key, so a stale model is never reused; old entries are simply
+left behind.
 
 Location: ``$FRONTIER_DAG_CACHE`` or ``~/.cache/frontier-dag``, under ``predictors/``.
 """
@@ -24,6 +25,9 @@ from typing import Any
 ENV_VAR = "FRONTIER_DAG_CACHE"
 #: source files whose meaning a fitted model depends on, besides this package
 CONTRACT_MODULES = ("frontier_dag.cost.queries", "frontier_dag.cost.roofline")
+#: modules of this package that only use fitted models (prediction, evaluation): editing
+#: them changes no stored model, so they are left out of the key
+RUNTIME_MODULES = frozenset({"model.py", "fastpath.py", "registry.py", "evaluation.py"})
 
 
 def cache_dir() -> Path:
@@ -37,7 +41,7 @@ def code_version() -> str:
     import importlib
 
     package = Path(__file__).parent
-    files = sorted(package.glob("*.py"))
+    files = sorted(f for f in package.glob("*.py") if f.name not in RUNTIME_MODULES)
     files += [Path(importlib.import_module(m).__file__) for m in CONTRACT_MODULES]
     digest = hashlib.sha256()
     for file in files:

@@ -8,11 +8,14 @@ themselves, and the walk stops when every pair sits on a leaf. A leaf can carry
 several values (the mean log inefficiency and the mean log CV of its training rows),
 so one walk yields both the estimate and its spread.
 
-Stored compactly, 18 bytes a node: int16 feature; float32 threshold, rounded down,
-which decides exactly as sklearn's float64 one for the float32-exact features it
-sees (x <= t iff x <= the largest float32 not above t); int32 right child (sklearn
-stores trees depth first: a left child follows its parent); float32 leaf values.
-The walk's per-slot arrays are rebuilt when a forest is loaded.
+Stored compactly, 16 bytes a node (four int32 words, ``FlatForest``): a float32
+threshold, rounded down, which decides exactly as sklearn's float64 one for the
+float32-exact features it sees (x <= t iff x <= the largest float32 not above t), the
+split feature and the right child (sklearn stores trees depth first: a left child
+follows its parent); a leaf stores its first float32 value in the fourth word.
+The prediction path walks these words in compiled loops (``fastpath``); the numpy walk
+below (``leaves``, the reference and the fallback without numba) builds its per-slot
+arrays (20 bytes a node) on first use.
 """
 
 from __future__ import annotations
@@ -24,22 +27,46 @@ import numpy as np
 
 @dataclass
 class FlatForest:
-    """Per node: split feature and threshold (a leaf: +inf), right child (a leaf: itself;
-    the left child is the next node), and leaf values (nodes x outputs); the root node
-    of each tree; the depth."""
+    """All trees' nodes in one (nodes x 4) int32 array, 16 bytes a node, read by the
+    compiled walk in one cache line. An internal node holds its float32 threshold's bits,
+    its split feature, its right child (the left child is the next node) and 0; a leaf
+    holds -inf's bits, feature -1 (a column of zeros the walk appends), its own index and
+    its first float32 value, so that a walk may step past a leaf and stay on it. A second
+    leaf value (the log CV), when any leaf's is non-zero, is in ``spread``. Plus the root
+    node of each tree and the depth."""
 
-    feature: np.ndarray
-    threshold: np.ndarray
-    right: np.ndarray
-    values: np.ndarray
+    nodes: np.ndarray
+    spread: np.ndarray | None
     roots: np.ndarray
     depth: int
     _walk: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_sklearn(cls, forest, extra_leaf_values: list[np.ndarray] | None = None) -> FlatForest:
+    def from_arrays(cls, feature: np.ndarray, threshold: np.ndarray, right: np.ndarray, values: np.ndarray,
+                    roots: np.ndarray, depth: int) -> FlatForest:
+        """From per-node arrays: feature, float32 threshold (+-inf at a leaf), right child, and
+        leaf values (nodes x outputs, at most 2)."""
+        if values.shape[1] > 2:
+            raise ValueError("a flat forest stores at most two values per leaf")
+        leaf = np.isinf(threshold)
+        nodes = np.zeros((len(threshold), 4), dtype=np.int32)
+        as_float = nodes.view(np.float32)
+        as_float[:, 0] = np.where(leaf, -np.inf, threshold)
+        nodes[:, 1] = np.where(leaf, -1, feature)
+        nodes[:, 2] = np.where(leaf, np.arange(len(threshold)), right)
+        as_float[:, 3] = np.where(leaf, values[:, 0], 0)
+        spread = None
+        if values.shape[1] == 2 and np.any(values[leaf, 1] != 0):
+            spread = np.where(leaf, values[:, 1], 0).astype(np.float32)
+        return cls(nodes, spread, np.asarray(roots, dtype=np.int64), int(depth))
+
+    @classmethod
+    def from_sklearn(cls, forest, extra_leaf_values: list[np.ndarray] | None = None,
+                     columns: np.ndarray | None = None) -> FlatForest:
         """Flatten a fitted one-output forest; ``extra_leaf_values[t]`` optionally gives
-        tree t one more value per node, appended as a further output."""
+        tree t one more value per node, appended as a further output. With ``columns``,
+        the forest was fitted on those columns of a wider feature matrix, and its splits
+        are renumbered to read the wider one."""
         features, thresholds, rights, values, roots = [], [], [], [], []
         offset, depth = 0, 0
         for t, estimator in enumerate(forest.estimators_):
@@ -51,44 +78,56 @@ class FlatForest:
             threshold = np.where(leaf, np.inf, tree.threshold)
             rounded = threshold.astype(np.float32)
             rounded = np.where(rounded > threshold, np.nextafter(rounded, np.float32(-np.inf)), rounded)
-            features.append(np.where(leaf, 0, tree.feature))
+            split = np.where(leaf, 0, tree.feature)
+            features.append(split if columns is None else np.asarray(columns)[split])
             thresholds.append(rounded)
             rights.append(np.where(leaf, ids, tree.children_right) + offset)
-            columns = [tree.value[:, 0, 0]]
+            leaf_values = [tree.value[:, 0, 0]]
             if extra_leaf_values is not None:
-                columns.append(extra_leaf_values[t])
-            values.append(np.column_stack(columns))
+                leaf_values.append(extra_leaf_values[t])
+            values.append(np.column_stack(leaf_values))
             roots.append(offset)
             offset += tree.node_count
             depth = max(depth, tree.max_depth)
-        return cls(np.concatenate(features).astype(np.int16), np.concatenate(thresholds).astype(np.float32),
-                   np.concatenate(rights).astype(np.int32), np.concatenate(values).astype(np.float32),
-                   np.asarray(roots, dtype=np.int64), depth)
-
-    def __post_init__(self) -> None:
-        self._slots()
+        return cls.from_arrays(np.concatenate(features), np.concatenate(thresholds).astype(np.float32),
+                               np.concatenate(rights), np.concatenate(values).astype(np.float32), roots, depth)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_walk": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._slots()  # at load, so the first prediction costs what the others do
 
     @property
     def n_trees(self) -> int:
         return len(self.roots)
 
+    @property
+    def threshold(self) -> np.ndarray:
+        return self.nodes.view(np.float32)[:, 0]
+
+    @property
+    def feature(self) -> np.ndarray:
+        return self.nodes[:, 1]
+
+    @property
+    def right(self) -> np.ndarray:
+        return self.nodes[:, 2]
+
+    @property
+    def values(self) -> np.ndarray:
+        """Leaf values, nodes x 2 (meaningless at internal nodes)."""
+        spread = self.spread if self.spread is not None else np.zeros(len(self.nodes), dtype=np.float32)
+        return np.column_stack([self.nodes.view(np.float32)[:, 3], spread])
+
     def _slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Node i owns slots 2i (taken when x <= threshold) and 2i + 1: per slot, the
         node's feature and threshold and the slot of the child it leads to. Indexing
         by slot saves a multiply per level."""
-        if self._walk is None:  # built once per forest
-            nodes = np.arange(len(self.right), dtype=np.int32)
+        if self._walk is None:  # built once per forest, on first use
+            nodes = np.arange(len(self.nodes), dtype=np.int32)
             leaf = np.isinf(self.threshold)
             left = np.where(leaf, nodes, nodes + 1)
             child = 2 * np.column_stack([left, self.right]).ravel()
-            self._walk = (np.repeat(self.feature, 2), np.repeat(self.threshold, 2), child)
+            threshold = np.where(leaf, np.inf, self.threshold).astype(np.float32)
+            self._walk = (np.repeat(np.where(leaf, 0, self.feature), 2), np.repeat(threshold, 2), child)
         return self._walk
 
     def leaves(self, X: np.ndarray) -> np.ndarray:

@@ -1,8 +1,15 @@
 """The fitted cost model the simulator calls: batched, memoized, range-aware.
 
-``predict(family, query)`` prices a batch of queries. Each row is looked up in an LRU
-memo keyed on the row's exact inputs (ragged columns by their bytes); only the misses
-are featurized and walked through the flattened forest, in one vectorized batch.
+``predict(family, query)`` prices a batch of queries. Rows of families without
+per-sequence lengths (GEMM, grouped GEMM, collectives, ...) are looked up in a memo
+keyed on the row's exact inputs (ragged expert loads by their bytes); only the misses
+are featurized and walked through the flattened forest, in one batch. Attention and
+MLA rows are not memoized here: the simulator memoizes them itself (in 0.5% buckets
+of the batch's sums) and asks for rows it has not priced, and exact keys over every
+sequence's lengths would cost kilobytes a row. The miss path runs the compiled
+features and walk of ``fastpath`` (numba); without numba, ``features.py`` and
+``FlatForest.leaves`` give the same numbers 10-20x slower.
+
 Families without a profile fall back to the roofline and say so (``source``).
 Rows outside the fitted range are predicted with the efficiency of the nearest
 measured points against their own calibrated roofline, flagged, and counted in
@@ -12,7 +19,7 @@ log-normal with the predicted median and spread instead of returning the median.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,18 +27,30 @@ import numpy as np
 
 from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.cost.protocol import Prediction
-from frontier_dag.cost.queries import QUERY_COLUMNS, RAGGED_COLUMNS
+from frontier_dag.cost.queries import (
+    ATTENTION_FAMILIES,
+    MLA_FAMILIES,
+    QUERY_COLUMNS,
+    RAGGED_COLUMNS,
+    check_query,
+)
 from frontier_dag.cost.roofline import roofline_us
 
 from .fitted_set import FittedSet
 
 MEMO_SIZE = 1 << 16
+#: families whose rows list every sequence's lengths: priced without a per-row memo
+PER_SEQUENCE_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES})
 
 
-def _column_keys(values: Sequence[Any], ragged: bool) -> list:
-    if ragged:
-        return [np.asarray(v, dtype=np.int64).tobytes() for v in values]
-    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+def _load_fastpath():
+    """The compiled path, or None (with a warning) where numba is missing."""
+    try:
+        from . import fastpath
+    except ImportError as error:  # a stale environment; `pip install -e .` brings numba
+        warnings.warn(f"numba unavailable ({error}); fitted predictors run 10-20x slower", stacklevel=3)
+        return None
+    return fastpath
 
 
 class FittedCostModel:
@@ -46,41 +65,106 @@ class FittedCostModel:
         self.rng = np.random.default_rng(seed)
         self.memo_size = memo_size
         self.out_of_range_count = 0
-        self._memo: dict[str, OrderedDict] = {f: OrderedDict() for f in fitted.models}
-        self._ragged = {f: [c in RAGGED_COLUMNS for c in QUERY_COLUMNS[f]] for f in QUERY_COLUMNS}
+        self._memo: dict[str, dict] = {f: {} for f in fitted.models if f not in PER_SEQUENCE_FAMILIES}
+        self._columns = {f: tuple((c, c in RAGGED_COLUMNS) for c in QUERY_COLUMNS[f]) for f in QUERY_COLUMNS}
+        self._compiled: dict[str, Any] = {}
+        self._fastpath: Any = False  # loaded on the first prediction (numba's import takes 0.5 s)
+        self._tables = None
 
+    # -- the protocol ----------------------------------------------------------------------------
     def predict(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
         model = self.fitted.models.get(family)
         if model is None:
-            return Prediction(roofline_us(family, query, self.hardware), source="roofline",
-                              extra={"reason": f"no {family} profile in {self.fitted.description}"})
-        memo = self._memo[family]
-        columns = QUERY_COLUMNS[family]
-        keys = list(zip(*(_column_keys(query[c], r) for c, r in zip(columns, self._ragged[family], strict=True)),
-                        strict=True))
-        found: list = [None] * len(keys)
-        missing = []
-        for i, key in enumerate(keys):
-            entry = memo.get(key)
-            if entry is None:
-                missing.append(i)
-            else:
-                memo.move_to_end(key)
-                found[i] = entry
-        if missing:
-            rows = {c: [query[c][i] for i in missing] for c in columns}
-            latency, std, out_of_range = model.predict(rows, self.hardware)
-            for j, i in enumerate(missing):
-                found[i] = memo[keys[i]] = (float(latency[j]), float(std[j]), bool(out_of_range[j]))
-            while len(memo) > self.memo_size:
-                memo.popitem(last=False)
-        latency, std, out_of_range = (np.array(v, dtype=float) for v in zip(*found, strict=True)) if found \
-            else (np.empty(0), np.empty(0), np.empty(0))
-        flagged = out_of_range.astype(bool)
-        self.out_of_range_count += int(flagged.sum())
+            return self._without_model(family, query)
+        memo = self._memo.get(family)
+        if memo is None:
+            rows = check_query(family, query)
+            latency, std, out_of_range = self._compute(family, query, rows)
+        else:
+            latency, std, out_of_range = self._memoized(family, query, memo)
+        return self._prediction(latency, std, out_of_range, "rf")
+
+    # -- paths -----------------------------------------------------------------------------------
+    def _prediction(self, latency: np.ndarray, std: np.ndarray, out_of_range: np.ndarray, source: str,
+                    extra: dict | None = None) -> Prediction:
+        self.out_of_range_count += int(out_of_range[0]) if len(out_of_range) == 1 else \
+            int(np.count_nonzero(out_of_range))
         if self.jitter:
             latency = self._sample(latency, std)
-        return Prediction(latency, std, flagged, source="rf")
+        return Prediction(latency, std, out_of_range, source=source, extra=extra or {})
+
+    def _compute(self, family: str, query: Mapping[str, Any], rows: int) -> tuple[np.ndarray, ...]:
+        """Latency, std and out-of-range flags of every row, without the memo."""
+        if rows == 0:
+            return np.empty(0), np.empty(0), np.zeros(0, dtype=bool)
+        compiled = self._compiled.get(family, False)
+        if compiled is False:
+            compiled = self._compiled[family] = self._compile(family)
+        if compiled is None:
+            return self.fitted.models[family].predict(query, self.hardware)
+        return compiled.predict(query, rows)
+
+    def _compile(self, family: str):
+        if self._fastpath is False:
+            self._fastpath = _load_fastpath()
+            if self._fastpath is not None:
+                self._tables = self._fastpath.HardwareTables(self.hardware)
+        fp = self._fastpath
+        if fp is None or family not in fp.FAST_FAMILIES:
+            return None
+        return fp.CompiledFamily(self.fitted.models[family], self._tables)
+
+    def _keys(self, family: str, query: Mapping[str, Sequence[Any]]) -> list:
+        columns = []
+        for column, ragged in self._columns[family]:
+            values = query[column]
+            if ragged:  # by the bytes of the row's int64 values
+                columns.append([(v if type(v) is np.ndarray and v.dtype == np.int64 else
+                                 np.asarray(v, dtype=np.int64)).tobytes() for v in values])
+            else:
+                columns.append(values.tolist() if isinstance(values, np.ndarray) else values)
+        return list(zip(*columns, strict=True))
+
+    def _memoized(self, family: str, query: Mapping[str, Sequence[Any]], memo: dict) -> tuple[np.ndarray, ...]:
+        try:
+            keys = self._keys(family, query)
+        except (KeyError, ValueError):
+            check_query(family, query)  # names the missing column or the uneven lengths
+            raise
+        get = memo.get
+        entries = [get(key) for key in keys]
+        if None not in entries:  # every row seen before
+            if len(entries) == 1:
+                latency, std, out_of_range = entries[0]
+                return np.array([latency]), np.array([std]), np.array([out_of_range])
+            table = np.array(entries, dtype=float)
+            return table[:, 0], table[:, 1], table[:, 2] != 0
+        missing = [i for i, entry in enumerate(entries) if entry is None]
+        if len(missing) == len(keys):  # every row is new: no gathering
+            latency, std, out_of_range = self._compute(family, query, len(keys))
+            memo.update(zip(keys, zip(latency.tolist(), std.tolist(), out_of_range.tolist(), strict=True),
+                            strict=True))
+            self._trim(memo)
+            return latency, std, out_of_range
+        if missing:
+            part = {c: [query[c][i] for i in missing] for c in QUERY_COLUMNS[family]}
+            latency, std, out_of_range = self._compute(family, part, len(missing))
+            for i, entry in zip(missing, zip(latency.tolist(), std.tolist(), out_of_range.tolist(), strict=True),
+                                strict=True):
+                entries[i] = memo[keys[i]] = entry
+            self._trim(memo)
+        table = np.array(entries, dtype=float).reshape(len(entries), 3)
+        return table[:, 0], table[:, 1], table[:, 2] != 0
+
+    def _trim(self, memo: dict) -> None:
+        """Past ``memo_size`` entries, drop the older half (insertion order)."""
+        if len(memo) > self.memo_size:
+            for key in list(memo)[: len(memo) - self.memo_size // 2]:
+                del memo[key]
+
+    def _without_model(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
+        return Prediction(roofline_us(family, query, self.hardware), source="roofline",
+                          extra={"reason": f"no {family} profile in {self.fitted.description}"})
 
     def _sample(self, median: np.ndarray, std: np.ndarray) -> np.ndarray:
         """Log-normal draws with the given median and (approximately) the given std."""
