@@ -10,7 +10,13 @@ sequence's lengths would cost kilobytes a row. The miss path runs the compiled
 features and walk of ``fastpath`` (numba); without numba, ``features.py`` and
 ``FlatForest.leaves`` give the same numbers 10-20x slower.
 
-Families without a profile fall back to the roofline and say so (``source``).
+Families without a profile fall back to the roofline and say so (``source``), except
+``attention_mixed`` when the prefill and decode families are fitted (aiconfigurator
+measures only uniform prefill and decode batches): a mixed batch is then priced as its
+prefill sequences through the prefill model plus its decode sequences through the
+decode model (``source == "rf-split"``), as vLLM's and FlashAttention's mixed kernels
+spend their time at first order. ``measured_families`` lists the fitted families, so
+that the simulator can split mixed batches itself and memoize the parts apart.
 Rows outside the fitted range are predicted with the efficiency of the nearest
 measured points against their own calibrated roofline, flagged, and counted in
 ``out_of_range_count``. With ``jitter`` each call samples the kernel time from a
@@ -72,6 +78,11 @@ class FittedCostModel:
         self._tables = None
 
     # -- the protocol ----------------------------------------------------------------------------
+    @property
+    def measured_families(self) -> frozenset[str]:
+        """Families priced from measurements (the others: roofline, or the mixed split)."""
+        return frozenset(self.fitted.models)
+
     def predict(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
         model = self.fitted.models.get(family)
         if model is None:
@@ -163,8 +174,33 @@ class FittedCostModel:
                 del memo[key]
 
     def _without_model(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
+        models = self.fitted.models
+        if family == "attention_mixed" and "attention_prefill" in models and "attention_decode" in models:
+            return self._split_mixed(query)
         return Prediction(roofline_us(family, query, self.hardware), source="roofline",
                           extra={"reason": f"no {family} profile in {self.fitted.description}"})
+
+    def _split_mixed(self, query: Mapping[str, Sequence[Any]]) -> Prediction:
+        """A mixed batch as its prefill sequences (prefill model) plus its decode sequences
+        (decode model); the spreads add in quadrature, a row is out of range if a part is."""
+        rows = check_query("attention_mixed", query)
+        latency, variance, out_of_range = np.zeros(rows), np.zeros(rows), np.zeros(rows, dtype=bool)
+        q_lens = [np.asarray(q).ravel() for q in query["q_lens"]]
+        ctx_lens = [np.asarray(c).ravel() for c in query["ctx_lens"]]
+        for family, is_part in (("attention_prefill", np.greater), ("attention_decode", np.equal)):
+            picks = [is_part(q, 1) for q in q_lens]
+            have = [i for i, pick in enumerate(picks) if pick.any()]
+            if not have:
+                continue
+            part = {c: [query[c][i] for i in have] for c in QUERY_COLUMNS[family] if c not in ("q_lens", "ctx_lens")}
+            part["q_lens"] = [q_lens[i][picks[i]] for i in have]
+            part["ctx_lens"] = [ctx_lens[i][picks[i]] for i in have]
+            lat, std, oor = self._compute(family, part, len(have))
+            latency[have] += lat
+            variance[have] += std**2
+            out_of_range[have] |= oor
+        return self._prediction(latency, np.sqrt(variance), out_of_range, "rf-split",
+                                {"parts": ("attention_prefill", "attention_decode")})
 
     def _sample(self, median: np.ndarray, std: np.ndarray) -> np.ndarray:
         """Log-normal draws with the given median and (approximately) the given std."""

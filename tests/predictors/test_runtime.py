@@ -1,0 +1,50 @@
+"""The fitted cost model at run time: mixed batches without mixed profiles, the families
+it declares measured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from predictor_profiles import H200, SETTINGS, profile
+
+from frontier_dag.predictors.fitted_set import FittedSet
+from frontier_dag.predictors.fitting import fit_family
+from frontier_dag.predictors.model import FittedCostModel
+
+
+@pytest.fixture(scope="module")
+def uniform_attention():
+    """Prefill and decode models, no mixed one (as aiconfigurator's tables)."""
+    rng = np.random.default_rng(7)
+    models = {f: fit_family(f, profile(f, rng), H200, SETTINGS, n_jobs=1)
+              for f in ("attention_prefill", "attention_decode")}
+    return FittedSet(H200.name, "synthetic", "0", SETTINGS, models)
+
+
+def attention_rows(q_lens, ctx_lens):
+    n = len(q_lens)
+    return {"num_heads": [32] * n, "num_kv_heads": [8] * n, "head_dim": [128] * n, "dtype": ["bf16"] * n,
+            "kv_dtype": ["bf16"] * n, "q_lens": [np.array(q) for q in q_lens],
+            "ctx_lens": [np.array(c) for c in ctx_lens]}
+
+
+def test_a_mixed_batch_is_its_prefill_part_plus_its_decode_part(uniform_attention):
+    model = FittedCostModel(uniform_attention)
+    assert model.measured_families == {"attention_prefill", "attention_decode"}  # the simulator splits itself
+    mixed = attention_rows([[512, 1, 1, 1], [300, 200], [1, 1]], [[1000, 50, 900, 4000], [0, 64], [10, 20]])
+    got = model.predict("attention_mixed", mixed)
+    assert got.source == "rf-split" and got.extra["parts"] == ("attention_prefill", "attention_decode")
+    prefill = model.predict("attention_prefill", attention_rows([[512], [300, 200]], [[1000], [0, 64]]))
+    decode = model.predict("attention_decode", attention_rows([[1, 1, 1], [1, 1]], [[50, 900, 4000], [10, 20]]))
+    assert got.latency_us[0] == prefill.latency_us[0] + decode.latency_us[0]
+    assert got.latency_us[1] == prefill.latency_us[1]  # no decode sequences: the prefill part alone
+    assert got.latency_us[2] == decode.latency_us[1]  # no prefill sequences: the decode part alone
+    assert list(got.out_of_range) == [prefill.out_of_range[0] or decode.out_of_range[0], prefill.out_of_range[1],
+                                      decode.out_of_range[1]]
+
+
+def test_without_both_parts_mixed_batches_fall_back_to_the_roofline(uniform_attention):
+    decode_only = FittedSet(H200.name, "synthetic", "0", SETTINGS,
+                            {"attention_decode": uniform_attention.models["attention_decode"]})
+    got = FittedCostModel(decode_only).predict("attention_mixed", attention_rows([[512, 1]], [[0, 100]]))
+    assert got.source == "roofline" and "no attention_mixed profile" in got.extra["reason"]
