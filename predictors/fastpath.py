@@ -603,8 +603,8 @@ class CompiledFamily:
         transfer = family in COLLECTIVE_FAMILIES or family == "p2p"
         self.transform = np.array([2 if name == "log_roofline_us" and not transfer else
                                    0 if name in LINEAR_FEATURES else 1 for name in names], dtype=np.int8)
-        self.checked = np.asarray(getattr(model, "range_columns", None) if getattr(model, "range_columns", None)
-                                  is not None else np.arange(len(names)), dtype=np.int64)
+        self.checked = np.asarray(np.arange(len(names)) if model.range_columns is None else model.range_columns,
+                                  dtype=np.int64)
         forest = model.forest
         self.model_arrays = (self.transform, self.checked, np.asarray(model.low, dtype=np.float64),
                              np.asarray(model.high, dtype=np.float64), forest.nodes, forest.nodes.view(np.float32),

@@ -10,9 +10,9 @@ A forest is fitted in seconds with fixed settings (no grid search), then flatten
 (``forest``). Each of
 its leaves also records the mean log CV (std / median) of the training rows that
 reach it, where the profile measured a spread, so one walk predicts both the kernel
-time and its jitter. The bounding box of the training features marks a query as out
-of range; such a query is predicted at the nearest point of the box (the efficiency
-of the nearest measured shapes) and scaled by its own calibrated roofline time.
+time and its jitter. The bounding box of the training's size features (``SIZE_FEATURES``)
+marks a query as out of range; such a query is predicted with the efficiency of the
+nearest measured shapes, scaled by its own calibrated roofline time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from frontier_dag.config.hardware import HardwareConfig
-from frontier_dag.cost.queries import QUERY_COLUMNS
+from frontier_dag.cost.queries import (
+    ATTENTION_FAMILIES,
+    COLLECTIVE_FAMILIES,
+    MLA_FAMILIES,
+    QUERY_COLUMNS,
+)
 from frontier_dag.errors import PredictorError
 
 from .features import feature_matrix, learn_vocab
@@ -33,6 +38,22 @@ from .forest import FlatForest
 
 #: a measured spread above this CV is an outlier-ridden timing, not kernel jitter
 MAX_CV = 0.5
+
+_ATTENTION_SIZE = ("n_seqs", "q_sum", "q_max", "kv_sum", "kv_max", "heads", "dtype", "kv_dtype")
+#: the features that say how big a query is, and its categories: a query is out of range
+#: when one of them lies outside what was measured. How a batch's lengths spread (std,
+#: quantiles, shares) is not a size: aiconfigurator measures uniform batches only, and a
+#: heterogeneous batch of measured sizes is interpolated, not extrapolated.
+SIZE_FEATURES: dict[str, tuple[str, ...]] = {
+    **{f: (*_ATTENTION_SIZE, "kv_heads", "head_dim") for f in ATTENTION_FAMILIES},
+    **{f: (*_ATTENTION_SIZE, "kv_lora_rank", "rope_dim", "nope_dim", "v_dim") for f in MLA_FAMILIES},
+    "gemm": ("m", "n", "k", "dtype"),
+    "moe_grouped_gemm": ("num_tokens", "hidden", "inter", "num_experts", "topk", "ep", "moe_tp", "dtype", "n_local",
+                         "routed", "load_max"),
+    **{f: ("log_bytes", "group_size", "placement", "impl") for f in COLLECTIVE_FAMILIES},
+    "p2p": ("log_bytes", "placement"),
+    "elementwise": ("op", "num_tokens", "hidden", "dtype"),
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +80,8 @@ DEFAULT_SETTINGS = FitSettings()
 
 @dataclass
 class FamilyModel:
-    """A fitted family: its feature names, learned categories, box, and flattened forest."""
+    """A fitted family: its feature names, learned categories, box (of every feature, and
+    the columns of its size features, which the range check reads), and flattened forest."""
 
     family: str
     names: list[str]
@@ -71,6 +93,7 @@ class FamilyModel:
     has_spread: bool
     n_train: int
     info: dict[str, Any] = field(default_factory=dict)
+    range_columns: np.ndarray | None = None
 
     def predict(self, query: Mapping[str, Any], hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median latency (µs), its std (µs) and the out-of-range flag of each query row."""
@@ -79,10 +102,12 @@ class FamilyModel:
 
     def predict_features(self, X: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         baseline = calibrated_roofline(self.calibration, work)
-        # an unknown category is coded -1, below every code seen in training
-        out_of_range = ((self.low > X) | (self.high < X)).any(axis=1)
-        if out_of_range.any():
-            X = np.clip(X, self.low, self.high)
+        # an unknown category is coded -1, below every code seen in training. Beyond the
+        # box a tree goes where it goes at the box's edge (its thresholds lie inside), so
+        # the forest gives the inefficiency of the nearest measured shapes unclipped.
+        outside = (self.low > X) | (self.high < X)
+        columns = self.range_columns
+        out_of_range = (outside if columns is None else outside[:, columns]).any(axis=1)
         log_ratio, log_cv = self.forest.predict(X).T
         latency = baseline * np.exp(log_ratio)
         std = latency * np.exp(log_cv) if self.has_spread else np.zeros_like(latency)
@@ -176,6 +201,7 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
     else:  # no spread to learn: skip walking every row through every tree
         leaf_cv = [np.zeros(e.tree_.node_count) for e in forest.estimators_]
     return FamilyModel(
+        range_columns=np.array([names.index(n) for n in SIZE_FEATURES[family] if n in names], dtype=np.int64),
         family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
         forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),
         info={**info, "min_samples_leaf": leaf, "t0_us": float(calibration[0]),

@@ -1,9 +1,10 @@
 """The fitted cost model at run time: mixed batches without mixed profiles, the families
-it declares measured."""
+it declares measured, what out of range means."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from predictor_profiles import H200, SETTINGS, profile
 
@@ -48,3 +49,25 @@ def test_without_both_parts_mixed_batches_fall_back_to_the_roofline(uniform_atte
                             {"attention_decode": uniform_attention.models["attention_decode"]})
     got = FittedCostModel(decode_only).predict("attention_mixed", attention_rows([[512, 1]], [[0, 100]]))
     assert got.source == "roofline" and "no attention_mixed profile" in got.extra["reason"]
+
+
+def uniform_decode_profile() -> pd.DataFrame:
+    """Decode batches as aiconfigurator measures them: every sequence at the same context."""
+    rows = [(n, ctx) for n in (1, 2, 4, 8, 16, 32, 64) for ctx in (128, 512, 2048, 8192)]
+    frame = pd.DataFrame(attention_rows([[1] * n for n, _ in rows], [[ctx] * n for n, ctx in rows]))
+    frame["latency_us"] = [5.0 + n * ctx / 4000 for n, ctx in rows]
+    frame["latency_std_us"], frame["repeats"] = 0.0, 5
+    return frame
+
+
+def test_out_of_range_means_a_size_outside_the_measured_ones():
+    decode = fit_family("attention_decode", uniform_decode_profile(), H200, SETTINGS, n_jobs=1)
+    model = FittedCostModel(FittedSet(H200.name, "uniform", "0", SETTINGS, {"attention_decode": decode}))
+    rng = np.random.default_rng(0)
+    spread = model.predict("attention_decode", attention_rows([[1] * 32], [rng.integers(128, 8192, 32)]))
+    assert not spread.out_of_range[0]  # lengths unlike each other, but every size was measured
+    beyond = model.predict("attention_decode", attention_rows([[1] * 4, [1] * 100], [[512, 512, 512, 20000], [512] * 100]))
+    assert beyond.out_of_range.all()  # a context longer than measured; more sequences than measured
+    fp8 = model.predict("attention_decode", {**attention_rows([[1] * 4], [[512] * 4]), "kv_dtype": ["fp8"]})
+    assert fp8.out_of_range[0]  # a KV dtype never measured
+    assert model.out_of_range_count == 3
