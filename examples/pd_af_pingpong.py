@@ -5,6 +5,7 @@ micro-batches. Three stages: a prefill iteration, the KV transfer, an AF decode 
     frontier-dag critical-path examples/pd_af_pingpong.yaml --set predictor.source=roofline
 """
 
+from frontier_dag.dsl import Builder, Param, workflow
 from frontier_dag.workflows.layers import (
     ACTIVATION_BYTES,
     attention,
@@ -13,8 +14,6 @@ from frontier_dag.workflows.layers import (
     kv_bytes_per_token,
     lm_head,
 )
-
-from frontier_dag.dsl import Builder, Param, workflow
 
 MICRO_BATCHES = Param(int, 2, "decode micro-batches in flight between the attention and FFN pools", minimum=1)
 

@@ -2,10 +2,9 @@
 micro-batch's tokens are dispatched to the FFN pool's EP ranks. A composition of
 ``af_pingpong`` and ``ep_moe``."""
 
+from frontier_dag.dsl import Builder, workflow
 from frontier_dag.workflows.af_pingpong import MICRO_BATCHES, af_stages
 from frontier_dag.workflows.ep_moe import ROUTING, ep_moe_block
-
-from frontier_dag.dsl import Builder, workflow
 
 
 @workflow("af_ep_moe", "AF ping-pong whose FFN pool runs expert-parallel MoE.",

@@ -14,10 +14,9 @@ decode, each request starting once its KV has moved to the attention pool.
 block for the FFN pool.
 """
 
+from frontier_dag.dsl import Builder, Param, workflow
 from frontier_dag.workflows.layers import ACTIVATION_BYTES, MoEBlock, attention, embed, ffn, lm_head
 from frontier_dag.workflows.pd import prefill_and_transfer
-
-from frontier_dag.dsl import Builder, Param, workflow
 
 MICRO_BATCHES = Param(int, 2, "ping-pong micro-batches m (1 = no overlap)", minimum=1)
 

@@ -8,9 +8,8 @@ MoE layers split every expert by TP, or run expert parallel when the pool's
 ``ep`` > 1 (with uniform routing; the ``ep_moe`` workflow chooses the routing).
 """
 
-from frontier_dag.workflows.layers import decoder
-
 from frontier_dag.dsl import Builder, workflow
+from frontier_dag.workflows.layers import decoder
 
 
 @workflow("colocated", "One pool serves prefill and decode in the same iterations (chunked prefill), "

@@ -12,9 +12,8 @@ replicates the hottest experts across ranks (EPLB).
 into other strategies.
 """
 
-from frontier_dag.workflows.layers import ACTIVATION_BYTES, decoder, router, shared_experts
-
 from frontier_dag.dsl import Builder, Param, workflow
+from frontier_dag.workflows.layers import ACTIVATION_BYTES, decoder, router, shared_experts
 
 ROUTING = Param(dict, {"kind": "uniform"}, "expert routing: {kind: uniform|power_law|trace, alpha, path, "
                 "redundant_experts}")

@@ -11,6 +11,7 @@ iteration then generates one token for every sequence in the decode batch.
 block for the pools.
 """
 
+from frontier_dag.dsl import Builder, Op, Param, workflow
 from frontier_dag.workflows.layers import (
     MoEBlock,
     attention,
@@ -20,8 +21,6 @@ from frontier_dag.workflows.layers import (
     lm_head,
     moe_block_for,
 )
-
-from frontier_dag.dsl import Builder, Op, Param, workflow
 
 KV_TRANSFER = Param(str, "per_request", "when KV moves to the decode pool: per_request (after the prefill) or "
                     "per_layer (overlapped with the prefill)", choices=("per_request", "per_layer"))

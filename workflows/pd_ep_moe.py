@@ -2,10 +2,9 @@
 its ``ep`` > 1) dispatches tokens to EP ranks in every MoE layer. A composition of
 ``pd`` and ``ep_moe``."""
 
+from frontier_dag.dsl import Builder, workflow
 from frontier_dag.workflows.ep_moe import ROUTING, ep_moe_block
 from frontier_dag.workflows.pd import KV_TRANSFER, pd_stages
-
-from frontier_dag.dsl import Builder, workflow
 
 
 @workflow("pd_ep_moe", "PD disaggregation whose decode pool (and prefill pool, if ep > 1) runs expert-parallel "

@@ -32,8 +32,6 @@ def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, out,
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, and the rows that could not be simulated."""
-    import pandas as pd
-
     from frontier_dag.errors import ConfigError
     from frontier_dag.validation.convert import ROUNDS
     from frontier_dag.validation.models import is_moe
@@ -51,17 +49,21 @@ def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, out,
 
         bar = tqdm(total=len(rows), unit="row", desc=f"validate {system}", dynamic_ncols=True, leave=False)
 
+    done: list[dict] = []
+
     def tick(record: dict) -> None:
         if bar is not None:
             bar.update(1)
+        done.append(record)
+        if out and len(done) % 50 == 0:  # a long run can be read while it goes on
+            _write(done, out)
 
     records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, progress=tick)
     if bar is not None:
         bar.close()
     report = summarize_records(records)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(records).to_csv(out, index=False)
+        _write(records, out)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -69,3 +71,10 @@ def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, out,
     click.echo(format_reasons(report))
     if out:
         click.echo(f"wrote {out}")
+
+
+def _write(records: list[dict], out: str) -> None:
+    import pandas as pd
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(records).to_csv(out, index=False)

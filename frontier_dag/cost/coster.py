@@ -93,8 +93,16 @@ class BatchSummary(NamedTuple):
 STAT_NAMES = ("tokens", "seqs", "prefill_tokens", "prefill_seqs", "decode_seqs", "ctx_tokens", "kv_tokens", "kv_out_tokens")
 
 
-def _bucket(value: int, _log1p=math.log1p, _step=_LOG_STEP) -> int:
+def bucket(value: int, _log1p=math.log1p, _step=_LOG_STEP) -> int:
+    """The memo bucket of a non-negative count (see ATTENTION_MEMO_RESOLUTION)."""
     return int(_log1p(value) / _step)
+
+
+_bucket = bucket
+
+
+def coster_memo_is_bucketed() -> bool:
+    return ATTENTION_MEMO_RESOLUTION > 0
 
 
 def attention_key(summary: BatchSummary) -> tuple:
@@ -335,6 +343,22 @@ class StageCoster:
         for index, kind, batch, dp, fields in self._attention:
             total += coef[index] * self._attention_price(index, kind, dp, fields, batches[batch])
         return total
+
+    @property
+    def attention_templates(self) -> list[tuple[int, str, str, int, dict]]:
+        """(template index, kind, micro-batch, dp ranks, fields) of the attention templates."""
+        return self._attention
+
+    @property
+    def attention_memo(self) -> dict[tuple, tuple[float, int]]:
+        return self._attention_memo
+
+    def attention_price(self, index: int, load: MicroBatchLoad) -> float:
+        """The (memoised) price of attention template ``index`` for ``load``."""
+        for i, kind, _, dp, fields in self._attention:
+            if i == index:
+                return self._attention_price(index, kind, dp, fields, load)
+        raise KeyError(f"template {index} is not an attention template of this stage")
 
     def _attention_price(self, index: int, kind: str, dp: int, fields: dict, load: MicroBatchLoad) -> float:
         summary = load.summary

@@ -120,7 +120,9 @@ class GlobalController:
     def preempted(self, rid: int, replica: ReplicaWorker) -> None:
         """A preempted sequence is recomputed from its prompt and the tokens it generated."""
         if replica.serves == "decode":
-            self.entry.pick().waiting.appendleft(rid)
+            entry = self.entry.pick()
+            entry.cut()
+            entry.waiting.appendleft(rid)
             self.events.after(0.0, self._kick_entry)
             self.events.after(0.0, self._retry_pending)  # its seat and KV are free again
         else:
@@ -128,6 +130,7 @@ class GlobalController:
 
     def _kick_entry(self) -> None:
         for r in self.entry.replicas:
+            r.cut()
             r.kick(Cause.REQUEUE)
 
     def handoff(self, rid: int, source: ReplicaWorker) -> None:
@@ -144,6 +147,8 @@ class GlobalController:
 
     def _try_transfer(self, rid: int, source: ReplicaWorker) -> bool:
         tokens = self._kv_tokens(rid)
+        for r in self.decode.replicas:
+            r.cut()  # their free blocks as of now, not after planned decode steps
         # a decode replica takes a request only with a free seat and room for its KV: KV
         # reserved for a request that cannot be seated would starve its running sequences
         candidates = [r for r in self.decode.replicas

@@ -15,6 +15,8 @@ from frontier_dag.cost.coster import (
     BatchSummary,
     MicroBatchLoad,
     StageCoster,
+    bucket,
+    coster_memo_is_bucketed,
     split_micro_batches,
 )
 from frontier_dag.cost.protocol import CostModel
@@ -65,6 +67,7 @@ class ExecutionPredictor:
         used = [self._keys[0].index(v) for v in self.coster.scalar_variables] if self.micro_batches == 1 else []
         self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
         self._scalar_memo: dict = {}
+        self._decode_steps: bool | None = None  # whether decode_steps applies (decided on first use)
         # the attribution category of each template, and the latest iteration's attribution
         families = [graph.templates[t].family for t in self.compiled.templates.tolist()]
         self._category = np.array([CATEGORIES.index(CATEGORY_OF_FAMILY.get(f, "waits_and_bubbles")) for f in families],
@@ -106,6 +109,47 @@ class ExecutionPredictor:
         cats = entry[1]
         self.last_categories = (cats[0] + attention, *cats[1:7], self.overhead_us)
         return entry[0] + attention + self.overhead_us
+
+    def decode_steps(self, n: int, contexts: list[int], longest: list[int], materialize) -> tuple[list, list] | None:
+        """Durations and attributions of consecutive decode steps of ``n`` sequences whose
+        context sums and longest contexts are ``contexts`` and ``longest``; ``materialize(j)``
+        gives step j's arrays. None when the stage is not a plain chain of one micro-batch
+        (then price the steps one by one)."""
+        if self._decode_steps is None:
+            plain = self.linear is not None and self.micro_batches == 1 and all(
+                kind == "attention" and dp == 1 and not fields.get("window")
+                for _, kind, _, dp, fields in self.coster.attention_templates)
+            self._decode_steps = plain and coster_memo_is_bucketed()
+        if not self._decode_steps:
+            return None
+        first = BatchSummary(n, n, 0, 0, contexts[0], longest[0], contexts[0], n, contexts[0], longest[0], 0)
+        last = first._replace(ctx_tokens=contexts[-1], work=contexts[-1], decode_ctx_tokens=contexts[-1])
+        if self._scalar_key(first.stats()) != self._scalar_key(last.stats()):
+            return None  # scalar shapes read the context: price step by step
+        self.time_us_summary(first, lambda: materialize(0))
+        scalar = self._scalar_memo[self._scalar_key(first.stats())]
+        memo, usage = self.coster.attention_memo, self.coster.usage
+        templates = self.coster.attention_templates
+        durations, categories = [], []
+        for j, (ctx, top) in enumerate(zip(contexts, longest, strict=True)):
+            attention = 0.0
+            for index, _, _, _, _ in templates:
+                hit = memo.get((index, n, n, bucket(ctx), bucket(top)))
+                if hit is None:
+                    summary = first._replace(ctx_tokens=ctx, ctx_max=top, work=ctx, decode_ctx_tokens=ctx, decode_ctx_max=top)
+                    load = MicroBatchLoad(summary=summary, materialize=lambda j=j: materialize(j))
+                    price = self.coster.attention_price(index, load)
+                else:
+                    usage.priced += 1
+                    usage.out_of_range += hit[1]
+                    price = hit[0]
+                attention += self.linear[index] * price
+            usage.priced += self.coster.num_scalar
+            usage.out_of_range += scalar[2]
+            durations.append(scalar[0] + attention + self.overhead_us)
+            cats = scalar[1]
+            categories.append((cats[0] + attention, *cats[1:7], self.overhead_us))
+        return durations, categories
 
     def _time(self, loads: list[MicroBatchLoad]) -> float:
         env: dict[str, int] = {}

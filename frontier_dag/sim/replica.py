@@ -28,6 +28,8 @@ from frontier_dag.sim.predictor import ExecutionPredictor
 from frontier_dag.sim.state import ColumnLog, RequestTable
 
 _DECODE_COLUMNS = ("rid", "offset", "last", "shared", "hits", "order")
+#: Decode steps planned at once when nothing waits (see ReplicaWorker._launch_stretch).
+STRETCH_STEPS = 64
 
 
 class Cause:
@@ -92,6 +94,8 @@ class ReplicaWorker:
         self.iterations = 0
         self.held: dict[int, tuple[int, int]] = {}  # handed-off requests whose KV waits to leave
         self._batch = None
+        self._stretch: list | None = None  # a planned run of decode steps (see _launch_stretch)
+        self._version = 0
 
     # -- load, for routing ---------------------------------------------------------------------
     @property
@@ -103,11 +107,13 @@ class ReplicaWorker:
         return self.n + len(self.prefilling)
 
     def submit(self, rid: int) -> None:
+        self.cut()
         self.waiting.append(rid)
         self.kick(Cause.ARRIVAL, rid)
 
     def receive(self, rid: int) -> None:
         """A request whose KV (and reserved blocks) arrived from another pool."""
+        self.cut()
         self.incoming.append(rid)
         self.kick(Cause.KV_ARRIVED, rid)
 
@@ -150,6 +156,8 @@ class ReplicaWorker:
         """Start the next iteration if the replica is idle and has work it can run."""
         if self.busy:
             return
+        if self.n and not (self.prefilling or self.waiting or self.incoming) and self._launch_stretch(cause, request):
+            return
         plan = self._plan()
         now = self.events.now
         if plan is None:
@@ -165,6 +173,93 @@ class ReplicaWorker:
         self._batch = (decode, chunks, now, duration_us, cause, request, self.predictor.last_categories,
                        summary.ctx_tokens)
         self.events.after(duration_us * 1e-6, self._complete)
+
+    # -- decode stretches -----------------------------------------------------------------------
+    def _launch_stretch(self, cause: int, request: int) -> bool:
+        """Plan the decode steps until the next sequence finishes (at most STRETCH_STEPS), all
+        at once: with nothing waiting, each step's batch is known in advance. Any outside
+        event that concerns this replica cuts the stretch at the step then running (``cut``),
+        so iterations start exactly when they would one at a time."""
+        kv, size, n = self.kv, self.kv.block_size, self.n
+        steps = min(STRETCH_STEPS, self.next_last - self.step + 1)
+        needs, total, free = [], 0, kv.free
+        for j in range(steps):
+            need = self.fill[-(self.step + j) % size]
+            if total + need > free:
+                break
+            needs.append(need)
+            total += need
+        if not needs:
+            return False  # the next step needs a preemption: the general path handles it
+        kv.allocate(total)
+        steps = range(self.step, self.step + len(needs))
+        contexts = [self.offset_sum + n * step for step in steps]
+        priced = self.predictor.decode_steps(n, contexts, [self.offset_max + step for step in steps],
+                                             lambda j: self._decode_arrays(self.step + j))
+        if priced is not None:
+            durations, categories = priced
+        else:
+            durations, categories = [], []
+            for step, ctx in zip(steps, contexts, strict=True):
+                longest = self.offset_max + step
+                summary = BatchSummary(n, n, 0, 0, ctx, longest, ctx, n, ctx, longest, 0)
+                durations.append(self.predictor.time_us_summary(summary, lambda step=step: self._decode_arrays(step)))
+                categories.append(self.predictor.last_categories)
+        if self._stall_since is not None:
+            self.stall_s += self.events.now - self._stall_since
+            self._stall_since = None
+        self.busy = True
+        self._stretch = [self.events.now, durations, categories, contexts, needs, cause, request]
+        self._version += 1
+        self.events.after(sum(durations) * 1e-6, self._complete_stretch, self._version)
+        return True
+
+    def _decode_arrays(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones(self.n, dtype=np.int64), self.d["offset"][: self.n] + step
+
+    def cut(self) -> None:
+        """End a running decode stretch at the step in progress (an outside event needs the
+        replica to plan again at the next step boundary); frees the later steps' KV growth."""
+        stretch = self._stretch
+        if stretch is None:
+            return
+        start, durations = stretch[0], stretch[1]
+        end = start
+        last = len(durations) - 1
+        for j, duration in enumerate(durations):
+            end += duration * 1e-6
+            if end > self.events.now:
+                last = j
+                break
+        if last == len(durations) - 1:
+            return
+        j = last
+        self.kv.release(sum(stretch[4][j + 1:]))
+        for column in range(1, 5):
+            del stretch[column][j + 1:]
+        self._version += 1
+        self.events.at(end, self._complete_stretch, self._version)
+
+    def _complete_stretch(self, version: int) -> None:
+        if version != self._version:
+            return  # superseded by a cut
+        start, durations, categories, contexts, needs, cause, request = self._stretch
+        self._stretch = None
+        self.busy = False
+        n, used = self.n, self.kv.used - sum(needs)
+        capacity = self.kv.capacity
+        for j, duration in enumerate(durations):
+            used += needs[j]
+            self.log.append(self.pool_index, self.index, start, duration, n, 0, n, contexts[j], used / capacity,
+                            cause if j == 0 else Cause.CONTINUE, request if j == 0 else -1, *categories[j])
+            start += duration * 1e-6
+        total = sum(durations)
+        self.busy_s += total * 1e-6
+        self.iterations += len(durations)
+        self.step += len(durations)
+        if self.next_last < self.step:  # some sequences emitted their last token
+            self._finish_decodes(self.d["last"][: self.n] < self.step, self.events.now)
+        self.kick()
 
     def _arrays(self, decode: bool, chunks: list[Prefilling]) -> tuple[np.ndarray, np.ndarray]:
         n = self.n if decode else 0
@@ -389,6 +484,7 @@ class ReplicaWorker:
 
     def release_held(self, rid: int) -> None:
         """The KV of a handed-off request has left: free its blocks here."""
+        self.cut()
         blocks, hits = self.held.pop(rid)
         self.kv.release(blocks)
         if hits:

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from frontier_dag.errors import FrontierDagError
+from frontier_dag.predictors.aiconfigurator import BACKENDS
 from frontier_dag.validation.convert import ROUNDS, row_config
 from frontier_dag.validation.models import Unsupported
 from frontier_dag.validation.silicon import SiliconRow
@@ -84,6 +85,25 @@ def _simulate_many(rows: list[SiliconRow], rounds: int) -> list[dict]:
     return [simulate_row(row, rounds) for row in rows]
 
 
+def _prepare(system: str, backend: str) -> str:
+    """Fit (or load) the predictors of one system and engine, so that the row processes
+    find them in the disk cache instead of fitting the same set side by side."""
+    from frontier_dag.config.hardware import load_hardware
+    from frontier_dag.config.run import PredictorConfig
+
+    try:
+        _COST_MODELS[("aiconfigurator", backend, system)] = _fitted(PredictorConfig(backend=backend), load_hardware(system))
+    except FrontierDagError as exc:
+        return f"{system}/{backend}: {exc}"
+    return ""
+
+
+def _fitted(cfg, hardware):
+    from frontier_dag.predictors.registry import cost_model_for
+
+    return cost_model_for(cfg, hardware)
+
+
 def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS,
              progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Simulate ``rows`` over ``workers`` processes (1: in this process); ``progress`` is
@@ -101,6 +121,9 @@ def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUN
     order = sorted(rows, key=lambda r: (r.system, r.backend, r.model_path, r.index))
     batches = [order[i:i + 4] for i in range(0, len(order), 4)]
     with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or workers, len(batches))) as pool:
+        sets = sorted({(r.system, r.backend) for r in rows if r.backend in BACKENDS})
+        for future in [pool.submit(_prepare, *key) for key in sets]:
+            future.result()
         futures = [pool.submit(_simulate_many, batch, rounds) for batch in batches]
         for future in as_completed(futures):
             for record in future.result():

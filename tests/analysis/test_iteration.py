@@ -104,11 +104,10 @@ def test_bubbles_count_from_a_streams_first_op(trace_dict, tiny, fake_cost_model
 
 def test_expert_routing_covers_the_stages_ep_ranks_whatever_the_pool_order(config_dict, tiny):
     """A stage that lists its FFN pool first still draws loads for the FFN pool's EP ranks."""
-    from frontier_dag.workflows.ep_moe import ep_moe_block
-    from frontier_dag.workflows.layers import attention, embed, ffn, lm_head
-
     from frontier_dag.config.run import resolve
     from frontier_dag.dsl import WorkflowDef, trace
+    from frontier_dag.workflows.ep_moe import ep_moe_block
+    from frontier_dag.workflows.layers import attention, embed, ffn, lm_head
 
     def ffn_first(g):
         attn_pool, ffn_pool = g.pool("attention"), g.pool("ffn")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from frontier_dag.predictors.features import DTYPE_CODES, Segments, feature_matrix, features
 
 from frontier_dag.config import load_hardware
+from frontier_dag.predictors.features import DTYPE_CODES, Segments, feature_matrix, features
 
 H200 = load_hardware("h200_sxm")
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.ensemble import ExtraTreesRegressor
+
+from frontier_dag.config import load_hardware
+from frontier_dag.cost.protocol import CostModel
 from frontier_dag.predictors.evaluation import evaluate, held_out_mask
 from frontier_dag.predictors.fitted_set import fit_profiles
 from frontier_dag.predictors.fitting import FitSettings, fit_family, table_query
 from frontier_dag.predictors.forest import FlatForest
 from frontier_dag.predictors.model import FittedCostModel
 from frontier_dag.predictors.schema import read_profile_dir
-from sklearn.ensemble import ExtraTreesRegressor
-
-from frontier_dag.config import load_hardware
-from frontier_dag.cost.protocol import CostModel
 
 SMALL = FitSettings(n_estimators=12)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from frontier_dag.cost.queries import QUERY_COLUMNS
+from frontier_dag.errors import PredictorError
 from frontier_dag.predictors import aiconfigurator as aic
 from frontier_dag.predictors.frontier_csv import read_frontier_csv
 from frontier_dag.predictors.schema import MEASUREMENT_COLUMNS
 from frontier_dag.predictors.sources import open_source
 from frontier_dag.predictors.vidur_csv import infer_hardware, read_vidur_csv
-
-from frontier_dag.cost.queries import QUERY_COLUMNS
-from frontier_dag.errors import PredictorError
 
 
 def assert_schema(family, table):

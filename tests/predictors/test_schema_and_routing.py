@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
+from frontier_dag.errors import PredictorError
 from frontier_dag.predictors.schema import read_profile_dir, write_meta, write_profile
 from frontier_dag.predictors.synthetic_routing import (
     balanced_expert_tokens,
     expert_tokens_from_stats,
     power_law_expert_tokens,
 )
-
-from frontier_dag.errors import PredictorError
 
 
 def decode_rows():

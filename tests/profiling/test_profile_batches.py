@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from frontier_dag.profiling.batches import (
     LENGTH_DISTRIBUTIONS,
     draw_lengths,

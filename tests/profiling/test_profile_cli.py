@@ -136,9 +136,8 @@ def test_a_real_run_stops_when_its_budget_is_spent(tmp_path):
 
 
 def test_missing_torch_is_a_clear_error(monkeypatch):
-    from frontier_dag.profiling import device
-
     from frontier_dag.errors import ProfilingError
+    from frontier_dag.profiling import device
 
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(ProfilingError, match=r"pip install 'frontier-dag\[profile\]'"):

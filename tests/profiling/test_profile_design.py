@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from frontier_dag.profiling.design import Axis, CostEstimator, Space, coverage, run_within_budget
 
 SPACE = Space((

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from frontier_dag.predictors.schema import read_profile_dir
 
 from frontier_dag.cli.main import cli
 from frontier_dag.config.hardware import load_hardware
 from frontier_dag.cost.queries import ATTENTION_FAMILIES
+from frontier_dag.predictors.schema import read_profile_dir
 
 pytest.importorskip("torch")
 

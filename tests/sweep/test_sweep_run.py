@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import TINY_MOE
 
 from frontier_dag.cli.main import cli
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.sweep import load_results, run_sweep, sweep_from_dict
 from frontier_dag.sweep.worker import run_point
+from tests.conftest import TINY_MOE
 
 BASE = {
     "model": TINY_MOE, "hardware": "h100_sxm",
