@@ -311,7 +311,8 @@ class StageCoster:
             points[reads] = [{**env, reads[0]: env[reads[0]] + j} if j else env for j in span]
             for point in points[reads]:
                 for position, (_, family, fields) in enumerate(self._scalar[reads]):
-                    rows[family].append((reads, point, position, fields))
+                    if not _is_empty(fields, point):  # an op on an empty micro-batch does not run
+                        rows[family].append((reads, point, position, fields))
         prices = {reads: np.zeros((len(points[reads]), len(self._scalar[reads]))) for reads in groups}
         flags = {reads: np.zeros((len(points[reads]), len(self._scalar[reads])), dtype=bool) for reads in groups}
         for family, items in rows.items():
@@ -322,12 +323,10 @@ class StageCoster:
                     query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
             pred = self.cost_model.predict(family, query)
             self.usage.sources[pred.source] += len(items)
-            for k, (reads, point, position, fields) in enumerate(items):
+            for k, (reads, point, position, _) in enumerate(items):
                 j = points[reads].index(point)
-                # an op on an empty micro-batch does not run
-                if not _is_empty(fields, point):
-                    prices[reads][j, position] = pred.latency_us[k]
-                    flags[reads][j, position] = pred.out_of_range[k]
+                prices[reads][j, position] = pred.latency_us[k]
+                flags[reads][j, position] = pred.out_of_range[k]
         for reads in groups:
             memo = self._group_memo[reads]
             for j, point in enumerate(points[reads]):
