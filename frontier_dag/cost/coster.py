@@ -450,12 +450,15 @@ class StageCoster:
             query = {c: [q] * len(shifts) if c == "q_lens" else contexts if c == "ctx_lens" else [fields[c]] * len(shifts)
                      for c in QUERY_COLUMNS[family]}
             pred = self.cost_model.predict(family, query)
-            for j, shift in enumerate(shifts):
-                ahead = summary._replace(ctx_tokens=summary.ctx_tokens + shift * summary.seqs,
-                                         ctx_max=summary.ctx_max + shift, work=summary.work + shift * summary.seqs)
-                akey = key if j == 0 else ((index, *attention_key(ahead)) if family.startswith("attention")
-                                           else (index, family, *attention_key(ahead)))
-                self._attention_memo.setdefault(akey, (float(pred.latency_us[j]), int(pred.out_of_range[j])))
+            latency, flagged = pred.latency_us.tolist(), pred.out_of_range.tolist()
+            self._attention_memo.setdefault(key, (latency[0], int(flagged[0])))
+            if len(shifts) > 1:  # decode batches ahead: the key of attention_key(...) for a decode batch
+                head = (index, summary.seqs, summary.tokens) if family.startswith("attention") else \
+                    (index, family, summary.seqs, summary.tokens)
+                for j in range(1, len(shifts)):
+                    ahead = (*head, _bucket(summary.ctx_tokens + shifts[j] * summary.seqs),
+                             _bucket(summary.ctx_max + shifts[j]))
+                    self._attention_memo.setdefault(ahead, (latency[j], int(flagged[j])))
             hit = self._attention_memo[key]
             self.usage.sources[pred.source] += 1
         self.usage.out_of_range += hit[1]

@@ -68,6 +68,8 @@ class ExecutionPredictor:
         self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
         self._scalar_memo: dict = {}
         self._decode_steps: bool | None = None  # whether decode_steps applies (decided on first use)
+        self._attention_groups: list[tuple[int, float, int]] | None = None
+        self._attention_members = 0
         # the attribution category of each template, and the latest iteration's attribution
         families = [graph.templates[t].family for t in self.compiled.templates.tolist()]
         self._category = np.array([CATEGORIES.index(CATEGORY_OF_FAMILY.get(f, "waits_and_bubbles")) for f in families],
@@ -129,27 +131,42 @@ class ExecutionPredictor:
         self.time_us_summary(first, lambda: materialize(0))
         scalar = self._scalar_memo[self._scalar_key(first.stats())]
         memo, usage = self.coster.attention_memo, self.coster.usage
-        templates = self.coster.attention_templates
+        if self._attention_groups is None:
+            self._attention_groups = self._group_attention()
         durations, categories = [], []
+        base, cats, overhead = scalar[0] + self.overhead_us, scalar[1], self.overhead_us
+        flagged = 0
         for j, (ctx, top) in enumerate(zip(contexts, longest, strict=True)):
             attention = 0.0
-            for index, _, _, _, _ in templates:
-                hit = memo.get((index, n, n, bucket(ctx), bucket(top)))
+            b_ctx, b_top = bucket(ctx), bucket(top)
+            for index, coef, members in self._attention_groups:
+                hit = memo.get((index, n, n, b_ctx, b_top))
                 if hit is None:
                     summary = first._replace(ctx_tokens=ctx, ctx_max=top, work=ctx, decode_ctx_tokens=ctx, decode_ctx_max=top)
                     load = MicroBatchLoad(summary=summary, materialize=lambda j=j: materialize(j))
-                    price = self.coster.attention_price(index, load)
-                else:
-                    usage.priced += 1
-                    usage.out_of_range += hit[1]
-                    price = hit[0]
-                attention += self.linear[index] * price
-            usage.priced += self.coster.num_scalar
-            usage.out_of_range += scalar[2]
-            durations.append(scalar[0] + attention + self.overhead_us)
-            cats = scalar[1]
-            categories.append((cats[0] + attention, *cats[1:7], self.overhead_us))
+                    self.coster.attention_price(index, load)
+                    hit = memo[(index, n, n, b_ctx, b_top)]
+                flagged += hit[1] * members
+                attention += coef * hit[0]
+            durations.append(base + attention)
+            categories.append((cats[0] + attention, *cats[1:7], overhead))
+        steps = len(contexts)
+        usage.priced += steps * (self.coster.num_scalar + self._attention_members)
+        usage.out_of_range += flagged + steps * scalar[2]
         return durations, categories
+
+    def _group_attention(self) -> list[tuple[int, float, int]]:
+        """The attention templates of a plain decode chain grouped by identical shape:
+        (the first one's index, the sum of their coefficients, how many), so that a step
+        prices each shape once (every layer of a dense model has the same attention)."""
+        groups: dict[tuple, list] = {}
+        for index, kind, batch, dp, fields in self.coster.attention_templates:
+            shape = (kind, batch, dp, repr(sorted(fields.items())))
+            group = groups.setdefault(shape, [index, 0.0, 0])
+            group[1] += float(self.linear[index])
+            group[2] += 1
+        self._attention_members = sum(g[2] for g in groups.values())
+        return [tuple(g) for g in groups.values()]
 
     def _time(self, loads: list[MicroBatchLoad]) -> float:
         env: dict[str, int] = {}

@@ -246,13 +246,13 @@ class ReplicaWorker:
         start, durations, categories, contexts, needs, cause, request = self._stretch
         self._stretch = None
         self.busy = False
-        n, used = self.n, self.kv.used - sum(needs)
-        capacity = self.kv.capacity
-        for j, duration in enumerate(durations):
-            used += needs[j]
-            self.log.append(self.pool_index, self.index, start, duration, n, 0, n, contexts[j], used / capacity,
-                            cause if j == 0 else Cause.CONTINUE, request if j == 0 else -1, *categories[j])
-            start += duration * 1e-6
+        n, steps = self.n, len(durations)
+        usage = ((np.cumsum(needs) + (self.kv.used - sum(needs))) / self.kv.capacity).tolist()
+        starts = np.cumsum([start] + [d * 1e-6 for d in durations[:-1]]).tolist()  # as one step after another
+        causes, requests = [Cause.CONTINUE] * steps, [-1] * steps
+        causes[0], requests[0] = cause, request
+        self.log.extend(self.pool_index, self.index, starts, durations, n, 0, n, contexts, usage, causes, requests,
+                        *zip(*categories, strict=True))
         total = sum(durations)
         self.busy_s += total * 1e-6
         self.iterations += len(durations)

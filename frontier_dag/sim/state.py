@@ -87,6 +87,15 @@ class ColumnLog:
         for add, value in zip(self._appenders, values, strict=True):
             add(value)
 
+    def extend(self, *columns) -> None:
+        """Append several rows: one sequence (or a scalar, repeated) per column."""
+        rows = next(len(c) for c in columns if isinstance(c, list | tuple | np.ndarray))
+        for values, column in zip(columns, self._data.values(), strict=True):
+            if isinstance(values, list | tuple | np.ndarray):
+                column.extend(values)
+            else:
+                column.extend([values] * rows)
+
     def column(self, name: str) -> np.ndarray:
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
 
