@@ -11,6 +11,7 @@ the cache by the files' hash without parsing any table.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,16 @@ def open_source(kind: str, *, system: str | None = None, backend: str = "vllm", 
         files = sorted([path / META_FILE, *path.glob("*.parquet")]) if (path / META_FILE).is_file() else []
         if not files:
             raise PredictorError(f"--path {path}: not a profile directory (no {META_FILE}); see docs/profile-schema.md")
-        return Source(kind, f"profile directory {path}", _hardware_name(profile_hardware(path), str(path / META_FILE)),
-                      files, lambda: read_profile_dir(path))
+        if system:  # e.g. a CPU profile (meta.yaml system: null) fitted as if it were a GPU's
+            hardware = _hardware_name(system, f"--system {system}")
+            return Source(kind, f"profile directory {path} (as {hardware})", hardware, files,
+                          lambda: dataclasses.replace(read_profile_dir(path), hardware=hardware))
+        try:
+            hardware = _hardware_name(profile_hardware(path), str(path / META_FILE))
+        except PredictorError as exc:
+            raise PredictorError(f"{exc}; or name the system the profiles stand for with --system "
+                                 "(predictor.system in a run config), for example h100_sxm") from None
+        return Source(kind, f"profile directory {path}", hardware, files, lambda: read_profile_dir(path))
     names, reader = (FRONTIER_FILES, read_frontier_csv) if kind == "frontier-csv" else (VIDUR_FILES, read_vidur_csv)
     files = find_files(path, names, pattern)
     if not files:
@@ -90,7 +99,7 @@ def source_for_config(cfg, hw) -> Source:
         if not path:
             raise ConfigError(f"predictor.path: source {cfg.source} needs the folder of its CSVs")
         return open_source(cfg.source, path=expand_data_path(path))
-    return open_source("profile-dir", path=expand_data_path(cfg.source))
+    return open_source("profile-dir", path=expand_data_path(cfg.source), system=cfg.system)
 
 
 __all__ = ["SOURCE_NAMES", "Source", "infer_hardware", "open_source", "source_for_config"]

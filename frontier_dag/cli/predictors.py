@@ -17,7 +17,7 @@ def source_options(command):
     options = [
         click.option("--source", type=click.Choice(SOURCES), default="aiconfigurator", show_default=True,
                      help="Where the profiles come from."),
-        click.option("--system", help="aiconfigurator system, e.g. h200_sxm (--source aiconfigurator)."),
+        click.option("--system", help="aiconfigurator system, e.g. h200_sxm (--source aiconfigurator); with --source profile-dir, the system the profiles stand for when meta.yaml names none (a CPU profile)."),
         click.option("--backend", default="vllm", show_default=True, help="aiconfigurator backend: vllm, trtllm, sglang."),
         click.option("--path", type=click.Path(exists=True), help="Folder (or one file) of profiles for the other sources."),
         click.option("--files", "pattern", metavar="GLOB", help="Only CSV files whose path matches GLOB, e.g. attention_combined.csv."),
