@@ -161,7 +161,7 @@ def _finish(raw, work, empty, transform, checked, low, high, nodes, as_float, sp
     rows, width = raw.shape
     X = np.zeros((rows, width + 1), dtype=np.float32)  # the last column: 0, read by leaves
     out = np.zeros((rows, 4))
-    t0, e_c, e_m = calibration[0], calibration[1], calibration[2]
+    t0, e_c, e_m, serial = calibration[0], calibration[1], calibration[2], calibration[3]
     for i in range(rows):
         for j in range(width):
             x = raw[i, j]
@@ -176,7 +176,8 @@ def _finish(raw, work, empty, transform, checked, low, high, nodes, as_float, sp
             if low[c] > x or high[c] < x:
                 out[i, 3] = 1.0
                 break
-        out[i, 2] = t0 + max(work[i, 0] / e_c, work[i, 1] / e_m)
+        compute, memory = work[i, 0] / e_c, work[i, 1] / e_m
+        out[i, 2] = t0 + max(compute, memory) + serial * min(compute, memory)
     trees = len(roots)
     node = np.empty((rows, trees), dtype=np.int64)
     for i in range(rows):

@@ -1,9 +1,10 @@
 """Fitting one random forest per (hardware, operator family) on a log target.
 
 The forest predicts ``log(latency / baseline)``, where the baseline is the family's
-calibrated roofline ``t0 + max(compute / e_c, memory / e_m)``: the work's time at the
-GPU's peaks (``features``) with a fixed overhead and two efficiencies fitted to the
-profile. The residual varies slowly with the shape where the raw roofline ratio jumps
+calibrated roofline ``t0 + max(c, m) + s min(c, m)`` with c = compute / e_c and
+m = memory / e_m: the work's time at the GPU's peaks (``features``) with a fixed
+overhead, two efficiencies and the share ``s`` of the shorter time not hidden behind
+the longer, fitted to the profile. The residual varies slowly with the shape where the raw roofline ratio jumps
 (a kernel's fixed cost stops dominating), so a piecewise-constant forest interpolates
 to unseen shapes, and the baseline carries predictions beyond the measured range.
 A forest is fitted in seconds with fixed settings (no grid search), then flattened
@@ -127,21 +128,28 @@ def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 
 def calibrated_roofline(calibration: np.ndarray, work: np.ndarray) -> np.ndarray:
-    """``t0 + max(compute / e_c, memory / e_m)`` in µs for work = (compute, memory) µs at peak."""
-    overhead, compute_efficiency, memory_efficiency = calibration
-    return overhead + np.maximum(work[:, 0] / compute_efficiency, work[:, 1] / memory_efficiency)
+    """``t0 + max(c, m) + s min(c, m)`` in µs, with c = compute / e_c and m = memory / e_m
+    for work = (compute, memory) µs at peak: ``s`` is how much of the shorter of the two
+    the kernel fails to hide behind the longer (0: all, the plain roofline; 1: none)."""
+    overhead, compute_efficiency, memory_efficiency, serial = calibration
+    compute, memory = work[:, 0] / compute_efficiency, work[:, 1] / memory_efficiency
+    return overhead + np.maximum(compute, memory) + serial * np.minimum(compute, memory)
 
 
 def calibrate(work: np.ndarray, latency: np.ndarray) -> np.ndarray:
-    """The (t0, e_c, e_m) that fit ``latency`` best in log space (robust to outliers)."""
+    """The (t0, e_c, e_m, s) that fit ``latency`` best in log space (robust to outliers)."""
 
     from scipy.optimize import least_squares  # fitting only; loading a fitted model needs no scipy
 
-    def residual(log_params: np.ndarray) -> np.ndarray:
-        return np.log(calibrated_roofline(np.exp(log_params), work)) - np.log(latency)
+    def params(x: np.ndarray) -> np.ndarray:
+        return np.array([*np.exp(x[:3]), x[3]])
 
-    start = np.log([max(float(np.min(latency)) * 0.5, 1e-3), 0.5, 0.5])
-    return np.exp(least_squares(residual, start, loss="soft_l1", f_scale=0.1).x)
+    def residual(x: np.ndarray) -> np.ndarray:
+        return np.log(calibrated_roofline(params(x), work)) - np.log(latency)
+
+    start = [*np.log([max(float(np.min(latency)) * 0.5, 1e-3), 0.5, 0.5]), 0.5]
+    bounds = ([-np.inf, -np.inf, -np.inf, 0.0], [np.inf, np.inf, np.inf, 1.0])
+    return params(least_squares(residual, start, loss="soft_l1", f_scale=0.1, bounds=bounds).x)
 
 
 def _leaf_means(forest, X: np.ndarray, values: np.ndarray, known: np.ndarray,
@@ -205,5 +213,6 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
         family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
         forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),
         info={**info, "min_samples_leaf": leaf, "t0_us": float(calibration[0]),
-              "compute_efficiency": float(calibration[1]), "memory_efficiency": float(calibration[2])},
+              "compute_efficiency": float(calibration[1]), "memory_efficiency": float(calibration[2]),
+              "serial_share": float(calibration[3])},
     )

@@ -128,11 +128,15 @@ def _runnable_ops(ctx: Context, impl: str) -> tuple[str, ...]:
 def _rank_main(rank: int, world: int, backend: str, settings: dict[str, Any], port: int, result: str, progress) -> None:
     device = settings["device"]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    loopback = _loopback_interface()
+    if loopback:  # the ranks share this machine; gloo would otherwise pick the hostname's interface
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
     if device == "cuda":
         torch.cuda.set_device(rank)
     else:
         torch.set_num_threads(1)  # the ranks share the CPU
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=5),
+    timeout = timedelta(seconds=60) if settings["quick"] else timedelta(minutes=5)
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout,
                             device_id=torch.device("cuda", rank) if device == "cuda" else None)
     try:
         rows, report, notes = _measure(rank, world, backend, settings, progress)
@@ -188,6 +192,21 @@ def _measure(rank: int, world: int, impl: str, settings: dict[str, Any], progres
     return rows, report, ctx.notes
 
 
+def _loopback_interface() -> str | None:
+    try:
+        return next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
+    except OSError:
+        return None
+
+
+def _picklable(value):
+    try:
+        pickle.dumps(value)
+    except Exception:  # a closure over a progress bar: the ranks run without it
+        return None
+    return value
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -209,10 +228,11 @@ def profile(settings: dict[str, Any], world_size: int | None, notes: list[str], 
         world, backend = world_size or 2, "gloo"
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "rank0.pkl"
-        # CUDA cannot be used in a forked child; on the CPU fork spares each rank a fresh torch import.
+        # spawned, not forked: CUDA cannot run in a forked child, and a child forked from a
+        # process whose OpenMP threads have run can hang in its first parallel region
         torch.multiprocessing.start_processes(
-            _rank_main, nprocs=world, join=True, start_method="spawn" if backend == "nccl" else "fork",
-            args=(world, backend, settings, _free_port(), str(result), progress))
+            _rank_main, nprocs=world, join=True, start_method="spawn",
+            args=(world, backend, settings, _free_port(), str(result), _picklable(progress)))
         rows, report, rank_notes = pickle.loads(result.read_bytes())
     notes.extend(n for n in rank_notes if n not in notes)
     return rows, report, backend

@@ -144,6 +144,7 @@ def test_missing_torch_is_a_clear_error(monkeypatch):
         device.require_torch()
 
 
+@pytest.mark.timeout(300)  # processes that cannot meet fail the test, not the run
 def test_collectives_run_over_gloo_between_cpu_processes(tmp_path):
     result = _profile("collective", "--device", "cpu", "--quick", "--out", str(tmp_path), "--budget-s", "5")
     assert result.exit_code == 0, result.output

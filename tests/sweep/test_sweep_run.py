@@ -149,6 +149,7 @@ def test_cli_dry_run_and_json(tmp_path):
     assert bad.exit_code == 2 and "--address is for --backend ray" in bad.output
 
 
+@pytest.mark.timeout(300)  # processes that cannot meet fail the test, not the run
 def test_ray_gives_the_same_results(local, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
