@@ -41,7 +41,15 @@ from frontier_dag.cost.roofline import (
     KERNEL_LAUNCH_US,
 )
 
-from .features import DTYPE_CODES, LINEAR_FEATURES, PLACEMENT_CODES, TILE, UNKNOWN
+from .features import (
+    DTYPE_CODES,
+    LINEAR_FEATURES,
+    MAX_KV_SPLITS,
+    PLACEMENT_CODES,
+    SPLIT_KV_FAMILIES,
+    TILE,
+    UNKNOWN,
+)
 
 #: families with a compiled feature kernel; the others (elementwise) use ``features.py``
 FAST_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES, "gemm", "moe_grouped_gemm", *COLLECTIVE_FAMILIES,
@@ -240,15 +248,59 @@ def _roofline_columns(out, o, work, flops, nbytes, peak, bw, quantization, launc
 
 
 @njit(cache=True, error_model="numpy")
-def _attention(new, ctx, lengths, per_row, consts, mla, transform, checked, low, high, nodes, as_float, spread, roots,
+def _fa_tiles(head_dim, kv_width):
+    """``features.fa_tiles`` of one row: (query rows, keys) of a FlashAttention-3 tile."""
+    if kv_width <= 1:
+        if head_dim <= 64:
+            return 192.0, 160.0
+        if head_dim <= 96:
+            return 192.0, 128.0
+        if head_dim <= 128:
+            return 128.0, 128.0
+        if head_dim <= 192:
+            return 128.0, 160.0
+        return 128.0, 128.0
+    if head_dim <= 64:
+        return 192.0, 128.0
+    if head_dim <= 96:
+        return 192.0, 144.0
+    if head_dim <= 128:
+        return 128.0, 128.0
+    if head_dim <= 192:
+        return 128.0, 112.0
+    return 128.0, 80.0
+
+
+@njit(cache=True, error_model="numpy")
+def _kv_splits(m_blocks, n_blocks, sm):
+    """``features.kv_splits`` of one row."""
+    if m_blocks >= 0.8 * sm or n_blocks <= 4:
+        return 1.0
+    limit = min(min(float(MAX_KV_SPLITS), sm), n_blocks)
+    best = -1.0
+    for split in range(1, MAX_KV_SPLITS + 1):
+        if split <= limit:
+            waves = m_blocks * split / sm
+            best = max(best, waves / np.ceil(waves))
+    for split in range(1, MAX_KV_SPLITS + 1):
+        if split <= limit:
+            waves = m_blocks * split / sm
+            if waves / np.ceil(waves) >= 0.85 * best:
+                return float(split)
+    return 1.0
+
+
+@njit(cache=True, error_model="numpy")
+def _attention(new, ctx, lengths, per_row, consts, mla, split_kv, transform, checked, low, high, nodes, as_float, spread, roots,
                depth, calibration):
     """``per_row`` (values x rows, or x 1 for all rows): heads, KV heads (1 for MLA), head_dim (or MLA's
     kv_lora_rank, rope, nope, v dims), dtype code, KV dtype code, peak FLOP/s, KV width.
     ``consts``: SM count, HBM bytes/s, activation bytes, launch µs. ``mla``: 0, 1 decode,
-    2 prefill."""
+    2 prefill. ``split_kv``: whether the family has the ``kv_splits`` column."""
     rows = len(lengths)
     sm, bw, act, launch = consts[0], consts[1], consts[2], consts[3]
-    raw = np.empty((rows, 38 if mla else 37))
+    extra = 1 if split_kv else 0
+    raw = np.empty((rows, 38 if mla else 37 + extra))
     work = np.zeros((rows, 2))
     empty = np.zeros(rows, dtype=np.bool_)
     longest = 1
@@ -371,10 +423,13 @@ def _attention(new, ctx, lengths, per_row, consts, mla, transform, checked, low,
         out[o + 2] = np.ceil(q_waves)
         out[o + 3] = kv_tiles
         out[o + 4] = kv_tiles / sm
-        out[o + 5] = dcode
-        out[o + 6] = kvcode
+        if split_kv:
+            tile_rows, tile_keys = _fa_tiles(per_row[2, pr], kv_width)
+            out[o + 5] = _kv_splits(kvh * np.ceil(q_hi * heads / kvh / tile_rows), np.ceil(k_hi / tile_keys), sm)
+        out[o + 5 + extra] = dcode
+        out[o + 6 + extra] = kvcode
         quantization = sums[10] * TILE / sums[11] * (np.ceil(q_waves) / max(q_waves, 1e-9))
-        _roofline_columns(out, o + 7, work[r], flops, nbytes, peak, bw, quantization, launch)
+        _roofline_columns(out, o + 7 + extra, work[r], flops, nbytes, peak, bw, quantization, launch)
     return _finish(raw, work, empty, transform, checked, low, high, nodes, as_float, spread, roots, depth, calibration)
 
 
@@ -632,7 +687,7 @@ class CompiledFamily:
                 shape = [_column(q["num_heads"]), _column(q["num_kv_heads"]), _column(q["head_dim"])]
             per_row = _matrix([*shape, code, kv_code, peak, kv_width], rows)
             out = _attention(new, ctx, np.array(lengths, dtype=np.int64), per_row, tables.consts, self.mla,
-                             *self.model_arrays)
+                             family in SPLIT_KV_FAMILIES, *self.model_arrays)
         elif family == "gemm":
             per_row = _matrix([_column(q["m"]), _column(q["n"]), _column(q["k"]), *tables.dtype_columns(q["dtype"])],
                               rows)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from frontier_dag.config.hardware import HardwareConfig
+from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
     COLLECTIVE_FAMILIES,
@@ -54,7 +54,7 @@ PLACEMENT_CODES = {"intra_node": 0, "inter_node": 1}
 LEARNED_CATEGORIES = {"all_reduce": ("impl",), "all_gather": ("impl",), "reduce_scatter": ("impl",),
                       "all_to_all": ("impl",), "elementwise": ("op",)}
 #: features kept on their own scale (codes, shares, ratios); every other is a size and enters as log1p
-LINEAR_FEATURES = frozenset({"dtype", "kv_dtype", "placement", "impl", "op", "decode_share", "gqa",
+LINEAR_FEATURES = frozenset({"dtype", "kv_dtype", "placement", "impl", "op", "decode_share", "gqa", "kv_splits",
                              "last_wave_fill", "load_cv", "load_gini", "load_entropy"})
 UNKNOWN = -1.0
 TILE = 128
@@ -114,6 +114,41 @@ def _wave_quantization(waves: np.ndarray) -> np.ndarray:
     return np.ceil(waves) / np.maximum(waves, 1e-9)
 
 
+#: FlashAttention-3's causal forward tiles (query rows, keys) on Hopper by head size, for
+#: 2-byte and 1-byte (fp8) operands: (largest head size, rows, keys); larger heads: the last
+FA_TILES = {2: ((64, 192, 128), (96, 192, 144), (128, 128, 128), (192, 128, 112), (np.inf, 128, 80)),
+            1: ((64, 192, 160), (96, 192, 128), (128, 128, 128), (192, 128, 160), (np.inf, 128, 128))}
+MAX_KV_SPLITS = 128
+#: families whose batches hold prefill sequences, planned by the split-KV heuristic (decode
+#: kernels run under the framework's own split settings, e.g. fixed for CUDA graphs)
+SPLIT_KV_FAMILIES = ("attention_prefill", "attention_mixed")
+
+
+def fa_tiles(head_dim: np.ndarray, kv_width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Query rows and keys of a FlashAttention-3 tile per row (fp8 tiles where the KV cache is 1 byte)."""
+    rows, keys = np.zeros_like(head_dim), np.zeros_like(head_dim)
+    for width, table in FA_TILES.items():
+        for limit, m, n in reversed(table):
+            at = (head_dim <= limit) & ((kv_width <= 1) == (width == 1))
+            rows, keys = np.where(at, m, rows), np.where(at, n, keys)
+    return rows, keys
+
+
+def kv_splits(m_blocks: np.ndarray, n_blocks: np.ndarray, sm: int) -> np.ndarray:
+    """How many parts split-KV attention cuts the keys into (FlashAttention's heuristic): none
+    (1) when the query tiles (``m_blocks``, of the longest sequence: a varlen batch is planned
+    as if it were one) fill 80% of the SMs or there are at most 4 key tiles (``n_blocks``);
+    else the fewest splits whose waves of tiles fill the SMs within 85% of the best."""
+    splits = np.arange(1, MAX_KV_SPLITS + 1, dtype=float)
+    waves = m_blocks[:, None] * splits[None, :] / sm
+    efficiency = waves / np.ceil(waves)
+    allowed = splits[None, :] <= np.minimum(min(MAX_KV_SPLITS, sm), n_blocks)[:, None]
+    efficiency = np.where(allowed, efficiency, -1.0)
+    best = efficiency.max(axis=1)
+    first = np.argmax(efficiency >= 0.85 * best[:, None], axis=1) + 1.0
+    return np.where((m_blocks >= 0.8 * sm) | (n_blocks <= 4), 1.0, first)
+
+
 def _attention(family: str, q: Mapping[str, Any], hw: HardwareConfig) -> tuple[dict, np.ndarray, np.ndarray]:
     """Features, FLOPs and bytes, and the compute time's tile padding x wave quantization."""
     seq = Segments(q["q_lens"])
@@ -152,6 +187,10 @@ def _attention(family: str, q: Mapping[str, Any], hw: HardwareConfig) -> tuple[d
     f["q_full_waves"] = np.ceil(f["q_waves"])
     f["kv_tiles"] = kv_tiles_sum * kv_heads
     f["kv_waves"] = f["kv_tiles"] / sm
+    if family in SPLIT_KV_FAMILIES:
+        tile_rows, tile_keys = fa_tiles(f["head_dim"], np.array([DTYPE_BYTES[str(d)] for d in q["kv_dtype"]]))
+        f["kv_splits"] = kv_splits(kv_heads * np.ceil(high[0] * heads / kv_heads / tile_rows),
+                                   np.ceil(high[1] / tile_keys), sm)
     f["dtype"] = _codes(q["dtype"], DTYPE_CODES)
     f["kv_dtype"] = _codes(q["kv_dtype"], DTYPE_CODES)
     flops_bytes = attention_flops_and_bytes(family, q, pairs, kv_sum, q_sum)

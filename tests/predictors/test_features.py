@@ -86,3 +86,32 @@ def test_segments_sort_keeps_rows_apart():
     ordered = seg.sort(seg.flat[:, None])[:, 0]
     assert ordered.tolist() == [1, 2, 3, 0, 9]
     assert [q[0] for q in seg.quantiles(ordered[:, None], [0.5])[0].tolist()] == [2, 4.5]
+
+
+def test_kv_splits_follow_the_split_kv_heuristic():
+    # 12 heads over 4 KV heads, 1024 tokens, head size 128 on 132 SMs: 4 x 24 = 96 query
+    # tiles fill under 80% of the SMs, 8 key tiles; 4 splits (2.9 waves, 97% full) come first
+    # within 85% of the best
+    h100 = load_hardware("h100_sxm")
+    query = {**attention_query([[1024]], [[0]], heads=12, kv_heads=4), "kv_dtype": ["bf16"]}
+    assert features("attention_prefill", query, h100)[0]["kv_splits"][0] == 4
+    # enough query tiles (12 x 32 heads), or few key tiles (512 tokens): no split
+    assert features("attention_prefill", {**query, "num_heads": [32], "num_kv_heads": [8]}, h100)[0]["kv_splits"][0] == 1
+    short = {**query, "q_lens": [np.array([512])]}
+    assert features("attention_prefill", short, h100)[0]["kv_splits"][0] == 1
+    # decode and MLA kernels do not get the column
+    assert "kv_splits" not in features("attention_decode", attention_query([[1]], [[500]]), h100)[0]
+
+
+def test_compiled_kv_splits_and_tiles_match_the_reference():
+    fastpath = pytest.importorskip("frontier_dag.predictors.fastpath")
+    from frontier_dag.predictors.features import fa_tiles, kv_splits
+
+    rng = np.random.default_rng(0)
+    m, n = rng.integers(1, 300, 2000).astype(float), rng.integers(1, 200, 2000).astype(float)
+    for sm in (108, 132):
+        assert np.array_equal(kv_splits(m, n, sm), [fastpath._kv_splits(a, b, float(sm)) for a, b in zip(m, n)])
+    head_dim = rng.choice([32, 64, 80, 96, 112, 128, 160, 192, 256, 512], 200).astype(float)
+    width = rng.choice([0.5, 1.0, 2.0, 4.0], 200)
+    assert np.array_equal(np.column_stack(fa_tiles(head_dim, width)),
+                          [fastpath._fa_tiles(d, w) for d, w in zip(head_dim, width)])
