@@ -68,6 +68,9 @@ class FitSettings:
     #: leaves of at least this many rows where the repeats scatter by more than ``noisy_cv``
     noisy_leaf: int = 5
     noisy_cv: float = 0.02
+    #: a noisy leaf's value is the mean log ratio of its rows within this of their median: a
+    #: timing spike (2-4x in single rows of some public sets) does not move it; None: sklearn's mean
+    noisy_spike: float | None = 0.2
     max_features: float = 1.0
     max_samples: float | None = None
     seed: int = 0
@@ -165,6 +168,35 @@ def _leaf_means(forest, X: np.ndarray, values: np.ndarray, known: np.ndarray,
     return out
 
 
+def _leaf_robust_means(forest, X: np.ndarray, values: np.ndarray, spike: float) -> list[np.ndarray]:
+    """Per tree, each leaf's mean of ``values`` over the rows reaching it whose value lies
+    within ``spike`` of the leaf's median (sklearn's mean at the other nodes)."""
+    out = []
+    for estimator in forest.estimators_:
+        leaf = estimator.apply(X.astype(np.float32))
+        order = np.lexsort((values, leaf))
+        count = np.bincount(leaf, minlength=estimator.tree_.node_count)
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        ordered = values[order]
+        median = estimator.tree_.value[:, 0, 0].copy()
+        reached = count > 0
+        low, high = start[reached] + (count[reached] - 1) // 2, start[reached] + count[reached] // 2
+        median[reached] = (ordered[low] + ordered[high]) / 2
+        kept = np.abs(values - median[leaf]) <= spike  # the median itself is always kept
+        total = np.bincount(leaf, weights=np.where(kept, values, 0.0), minlength=len(median))
+        kept_count = np.bincount(leaf, weights=kept.astype(float), minlength=len(median))
+        out.append(np.where(kept_count > 0, total / np.maximum(kept_count, 1), median))
+    return out
+
+
+def _predict_with(forest, values: list[np.ndarray] | None, X: np.ndarray) -> np.ndarray:
+    """The forest's mean over trees, with per-node ``values`` in place of sklearn's where given."""
+    if values is None:
+        return forest.predict(X)
+    X32 = X.astype(np.float32)
+    return np.mean([v[e.apply(X32)] for e, v in zip(forest.estimators_, values, strict=True)], axis=0)
+
+
 def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: FitSettings = DEFAULT_SETTINGS,
                n_jobs: int = 2, estimate_trees: int = 0) -> FamilyModel:
     """Fit ``family``'s forest to a profile table (schema columns) measured on ``hw``.
@@ -194,13 +226,16 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
                      max_samples=settings.max_samples if len(table) > 50 else None,
                      random_state=settings.seed, n_jobs=n_jobs)
 
+    spike = settings.noisy_spike if noisy else None
     forest = forest_of(settings.n_estimators).fit(X, target)
+    leaf_values = None if spike is None else _leaf_robust_means(forest, X, target, spike)
     info: dict[str, Any] = {}
     if estimate_trees and len(table) >= 10:
         held = np.random.default_rng(settings.seed).random(len(table)) < 0.2
         if held.any() and not held.all():
             estimate = forest_of(estimate_trees).fit(X[~held], target[~held])
-            predicted = latency[held] / np.exp(target[held]) * np.exp(estimate.predict(X[held]))
+            values = None if spike is None else _leaf_robust_means(estimate, X[~held], target[~held], spike)
+            predicted = latency[held] / np.exp(target[held]) * np.exp(_predict_with(estimate, values, X[held]))
             info["accuracy"] = {"n_train": int((~held).sum()), "n_test": int(held.sum()),
                                 **metrics(predicted, latency[held])}
     if measured.any():
@@ -211,8 +246,8 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
     return FamilyModel(
         range_columns=np.array([names.index(n) for n in SIZE_FEATURES[family] if n in names], dtype=np.int64),
         family=family, names=names, vocab=vocab, low=X.min(axis=0), high=X.max(axis=0), calibration=calibration,
-        forest=FlatForest.from_sklearn(forest, leaf_cv), has_spread=bool(measured.any()), n_train=len(table),
-        info={**info, "min_samples_leaf": leaf, "t0_us": float(calibration[0]),
+        forest=FlatForest.from_sklearn(forest, leaf_cv, node_values=leaf_values), has_spread=bool(measured.any()), n_train=len(table),
+        info={**info, "min_samples_leaf": leaf, "spike": spike, "t0_us": float(calibration[0]),
               "compute_efficiency": float(calibration[1]), "memory_efficiency": float(calibration[2]),
               "serial_share": float(calibration[3])},
     )

@@ -62,9 +62,10 @@ class FlatForest:
 
     @classmethod
     def from_sklearn(cls, forest, extra_leaf_values: list[np.ndarray] | None = None,
-                     columns: np.ndarray | None = None) -> FlatForest:
+                     columns: np.ndarray | None = None, node_values: list[np.ndarray] | None = None) -> FlatForest:
         """Flatten a fitted one-output forest; ``extra_leaf_values[t]`` optionally gives
-        tree t one more value per node, appended as a further output. With ``columns``,
+        tree t one more value per node, appended as a further output, and ``node_values[t]``
+        the node values in place of the fitted ones. With ``columns``,
         the forest was fitted on those columns of a wider feature matrix, and its splits
         are renumbered to read the wider one."""
         features, thresholds, rights, values, roots = [], [], [], [], []
@@ -82,7 +83,7 @@ class FlatForest:
             features.append(split if columns is None else np.asarray(columns)[split])
             thresholds.append(rounded)
             rights.append(np.where(leaf, ids, tree.children_right) + offset)
-            leaf_values = [tree.value[:, 0, 0]]
+            leaf_values = [tree.value[:, 0, 0] if node_values is None else node_values[t]]
             if extra_leaf_values is not None:
                 leaf_values.append(extra_leaf_values[t])
             values.append(np.column_stack(leaf_values))

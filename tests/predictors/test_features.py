@@ -110,8 +110,9 @@ def test_compiled_kv_splits_and_tiles_match_the_reference():
     rng = np.random.default_rng(0)
     m, n = rng.integers(1, 300, 2000).astype(float), rng.integers(1, 200, 2000).astype(float)
     for sm in (108, 132):
-        assert np.array_equal(kv_splits(m, n, sm), [fastpath._kv_splits(a, b, float(sm)) for a, b in zip(m, n)])
+        compiled = [fastpath._kv_splits(a, b, float(sm)) for a, b in zip(m, n, strict=True)]
+        assert np.array_equal(kv_splits(m, n, sm), compiled)
     head_dim = rng.choice([32, 64, 80, 96, 112, 128, 160, 192, 256, 512], 200).astype(float)
     width = rng.choice([0.5, 1.0, 2.0, 4.0], 200)
     assert np.array_equal(np.column_stack(fa_tiles(head_dim, width)),
-                          [fastpath._fa_tiles(d, w) for d, w in zip(head_dim, width)])
+                          [fastpath._fa_tiles(d, w) for d, w in zip(head_dim, width, strict=True)])

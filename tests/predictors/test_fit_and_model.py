@@ -116,3 +116,23 @@ def test_fit_needs_rows(profiles):
 
     with pytest.raises(PredictorError, match="at least 2"):
         fit_family("gemm", profiles.tables["gemm"].iloc[:1], load_hardware("h200_sxm"), SMALL)
+
+
+def test_a_timing_spike_does_not_move_a_noisy_leaf():
+    import pandas as pd
+
+    # each GEMM shape timed 5 times with a 5% spread, one of them a 3x spike (as in some public sets)
+    rng = np.random.default_rng(0)
+    shapes = [(m, n, 1024) for m in (64, 128, 256, 512) for n in (1024, 2048, 4096)]
+    rows = [(m, n, k, t) for m, n, k in shapes for t in 2e-3 * m * n / 1024 * rng.normal(1, 0.01, 5)]
+    table = pd.DataFrame(rows, columns=["m", "n", "k", "latency_us"]).assign(dtype="bf16")
+    table.loc[table.index[::5], "latency_us"] *= 3  # the first timing of every shape
+    table["latency_std_us"], table["repeats"] = 0.05 * table["latency_us"], 5
+    h200 = load_hardware("h200_sxm")
+    model = fit_family("gemm", table, h200, FitSettings(n_estimators=8), n_jobs=1)
+    assert model.info["spike"] == 0.2 and model.info["min_samples_leaf"] == 5
+    typical = table.groupby(["m", "n"])["latency_us"].transform("median").to_numpy()
+    predicted = model.predict(table_query("gemm", table), h200)[0]
+    assert np.median(np.abs(predicted / typical - 1)) < 0.05
+    plain = fit_family("gemm", table, h200, FitSettings(n_estimators=8, noisy_spike=None), n_jobs=1)
+    assert np.median(np.abs(plain.predict(table_query("gemm", table), h200)[0] / typical - 1)) > 0.1

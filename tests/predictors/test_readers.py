@@ -99,3 +99,22 @@ def test_hardware_from_path_and_sources(tmp_path, fixtures):
     assert [f.name for f in source.files] == ["moe.csv"]
     with pytest.raises(PredictorError, match="needs --path"):
         open_source("vidur-csv")
+
+
+def test_frontier_moe_keeps_the_hot_context_where_a_shape_has_both():
+    import pandas as pd
+
+    from frontier_dag.predictors.frontier_csv import hot_context
+
+    shape = {"num_tokens": 8, "hidden_dim": 2048, "expert_hidden_dim": 768, "num_experts": 16,
+             "num_experts_per_device": 16, "router_topk": 2, "num_tensor_parallel_workers": 1,
+             "profiling_precision": "BF16"}
+    frame = pd.DataFrame([{**shape, "expert_parallel_size": 1, "gating_runtime_context": "prefill_hot"},
+                          {**shape, "expert_parallel_size": 1, "gating_runtime_context": "standalone_legacy"},
+                          {**shape, "expert_parallel_size": 2, "gating_runtime_context": "standalone_legacy"}])
+    kept = hot_context(frame)
+    # the standalone timing of the shape also timed hot goes; the shape timed only standalone stays
+    assert kept["gating_runtime_context"].tolist() == ["prefill_hot", "standalone_legacy"]
+    assert kept["expert_parallel_size"].tolist() == [1, 2]
+    no_context = frame.drop(columns="gating_runtime_context")
+    assert len(hot_context(no_context)) == 3
