@@ -183,10 +183,12 @@ class ExecutionPredictor:
         # the previous iteration's critical path re-weighted: while it is still a longest path
         # (the usual case from one batch to the next) its gradient is this iteration's too, and
         # the costly backward pass is skipped
-        grad = self._grad
-        if grad is None or float(grad @ costs) < total - 1e-9 * max(total, 1.0):
-            grad = self._grad = self.compiled.program.gradient(costs)[1]
-        cats = np.bincount(self._category, weights=grad * costs, minlength=len(CATEGORIES))
+        # (a product and a sum, not a BLAS dot: a threaded dot on a busy machine costs milliseconds)
+        weighted = None if self._grad is None else self._grad * costs
+        if weighted is None or float(weighted.sum()) < total - 1e-9 * max(total, 1.0):
+            self._grad = self.compiled.program.gradient(costs)[1]
+            weighted = self._grad * costs
+        cats = np.bincount(self._category, weights=weighted, minlength=len(CATEGORIES))
         cats[-1] = self.overhead_us
         self.last_categories = tuple(cats.tolist())
         return total + self.overhead_us
