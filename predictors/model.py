@@ -84,6 +84,8 @@ class FittedCostModel:
         return frozenset(self.fitted.models)
 
     def predict(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
+        if family == "all_reduce" and "auto" in list(query.get("impl", ())):
+            return self._auto_all_reduce(query)
         model = self.fitted.models.get(family)
         if model is None:
             return self._without_model(family, query)
@@ -94,6 +96,21 @@ class FittedCostModel:
         else:
             latency, std, out_of_range = self._memoized(family, query, memo)
         return self._prediction(latency, std, out_of_range, "rf")
+
+    def _auto_all_reduce(self, query: Mapping[str, Sequence[Any]]) -> Prediction:
+        """impl ``auto``: the engine's own (custom) all-reduce kernel where it is measured and
+        faster, NCCL otherwise, as vLLM, SGLang and TensorRT-LLM choose between them by size."""
+        rows = len(query["impl"])
+        count, jitter = self.out_of_range_count, self.jitter
+        self.jitter = False  # sampled once, below
+        try:
+            nccl = self.predict("all_reduce", {**query, "impl": ["nccl"] * rows})
+            custom = self.predict("all_reduce", {**query, "impl": ["custom"] * rows})
+        finally:
+            self.out_of_range_count, self.jitter = count, jitter
+        use = ~custom.out_of_range & (custom.latency_us < nccl.latency_us)
+        return self._prediction(np.where(use, custom.latency_us, nccl.latency_us), np.where(use, custom.std_us, nccl.std_us),
+                                np.where(use, custom.out_of_range, nccl.out_of_range), nccl.source)
 
     # -- paths -----------------------------------------------------------------------------------
     def _prediction(self, latency: np.ndarray, std: np.ndarray, out_of_range: np.ndarray, source: str,

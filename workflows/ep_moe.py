@@ -13,7 +13,13 @@ into other strategies.
 """
 
 from frontier_dag.dsl import Builder, Param, workflow
-from frontier_dag.workflows.layers import ACTIVATION_BYTES, decoder, router, shared_experts
+from frontier_dag.workflows.layers import (
+    ACTIVATION_BYTES,
+    all_reduce_impl,
+    decoder,
+    router,
+    shared_experts,
+)
 
 ROUTING = Param(dict, {"kind": "uniform"}, "expert routing: {kind: uniform|power_law|trace, alpha, path, "
                 "redundant_experts}")
@@ -46,6 +52,45 @@ def ep_moe_block(impl: str = "deepep_normal"):
                             placement=placement, impl=impl, after=x)
 
     return block
+
+
+def gather_moe_block(g: Builder, pool, on, mb, layer, after):
+    """Expert parallelism as vLLM, SGLang and TensorRT-LLM run it by default on Hopper (no
+    DeepEP): every GPU of the expert group sees all of the batch's tokens (with attention TP
+    they are there after the attention all-reduce; with attention DP an all-gather brings the
+    other DP ranks' tokens), each EP rank runs its experts on the tokens routed to them (one
+    node per rank, a barrier on the slowest), and the partial outputs are summed: an
+    all-reduce, or with attention DP a reduce-scatter back to the DP ranks."""
+    moe, hidden = g.model.moe, g.model.hidden_size
+    ranks = g.ep_ranks(pool.role)
+    group = pool.gpus_per_replica
+    placement = pool.placement(group)
+    x = router(g, pool, on, mb, after)
+    x = shared_experts(g, pool, on, mb, x)
+    full = mb.tokens * hidden * ACTIVATION_BYTES
+    if pool.dp > 1 and group > 1:
+        x = g.collective("moe_all_gather", on, "all_gather", bytes=full, group=group, placement=placement, after=x)
+    experts = [
+        g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=x,
+                  num_tokens=mb.tokens, hidden=hidden, inter=moe.expert_intermediate_size // pool.config.moe_tp,
+                  num_experts=moe.num_experts, topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp,
+                  dtype=g.model.moe_dtype or g.model.dtype)
+        for r, rank in enumerate(ranks)
+    ]
+    x = g.sync("ep_barrier", on, after=experts)
+    if group == 1:
+        return x
+    if pool.dp > 1:
+        return g.collective("moe_reduce_scatter", on, "reduce_scatter", bytes=full, group=group, placement=placement,
+                            after=x)
+    return g.collective("moe_all_reduce", on, "all_reduce", bytes=full, group=group, placement=placement,
+                        impl=all_reduce_impl(g), after=x)
+
+
+#: How expert-parallel MoE layers of the co-located and PD workflows exchange tokens.
+EP_COMM = Param(str, "all_to_all", "expert-parallel token exchange: all_to_all (DeepEP dispatch and combine) or "
+                "gather (every GPU gets all tokens, an all-reduce or reduce-scatter sums the experts' outputs: "
+                "the default of vLLM, SGLang and TensorRT-LLM on Hopper)", choices=("all_to_all", "gather"))
 
 
 @workflow("ep_moe", "One pool serves prefill and decode; MoE layers run expert parallel (dispatch, one "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from frontier_dag.dsl import Builder, MicroBatch, Op, PoolView
+from frontier_dag.dsl import Builder, MicroBatch, Op, Param, PoolView
 
 #: Bytes per activation element moved between kernels and pools (bf16).
 ACTIVATION_BYTES = 2
@@ -21,12 +21,27 @@ def rank_tokens(pool: PoolView, mb: MicroBatch):
     return mb.tokens if pool.dp == 1 else mb.tokens.ceil_div(pool.dp)
 
 
+#: The workflow parameter that chooses the all-reduce implementation of TP and MoE sums.
+ALL_REDUCE = Param(str, "nccl", "all-reduce implementation: nccl, or auto (the engine's own all-reduce kernel "
+                   "where it is faster, NCCL otherwise, as vLLM, SGLang and TensorRT-LLM choose)",
+                   choices=("nccl", "auto"))
+
+
+def all_reduce_impl(g: Builder) -> str:
+    """The all-reduce implementation a workflow chose (``use_all_reduce``); nccl by default."""
+    return getattr(g, "_all_reduce_impl", "nccl")
+
+
+def use_all_reduce(g: Builder, impl: str) -> None:
+    g._all_reduce_impl = impl
+
+
 def tp_all_reduce(g: Builder, pool: PoolView, on, name: str, tokens, after: Op) -> Op:
     """Sum the TP shards' partial outputs (nothing to do without TP)."""
     if pool.tp == 1:
         return after
     return g.collective(name, on, "all_reduce", bytes=tokens * g.model.hidden_size * ACTIVATION_BYTES,
-                        group=pool.tp, placement=pool.placement(pool.tp), after=after)
+                        group=pool.tp, placement=pool.placement(pool.tp), impl=all_reduce_impl(g), after=after)
 
 
 def embed(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = None) -> Op:
@@ -82,7 +97,7 @@ def dense_ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, 
     x = g.gemm(f"{prefix}down_proj", on, m=tokens, n=m.hidden_size, k=shard, after=x)
     if reduce and tp > 1:
         x = g.collective(f"{prefix}ffn_all_reduce", on, "all_reduce", bytes=tokens * m.hidden_size * ACTIVATION_BYTES,
-                         group=tp, placement=pool.placement(tp), after=x)
+                         group=tp, placement=pool.placement(tp), impl=all_reduce_impl(g), after=x)
     return x
 
 
@@ -112,7 +127,7 @@ def tp_moe(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op
     if group == 1:
         return x
     return g.collective("moe_all_reduce", on, "all_reduce", bytes=mb.tokens * g.model.hidden_size * ACTIVATION_BYTES,
-                        group=group, placement=pool.placement(group), after=x)
+                        group=group, placement=pool.placement(group), impl=all_reduce_impl(g), after=x)
 
 
 MoEBlock = Callable[[Builder, PoolView, object, MicroBatch, int, Op | None], Op]

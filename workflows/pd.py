@@ -12,7 +12,9 @@ block for the pools.
 """
 
 from frontier_dag.dsl import Builder, Op, Param, workflow
+from frontier_dag.workflows.ep_moe import EP_COMM, gather_moe_block
 from frontier_dag.workflows.layers import (
+    ALL_REDUCE,
     MoEBlock,
     attention,
     embed,
@@ -20,6 +22,7 @@ from frontier_dag.workflows.layers import (
     kv_bytes_per_token,
     lm_head,
     moe_block_for,
+    use_all_reduce,
 )
 
 KV_TRANSFER = Param(str, "per_request", "when KV moves to the decode pool: per_request (after the prefill) or "
@@ -76,6 +79,15 @@ def prefill_and_transfer(g: Builder, dst: str, moe_block: MoEBlock | None = None
 
 
 @workflow("pd", "Prefill/decode disaggregation: prefill iteration, KV transfer to the decode pool (per request "
-          "or per layer), decode iteration.", params={"kv_transfer": KV_TRANSFER})
-def pd(g: Builder, kv_transfer: str) -> None:
-    pd_stages(g, kv_transfer)
+          "or per layer), decode iteration.", params={"kv_transfer": KV_TRANSFER, "ep_comm": EP_COMM,
+                                                              "all_reduce": ALL_REDUCE})
+def pd(g: Builder, kv_transfer: str, ep_comm: str, all_reduce: str) -> None:
+    use_all_reduce(g, all_reduce)
+    if ep_comm == "gather":
+        pd_stages(g, kv_transfer, _gather_where_ep(g.pool("prefill")), _gather_where_ep(g.pool("decode")))
+    else:
+        pd_stages(g, kv_transfer)
+
+
+def _gather_where_ep(pool) -> MoEBlock | None:
+    return gather_moe_block if pool.ep > 1 else None

@@ -54,7 +54,9 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
         nonlocal sent
         if sent < table.n:
             rid, sent = sent, sent + 1
-            if _rid is None or workload.think_time_s == 0:
+            if _rid is None:
+                events.after(float(starts[rid]) if workload.ramp_s else 0.0, controller.arrive, rid)
+            elif workload.think_time_s == 0:
                 events.after(0.0, controller.arrive, rid)
             else:
                 events.after(workload.think_time_s, controller.arrive, rid)
@@ -62,6 +64,8 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
     controller = GlobalController(deployment, graph, cost_model, table, events,
                                   on_finish=send_next if closed else None, attribute=attribute)
     if closed:
+        # the clients' first sends: all at once, or at random times within the ramp
+        starts = np.sort(np.random.default_rng([config.seed, 7919]).uniform(0.0, workload.ramp_s, workload.clients))
         for _ in range(min(workload.clients, table.n)):
             send_next()
     else:

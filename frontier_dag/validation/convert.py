@@ -19,6 +19,11 @@ from frontier_dag.validation.silicon import SiliconRow, Worker
 ROUNDS = 4
 MIN_REQUESTS = 8
 
+#: Expert parallelism as the three engines run it without DeepEP, which none of the rows
+#: names: tokens gathered on every GPU of the expert group, outputs summed by an all-reduce
+#: (reduce-scatter with attention DP); see the ``colocated`` workflow's ``ep_comm``.
+EP_COMM = "gather"
+
 
 @dataclass(frozen=True)
 class Converted:
@@ -35,15 +40,16 @@ def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0) -> Converte
     if row.backend not in BACKENDS:
         raise Unsupported(f"backend {row.backend!r} has no kernel tables (only {', '.join(BACKENDS)})")
     if row.concurrency is None or row.concurrency < 1:
-        raise Unsupported("the row gives no concurrency (no silicon_concurrency and no batch size)")
+        raise Unsupported("the row gives no silicon_concurrency (its batch-size columns are aiconfigurator's "
+                          "estimate, not the benchmark's client count)")
     model, notes = row_model(row.model_path, row.system, row.backend, row.gemm_quant, row.moe_quant)
     if row.mode == "agg":
         pools = {"worker": _pool("colocated", row.agg, 1)}
-        workflow = {"name": "colocated"}
+        workflow = {"name": "colocated", "params": {"ep_comm": EP_COMM, "all_reduce": "auto"}}
     elif row.mode == "disagg":
         pools = {"prefill": _pool("prefill", row.prefill, row.prefill.workers),
                  "decode": _pool("decode", row.decode, row.decode.workers)}
-        workflow = {"name": "pd", "params": {"kv_transfer": "per_request"}}
+        workflow = {"name": "pd", "params": {"kv_transfer": "per_request", "ep_comm": EP_COMM, "all_reduce": "auto"}}
     else:
         raise Unsupported(f"mode {row.mode!r} is neither agg nor disagg")
     requests = max(row.concurrency * rounds, MIN_REQUESTS)

@@ -9,10 +9,11 @@ parallelism made consistent; what was cleaned is said in ``SiliconRow.notes``.
 
 Cleaning rules (each is a fact about the export, not a fit to the measurements):
 
-* The concurrency is the benchmark's ``silicon_concurrency`` (in the source column);
-  where it is missing, ``batch_size`` x attention-DP size for an aggregated row and
-  decode ``batch_size`` x attention-DP x decode workers for a disaggregated one
-  (aiconfigurator's batch sizes are per attention-DP rank).
+* The concurrency is the benchmark's ``silicon_concurrency`` (in the source column).
+  Rows without it (15 of the h100/h200 rows) are not simulated: their ``batch_size``
+  columns are aiconfigurator's own batch estimate, not the client count (for example
+  448 concurrent 4000-token prompts on eight one-GPU prefill workers could not give the
+  measured 8.7 ms TPOT and 368 ms TTFT).
 * Some exports multiplied the attention TP (or DP) and the MoE TP by the EP size: the
   row's id says ``tp8_ep8`` while its columns say tp 64 (or dp 64) and moe_tp 8 x
   moe_ep 8. When the id's ``tp<T>_ep<E>`` disagrees with the columns by exactly the
@@ -148,13 +149,6 @@ def parse_row(index: int, rec: dict, moe: bool) -> SiliconRow:
         agg = _worker(rec, "", moe, row_id, notes)
     found = _CONCURRENCY.search(str(rec.get("silicon_data_source", "")))
     concurrency = int(found.group(1)) if found else None
-    if concurrency is None:
-        if mode == "disagg" and _int(rec.get("decode_batch_size")) is not None:
-            concurrency = _int(rec["decode_batch_size"]) * decode.dp * decode.workers
-            notes.append("concurrency = decode batch size x DP x decode workers (no silicon_concurrency)")
-        elif mode != "disagg" and _int(rec.get("batch_size")) is not None:
-            concurrency = _int(rec["batch_size"]) * agg.dp
-            notes.append("concurrency = batch size x DP (no silicon_concurrency)")
     return SiliconRow(
         index=index, id=row_id, system=str(rec["system"]), backend=str(rec["backend"]),
         backend_version=_str(rec.get("backend_version")) or "", model_path=str(rec["model_path"]), mode=mode,

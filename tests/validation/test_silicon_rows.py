@@ -21,13 +21,15 @@ BASE = {
 }
 
 
-def test_concurrency_comes_from_the_source_column_else_batch_times_dp():
+def test_concurrency_comes_from_the_source_column_only():
     row = parse_row(0, {**BASE, "silicon_data_source": "x; silicon_concurrency=64", "batch_size": 8,
                         "attention_dp_size": 8, "tp_size": 1}, moe=False)
     assert row.concurrency == 64
     row = parse_row(0, {**BASE, "silicon_data_source": "", "batch_size": 8, "attention_dp_size": 4, "tp_size": 1},
                     moe=False)
-    assert row.concurrency == 32 and "batch size x DP" in row.notes[0]
+    assert row.concurrency is None  # batch sizes are aiconfigurator's estimate, not the client count
+    with pytest.raises(Unsupported, match="silicon_concurrency"):
+        row_config(row)
 
 
 def test_export_that_multiplied_tp_by_ep_is_read_from_the_id():
