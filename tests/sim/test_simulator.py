@@ -101,6 +101,17 @@ def test_littles_law_holds_on_the_summary_of_a_closed_loop():
     assert s["requests_per_s"] * s["e2e_ms"]["mean"] * 1e-3 == pytest.approx(clients, rel=0.05)
 
 
+def test_closed_loop_ramp_spreads_the_first_requests_and_is_reproducible():
+    load = {"clients": 8, "num_requests": 16, "prompt_tokens": {"kind": "fixed", "value": 100},
+            "output_tokens": {"kind": "fixed", "value": 20}}
+    burst = simulate(colocated(workload=load), cost_model=FAST).requests
+    assert (burst["arrival_s"].to_numpy()[:8] == 0).all()
+    runs = [simulate(colocated(workload={**load, "ramp_s": 0.5}), cost_model=FAST).requests for _ in range(2)]
+    first = runs[0]["arrival_s"].to_numpy()[:8]
+    assert 0 <= first.min() and first.max() <= 0.5 and len(set(first.tolist())) == 8
+    assert np.array_equal(runs[0]["arrival_s"].to_numpy(), runs[1]["arrival_s"].to_numpy())
+
+
 def test_pd_with_too_little_decode_memory_waits_stalls_and_still_completes():
     cfg = pd(decode_kv=3000, prefill_kv=4000, workload=workload(120, prompt=1000, output=60, rate=200.0))
     result = simulate(cfg, cost_model=FAST)
