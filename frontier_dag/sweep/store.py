@@ -121,7 +121,8 @@ def cell(value: Any) -> Any:
 
 
 def to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    rows = list(records)
+    # in point order, so that the columns (first seen first) do not depend on which point finished first
+    rows = sorted(records, key=lambda r: r["point_id"])
     frame = pd.DataFrame.from_records(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(META_COLUMNS))
