@@ -330,8 +330,17 @@ class ReplicaWorker:
             return False
         rid = self.waiting[0]
         t = self.table
-        first = min(int(t.prompt[rid] + t.generated[rid]), self.limits.max_tokens)
-        return self.kv.free >= self.kv.blocks_for(first)
+        prompt = int(t.prompt[rid] + t.generated[rid])
+        return self.kv.free >= self.kv.blocks_for(self._admission_tokens(prompt))
+
+    def _admission_tokens(self, prompt: int) -> int:
+        """Tokens whose KV must be free to admit a prompt. SGLang admits a request only when
+        its whole prompt fits (a chunked prefill admitted on its first chunk could be preempted
+        by its own next chunk, again and again, while prefill-first starves the decodes that
+        hold the memory); vLLM needs its first chunk only."""
+        if self.limits.policy == "sglang":
+            return prompt
+        return min(prompt, self.limits.max_tokens)
 
     def _absorb_incoming(self) -> None:
         t = self.table
@@ -365,6 +374,8 @@ class ReplicaWorker:
             if chunk > budget and (admitted or have_work):
                 break
             own = kv.blocks_for(cached + chunk) - hits * per_hash
+            if lim.policy == "sglang" and kv.free < kv.blocks_for(prompt) - hits * per_hash:
+                break  # see _admission_tokens
             if not kv.allocate(own):
                 break
             if hits:

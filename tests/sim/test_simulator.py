@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from frontier_dag.errors import ConfigError, DeadlockError, SimulationError
@@ -60,6 +60,12 @@ def check_invariants(result) -> None:
        seqs=st.integers(1, 8), tokens=st.integers(16, 512), chunked=st.booleans(),
        policy=st.sampled_from(["vllm", "sglang"]), layout=st.sampled_from(["colocated", "pd"]),
        spare=st.integers(16, 2000), seed=st.integers(0, 3))
+# found by this test: SGLang admitted a chunked prefill on its first chunk, its next chunk
+# preempted it, and prefill-first re-admitted it forever while the decodes held the memory
+@example(n=11, prompt=254, output=3, rate=153.38, seqs=5, tokens=51, chunked=True, policy="sglang",
+         layout="colocated", spare=389, seed=0)
+@example(n=13, prompt=222, output=26, rate=83.21, seqs=6, tokens=240, chunked=True, policy="sglang",
+         layout="colocated", spare=260, seed=3)
 def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens, chunked, policy, layout, spare, seed):
     capacity = prompt + output + spare  # one request always fits: the run must complete
     sched = {"policy": policy, "max_num_seqs": seqs, "max_num_batched_tokens": max(tokens, 1),
