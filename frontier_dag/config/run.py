@@ -108,6 +108,11 @@ class SchedulerConfig(Strict):
     prefix_caching: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     iteration_overhead_us: float = Field(0.0, ge=0, description="host-side scheduler cost per iteration")
+    reserve_output: float = Field(
+        0.0, ge=0, le=1,
+        description="share of each request's remaining output whose KV must stay free before another request is "
+                    "admitted: 0 as vLLM (preempt when memory runs out), 0.7 as SGLang's new_token_ratio, 1 as "
+                    "TensorRT-LLM's guaranteed-no-evict scheduler")
 
 
 class PredictorConfig(Strict):

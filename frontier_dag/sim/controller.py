@@ -82,7 +82,8 @@ class GlobalController:
             capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where)
             sched = cfg.scheduler
             limits = Limits(sched.max_num_seqs * pool.attention_dp, sched.max_num_batched_tokens * pool.attention_dp,
-                            sched.chunked_prefill, sched.policy, sched.prefix_caching)
+                            sched.chunked_prefill, sched.policy, sched.prefix_caching,
+                            0.0 if pool.role == "prefill" else sched.reserve_output)
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
             predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,

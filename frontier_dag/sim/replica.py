@@ -50,6 +50,7 @@ class Limits:
     chunked_prefill: bool
     policy: str  # vllm | sglang
     prefix_caching: bool
+    reserve_output: float = 0.0  # see SchedulerConfig.reserve_output (0 on prefill-only replicas)
 
 
 class Prefilling:
@@ -331,7 +332,27 @@ class ReplicaWorker:
         rid = self.waiting[0]
         t = self.table
         prompt = int(t.prompt[rid] + t.generated[rid])
-        return self.kv.free >= self.kv.blocks_for(self._admission_tokens(prompt))
+        need = self.kv.blocks_for(self._admission_tokens(prompt))
+        if self.limits.reserve_output:
+            need = max(need, self._reservation(prompt, int(t.output[rid] - t.generated[rid])) + self._reserved())
+        return self.kv.free >= need
+
+    def _reservation(self, ctx: int, left: int) -> int:
+        """KV blocks a request of ``ctx`` tokens with ``left`` output tokens to go is promised
+        at admission under ``reserve_output``."""
+        return self.kv.blocks_for(ctx + int(self.limits.reserve_output * left))
+
+    def _reserved(self) -> int:
+        """Blocks promised to the running sequences beyond what they hold: the KV of their
+        prompts still to prefill and of ``reserve_output`` of their remaining outputs."""
+        r, kv, size = self.limits.reserve_output, self.kv, self.kv.block_size
+        ctx = self.d["offset"][: self.n] + self.step
+        left = self.d["last"][: self.n] - self.step + 1
+        grown = (ctx + (r * left).astype(np.int64) + size - 1) // size - (ctx + size - 1) // size
+        total = int(grown.sum())
+        for p in self.prefilling:
+            total += kv.blocks_for(p.ctx + p.todo + int(r * p.left)) - kv.blocks_for(p.ctx + p.chunk)
+        return total
 
     def _admission_tokens(self, prompt: int) -> int:
         """Tokens whose KV must be free to admit a prompt. SGLang admits a request only when
@@ -376,6 +397,10 @@ class ReplicaWorker:
             own = kv.blocks_for(cached + chunk) - hits * per_hash
             if lim.policy == "sglang" and kv.free < kv.blocks_for(prompt) - hits * per_hash:
                 break  # see _admission_tokens
+            if lim.reserve_output:
+                left = int(t.output[rid] - t.generated[rid])
+                if kv.free < self._reserved() + self._reservation(prompt, left) - hits * per_hash:
+                    break
             if not kv.allocate(own):
                 break
             if hits:

@@ -11,11 +11,16 @@ on an 80-141 GB Hopper GPU:
 * **SGLang**: prefill first: whenever prompts wait and memory allows, the next batch is
   a prefill batch of up to ``chunked_prefill_size`` = 8192 tokens (its default on
   80-160 GB GPUs) and running decodes wait (mixed chunks are off by default);
-  ``mem_fraction_static`` about 0.88.
+  ``mem_fraction_static`` about 0.88. A request is admitted only when the KV of its prompt
+  and of ``new_token_ratio`` (0.7 at start and after a retraction; it decays towards 0.1
+  while nothing is retracted, which is not modelled) of every running request's remaining
+  output fits: ``reserve_output`` = 0.7.
 * **TensorRT-LLM** (PyTorch flow): in-flight batching mixes context and generation
   requests in one iteration within ``max_num_tokens`` = 8192 and ``max_batch_size`` =
   2048; the KV cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left
-  after the weights, about 0.9 of the GPU as well.
+  after the weights, about 0.9 of the GPU as well. Its default capacity scheduler
+  (``GUARANTEED_NO_EVICT``) admits a request only when every running request can run to
+  its last token: ``reserve_output`` = 1. vLLM reserves nothing and preempts instead (0).
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ class Engine:
     max_num_seqs: int
     chunked_prefill: bool
     gpu_memory_utilization: float
+    reserve_output: float  # KV kept free for running requests' outputs at admission
 
 
 ENGINES = {
-    "vllm": Engine("vllm", 8192, 1024, True, 0.90),
-    "sglang": Engine("sglang", 8192, 4096, True, 0.88),
-    "trtllm": Engine("vllm", 8192, 2048, True, 0.90),
+    "vllm": Engine("vllm", 8192, 1024, True, 0.90, 0.0),
+    "sglang": Engine("sglang", 8192, 4096, True, 0.88, 0.7),
+    "trtllm": Engine("vllm", 8192, 2048, True, 0.90, 1.0),
 }
 
 
@@ -48,4 +54,4 @@ def scheduler_settings(backend: str) -> dict:
     e = engine_for(backend)
     return {"policy": e.policy, "max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
             "chunked_prefill": e.chunked_prefill, "gpu_memory_utilization": e.gpu_memory_utilization,
-            "prefix_caching": False}
+            "prefix_caching": False, "reserve_output": e.reserve_output}

@@ -143,6 +143,27 @@ def test_preemption_by_recompute_when_kv_runs_out():
     assert result.summary["preemptions"] > 0
 
 
+@pytest.mark.parametrize("policy", ["vllm", "sglang"])
+def test_reserving_the_outputs_at_admission_avoids_preemption(policy):
+    # the workload of the test above: with the whole outputs reserved (TensorRT-LLM's
+    # guaranteed-no-evict) nothing is preempted; with part of them reserved (SGLang's
+    # new_token_ratio) fewer are, and fewer prompts run at once
+    def run(reserve):
+        cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": 700}},
+                          "colocated", workload=workload(40, prompt=200, output=150, rate=500.0),
+                          scheduler={"policy": policy, "reserve_output": reserve})
+        result = simulate(cfg, cost_model=FAST)
+        check_invariants(result)
+        assert result.summary["num_completed"] == 40
+        return result
+
+    none, part, whole = run(0.0), run(0.7), run(1.0)
+    assert whole.summary["preemptions"] == 0
+    assert none.summary["preemptions"] > part.summary["preemptions"]
+    # at most floor(700 / (200 + 150)) = 2 requests hold KV at once when their outputs are reserved
+    assert whole.iterations["num_seqs"].max() <= 2 < none.iterations["num_seqs"].max()
+
+
 def test_sglang_never_mixes_prefill_and_decode_in_one_iteration():
     result = simulate(colocated(workload=workload(60, prompt=300, output=30, rate=200.0), scheduler={"policy": "sglang"}),
                       cost_model=FAST)
