@@ -31,7 +31,6 @@ def ep_moe_block(impl: str = "deepep_normal"):
 
     def block(g: Builder, pool, on, mb, layer, after):
         moe, hidden = g.model.moe, g.model.hidden_size
-        ranks = g.ep_ranks(pool.role)
         x = router(g, pool, on, mb, after)
         x = shared_experts(g, pool, on, mb, x)
         # each GPU sends its share of the tokens, top_k copies, to the experts' ranks
@@ -40,18 +39,25 @@ def ep_moe_block(impl: str = "deepep_normal"):
         placement = pool.placement(pool.ep)
         x = g.collective("dispatch", on, "all_to_all", bytes=per_gpu * dispatch_bytes, group=pool.ep,
                          placement=placement, impl=impl, after=x)
-        experts = [
-            g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=x,
-                      num_tokens=mb.tokens, hidden=hidden, inter=moe.expert_intermediate_size // pool.config.moe_tp,
-                      num_experts=moe.num_experts, topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp,
-                      dtype=g.model.moe_dtype or g.model.dtype)
-            for r, rank in enumerate(ranks)
-        ]
-        x = g.sync("ep_barrier", on, after=experts)
+        x = expert_ranks(g, pool, on, mb, layer, x)
         return g.collective("combine", on, "all_to_all", bytes=per_gpu * ACTIVATION_BYTES, group=pool.ep,
                             placement=placement, impl=impl, after=x)
 
     return block
+
+
+def expert_ranks(g: Builder, pool, on, mb, layer, after):
+    """One grouped-GEMM node per EP rank, weighted by the tokens routed to it, and the
+    barrier on the slowest rank."""
+    moe = g.model.moe
+    experts = [
+        g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=after,
+                  num_tokens=mb.tokens, hidden=g.model.hidden_size,
+                  inter=moe.expert_intermediate_size // pool.config.moe_tp, num_experts=moe.num_experts,
+                  topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp, dtype=g.model.moe_dtype or g.model.dtype)
+        for r, rank in enumerate(g.ep_ranks(pool.role))
+    ]
+    return g.sync("ep_barrier", on, after=experts)
 
 
 def gather_moe_block(g: Builder, pool, on, mb, layer, after):
@@ -61,8 +67,7 @@ def gather_moe_block(g: Builder, pool, on, mb, layer, after):
     other DP ranks' tokens), each EP rank runs its experts on the tokens routed to them (one
     node per rank, a barrier on the slowest), and the partial outputs are summed: an
     all-reduce, or with attention DP a reduce-scatter back to the DP ranks."""
-    moe, hidden = g.model.moe, g.model.hidden_size
-    ranks = g.ep_ranks(pool.role)
+    hidden = g.model.hidden_size
     group = pool.gpus_per_replica
     placement = pool.placement(group)
     x = router(g, pool, on, mb, after)
@@ -70,14 +75,7 @@ def gather_moe_block(g: Builder, pool, on, mb, layer, after):
     full = mb.tokens * hidden * ACTIVATION_BYTES
     if pool.dp > 1 and group > 1:
         x = g.collective("moe_all_gather", on, "all_gather", bytes=full, group=group, placement=placement, after=x)
-    experts = [
-        g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=x,
-                  num_tokens=mb.tokens, hidden=hidden, inter=moe.expert_intermediate_size // pool.config.moe_tp,
-                  num_experts=moe.num_experts, topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp,
-                  dtype=g.model.moe_dtype or g.model.dtype)
-        for r, rank in enumerate(ranks)
-    ]
-    x = g.sync("ep_barrier", on, after=experts)
+    x = expert_ranks(g, pool, on, mb, layer, x)
     if group == 1:
         return x
     if pool.dp > 1:

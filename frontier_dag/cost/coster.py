@@ -95,23 +95,25 @@ class BatchSummary(NamedTuple):
 STAT_NAMES = ("tokens", "seqs", "prefill_tokens", "prefill_seqs", "decode_seqs", "ctx_tokens", "kv_tokens", "kv_out_tokens")
 
 
-def bucket(value: int, _log1p=math.log1p, _step=_LOG_STEP) -> int:
+def _bucket(value: int, _log1p=math.log1p, _step=_LOG_STEP) -> int:
     """The memo bucket of a non-negative count (see ATTENTION_MEMO_RESOLUTION)."""
     return int(_log1p(value) / _step)
-
-
-_bucket = bucket
 
 
 def coster_memo_is_bucketed() -> bool:
     return ATTENTION_MEMO_RESOLUTION > 0
 
 
+def decode_key(seqs: int, ctx_tokens: int, ctx_max: int) -> tuple:
+    """``attention_key`` of a decode batch (one new token per sequence) from its sums."""
+    return (seqs, seqs, _bucket(ctx_tokens), _bucket(ctx_max))
+
+
 def attention_key(summary: BatchSummary) -> tuple:
     """The memo key of an attention batch (see ATTENTION_MEMO_RESOLUTION)."""
     s = summary
     if s.tokens == s.seqs:  # decode: one new token each
-        return (s.seqs, s.tokens, _bucket(s.ctx_tokens), _bucket(s.ctx_max))
+        return decode_key(s.seqs, s.ctx_tokens, s.ctx_max)
     return (s.seqs, s.tokens, s.prefill_seqs, _bucket(s.ctx_tokens), _bucket(s.ctx_max), _bucket(s.work),
             _bucket(s.q_squared))
 
@@ -454,13 +456,11 @@ class StageCoster:
             pred = self.cost_model.predict(family, query)
             latency, flagged = pred.latency_us.tolist(), pred.out_of_range.tolist()
             self._attention_memo.setdefault(key, (latency[0], int(flagged[0])))
-            if len(shifts) > 1:  # decode batches ahead: the key of attention_key(...) for a decode batch
-                head = (index, summary.seqs, summary.tokens) if family.startswith("attention") else \
-                    (index, family, summary.seqs, summary.tokens)
-                for j in range(1, len(shifts)):
-                    ahead = (*head, _bucket(summary.ctx_tokens + shifts[j] * summary.seqs),
-                             _bucket(summary.ctx_max + shifts[j]))
-                    self._attention_memo.setdefault(ahead, (latency[j], int(flagged[j])))
+            head = (index,) if family.startswith("attention") else (index, family)
+            for j in range(1, len(shifts)):  # the same decode batch, some steps ahead
+                ahead = head + decode_key(summary.seqs, summary.ctx_tokens + shifts[j] * summary.seqs,
+                                          summary.ctx_max + shifts[j])
+                self._attention_memo.setdefault(ahead, (latency[j], int(flagged[j])))
             hit = self._attention_memo[key]
             self.usage.sources[pred.source] += 1
         self.usage.out_of_range += hit[1]

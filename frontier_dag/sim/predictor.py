@@ -15,8 +15,8 @@ from frontier_dag.cost.coster import (
     BatchSummary,
     MicroBatchLoad,
     StageCoster,
-    bucket,
     coster_memo_is_bucketed,
+    decode_key,
     split_micro_batches,
 )
 from frontier_dag.cost.protocol import CostModel
@@ -138,14 +138,14 @@ class ExecutionPredictor:
         flagged = 0
         for j, (ctx, top) in enumerate(zip(contexts, longest, strict=True)):
             attention = 0.0
-            b_ctx, b_top = bucket(ctx), bucket(top)
+            key = decode_key(n, ctx, top)
             for index, coef, members in self._attention_groups:
-                hit = memo.get((index, n, n, b_ctx, b_top))
+                hit = memo.get((index, *key))
                 if hit is None:
                     summary = first._replace(ctx_tokens=ctx, ctx_max=top, work=ctx, decode_ctx_tokens=ctx, decode_ctx_max=top)
                     load = MicroBatchLoad(summary=summary, materialize=lambda j=j: materialize(j))
                     self.coster.attention_price(index, load)
-                    hit = memo[(index, n, n, b_ctx, b_top)]
+                    hit = memo[(index, *key)]
                 flagged += hit[1] * members
                 attention += coef * hit[0]
             durations.append(base + attention)

@@ -331,11 +331,16 @@ class ReplicaWorker:
             return False
         rid = self.waiting[0]
         t = self.table
-        prompt = int(t.prompt[rid] + t.generated[rid])
+        prompt, left = int(t.prompt[rid] + t.generated[rid]), int(t.output[rid] - t.generated[rid])
+        return self.kv.free >= self._admission_blocks(prompt, left, self._reserved())
+
+    def _admission_blocks(self, prompt: int, left: int, reserved: int) -> int:
+        """Free KV blocks needed to admit a prompt with ``left`` output tokens to go, when the
+        running sequences are promised ``reserved`` more (``_reserved``)."""
         need = self.kv.blocks_for(self._admission_tokens(prompt))
         if self.limits.reserve_output:
-            need = max(need, self._reservation(prompt, int(t.output[rid] - t.generated[rid])) + self._reserved())
-        return self.kv.free >= need
+            need = max(need, reserved + self._reservation(prompt, left))
+        return need
 
     def _reservation(self, ctx: int, left: int) -> int:
         """KV blocks a request of ``ctx`` tokens with ``left`` output tokens to go is promised
@@ -346,6 +351,8 @@ class ReplicaWorker:
         """Blocks promised to the running sequences beyond what they hold: the KV of their
         prompts still to prefill and of ``reserve_output`` of their remaining outputs."""
         r, kv, size = self.limits.reserve_output, self.kv, self.kv.block_size
+        if not r:
+            return 0
         ctx = self.d["offset"][: self.n] + self.step
         left = self.d["last"][: self.n] - self.step + 1
         grown = (ctx + (r * left).astype(np.int64) + size - 1) // size - (ctx + size - 1) // size
@@ -382,6 +389,7 @@ class ReplicaWorker:
         t, kv, lim = self.table, self.kv, self.limits
         admitted: list[Prefilling] = []
         per_hash = kv.blocks_for(kv.prefix_block_tokens) if kv.prefix_block_tokens else 0
+        reserved = self._reserved()
         while self.waiting and self.running < lim.max_seqs and budget > 0:
             rid = self.waiting[0]
             prompt = int(t.prompt[rid] + t.generated[rid])
@@ -395,19 +403,19 @@ class ReplicaWorker:
             if chunk > budget and (admitted or have_work):
                 break
             own = kv.blocks_for(cached + chunk) - hits * per_hash
-            if lim.policy == "sglang" and kv.free < kv.blocks_for(prompt) - hits * per_hash:
-                break  # see _admission_tokens
-            if lim.reserve_output:
-                left = int(t.output[rid] - t.generated[rid])
-                if kv.free < self._reserved() + self._reservation(prompt, left) - hits * per_hash:
-                    break
+            left = int(t.output[rid] - t.generated[rid])
+            # vLLM needs room for the chunk only (the allocation below); see _admission_tokens
+            if (lim.policy == "sglang" or lim.reserve_output) and \
+                    kv.free < self._admission_blocks(prompt, left, reserved) - hits * per_hash:
+                break
             if not kv.allocate(own):
                 break
             if hits:
                 kv.match_prefix(hashes[:hits])
             self.waiting.popleft()
-            p = Prefilling(rid, cached, todo, int(t.output[rid] - t.generated[rid]), own, hits * per_hash, hits,
-                           self._next_order())
+            p = Prefilling(rid, cached, todo, left, own, hits * per_hash, hits, self._next_order())
+            if lim.reserve_output:  # its term of _reserved(), without summing them all again
+                reserved += self._reservation(prompt, left) - kv.blocks_for(cached + chunk)
             p.chunk = chunk
             self.prefilling.append(p)
             admitted.append(p)

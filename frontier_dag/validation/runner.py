@@ -7,6 +7,7 @@ raised; ``reason`` holds the error). Nothing is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -85,23 +86,16 @@ def _simulate_many(rows: list[SiliconRow], rounds: int) -> list[dict]:
     return [simulate_row(row, rounds) for row in rows]
 
 
-def _prepare(system: str, backend: str) -> str:
+def _warm_cache(system: str, backend: str) -> None:
     """Fit (or load) the predictors of one system and engine, so that the row processes
-    find them in the disk cache instead of fitting the same set side by side."""
+    find them in the disk cache instead of fitting the same set side by side. A set that
+    cannot be fitted is reported by each of its rows."""
     from frontier_dag.config.hardware import load_hardware
     from frontier_dag.config.run import PredictorConfig
-
-    try:
-        _COST_MODELS[("aiconfigurator", backend, system)] = _fitted(PredictorConfig(backend=backend), load_hardware(system))
-    except FrontierDagError as exc:
-        return f"{system}/{backend}: {exc}"
-    return ""
-
-
-def _fitted(cfg, hardware):
     from frontier_dag.predictors.registry import cost_model_for
 
-    return cost_model_for(cfg, hardware)
+    with contextlib.suppress(FrontierDagError):
+        cost_model_for(PredictorConfig(backend=backend), load_hardware(system))
 
 
 def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS,
@@ -122,7 +116,7 @@ def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUN
     batches = [order[i:i + 4] for i in range(0, len(order), 4)]
     with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or workers, len(batches))) as pool:
         sets = sorted({(r.system, r.backend) for r in rows if r.backend in BACKENDS})
-        for future in [pool.submit(_prepare, *key) for key in sets]:
+        for future in [pool.submit(_warm_cache, *key) for key in sets]:
             future.result()
         futures = [pool.submit(_simulate_many, batch, rounds) for batch in batches]
         for future in as_completed(futures):
