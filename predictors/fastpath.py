@@ -679,15 +679,8 @@ class CompiledFamily:
             ctx, ctx_lengths = _ragged(q["ctx_lens"], rows)
             if lengths != ctx_lengths or len(new) != len(ctx):
                 raise ValueError(f"{family} query: q_lens and ctx_lens differ in length in some row")
-            code, peak, _ = tables.dtype_columns(q["dtype"], width=False)
-            kv_code, _, kv_width = tables.dtype_columns(q["kv_dtype"])
-            if self.mla:
-                shape = [_column(q["num_heads"]), 1.0, *(_column(q[c]) for c in self.MLA_SHAPE)]
-            else:
-                shape = [_column(q["num_heads"]), _column(q["num_kv_heads"]), _column(q["head_dim"])]
-            per_row = _matrix([*shape, code, kv_code, peak, kv_width], rows)
-            out = _attention(new, ctx, np.array(lengths, dtype=np.int64), per_row, tables.consts, self.mla,
-                             family in SPLIT_KV_FAMILIES, *self.model_arrays)
+            out = _attention(new, ctx, np.array(lengths, dtype=np.int64), self._attention_rows(q, rows),
+                             tables.consts, self.mla, family in SPLIT_KV_FAMILIES, *self.model_arrays)
         elif family == "gemm":
             per_row = _matrix([_column(q["m"]), _column(q["n"]), _column(q["k"]), *tables.dtype_columns(q["dtype"])],
                               rows)
@@ -712,3 +705,28 @@ class CompiledFamily:
         latency = out[:, 2] * factors[:, 0]
         std = latency * factors[:, 1] if self.has_spread else np.zeros(rows)
         return latency, std, out[:, 3] != 0
+
+    def _attention_rows(self, q: Mapping[str, Any], rows: int) -> np.ndarray:
+        """The attention kernel's per-row matrix: head shape, dtype codes, peak and KV width."""
+        code, peak, _ = self.tables.dtype_columns(q["dtype"], width=False)
+        kv_code, _, kv_width = self.tables.dtype_columns(q["kv_dtype"])
+        if self.mla:
+            shape = [_column(q["num_heads"]), 1.0, *(_column(q[c]) for c in self.MLA_SHAPE)]
+        else:
+            shape = [_column(q["num_heads"]), _column(q["num_kv_heads"]), _column(q["head_dim"])]
+        return _matrix([*shape, code, kv_code, peak, kv_width], rows)
+
+    def attention_pricer(self, constants: Mapping[str, Any]):
+        """``price(new, ctx, lengths)``: the latency (µs) and out-of-range flag of attention
+        rows that share ``constants`` (every query column but ``q_lens`` and ``ctx_lens``),
+        given as flat float64 lengths and int64 row lengths. The same numbers as ``predict``
+        without building a query: the simulator's memo misses take this path."""
+        if not self.attention:
+            raise KeyError(f"{self.family} is not an attention family")
+        per_row = self._attention_rows({c: [v] for c, v in constants.items()}, 1)
+        args = (per_row, self.tables.consts, self.mla, self.family in SPLIT_KV_FAMILIES, *self.model_arrays)
+
+        def price(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = _attention(new, ctx, lengths, *args)
+            return out[:, 2] * np.exp(out[:, :2])[:, 0], out[:, 3] != 0
+        return price

@@ -97,6 +97,26 @@ class FittedCostModel:
             latency, std, out_of_range = self._memoized(family, query, memo)
         return self._prediction(latency, std, out_of_range, "rf")
 
+    def ragged_pricer(self, family: str, constants: Mapping[str, Any]):
+        """A direct pricer of ``family``'s attention rows that share ``constants`` (see
+        ``fastpath.CompiledFamily.attention_pricer``), counting out-of-range rows as
+        ``predict`` does; None where ``predict`` would not take the compiled path (no model,
+        no numba, or jitter, which samples every call)."""
+        if self.jitter or family not in PER_SEQUENCE_FAMILIES or family not in self.fitted.models:
+            return None
+        compiled = self._compiled.get(family, False)
+        if compiled is False:
+            compiled = self._compiled[family] = self._compile(family)
+        if compiled is None:
+            return None
+        price = compiled.attention_pricer(constants)
+
+        def counted(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            latency, out_of_range = price(new, ctx, lengths)
+            self.out_of_range_count += int(np.count_nonzero(out_of_range))
+            return latency, out_of_range
+        return counted
+
     def _auto_all_reduce(self, query: Mapping[str, Sequence[Any]]) -> Prediction:
         """impl ``auto``: the engine's own (custom) all-reduce kernel where it is measured and
         faster, NCCL otherwise, as vLLM, SGLang and TensorRT-LLM choose between them by size."""

@@ -257,6 +257,7 @@ class StageCoster:
         self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
         self._attention_memo: dict[tuple, tuple[float, int]] = {}
+        self._pricers: dict[tuple[str, int], object] = {}  # (family, template) -> direct pricer or None
         # without measured mixed batches, a mixed batch is priced as its two parts
         self._mixed_measured = "attention_mixed" in getattr(cost_model, "measured_families", ())
 
@@ -450,11 +451,7 @@ class StageCoster:
             if len(self._attention_memo) > MEMO_LIMIT:
                 self._attention_memo.clear()
             shifts = self._decode_shifts(summary) if summary.prefill_seqs == 0 and ATTENTION_MEMO_RESOLUTION > 0 else [0]
-            contexts = [ctx + shift for shift in shifts]
-            query = {c: [q] * len(shifts) if c == "q_lens" else contexts if c == "ctx_lens" else [fields[c]] * len(shifts)
-                     for c in QUERY_COLUMNS[family]}
-            pred = self.cost_model.predict(family, query)
-            latency, flagged = pred.latency_us.tolist(), pred.out_of_range.tolist()
+            latency, flagged, source = self._predict_rows(family, index, fields, q, ctx, shifts)
             self._attention_memo.setdefault(key, (latency[0], int(flagged[0])))
             head = (index,) if family.startswith("attention") else (index, family)
             for j in range(1, len(shifts)):  # the same decode batch, some steps ahead
@@ -462,9 +459,65 @@ class StageCoster:
                                           summary.ctx_max + shifts[j])
                 self._attention_memo.setdefault(ahead, (latency[j], int(flagged[j])))
             hit = self._attention_memo[key]
-            self.usage.sources[pred.source] += 1
+            self.usage.sources[source] += 1
         self.usage.out_of_range += hit[1]
         return hit[0]
+
+    def memoize_decodes(self, index: int, batches: list[tuple[tuple, np.ndarray]]) -> dict[tuple, tuple[float, int]]:
+        """Price, in one call, decode batches of plain attention template ``index`` that the
+        memo lacks: ``batches`` holds ``(decode_key, ctx)`` pairs, ``ctx`` the cached tokens
+        of each sequence (one new token each). Returns and memoises their entries."""
+        if len(self._attention_memo) > MEMO_LIMIT:
+            self._attention_memo.clear()
+        fields = next(f for i, _, _, _, f in self._attention if i == index)
+        pricer = self._pricer("attention_decode", index, fields)
+        if pricer is not None:
+            lengths = np.array([len(ctx) for _, ctx in batches], dtype=np.int64)
+            flat = np.concatenate([ctx for _, ctx in batches]).astype(np.float64)
+            latency, flagged = pricer(np.ones(len(flat)), flat, lengths)
+            latency, flagged, source = latency.tolist(), flagged.tolist(), "rf"
+        else:
+            rows = len(batches)
+            query = {c: [np.ones(len(ctx), dtype=np.int64) for _, ctx in batches] if c == "q_lens" else
+                     [ctx for _, ctx in batches] if c == "ctx_lens" else [fields[c]] * rows
+                     for c in QUERY_COLUMNS["attention_decode"]}
+            pred = self.cost_model.predict("attention_decode", query)
+            latency, flagged, source = pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source
+        entries = {}
+        for (key, _), price, flag in zip(batches, latency, flagged, strict=True):
+            entries[key] = self._attention_memo.setdefault((index, *key), (price, int(flag)))
+        self.usage.sources[source] += len(batches)
+        return entries
+
+    def _pricer(self, family: str, index: int, fields: dict):
+        """The cost model's direct pricer of template ``index``'s ``family`` rows, or None."""
+        pricer = self._pricers.get((family, index), False)
+        if pricer is False:
+            make = getattr(self.cost_model, "ragged_pricer", None)
+            constants = {c: fields[c] for c in QUERY_COLUMNS[family] if c not in ("q_lens", "ctx_lens")}
+            pricer = self._pricers[(family, index)] = None if make is None else make(family, constants)
+        return pricer
+
+    def _predict_rows(self, family: str, index: int, fields: dict, q: np.ndarray, ctx: np.ndarray,
+                      shifts: list[int]) -> tuple[list[float], list[bool], str]:
+        """Latencies and out-of-range flags of the batch ``(q, ctx)`` with its contexts grown
+        by each of ``shifts``, in one call, and the source that priced them. A cost model
+        with a ``ragged_pricer`` (the fitted one) is called on flat arrays, without a query."""
+        pricer = self._pricer(family, index, fields)
+        rows = len(shifts)
+        if pricer is not None:
+            new = np.asarray(q, dtype=np.float64)
+            flat = np.asarray(ctx, dtype=np.float64)
+            if rows > 1:
+                new = np.tile(new, rows)
+                flat = (flat + np.asarray(shifts, dtype=np.float64)[:, None]).ravel()
+            latency, flagged = pricer(new, flat, np.full(rows, len(q), dtype=np.int64))
+            return latency.tolist(), flagged.tolist(), "rf"
+        contexts = [ctx + shift for shift in shifts]
+        query = {c: [q] * rows if c == "q_lens" else contexts if c == "ctx_lens" else [fields[c]] * rows
+                 for c in QUERY_COLUMNS[family]}
+        pred = self.cost_model.predict(family, query)
+        return pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source
 
     def _price_experts(self, env: dict[str, int], batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
         """Price the (layer, rank) expert nodes of each micro-batch in one call on the distinct

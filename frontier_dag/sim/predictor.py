@@ -95,7 +95,17 @@ class ExecutionPredictor:
         if self.linear is None:
             return self._time([load])
         # the hot path: a memoised weighted sum of scalar prices plus the attention prices
-        stats = summary.stats(kv_out_tokens)
+        entry = self._scalar_entry(summary.stats(kv_out_tokens))
+        self.coster.usage.priced += self.coster.num_scalar
+        self.coster.usage.out_of_range += entry[2]
+        attention = self.coster.attention_time({self._batch_keys[0]: load}, self.linear)
+        cats = entry[1]
+        self.last_categories = (cats[0] + attention, *cats[1:7], self.overhead_us)
+        return entry[0] + attention + self.overhead_us
+
+    def _scalar_entry(self, stats: tuple[int, ...]) -> tuple[float, tuple[float, ...], int]:
+        """A linear stage's scalar part for batch statistics ``stats``: its weighted sum, that
+        sum by category, and how many of its prices are out of range (memoised)."""
         key = self._scalar_key(stats)
         entry = self._scalar_memo.get(key)
         if entry is None:
@@ -105,18 +115,16 @@ class ExecutionPredictor:
             entry = (float(weighted.sum()), tuple(np.bincount(self._category, weights=weighted, minlength=len(CATEGORIES))),
                      out_of_range)
             self._scalar_memo[key] = entry
-        self.coster.usage.priced += self.coster.num_scalar
-        self.coster.usage.out_of_range += entry[2]
-        attention = self.coster.attention_time({self._batch_keys[0]: load}, self.linear)
-        cats = entry[1]
-        self.last_categories = (cats[0] + attention, *cats[1:7], self.overhead_us)
-        return entry[0] + attention + self.overhead_us
+        return entry
 
     def decode_steps(self, n: int, contexts: list[int], longest: list[int], materialize) -> tuple[list, list] | None:
         """Durations and attributions of consecutive decode steps of ``n`` sequences whose
         context sums and longest contexts are ``contexts`` and ``longest``; ``materialize(j)``
-        gives step j's arrays. None when the stage is not a plain chain of one micro-batch
-        (then price the steps one by one)."""
+        gives step j's ``(q, ctx)`` arrays. The attributions are columns in the order of
+        ``last_categories``: attention per step, the others one number for every step. None
+        when the stage is not a plain chain of one micro-batch (then price the steps one by
+        one). The steps share few memo keys (a key spans a 0.5% growth of the contexts): each
+        is looked up once, and those the memo lacks are priced together in one call."""
         if self._decode_steps is None:
             plain = self.linear is not None and self.micro_batches == 1 and all(
                 kind == "attention" and dp == 1 and not fields.get("window")
@@ -125,35 +133,36 @@ class ExecutionPredictor:
         if not self._decode_steps:
             return None
         first = BatchSummary(n, n, 0, 0, contexts[0], longest[0], contexts[0], n, contexts[0], longest[0], 0)
-        last = first._replace(ctx_tokens=contexts[-1], work=contexts[-1], decode_ctx_tokens=contexts[-1])
-        if self._scalar_key(first.stats()) != self._scalar_key(last.stats()):
+        stats = first.stats()
+        if self._scalar_key(stats) != self._scalar_key(first._replace(ctx_tokens=contexts[-1]).stats()):
             return None  # scalar shapes read the context: price step by step
-        self.time_us_summary(first, lambda: materialize(0))
-        scalar = self._scalar_memo[self._scalar_key(first.stats())]
-        memo, usage = self.coster.attention_memo, self.coster.usage
+        scalar = self._scalar_entry(stats)
         if self._attention_groups is None:
             self._attention_groups = self._group_attention()
-        durations, categories = [], []
-        base, cats, overhead = scalar[0] + self.overhead_us, scalar[1], self.overhead_us
+        keys = [decode_key(n, ctx, top) for ctx, top in zip(contexts, longest, strict=True)]
+        first_step: dict[tuple, int] = {}
+        for j, key in enumerate(keys):
+            first_step.setdefault(key, j)
+        memo, usage = self.coster.attention_memo, self.coster.usage
+        attention = dict.fromkeys(first_step, 0.0)
         flagged = 0
-        for j, (ctx, top) in enumerate(zip(contexts, longest, strict=True)):
-            attention = 0.0
-            key = decode_key(n, ctx, top)
-            for index, coef, members in self._attention_groups:
-                hit = memo.get((index, *key))
-                if hit is None:
-                    summary = first._replace(ctx_tokens=ctx, ctx_max=top, work=ctx, decode_ctx_tokens=ctx, decode_ctx_max=top)
-                    load = MicroBatchLoad(summary=summary, materialize=lambda j=j: materialize(j))
-                    self.coster.attention_price(index, load)
-                    hit = memo[(index, *key)]
-                flagged += hit[1] * members
-                attention += coef * hit[0]
-            durations.append(base + attention)
-            categories.append((cats[0] + attention, *cats[1:7], overhead))
-        steps = len(contexts)
+        for index, coef, members in self._attention_groups:
+            entries = {key: memo.get((index, *key)) for key in first_step}
+            missing = [(key, materialize(j)[1]) for key, j in first_step.items() if entries[key] is None]
+            if missing:
+                entries.update(self.coster.memoize_decodes(index, missing))
+            for key, (price, flag) in entries.items():
+                attention[key] += coef * price
+                if flag:
+                    flagged += members * keys.count(key)
+        base = scalar[0] + self.overhead_us
+        durations = [base + attention[key] for key in keys]
+        cats = scalar[1]
+        columns = [[cats[0] + attention[key] for key in keys], *cats[1:7], self.overhead_us]
+        steps = len(keys)
         usage.priced += steps * (self.coster.num_scalar + self._attention_members)
         usage.out_of_range += flagged + steps * scalar[2]
-        return durations, categories
+        return durations, columns
 
     def _group_attention(self) -> list[tuple[int, float, int]]:
         """The attention templates of a plain decode chain grouped by identical shape:

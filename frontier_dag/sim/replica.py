@@ -51,6 +51,9 @@ class Limits:
     policy: str  # vllm | sglang
     prefix_caching: bool
     reserve_output: float = 0.0  # see SchedulerConfig.reserve_output (0 on prefill-only replicas)
+    reserve_min: float = 0.0  # SchedulerConfig.reserve_output_min
+    reserve_decay_steps: int = 0  # SchedulerConfig.reserve_output_decay_steps
+    reserve_tokens: int = 0  # SchedulerConfig.decode_reserve_tokens (decode replicas of PD only)
 
 
 class Prefilling:
@@ -97,6 +100,10 @@ class ReplicaWorker:
         self._batch = None
         self._stretch: list | None = None  # a planned run of decode steps (see _launch_stretch)
         self._version = 0
+        # reserve_output as it decays (see _share): its value at decode step _share_step
+        self._share_base, self._share_step = limits.reserve_output, 0
+        self._promised: dict[int, int] = {}  # inbound requests' output reservations (see accept)
+        self._promised_total = 0
 
     # -- load, for routing ---------------------------------------------------------------------
     @property
@@ -206,6 +213,7 @@ class ReplicaWorker:
                 summary = BatchSummary(n, n, 0, 0, ctx, longest, ctx, n, ctx, longest, 0)
                 durations.append(self.predictor.time_us_summary(summary, lambda step=step: self._decode_arrays(step)))
                 categories.append(self.predictor.last_categories)
+            categories = [list(column) for column in zip(*categories, strict=True)]
         if self._stall_since is not None:
             self.stall_s += self.events.now - self._stall_since
             self._stall_since = None
@@ -236,8 +244,9 @@ class ReplicaWorker:
             return
         j = last
         self.kv.release(sum(stretch[4][j + 1:]))
-        for column in range(1, 5):
-            del stretch[column][j + 1:]
+        for column in (stretch[1], stretch[3], stretch[4], *stretch[2]):
+            if isinstance(column, list):  # categories constant over the steps are one number
+                del column[j + 1:]
         self._version += 1
         self.events.at(end, self._complete_stretch, self._version)
 
@@ -253,7 +262,7 @@ class ReplicaWorker:
         causes, requests = [Cause.CONTINUE] * steps, [-1] * steps
         causes[0], requests[0] = cause, request
         self.log.extend(self.pool_index, self.index, starts, durations, n, 0, n, contexts, usage, causes, requests,
-                        *zip(*categories, strict=True))
+                        *categories)
         total = sum(durations)
         self.busy_s += total * 1e-6
         self.iterations += len(durations)
@@ -345,14 +354,14 @@ class ReplicaWorker:
     def _reservation(self, ctx: int, left: int) -> int:
         """KV blocks a request of ``ctx`` tokens with ``left`` output tokens to go is promised
         at admission under ``reserve_output``."""
-        return self.kv.blocks_for(ctx + int(self.limits.reserve_output * left))
+        return self.kv.blocks_for(ctx + int(self._share() * left))
 
     def _reserved(self) -> int:
         """Blocks promised to the running sequences beyond what they hold: the KV of their
         prompts still to prefill and of ``reserve_output`` of their remaining outputs."""
-        r, kv, size = self.limits.reserve_output, self.kv, self.kv.block_size
-        if not r:
+        if not self.limits.reserve_output:
             return 0
+        r, kv, size = self._share(), self.kv, self.kv.block_size
         ctx = self.d["offset"][: self.n] + self.step
         left = self.d["last"][: self.n] - self.step + 1
         grown = (ctx + (r * left).astype(np.int64) + size - 1) // size - (ctx + size - 1) // size
@@ -360,6 +369,72 @@ class ReplicaWorker:
         for p in self.prefilling:
             total += kv.blocks_for(p.ctx + p.todo + int(r * p.left)) - kv.blocks_for(p.ctx + p.chunk)
         return total
+
+    def _share(self) -> float:
+        """The share of running requests' remaining outputs reserved now. Constant
+        (``reserve_output``) unless ``reserve_decay_steps``: then, like SGLang's
+        ``new_token_ratio``, it falls by (reserve_output - reserve_min) / reserve_decay_steps
+        per decode step down to ``reserve_min``, is set back to ``reserve_output`` when the
+        replica runs nothing, and after a preemption to the running requests' decoded share
+        (``retracted``)."""
+        lim = self.limits
+        if not lim.reserve_decay_steps:
+            return lim.reserve_output
+        if not (self.n or self.prefilling):  # idle: SGLang resets the ratio
+            self._share_base, self._share_step = lim.reserve_output, self.step
+            return lim.reserve_output
+        fall = (lim.reserve_output - lim.reserve_min) / lim.reserve_decay_steps * (self.step - self._share_step)
+        return max(lim.reserve_min, self._share_base - fall)
+
+    #: Decode steps SGLang adds per running request to the decoded tokens when it estimates
+    #: the share of outputs to reserve after a retraction (SGLANG_RETRACT_DECODE_STEPS).
+    RETRACT_DECODE_STEPS = 20
+
+    def retracted(self) -> None:
+        """A sequence was preempted for lack of KV: the reserved share restarts from the
+        running requests' (decoded tokens + 20 each) / output tokens, at most 1 (SGLang's
+        retract_decode)."""
+        if not self.limits.reserve_decay_steps:
+            return
+        t, n = self.table, self.n
+        rids = self.d["rid"][:n]
+        left = self.d["last"][:n] - self.step + 1
+        out = t.output[rids]
+        decoded = int((out - left).sum()) + self.RETRACT_DECODE_STEPS * (n + len(self.prefilling))
+        total = int(out.sum()) + sum(int(t.output[p.rid]) for p in self.prefilling)
+        self._share_base = min(1.0, decoded / total) if total else self.limits.reserve_output
+        self._share_step = self.step
+
+    def accepts(self, tokens: int, left: int) -> bool:
+        """Whether this (decode) replica takes a prefilled request's KV now: ``tokens`` of KV
+        with ``left`` output tokens to go. It needs a free seat and, with ``reserve_tokens``
+        (SGLang's decode server), room for the KV plus that many tokens for it and for every
+        request it already holds; with ``reserve_output``, room that leaves the running and
+        inbound requests what they were promised (TensorRT-LLM's guaranteed-no-evict
+        scheduler on the generation side); otherwise room for the KV. A replica that holds
+        nothing takes any request whose KV fits."""
+        lim, kv = self.limits, self.kv
+        held = self.running + self.inbound
+        if held >= lim.max_seqs:
+            return False
+        need = kv.blocks_for(tokens)
+        if held and lim.reserve_tokens:
+            need = kv.blocks_for(tokens + lim.reserve_tokens * (held + 1))
+        elif held and lim.reserve_output:
+            need = max(need, self._reserved() + self._promised_total + self._reservation(tokens, left))
+        return kv.free >= need
+
+    def accept(self, rid: int, tokens: int, left: int) -> int:
+        """Allocate the KV of an accepted transfer (see ``accepts``); the blocks taken."""
+        kv = self.kv
+        need = kv.blocks_for(tokens)
+        kv.allocate(need)
+        self.inbound += 1
+        if self.limits.reserve_output and not self.limits.reserve_tokens:
+            promise = self._reservation(tokens, left) - need
+            self._promised[rid] = promise
+            self._promised_total += promise
+        return need
 
     def _admission_tokens(self, prompt: int) -> int:
         """Tokens whose KV must be free to admit a prompt. SGLang admits a request only when
@@ -376,6 +451,7 @@ class ReplicaWorker:
             rid = self.incoming.popleft()
             self.controller.reserved.pop((self.pool, self.index, rid))
             self.inbound -= 1
+            self._promised_total -= self._promised.pop(rid, 0)
             self._join_decode(rid, int(t.prompt[rid] + t.generated[rid] - 1), int(t.output[rid] - t.generated[rid]),
                               0, 0, self._next_order())
             t.decode_admitted[rid] = self.events.now
