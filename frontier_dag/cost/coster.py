@@ -463,30 +463,29 @@ class StageCoster:
         self.usage.out_of_range += hit[1]
         return hit[0]
 
-    def memoize_decodes(self, index: int, batches: list[tuple[tuple, np.ndarray]]) -> dict[tuple, tuple[float, int]]:
+    def memoize_decodes(self, index: int, keys: list[tuple], ctx: np.ndarray, n: int) -> dict[tuple, tuple[float, int]]:
         """Price, in one call, decode batches of plain attention template ``index`` that the
-        memo lacks: ``batches`` holds ``(decode_key, ctx)`` pairs, ``ctx`` the cached tokens
-        of each sequence (one new token each). Returns and memoises their entries."""
+        memo lacks: batch i has memo key ``keys[i]`` (``decode_key``) and ``n`` sequences of
+        one new token each, whose cached tokens are ``ctx[i * n:(i + 1) * n]``. Returns and
+        memoises their entries."""
         if len(self._attention_memo) > MEMO_LIMIT:
             self._attention_memo.clear()
         fields = next(f for i, _, _, _, f in self._attention if i == index)
         pricer = self._pricer("attention_decode", index, fields)
+        rows = len(keys)
         if pricer is not None:
-            lengths = np.array([len(ctx) for _, ctx in batches], dtype=np.int64)
-            flat = np.concatenate([ctx for _, ctx in batches]).astype(np.float64)
-            latency, flagged = pricer(np.ones(len(flat)), flat, lengths)
+            latency, flagged = pricer(np.ones(len(ctx)), ctx.astype(np.float64), np.full(rows, n, dtype=np.int64))
             latency, flagged, source = latency.tolist(), flagged.tolist(), "rf"
         else:
-            rows = len(batches)
-            query = {c: [np.ones(len(ctx), dtype=np.int64) for _, ctx in batches] if c == "q_lens" else
-                     [ctx for _, ctx in batches] if c == "ctx_lens" else [fields[c]] * rows
-                     for c in QUERY_COLUMNS["attention_decode"]}
+            per_batch = np.split(ctx, rows)
+            query = {c: [np.ones(n, dtype=np.int64)] * rows if c == "q_lens" else per_batch if c == "ctx_lens" else
+                     [fields[c]] * rows for c in QUERY_COLUMNS["attention_decode"]}
             pred = self.cost_model.predict("attention_decode", query)
             latency, flagged, source = pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source
-        entries = {}
-        for (key, _), price, flag in zip(batches, latency, flagged, strict=True):
-            entries[key] = self._attention_memo.setdefault((index, *key), (price, int(flag)))
-        self.usage.sources[source] += len(batches)
+        memo = self._attention_memo
+        entries = {key: memo.setdefault((index, *key), (price, int(flag)))
+                   for key, price, flag in zip(keys, latency, flagged, strict=True)}
+        self.usage.sources[source] += rows
         return entries
 
     def _pricer(self, family: str, index: int, fields: dict):

@@ -119,8 +119,9 @@ class ExecutionPredictor:
 
     def decode_steps(self, n: int, contexts: list[int], longest: list[int], materialize) -> tuple[list, list] | None:
         """Durations and attributions of consecutive decode steps of ``n`` sequences whose
-        context sums and longest contexts are ``contexts`` and ``longest``; ``materialize(j)``
-        gives step j's ``(q, ctx)`` arrays. The attributions are columns in the order of
+        context sums and longest contexts are ``contexts`` and ``longest``; ``materialize(js)``
+        gives the cached tokens of every sequence at each step of ``js``, one step after the
+        other in one flat array. The attributions are columns in the order of
         ``last_categories``: attention per step, the others one number for every step. None
         when the stage is not a plain chain of one micro-batch (then price the steps one by
         one). The steps share few memo keys (a key spans a 0.5% growth of the contexts): each
@@ -148,9 +149,10 @@ class ExecutionPredictor:
         flagged = 0
         for index, coef, members in self._attention_groups:
             entries = {key: memo.get((index, *key)) for key in first_step}
-            missing = [(key, materialize(j)[1]) for key, j in first_step.items() if entries[key] is None]
+            missing = [key for key, entry in entries.items() if entry is None]
             if missing:
-                entries.update(self.coster.memoize_decodes(index, missing))
+                ctx = materialize([first_step[key] for key in missing])
+                entries.update(self.coster.memoize_decodes(index, missing, ctx, n))
             for key, (price, flag) in entries.items():
                 attention[key] += coef * price
                 if flag:

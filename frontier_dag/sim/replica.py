@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -202,8 +203,10 @@ class ReplicaWorker:
         kv.allocate(total)
         steps = range(self.step, self.step + len(needs))
         contexts = [self.offset_sum + n * step for step in steps]
-        priced = self.predictor.decode_steps(n, contexts, [self.offset_max + step for step in steps],
-                                             lambda j: self._decode_arrays(self.step + j))
+        offsets = self.d["offset"][:n]
+        priced = self.predictor.decode_steps(
+            n, contexts, [self.offset_max + step for step in steps],
+            lambda js: (offsets + np.array(js, dtype=np.int64)[:, None] + self.step).ravel())
         if priced is not None:
             durations, categories = priced
         else:
@@ -257,8 +260,9 @@ class ReplicaWorker:
         self._stretch = None
         self.busy = False
         n, steps = self.n, len(durations)
-        usage = ((np.cumsum(needs) + (self.kv.used - sum(needs))) / self.kv.capacity).tolist()
-        starts = np.cumsum([start] + [d * 1e-6 for d in durations[:-1]]).tolist()  # as one step after another
+        capacity = self.kv.capacity
+        usage = [used / capacity for used in accumulate(needs, initial=self.kv.used - sum(needs))][1:]
+        starts = list(accumulate([d * 1e-6 for d in durations[:-1]], initial=start))  # one step after another
         causes, requests = [Cause.CONTINUE] * steps, [-1] * steps
         causes[0], requests[0] = cause, request
         self.log.extend(self.pool_index, self.index, starts, durations, n, 0, n, contexts, usage, causes, requests,
