@@ -100,8 +100,10 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
 def _iterations(controller: GlobalController, deployment: Deployment) -> pd.DataFrame:
     frame = controller.log.to_frame()
     names = list(controller.workers)
-    pool_index = {w.replicas[0].pool_index: name for name, w in controller.workers.items()}
-    frame["pool"] = pd.Categorical([pool_index[i] for i in frame["pool"]], categories=names)
+    codes = np.full(max(w.replicas[0].pool_index for w in controller.workers.values()) + 1, -1, dtype=np.int16)
+    for position, worker in enumerate(controller.workers.values()):
+        codes[worker.replicas[0].pool_index] = position
+    frame["pool"] = pd.Categorical.from_codes(codes[frame["pool"].to_numpy()], categories=names)
     return frame
 
 

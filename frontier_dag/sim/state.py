@@ -100,4 +100,5 @@ class ColumnLog:
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({c: self.column(c).copy() for c in self._data})
+        """The table as a DataFrame over the log's own buffers (no copy: the log is done)."""
+        return pd.DataFrame({c: self.column(c) for c in self._data}, copy=False)
