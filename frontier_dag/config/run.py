@@ -113,6 +113,19 @@ class SchedulerConfig(Strict):
         description="share of each request's remaining output whose KV must stay free before another request is "
                     "admitted: 0 as vLLM (preempt when memory runs out), 0.7 as SGLang's new_token_ratio, 1 as "
                     "TensorRT-LLM's guaranteed-no-evict scheduler")
+    reserve_output_min: float = Field(
+        0.0, ge=0, le=1,
+        description="with reserve_output_decay_steps: the share reserve_output decays to (SGLang: 0.7 x 0.14)")
+    reserve_output_decay_steps: int = Field(
+        0, ge=0,
+        description="decode steps over which reserve_output falls linearly to reserve_output_min while no sequence "
+                    "is preempted (SGLang's new_token_ratio: 600); a preemption sets it back to the running requests' "
+                    "decoded share, an idle replica to reserve_output; 0: constant")
+    decode_reserve_tokens: int = Field(
+        0, ge=0,
+        description="decode pools of a PD deployment: KV tokens kept free for each request the replica holds "
+                    "(running, arrived or in flight) when it accepts a KV transfer, instead of reserve_output "
+                    "(SGLang's decode server: 512); 0: reserve_output applies to transfers as to admissions")
 
 
 class PredictorConfig(Strict):

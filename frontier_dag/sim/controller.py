@@ -83,7 +83,9 @@ class GlobalController:
             sched = cfg.scheduler
             limits = Limits(sched.max_num_seqs * pool.attention_dp, sched.max_num_batched_tokens * pool.attention_dp,
                             sched.chunked_prefill, sched.policy, sched.prefix_caching,
-                            0.0 if pool.role == "prefill" else sched.reserve_output)
+                            0.0 if pool.role == "prefill" else sched.reserve_output, sched.reserve_output_min,
+                            sched.reserve_output_decay_steps,
+                            sched.decode_reserve_tokens if pool.role == "decode" else 0)
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
             predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
@@ -120,6 +122,7 @@ class GlobalController:
 
     def preempted(self, rid: int, replica: ReplicaWorker) -> None:
         """A preempted sequence is recomputed from its prompt and the tokens it generated."""
+        replica.retracted()
         if replica.serves == "decode":
             entry = self.entry.pick()
             entry.cut()
@@ -148,20 +151,18 @@ class GlobalController:
 
     def _try_transfer(self, rid: int, source: ReplicaWorker) -> bool:
         tokens = self._kv_tokens(rid)
+        t = self.table
+        left = int(t.output[rid] - t.generated[rid])
         for r in self.decode.replicas:
             r.cut()  # their free blocks as of now, not after planned decode steps
-        # a decode replica takes a request only with a free seat and room for its KV: KV
-        # reserved for a request that cannot be seated would starve its running sequences
-        candidates = [r for r in self.decode.replicas
-                      if r.kv.free >= r.kv.blocks_for(tokens) and r.running + r.inbound < r.limits.max_seqs]
+        # a decode replica takes a request only with a free seat and room for its KV and for
+        # what the engine keeps free for the outputs (ReplicaWorker.accepts): KV reserved for a
+        # request that cannot be seated would starve its running sequences
+        candidates = [r for r in self.decode.replicas if r.accepts(tokens, left)]
         if not candidates:
             return False
         target = min(candidates, key=lambda r: (r.outstanding, r.index))
-        need = target.kv.blocks_for(tokens)
-        target.kv.allocate(need)
-        target.inbound += 1
-        self.reserved[(target.pool, target.index, rid)] = need
-        t = self.table
+        self.reserved[(target.pool, target.index, rid)] = target.accept(rid, tokens, left)
         t.transfer_start[rid] = self.events.now
         t.decode_replica[rid] = target.index
         if self.transfer is None:  # KV already streamed layer by layer during the prefill

@@ -12,15 +12,22 @@ on an 80-141 GB Hopper GPU:
   a prefill batch of up to ``chunked_prefill_size`` = 8192 tokens (its default on
   80-160 GB GPUs) and running decodes wait (mixed chunks are off by default);
   ``mem_fraction_static`` about 0.88. A request is admitted only when the KV of its prompt
-  and of ``new_token_ratio`` (0.7 at start and after a retraction; it decays towards 0.1
-  while nothing is retracted, which is not modelled) of every running request's remaining
-  output fits: ``reserve_output`` = 0.7.
+  and of ``new_token_ratio`` of every running request's remaining output fits:
+  ``reserve_output`` = 0.7 (``SGLANG_INIT_NEW_TOKEN_RATIO``), falling linearly over 600
+  decode steps (``SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS``) to 0.7 x 0.14 = 0.098
+  (``SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR``) while nothing is retracted, back to 0.7 when
+  the server is idle, and after a retraction set to the running requests' (decoded tokens
+  + 20 each) / output tokens. Its decode server in a disaggregated deployment takes a KV
+  transfer only when the free KV covers the prompt plus ``SGLANG_NUM_RESERVED_DECODE_TOKENS``
+  = 512 tokens for it and for each request it holds: ``decode_reserve_tokens`` = 512.
 * **TensorRT-LLM** (PyTorch flow): in-flight batching mixes context and generation
   requests in one iteration within ``max_num_tokens`` = 8192 and ``max_batch_size`` =
   2048; the KV cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left
   after the weights, about 0.9 of the GPU as well. Its default capacity scheduler
   (``GUARANTEED_NO_EVICT``) admits a request only when every running request can run to
-  its last token: ``reserve_output`` = 1. vLLM reserves nothing and preempts instead (0).
+  its last token: ``reserve_output`` = 1, for new prompts and, on the generation servers of
+  a disaggregated deployment, for KV transfers alike. vLLM reserves nothing and preempts
+  instead (0).
 """
 
 from __future__ import annotations
@@ -36,11 +43,14 @@ class Engine:
     chunked_prefill: bool
     gpu_memory_utilization: float
     reserve_output: float  # KV kept free for running requests' outputs at admission
+    reserve_output_min: float = 0.0  # ... decaying to this share
+    reserve_output_decay_steps: int = 0  # ... over this many decode steps (0: constant)
+    decode_reserve_tokens: int = 0  # PD decode servers: KV tokens kept free per request held
 
 
 ENGINES = {
     "vllm": Engine("vllm", 8192, 1024, True, 0.90, 0.0),
-    "sglang": Engine("sglang", 8192, 4096, True, 0.88, 0.7),
+    "sglang": Engine("sglang", 8192, 4096, True, 0.88, 0.7, 0.7 * 0.14, 600, 512),
     "trtllm": Engine("vllm", 8192, 2048, True, 0.90, 1.0),
 }
 
@@ -54,4 +64,6 @@ def scheduler_settings(backend: str) -> dict:
     e = engine_for(backend)
     return {"policy": e.policy, "max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
             "chunked_prefill": e.chunked_prefill, "gpu_memory_utilization": e.gpu_memory_utilization,
-            "prefix_caching": False, "reserve_output": e.reserve_output}
+            "prefix_caching": False, "reserve_output": e.reserve_output, "reserve_output_min": e.reserve_output_min,
+            "reserve_output_decay_steps": e.reserve_output_decay_steps,
+            "decode_reserve_tokens": e.decode_reserve_tokens}

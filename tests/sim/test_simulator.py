@@ -164,6 +164,44 @@ def test_reserving_the_outputs_at_admission_avoids_preemption(policy):
     assert whole.iterations["num_seqs"].max() <= 2 < none.iterations["num_seqs"].max()
 
 
+def test_pd_decode_pool_takes_kv_transfers_with_the_output_reservation():
+    # 40 requests of 200 + 150 tokens into a decode pool of 800 KV tokens: one that takes
+    # every transfer whose prompt fits preempts when the outputs grow; one that keeps the
+    # outputs of what it holds free (TensorRT-LLM's guaranteed-no-evict generation server)
+    # or a fixed number of tokens per request held (SGLang's decode server) never does
+    def run(**sched):
+        result = simulate(pd(decode_kv=800, workload=workload(40, prompt=200, output=150, rate=500.0),
+                             scheduler=sched), cost_model=FAST)
+        check_invariants(result)
+        assert result.summary["num_completed"] == 40
+        it = result.iterations
+        return result.summary["preemptions"], it[it["pool"] == "decode"]["num_seqs"].max()
+
+    preempted, most = run()
+    assert preempted > 0 and most >= 3
+    preempted, most = run(reserve_output=1.0)
+    assert preempted == 0 and most == 2  # 2 x (200 + 150) tokens fit in 800, 3 do not
+    preempted, most = run(policy="sglang", reserve_output=0.7, decode_reserve_tokens=100)
+    assert preempted == 0 and most <= 2  # a third needs 199 + 3 x 100 tokens free beside two running
+
+
+def test_sglang_reserved_output_share_decays_and_admits_more():
+    # SGLang's new_token_ratio: 0.7 of every running request's remaining output reserved at
+    # first, falling per decode step (here to 0.1 over 20 steps): more prompts are admitted
+    # at once, and with less reserved some must be retracted when the outputs grow
+    def run(**decay):
+        cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": 1400}},
+                          "colocated", workload=workload(60, prompt=200, output=150, rate=500.0),
+                          scheduler={"policy": "sglang", "reserve_output": 0.7, **decay})
+        result = simulate(cfg, cost_model=FAST)
+        check_invariants(result)
+        return result.summary["preemptions"], result.iterations["num_seqs"].max()
+
+    constant, decaying = run(), run(reserve_output_min=0.1, reserve_output_decay_steps=20)
+    assert constant[0] == 0 < decaying[0]
+    assert constant[1] < decaying[1]
+
+
 def test_sglang_never_mixes_prefill_and_decode_in_one_iteration():
     result = simulate(colocated(workload=workload(60, prompt=300, output=30, rate=200.0), scheduler={"policy": "sglang"}),
                       cost_model=FAST)
