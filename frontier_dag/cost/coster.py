@@ -41,7 +41,7 @@ ATTENTION_MEMO_RESOLUTION = 0.005
 #: memory (~50 MB) on long runs, at no measured speed cost against 500,000.
 MEMO_LIMIT = 200_000
 #: Buckets ahead of a decode batch priced together with it (see StageCoster._decode_shifts).
-DECODE_LOOKAHEAD = 16
+DECODE_LOOKAHEAD = 4
 #: Values of a statistic priced together with the one a scalar group needs (see _price_group).
 SCALAR_LOOKAHEAD = 32
 _LOG_STEP = math.log1p(ATTENTION_MEMO_RESOLUTION)
@@ -369,6 +369,8 @@ class StageCoster:
         if summary.seqs == 0:
             return 0.0
         if dp == 1 and kind == "attention" and ATTENTION_MEMO_RESOLUTION > 0:
+            if 0 < summary.prefill_seqs < summary.seqs and not self._mixed_measured and not fields.get("window"):
+                return self._split_mixed_price(index, fields, summary, None, None, load)  # memoised by part
             hit = self._attention_memo.get((index, *attention_key(summary)))
             if hit is not None:  # the common case, kept short
                 self.usage.priced += 1
