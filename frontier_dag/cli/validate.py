@@ -25,10 +25,13 @@ def validate() -> None:
               help="A silicon CSV (default: systems/silicon_sample.csv of aiconfigurator-core).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
 @click.option("--rounds", type=int, default=None, help="Requests per row as rounds of the concurrency (default 4).")
+@click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
+              help="Clients' first requests all at once (burst, as the benchmarks start), or spread over one "
+                   "simulated request duration with the first round left out (a diagnostic; docs/validation.md).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
-def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, out, progress, as_json) -> None:
+def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, phase, out, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, and the rows that could not be simulated."""
@@ -58,7 +61,7 @@ def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, out,
         if out and len(done) % 50 == 0:  # a long run can be read while it goes on
             _write(done, out)
 
-    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, progress=tick)
+    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick)
     if bar is not None:
         bar.close()
     report = summarize_records(records)

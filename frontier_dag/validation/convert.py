@@ -35,8 +35,10 @@ def _pool(role: str, w: Worker, replicas: int) -> dict:
     return {"role": role, "gpus": w.gpus * replicas, "replicas": replicas, "tp": w.tp, "dp": w.dp, "ep": w.moe_ep}
 
 
-def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0) -> Converted:
-    """The RunConfig that replays ``row``; raises Unsupported with the reason when it cannot."""
+def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: float = 0.0) -> Converted:
+    """The RunConfig that replays ``row``; raises Unsupported with the reason when it cannot.
+    ``ramp_s`` > 0: the clients' first requests at random times within it, the first round
+    (one request per client) left out of the statistics (see ``runner.PHASES``)."""
     if row.backend not in BACKENDS:
         raise Unsupported(f"backend {row.backend!r} has no kernel tables (only {', '.join(BACKENDS)})")
     if row.concurrency is None or row.concurrency < 1:
@@ -59,7 +61,8 @@ def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0) -> Converte
         "cluster": {"pools": pools},
         "workflow": workflow,
         "workload": {"clients": row.concurrency, "prompt_tokens": {"kind": "fixed", "value": row.isl},
-                     "output_tokens": {"kind": "fixed", "value": row.osl}, "num_requests": requests},
+                     "output_tokens": {"kind": "fixed", "value": row.osl}, "num_requests": requests,
+                     **({"ramp_s": ramp_s, "warmup_requests": row.concurrency} if ramp_s > 0 else {})},
         "scheduler": scheduler_settings(row.backend),
         "predictor": {"source": "aiconfigurator", "backend": row.backend},
         "seed": seed,

@@ -23,6 +23,14 @@ from frontier_dag.validation.convert import ROUNDS, row_config
 from frontier_dag.validation.models import Unsupported
 from frontier_dag.validation.silicon import SiliconRow
 
+#: How the closed loop's clients start. ``burst``: all at once, as the benchmarks start (the
+#: default). ``spread``: each client's first request at a random time within one request's
+#: simulated duration (the mean end-to-end latency of a ``burst`` run of the row, which is
+#: simulated first), the first round left out: the steady state of clients whose phases are
+#: independent. A diagnostic bracket for how the clients fall into step (docs/validation.md),
+#: not a fit: it takes nothing from the measurements.
+PHASES = ("burst", "spread")
+
 #: Fitted cost models of this process, by (system, backend): loading one takes ~0.3 s
 #: and its memo of prices carries over from row to row.
 _COST_MODELS: dict = {}
@@ -47,8 +55,9 @@ def _base_record(row: SiliconRow) -> dict:
             "out_of_range": 0, "wall_s": 0.0}
 
 
-def simulate_row(row: SiliconRow, rounds: int = ROUNDS) -> dict:
-    """Simulate one row and compare its mean TTFT and TPOT with the measured ones."""
+def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst") -> dict:
+    """Simulate one row and compare its mean TTFT and TPOT with the measured ones; ``phase``:
+    see PHASES."""
     from frontier_dag.config.run import resolve
     from frontier_dag.sim.run import simulate
 
@@ -59,6 +68,10 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS) -> dict:
         record["notes"] = "; ".join(converted.notes)
         deployment = resolve(converted.config)
         result = simulate(converted.config, cost_model=_cost_model(converted.config, deployment), attribute=False)
+        if phase == "spread":
+            cycle_s = result.summary["e2e_ms"]["mean"] * 1e-3
+            converted = row_config(row, rounds=rounds + 1, ramp_s=cycle_s)
+            result = simulate(converted.config, cost_model=_cost_model(converted.config, deployment), attribute=False)
     except Unsupported as exc:
         record.update(status="unsupported", reason=str(exc))
         return record
@@ -82,8 +95,8 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS) -> dict:
     return record
 
 
-def _simulate_many(rows: list[SiliconRow], rounds: int) -> list[dict]:
-    return [simulate_row(row, rounds) for row in rows]
+def _simulate_many(rows: list[SiliconRow], rounds: int, phase: str) -> list[dict]:
+    return [simulate_row(row, rounds, phase) for row in rows]
 
 
 def _warm_cache(system: str, backend: str) -> None:
@@ -98,7 +111,7 @@ def _warm_cache(system: str, backend: str) -> None:
         cost_model_for(PredictorConfig(backend=backend), load_hardware(system))
 
 
-def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS,
+def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",
              progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Simulate ``rows`` over ``workers`` processes (1: in this process); ``progress`` is
     called with each finished record. Records come back in the rows' order."""
@@ -106,7 +119,7 @@ def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUN
     records: dict[int, dict] = {}
     if workers <= 1 or len(rows) <= 1:
         for row in rows:
-            records[row.index] = simulate_row(row, rounds)
+            records[row.index] = simulate_row(row, rounds, phase)
             if progress:
                 progress(records[row.index])
         return [records[row.index] for row in rows]
@@ -118,7 +131,7 @@ def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUN
         sets = sorted({(r.system, r.backend) for r in rows if r.backend in BACKENDS})
         for future in [pool.submit(_warm_cache, *key) for key in sets]:
             future.result()
-        futures = [pool.submit(_simulate_many, batch, rounds) for batch in batches]
+        futures = [pool.submit(_simulate_many, batch, rounds, phase) for batch in batches]
         for future in as_completed(futures):
             for record in future.result():
                 records[record["index"]] = record

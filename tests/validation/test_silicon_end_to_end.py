@@ -43,6 +43,20 @@ def test_aggregated_moe_row():
     _check(simulate_row(_row(1916, "h200_sxm", "gpt-oss-120b", "agg"), rounds=1))
 
 
+def test_spread_clients_wait_less_for_other_prompts_than_a_burst():
+    """The ``spread`` phase (docs/validation.md): the same row with the clients' first
+    requests spread over one request's duration and the first round left out. Fewer prompts
+    queue behind each other, so TTFT falls (to about one prompt's prefill), and the same
+    row gives the same figures again."""
+    row = _row(1260, "h100_sxm", "Qwen3-32B", "agg")
+    burst, spread = simulate_row(row, rounds=2), simulate_row(row, rounds=2, phase="spread")
+    assert burst["status"] == spread["status"] == "ok"
+    assert spread["requests"] == burst["requests"] + row.concurrency  # one more round, left out
+    assert spread["sim_ttft_ms"] < 0.8 * burst["sim_ttft_ms"]
+    again = simulate_row(row, rounds=2, phase="spread")
+    assert (again["sim_ttft_ms"], again["sim_tpot_ms"]) == (spread["sim_ttft_ms"], spread["sim_tpot_ms"])
+
+
 @pytest.mark.xfail(strict=True, reason="disaggregated TTFT is 35% low and TPOT 12% high (docs/validation.md)")
 def test_disaggregated_row(monkeypatch):
     """DeepSeek-R1, SGLang, one TP16 prefill and one TP16 decode worker on H100, one client

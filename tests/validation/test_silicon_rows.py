@@ -70,6 +70,17 @@ def test_row_config_uses_the_rows_precision_and_engine():
     assert sglang.scheduler.policy == "sglang"
 
 
+def test_engine_reservations_and_the_spread_phase_reach_the_config():
+    sglang = row_config(parse_row(0, {**BASE, "backend": "sglang"}, moe=False)).config
+    assert sglang.scheduler.reserve_output == 0.7 and sglang.scheduler.reserve_output_decay_steps == 600
+    assert sglang.scheduler.reserve_output_min == pytest.approx(0.098) and sglang.scheduler.decode_reserve_tokens == 512
+    trtllm = row_config(parse_row(0, BASE, moe=False)).config
+    assert trtllm.scheduler.reserve_output == 1.0 and trtllm.scheduler.decode_reserve_tokens == 0
+    assert trtllm.workload.ramp_s == 0 and trtllm.workload.warmup_requests == 0
+    spread = row_config(parse_row(0, BASE, moe=False), rounds=3, ramp_s=2.5).config.workload
+    assert spread.ramp_s == 2.5 and spread.warmup_requests == 16 and spread.num_requests == 48
+
+
 def test_unsupported_models_and_dtypes_say_why():
     with pytest.raises(Unsupported, match="linear attention"):
         row_model("Qwen/Qwen3.5-397B-A17B", "h200_sxm", "sglang", "fp8", "fp8_block")
