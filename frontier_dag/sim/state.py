@@ -69,6 +69,9 @@ class RequestTable:
         return frame
 
 
+_SEQUENCES = (list, tuple, np.ndarray)  # a column's values, not one value for every row
+
+
 class ColumnLog:
     """An append-only table in typed arrays: 8 bytes or less per value, O(1) appends."""
 
@@ -89,9 +92,9 @@ class ColumnLog:
 
     def extend(self, *columns) -> None:
         """Append several rows: one sequence (or a scalar, repeated) per column."""
-        rows = next(len(c) for c in columns if isinstance(c, list | tuple | np.ndarray))
+        rows = next(len(c) for c in columns if isinstance(c, _SEQUENCES))
         for values, column in zip(columns, self._data.values(), strict=True):
-            if isinstance(values, list | tuple | np.ndarray):
+            if isinstance(values, _SEQUENCES):
                 column.extend(values)
             else:
                 column.extend([values] * rows)
