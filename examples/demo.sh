@@ -10,5 +10,5 @@ CONFIG=examples/colocated_llama3_8b.yaml
 echo "== fitting predictors on first use (about a minute), then simulating $CONFIG"
 frontier-dag simulate "$CONFIG" --out "$RUN" --overwrite
 frontier-dag critical-path "$CONFIG"
-frontier-dag render "$CONFIG" --out "$RUN/iteration.svg"
-echo "== done: $RUN/summary.json, $RUN/requests.parquet, $RUN/iterations.parquet, $RUN/iteration.svg"
+frontier-dag render "$CONFIG" --out "$RUN/plots/iteration.svg"
+echo "== done: $RUN/summary.json, $RUN/requests.parquet, $RUN/iterations.parquet, $RUN/plots/iteration.svg"
