@@ -71,3 +71,24 @@ def test_out_of_range_means_a_size_outside_the_measured_ones():
     fp8 = model.predict("attention_decode", {**attention_rows([[1] * 4], [[512] * 4]), "kv_dtype": ["fp8"]})
     assert fp8.out_of_range[0]  # a KV dtype never measured
     assert model.out_of_range_count == 3
+
+
+def test_the_direct_attention_pricer_gives_what_predict_gives(uniform_attention):
+    """The simulator's memo misses call ragged_pricer on flat arrays: the same latencies and
+    out-of-range flags as predict, bit for bit, with the same out-of-range count."""
+    pytest.importorskip("frontier_dag.predictors.fastpath")
+    constants = {"num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "dtype": "bf16", "kv_dtype": "bf16"}
+    for family, q_lens, ctx_lens in (
+            ("attention_decode", [[1] * 3, [1] * 5, [1]], [[50, 900, 40_000], [10, 20, 30, 40, 50], [7]]),
+            ("attention_prefill", [[512], [300, 200]], [[1000], [0, 64]])):
+        reference, direct = FittedCostModel(uniform_attention), FittedCostModel(uniform_attention)
+        want = reference.predict(family, attention_rows(q_lens, ctx_lens))
+        price = direct.ragged_pricer(family, constants)
+        latency, out_of_range = price(np.concatenate(q_lens).astype(float), np.concatenate(ctx_lens).astype(float),
+                                      np.array([len(q) for q in q_lens], dtype=np.int64))
+        assert np.array_equal(latency, want.latency_us) and np.array_equal(out_of_range, want.out_of_range)
+        assert direct.out_of_range_count == reference.out_of_range_count
+        if family == "attention_decode":  # 40,000 cached tokens: beyond the fitted contexts
+            assert out_of_range[0] and direct.out_of_range_count >= 1
+    assert FittedCostModel(uniform_attention, jitter=True).ragged_pricer("attention_decode", constants) is None
+    assert FittedCostModel(uniform_attention).ragged_pricer("gemm", constants) is None

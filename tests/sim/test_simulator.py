@@ -267,3 +267,29 @@ def test_run_directory_is_never_overwritten_silently(tmp_path):
     with pytest.raises(SimulationError, match="not a run's"):
         check_run_dir(tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_decode_stretches_give_what_one_step_at_a_time_gives(monkeypatch):
+    """Decode steps planned and priced up to 64 at once (cut when anything touches the
+    replica) time every iteration as planning them one by one does."""
+    from frontier_dag.sim import replica
+
+    cfg = colocated(workload=workload(40, prompt=50, output=60, rate=30.0), seed=1)
+    lengths = []
+    launch = replica.ReplicaWorker._launch_stretch
+
+    def recording(self, cause, request):
+        launched = launch(self, cause, request)
+        if launched:
+            lengths.append(len(self._stretch[1]))
+        return launched
+
+    monkeypatch.setattr(replica.ReplicaWorker, "_launch_stretch", recording)
+    planned = simulate(cfg, cost_model=FAST)
+    assert max(lengths) > 8  # stretches of many steps were planned
+    monkeypatch.setattr(replica, "STRETCH_STEPS", 1)
+    single = simulate(cfg, cost_model=FAST)
+    assert planned.summary["iterations"] == single.summary["iterations"]
+    for column in ("first_token_s", "finish_s"):
+        np.testing.assert_allclose(planned.requests[column], single.requests[column], rtol=1e-9)
+    np.testing.assert_allclose(planned.iterations["duration_us"], single.iterations["duration_us"], rtol=1e-12)
