@@ -255,6 +255,17 @@ class StageCoster:
         #: the batch statistics the scalar templates depend on
         self.scalar_variables = self._variables
         self.num_scalar = sum(len(v) for v in self._scalar.values())
+        # the distinct (family, fields) of each group and, per member, which one it is: the
+        # layers of a model repeat the same few shapes, priced once each
+        self._shapes: dict[tuple[str, ...], tuple[list[tuple[str, dict]], np.ndarray, np.ndarray]] = {}
+        for reads, members in self._scalar.items():
+            distinct: dict[str, int] = {}
+            which = [distinct.setdefault(f"{family}|{sorted(fields.items())!r}", len(distinct)) for _, family, fields in members]
+            first = {position: j for j, position in reversed(list(enumerate(which)))}
+            shapes = [members[first[k]][1:] for k in range(len(distinct))]
+            self._shapes[reads] = (shapes, np.array(which, dtype=np.int64), np.bincount(which, minlength=len(shapes)))
+        self._attention_fields = {i: fields for i, _, _, _, fields in self._attention}
+        self._last_miss: dict[tuple[str, ...], int] = {}  # per group, the statistic at its last miss
         # scalar prices memoised per group of templates reading the same statistics
         self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
@@ -307,37 +318,44 @@ class StageCoster:
         return out, oor
 
     def _price_groups(self, groups: list[tuple[str, ...]], env: dict[str, int]) -> None:
-        """Price the scalar templates of ``groups`` at ``env`` with one call per family. A
-        group that reads one statistic is also priced at the next SCALAR_LOOKAHEAD values
-        of it, since batch sizes and token counts move in small steps."""
-        # (group, point, position in group, fields) for every row to price, by family
-        rows: dict[str, list[tuple[tuple[str, ...], dict, int, dict]]] = defaultdict(list)
+        """Price the scalar templates of ``groups`` at ``env`` with one call per family, each
+        distinct shape of a group once. A group that reads one statistic is also priced at
+        the next SCALAR_LOOKAHEAD values of it when that statistic moves in small steps (a
+        decode batch's size) rather than in jumps (a prefill batch's tokens): when its last
+        miss was at most SCALAR_LOOKAHEAD away, or is the first."""
+        # (group, point index, point, shape index, fields) for every row to price, by family
+        rows: dict[str, list[tuple[tuple[str, ...], int, dict, int, dict]]] = defaultdict(list)
         points: dict[tuple[str, ...], list[dict]] = {}
         for reads in groups:
-            span = range(SCALAR_LOOKAHEAD) if len(reads) == 1 else range(1)
+            span = range(1)
+            if len(reads) == 1:
+                value, last = env[reads[0]], self._last_miss.get(reads)
+                self._last_miss[reads] = value
+                if last is None or abs(value - last) <= SCALAR_LOOKAHEAD:
+                    span = range(SCALAR_LOOKAHEAD)
             points[reads] = [{**env, reads[0]: env[reads[0]] + j} if j else env for j in span]
-            for point in points[reads]:
-                for position, (_, family, fields) in enumerate(self._scalar[reads]):
+            for j, point in enumerate(points[reads]):
+                for k, (family, fields) in enumerate(self._shapes[reads][0]):
                     if not _is_empty(fields, point):  # an op on an empty micro-batch does not run
-                        rows[family].append((reads, point, position, fields))
-        prices = {reads: np.zeros((len(points[reads]), len(self._scalar[reads]))) for reads in groups}
-        flags = {reads: np.zeros((len(points[reads]), len(self._scalar[reads])), dtype=bool) for reads in groups}
+                        rows[family].append((reads, j, point, k, fields))
+        prices = {reads: np.zeros((len(points[reads]), len(self._shapes[reads][0]))) for reads in groups}
+        flags = {reads: np.zeros((len(points[reads]), len(self._shapes[reads][0])), dtype=bool) for reads in groups}
         for family, items in rows.items():
             query = {c: [] for c in QUERY_COLUMNS[family]}
-            for _, point, _, fields in items:
+            for _, _, point, _, fields in items:
                 for c in query:
                     value = fields.get(c)
                     query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
             pred = self.cost_model.predict(family, query)
-            self.usage.sources[pred.source] += len(items)
-            for k, (reads, point, position, _) in enumerate(items):
-                j = points[reads].index(point)
-                prices[reads][j, position] = pred.latency_us[k]
-                flags[reads][j, position] = pred.out_of_range[k]
+            latency, out_of_range = pred.latency_us.tolist(), pred.out_of_range.tolist()
+            for row, (reads, j, _, k, _) in enumerate(items):
+                prices[reads][j, k] = latency[row]
+                flags[reads][j, k] = out_of_range[row]
+                self.usage.sources[pred.source] += int(self._shapes[reads][2][k])  # per template priced
         for reads in groups:
-            memo = self._group_memo[reads]
+            memo, (_, which, count) = self._group_memo[reads], self._shapes[reads]
             for j, point in enumerate(points[reads]):
-                memo.setdefault(tuple(point[v] for v in reads), (prices[reads][j], int(flags[reads][j].sum())))
+                memo.setdefault(tuple(point[v] for v in reads), (prices[reads][j][which], int(flags[reads][j] @ count)))
 
     def _price_attention(self, batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
         for index, kind, batch, dp, fields in self._attention:
@@ -474,7 +492,7 @@ class StageCoster:
         memoises their entries."""
         if len(self._attention_memo) > MEMO_LIMIT:
             self._trim_memo()
-        fields = next(f for i, _, _, _, f in self._attention if i == index)
+        fields = self._attention_fields[index]
         pricer = self._pricer("attention_decode", index, fields)
         rows = len(keys)
         if pricer is not None:
