@@ -155,7 +155,8 @@ class Router:
         lam = picks * self.popularity
         large = lam >= 10
         per_expert = np.empty(lam.shape, dtype=np.int64)
-        per_expert[large] = np.maximum(np.rint(lam[large] + np.sqrt(lam[large]) * rng.standard_normal(int(large.sum()))), 0)
+        mean = lam[large]
+        per_expert[large] = np.maximum(np.rint(mean + np.sqrt(mean) * rng.standard_normal(len(mean))), 0)
         per_expert[~large] = rng.poisson(lam[~large])
         layer_index = np.arange(self.layers)[:, None, None]
         share = per_expert[layer_index, self.slot_expert] * self.slot_share

@@ -73,3 +73,13 @@ def test_a_mixed_batch_is_priced_as_its_parts_without_mixed_measurements(trace_d
     attention = [i for i, t in enumerate(coster(graph, "colocated", model).stage.templates.tolist())
                  if graph.templates[t].family == "attention"]
     assert costs[attention] == pytest.approx(7.0)  # decode part + prefill part
+
+
+def test_largest_columns_match_a_full_sort():
+    from frontier_dag.cost.coster import _largest
+
+    rng = np.random.default_rng(3)
+    values = rng.permutation(58 * 256).reshape(58, 256)  # distinct: one right answer
+    for k in (1, 2, 3):
+        want = np.sort(np.argsort(-values, axis=1)[:, :k], axis=1)
+        assert np.array_equal(np.sort(_largest(values, k), axis=1), want), k
