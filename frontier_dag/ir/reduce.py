@@ -42,6 +42,7 @@ class ReducedProgram:
         self._direct: bool | None = None
         self.residual_preds: list[list[int]] = []
         self._finish_fn = None
+        self._compiled: tuple | None = None  # (kernels module or None, pred_ptr, pred_idx), on first use
 
     # -- building ------------------------------------------------------------------------------
     def quantity(self, kind: str, inputs: tuple[int, ...], coefs: tuple[float, ...] = ()) -> int:
@@ -131,7 +132,9 @@ class ReducedProgram:
             np.add.at(grad, index, coef)
         else:
             columns, levels, sink_preds, _ = self.residual
-            finish = self._finishes(q[columns].tolist())
+            kernels, ptr, idx = self._residual_kernels()
+            finish = (kernels.residual_finish(q[columns], ptr, idx).tolist() if kernels is not None
+                      else self._finishes(q[columns].tolist()))
             v = max(sink_preds.tolist(), key=lambda u: (finish[u], -u))
             total = float(finish[v])
             while True:
@@ -147,6 +150,21 @@ class ReducedProgram:
                 np.add.at(grad, best, grad[columns])
         grad[self.zero] = 0.0
         return total, grad[: self.num_templates]
+
+    def _residual_kernels(self) -> tuple:
+        """The compiled residual longest path (``frontier_dag.ir.kernels``) and the residual's
+        predecessors as CSR arrays; (None, ...) where numba is missing."""
+        if self._compiled is None:
+            try:
+                from frontier_dag.ir import kernels
+            except ImportError:  # the generated Python function serves instead
+                kernels = None
+            lengths = [len(preds) for preds in self.residual_preds]
+            ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+            ptr[1:] = np.cumsum(lengths)
+            idx = np.array([u for preds in self.residual_preds for u in preds], dtype=np.int64)
+            self._compiled = (kernels, ptr, idx)
+        return self._compiled
 
     @property
     def _finishes(self):
@@ -168,6 +186,9 @@ class ReducedProgram:
             return q[:, index] @ coef
         columns, levels, sink_preds, straight_line = self.residual
         if k == 1:
+            kernels, ptr, idx = self._residual_kernels()
+            if kernels is not None:
+                return np.array([kernels.residual_longest(q[0, columns], ptr, idx, sink_preds)])
             return np.array([straight_line(q[0, columns].tolist())])
         finish = levels.finish(q[:, columns])
         return finish[:, sink_preds].max(axis=1)

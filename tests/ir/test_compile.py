@@ -6,7 +6,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from frontier_dag.errors import GraphError
@@ -68,7 +68,7 @@ def test_reduced_program_equals_references(dag, seed):
     templates = int(node_template.max()) + 1
     program = reduce_series_parallel(pred_lists, node_template, templates)
     levels = Levels.build(len(pred_lists), pred_lists)
-    for k in (1, 3):  # k == 1 runs the generated straight-line code, k > 1 the vectorised steps
+    for k in (1, 3):  # k == 1 runs the compiled residual pass, k > 1 the vectorised steps
         costs = random_costs(seed + k, k, templates)
         got = program.evaluate(costs)
         assert got.shape == (k,)
@@ -82,6 +82,24 @@ def test_reduced_program_equals_references(dag, seed):
             linear = program.linear_coefficients()
             if linear is not None:
                 assert costs[i] @ linear == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(dags(), st.integers(0, 2**32 - 1))
+def test_compiled_residual_gives_the_generated_function_bit_for_bit(dag, seed):
+    pytest.importorskip("numba")
+    pred_lists, node_template = dag
+    node_template = np.array(node_template)
+    templates = int(node_template.max()) + 1
+    compiled = reduce_series_parallel(pred_lists, node_template, templates)
+    assume(compiled.residual is not None)  # a DAG that does not reduce to one combination
+    fallback = reduce_series_parallel(pred_lists, node_template, templates)
+    fallback._compiled = (None, *fallback._residual_kernels()[1:])  # as where numba is missing
+    costs = random_costs(seed, 1, templates)[0]
+    assert compiled.evaluate_one(costs) == fallback.evaluate_one(costs)
+    total, grad = compiled.gradient(costs)
+    expected_total, expected_grad = fallback.gradient(costs)
+    assert total == expected_total and np.array_equal(grad, expected_grad)
 
 
 @settings(max_examples=100, deadline=None)
