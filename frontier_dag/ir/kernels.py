@@ -45,3 +45,28 @@ def residual_longest(weights: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.nda
         if finish[s] > longest:
             longest = finish[s]
     return longest
+
+
+@njit(cache=True)
+def residual_path(finish: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.ndarray, sinks: np.ndarray) -> np.ndarray:
+    """The nodes of a longest path, last first: from the sink predecessor that finishes
+    last, each step back to the predecessor that finishes last (ties to the lower index)."""
+    v = sinks[0]
+    for s in sinks[1:]:
+        if finish[s] > finish[v] or (finish[s] == finish[v] and s < v):
+            v = s
+    path = np.empty(len(finish), dtype=np.int64)
+    length = 0
+    while True:
+        path[length] = v
+        length += 1
+        start, end = pred_ptr[v], pred_ptr[v + 1]
+        if start == end:
+            break
+        best = pred_idx[start]
+        for e in range(start + 1, end):
+            u = pred_idx[e]
+            if finish[u] > finish[best] or (finish[u] == finish[best] and u < best):
+                best = u
+        v = best
+    return path[:length]

@@ -133,16 +133,21 @@ class ReducedProgram:
         else:
             columns, levels, sink_preds, _ = self.residual
             kernels, ptr, idx = self._residual_kernels()
-            finish = (kernels.residual_finish(q[columns], ptr, idx).tolist() if kernels is not None
-                      else self._finishes(q[columns].tolist()))
-            v = max(sink_preds.tolist(), key=lambda u: (finish[u], -u))
-            total = float(finish[v])
-            while True:
-                grad[columns[v]] += 1.0
-                preds = self.residual_preds[v]
-                if not preds:
-                    break
-                v = max(preds, key=lambda u: (finish[u], -u))
+            if kernels is not None:
+                finish = kernels.residual_finish(q[columns], ptr, idx)
+                path = kernels.residual_path(finish, ptr, idx, sink_preds)
+                total = float(finish[path[0]])
+                np.add.at(grad, columns[path], 1.0)
+            else:
+                finish = self._finishes(q[columns].tolist())
+                v = max(sink_preds.tolist(), key=lambda u: (finish[u], -u))
+                total = float(finish[v])
+                while True:
+                    grad[columns[v]] += 1.0
+                    preds = self.residual_preds[v]
+                    if not preds:
+                        break
+                    v = max(preds, key=lambda u: (finish[u], -u))
         for (kind, columns, index, coef), best in zip(reversed(self.steps), reversed(chosen), strict=True):
             if kind == "sum":
                 np.add.at(grad, index, coef * grad[columns][:, None])

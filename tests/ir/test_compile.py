@@ -6,7 +6,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from frontier_dag.errors import GraphError
@@ -84,8 +84,9 @@ def test_reduced_program_equals_references(dag, seed):
                 assert costs[i] @ linear == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(dags(), st.integers(0, 2**32 - 1))
+@example(([[], [], [0, 1], [1], [2, 3], [2]], [0, 1, 2, 3, 0, 1]), 7)  # an N: never reduces
 def test_compiled_residual_gives_the_generated_function_bit_for_bit(dag, seed):
     pytest.importorskip("numba")
     pred_lists, node_template = dag
