@@ -1,6 +1,6 @@
 """Simulator speed and memory on the workloads of issue 4.
 
-    python benchmarks/run.py [--only colocated|deepseek|memory] [--requests N] [--source SRC]
+    python benchmarks/run.py [--only colocated|deepseek|memory|examples] [--requests N] [--source SRC]
 
 Each benchmark runs in a fresh process so that its peak memory (max RSS, which includes
 the interpreter and numpy/pandas/numba) is its own. The cost model is built (or loaded
@@ -17,6 +17,9 @@ deepseek   DeepSeek-V3, PD + EP-MoE on 1,024 H200s, 100,000 requests: wall time 
            < 5 min on 2 cores) and peak memory (target < 4 GB).
 memory     The colocated workload at 5,000 and 20,000 requests: memory beyond the result
            rows must not grow with the number of requests.
+examples   (only with --only) The PD, AF and AF + EP-MoE examples of examples/ at 300
+           requests each: CPU seconds and iterations (no target; to follow the general paths:
+           deep dense models, ping-pong grids, EP routing).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+EXAMPLES = ("pd_llama3_70b.yaml", "af_pingpong_llama3_70b.yaml", "af_ep_moe_deepseek_v3.yaml")
 
 
 def run_one(config: str, requests: int, source: str | None) -> dict:
@@ -69,7 +75,7 @@ def main() -> None:
         print(json.dumps(run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["colocated", "deepseek", "memory"])
+    parser.add_argument("--only", choices=["colocated", "deepseek", "memory", "examples"])
     parser.add_argument("--requests", type=int, help="override the number of requests")
     parser.add_argument("--source", help="predictor source (default: each config's)")
     args = parser.parse_args()
@@ -87,6 +93,11 @@ def main() -> None:
         print(f"memory: 5,000 requests peak {small['peak_rss_mb']:.0f} MB, 20,000 requests peak "
               f"{large['peak_rss_mb']:.0f} MB; result rows grew {large['result_rows_mb'] - small['result_rows_mb']:.1f} MB; "
               f"growth beyond the rows {growth:.1f} MB")
+    if "examples" in todo:
+        for example in EXAMPLES:
+            r = in_subprocess(f"../examples/{example}", args.requests or 300, args.source)
+            print(f"{example}: {r['requests']:,} requests, {r['iterations']:,} iterations in {r['cpu_s']:.1f} CPU-s "
+                  f"({r['iterations_per_cpu_s']:,.0f} per CPU-second; warm-up {r['warm_up_cpu_s']:.1f} CPU-s)")
     if "deepseek" in todo:
         r = in_subprocess("pd_ep_moe_deepseek_v3_1024.yaml", args.requests or 100_000, args.source)
         print(f"DeepSeek-V3 PD+EP on 1,024 GPUs: {r['requests']:,} requests, {r['iterations']:,} iterations in "
