@@ -156,8 +156,12 @@ class Router:
         large = lam >= 10
         per_expert = np.empty(lam.shape, dtype=np.int64)
         mean = lam[large]
-        per_expert[large] = np.maximum(np.rint(mean + np.sqrt(mean) * rng.standard_normal(len(mean))), 0)
-        per_expert[~large] = rng.poisson(lam[~large])
+        count = rng.standard_normal(len(mean))  # in place: mean + sqrt(mean) * z, rounded, >= 0
+        count *= np.sqrt(mean)
+        count += mean
+        per_expert[large] = np.maximum(np.rint(count, out=count), 0, out=count)
+        small = ~large
+        per_expert[small] = rng.poisson(lam[small])
         layer_index = np.arange(self.layers)[:, None, None]
         share = per_expert[layer_index, self.slot_expert] * self.slot_share
         return np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
