@@ -260,9 +260,13 @@ class StageCoster:
         self._shapes: dict[tuple[str, ...], tuple[list[tuple[str, dict]], np.ndarray, np.ndarray]] = {}
         for reads, members in self._scalar.items():
             distinct: dict[str, int] = {}
-            which = [distinct.setdefault(f"{family}|{sorted(fields.items())!r}", len(distinct)) for _, family, fields in members]
-            first = {position: j for j, position in reversed(list(enumerate(which)))}
-            shapes = [members[first[k]][1:] for k in range(len(distinct))]
+            shapes, which = [], []
+            for _, family, fields in members:
+                shape = f"{family}|{sorted(fields.items())!r}"
+                if shape not in distinct:
+                    distinct[shape] = len(shapes)
+                    shapes.append((family, fields))
+                which.append(distinct[shape])
             self._shapes[reads] = (shapes, np.array(which, dtype=np.int64), np.bincount(which, minlength=len(shapes)))
         self._attention_fields = {i: fields for i, _, _, _, fields in self._attention}
         self._last_miss: dict[tuple[str, ...], int] = {}  # per group, the statistic at its last miss
@@ -470,8 +474,7 @@ class StageCoster:
         if hit is None:
             if q is None:
                 q, ctx = load.q, load.ctx
-            if len(self._attention_memo) > MEMO_LIMIT:
-                self._trim_memo()
+            self._bound_memo()
             shifts = self._decode_shifts(summary) if summary.prefill_seqs == 0 and ATTENTION_MEMO_RESOLUTION > 0 else [0]
             latency, flagged, source = self._predict_rows(family, index, fields, q, ctx, shifts)
             self._attention_memo.setdefault(key, (latency[0], int(flagged[0])))
@@ -490,32 +493,24 @@ class StageCoster:
         memo lacks: batch i has memo key ``keys[i]`` (``decode_key``) and ``n`` sequences of
         one new token each, whose cached tokens are ``ctx[i * n:(i + 1) * n]``. Returns and
         memoises their entries."""
-        if len(self._attention_memo) > MEMO_LIMIT:
-            self._trim_memo()
-        fields = self._attention_fields[index]
-        pricer = self._pricer("attention_decode", index, fields)
+        self._bound_memo()
         rows = len(keys)
-        if pricer is not None:
-            latency, flagged = pricer(np.ones(len(ctx)), ctx.astype(np.float64), np.full(rows, n, dtype=np.int64))
-            latency, flagged, source = latency.tolist(), flagged.tolist(), "rf"
-        else:
-            per_batch = np.split(ctx, rows)
-            query = {c: [np.ones(n, dtype=np.int64)] * rows if c == "q_lens" else per_batch if c == "ctx_lens" else
-                     [fields[c]] * rows for c in QUERY_COLUMNS["attention_decode"]}
-            pred = self.cost_model.predict("attention_decode", query)
-            latency, flagged, source = pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source
+        latency, flagged, source = self._price_flat("attention_decode", index, self._attention_fields[index],
+                                                    np.ones(len(ctx), dtype=np.int64), ctx, rows)
         memo = self._attention_memo
         entries = {key: memo.setdefault((index, *key), (price, int(flag)))
                    for key, price, flag in zip(keys, latency, flagged, strict=True)}
         self.usage.sources[source] += rows
         return entries
 
-    def _trim_memo(self) -> None:
-        """Drop the older half of the attention memo (insertion order): a run's batches drift
-        (contexts grow, the mix changes), so recent entries are the ones read again."""
+    def _bound_memo(self) -> None:
+        """Past MEMO_LIMIT entries, drop the older half of the attention memo (insertion
+        order): a run's batches drift (contexts grow, the mix changes), so recent entries are
+        the ones read again."""
         memo = self._attention_memo
-        for key in list(islice(memo, len(memo) // 2)):
-            del memo[key]
+        if len(memo) > MEMO_LIMIT:
+            for key in list(islice(memo, len(memo) // 2)):
+                del memo[key]
 
     def _pricer(self, family: str, index: int, fields: dict):
         """The cost model's direct pricer of template ``index``'s ``family`` rows, or None."""
@@ -529,20 +524,23 @@ class StageCoster:
     def _predict_rows(self, family: str, index: int, fields: dict, q: np.ndarray, ctx: np.ndarray,
                       shifts: list[int]) -> tuple[list[float], list[bool], str]:
         """Latencies and out-of-range flags of the batch ``(q, ctx)`` with its contexts grown
-        by each of ``shifts``, in one call, and the source that priced them. A cost model
-        with a ``ragged_pricer`` (the fitted one) is called on flat arrays, without a query."""
-        pricer = self._pricer(family, index, fields)
+        by each of ``shifts``, in one call, and the source that priced them."""
         rows = len(shifts)
+        if rows > 1:
+            q, ctx = np.tile(q, rows), (ctx + np.asarray(shifts)[:, None]).ravel()
+        return self._price_flat(family, index, fields, q, ctx, rows)
+
+    def _price_flat(self, family: str, index: int, fields: dict, q: np.ndarray, ctx: np.ndarray,
+                    rows: int) -> tuple[list[float], list[bool], str]:
+        """Latencies, out-of-range flags and source of ``rows`` batches of equal size given one
+        after the other in the flat ``q`` and ``ctx``. A cost model with a ``ragged_pricer``
+        (the fitted one) is called on the flat arrays, others with a query."""
+        pricer = self._pricer(family, index, fields)
         if pricer is not None:
-            new = np.asarray(q, dtype=np.float64)
-            flat = np.asarray(ctx, dtype=np.float64)
-            if rows > 1:
-                new = np.tile(new, rows)
-                flat = (flat + np.asarray(shifts, dtype=np.float64)[:, None]).ravel()
-            latency, flagged = pricer(new, flat, np.full(rows, len(q), dtype=np.int64))
+            latency, flagged = pricer(np.asarray(q, dtype=np.float64), np.asarray(ctx, dtype=np.float64),
+                                      np.full(rows, len(q) // rows, dtype=np.int64))
             return latency.tolist(), flagged.tolist(), "rf"
-        contexts = [ctx + shift for shift in shifts]
-        query = {c: [q] * rows if c == "q_lens" else contexts if c == "ctx_lens" else [fields[c]] * rows
+        query = {c: np.split(q, rows) if c == "q_lens" else np.split(ctx, rows) if c == "ctx_lens" else [fields[c]] * rows
                  for c in QUERY_COLUMNS[family]}
         pred = self.cost_model.predict(family, query)
         return pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source

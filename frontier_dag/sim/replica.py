@@ -203,10 +203,8 @@ class ReplicaWorker:
         kv.allocate(total)
         steps = range(self.step, self.step + len(needs))
         contexts = [self.offset_sum + n * step for step in steps]
-        offsets = self.d["offset"][:n]
-        priced = self.predictor.decode_steps(
-            n, contexts, [self.offset_max + step for step in steps],
-            lambda js: (offsets + np.array(js, dtype=np.int64)[:, None] + self.step).ravel())
+        priced = self.predictor.decode_steps(n, contexts, [self.offset_max + step for step in steps],
+                                             self._decode_contexts)
         if priced is not None:
             durations, categories = priced
         else:
@@ -228,6 +226,11 @@ class ReplicaWorker:
 
     def _decode_arrays(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         return np.ones(self.n, dtype=np.int64), self.d["offset"][: self.n] + step
+
+    def _decode_contexts(self, ahead: list[int]) -> np.ndarray:
+        """Cached tokens of every decode sequence at each step ``self.step + j`` of ``ahead``,
+        one step after the other in one flat array."""
+        return (self.d["offset"][: self.n] + (np.array(ahead, dtype=np.int64)[:, None] + self.step)).ravel()
 
     def cut(self) -> None:
         """End a running decode stretch at the step in progress (an outside event needs the
