@@ -25,18 +25,22 @@ def validate() -> None:
               help="A silicon CSV (default: systems/silicon_sample.csv of aiconfigurator-core).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
 @click.option("--rounds", type=int, default=None, help="Requests per row as rounds of the concurrency (default 4).")
+@click.option("--benchmark-rounds", type=click.IntRange(min=1), default=None,
+              help="Rounds of the concurrency the measured benchmark sent (default 50, as aiconfigurator's "
+                   "benchmark script); the simulated rounds after the first stand for those not simulated.")
 @click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
               help="Clients' first requests all at once (burst, as the benchmarks start), or spread over one "
                    "simulated request duration with the first round left out (a diagnostic; docs/validation.md).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
-def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, phase, out, progress, as_json) -> None:
+def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, benchmark_rounds, phase, out, progress,
+            as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, and the rows that could not be simulated."""
     from frontier_dag.errors import ConfigError
-    from frontier_dag.validation.convert import ROUNDS
+    from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS
     from frontier_dag.validation.models import is_moe
     from frontier_dag.validation.report import format_reasons, format_table, summarize_records
     from frontier_dag.validation.runner import run_rows
@@ -61,7 +65,8 @@ def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, phas
         if out and len(done) % 50 == 0:  # a long run can be read while it goes on
             _write(done, out)
 
-    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick)
+    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick,
+                       benchmark_rounds=benchmark_rounds or BENCHMARK_ROUNDS)
     if bar is not None:
         bar.close()
     report = summarize_records(records)

@@ -9,15 +9,20 @@ from dataclasses import dataclass
 from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
-from frontier_dag.validation.engines import scheduler_settings
+from frontier_dag.validation.engines import scheduler_settings, token_budget
 from frontier_dag.validation.models import Unsupported, row_model
 from frontier_dag.validation.silicon import SiliconRow, Worker
 
 #: Rounds of the concurrency the client sends: ``rounds x concurrency`` requests, at
-#: least ``MIN_REQUESTS``. The measured benchmarks send several rounds from a cold
-#: start, and the mean over all requests includes the first burst, as here.
+#: least ``MIN_REQUESTS``, from a cold start (all clients at once).
 ROUNDS = 4
 MIN_REQUESTS = 8
+#: Rounds the measured benchmark sends: aiconfigurator's benchmark script runs ``aiperf
+#: --concurrency C --num-requests 50C --warmup-request-count 2C``, and aiperf waits for the
+#: warm-up responses before it starts the measured phase, so that phase is a burst of C
+#: followed by 49 more rounds. The simulated rounds after the first stand for the rest
+#: (``runner.benchmark_means``).
+BENCHMARK_ROUNDS = 50
 
 #: Expert parallelism as the three engines run it without DeepEP, which none of the rows
 #: names: tokens gathered on every GPU of the expert group, outputs summed by an all-reduce
@@ -63,7 +68,8 @@ def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: flo
         "workload": {"clients": row.concurrency, "prompt_tokens": {"kind": "fixed", "value": row.isl},
                      "output_tokens": {"kind": "fixed", "value": row.osl}, "num_requests": requests,
                      **({"ramp_s": ramp_s, "warmup_requests": row.concurrency} if ramp_s > 0 else {})},
-        "scheduler": scheduler_settings(row.backend),
+        "scheduler": scheduler_settings(row.backend, token_budget(
+            row.backend, row.backend_version, row.mode, row.isl, (row.agg or row.prefill).batch_size)),
         "predictor": {"source": "aiconfigurator", "backend": row.backend},
         "seed": seed,
     }

@@ -22,16 +22,26 @@ on an 80-141 GB Hopper GPU:
   = 512 tokens for it and for each request it holds: ``decode_reserve_tokens`` = 512.
 * **TensorRT-LLM** (PyTorch flow): in-flight batching mixes context and generation
   requests in one iteration within ``max_num_tokens`` = 8192 and ``max_batch_size`` =
-  2048; the KV cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left
+  2048; a prompt is never split (``enable_chunked_prefill`` is off by default); the KV cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left
   after the weights, about 0.9 of the GPU as well. Its default capacity scheduler
   (``GUARANTEED_NO_EVICT``) admits a request only when every running request can run to
   its last token: ``reserve_output`` = 1, for new prompts and, on the generation servers of
   a disaggregated deployment, for KV transfers alike. vLLM reserves nothing and preempts
   instead (0).
+
+The measured rows were served from deployments that aiconfigurator's generator writes,
+and it sets some of these limits from the configuration (its benchmark rules and engine
+templates): TensorRT-LLM's ``max_num_tokens`` is the configuration's batch size + ISL + 1500
+on aggregated workers and ISL + 1500 on prefill workers, and so is vLLM's
+``max-num-batched-tokens`` from vLLM 0.14 on (the 0.12 template leaves it at the default).
+``token_budget`` applies that rule where the row gives the batch size. (SGLang's
+``max-prefill-tokens`` = ISL + 1500 is not applied yet: SGLang adds a further prompt to a
+prefill batch only whole, which the simulator's chunking does not model.)
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -51,7 +61,7 @@ class Engine:
 ENGINES = {
     "vllm": Engine("vllm", 8192, 1024, True, 0.90, 0.0),
     "sglang": Engine("sglang", 8192, 4096, True, 0.88, 0.7, 0.7 * 0.14, 600, 512),
-    "trtllm": Engine("vllm", 8192, 2048, True, 0.90, 1.0),
+    "trtllm": Engine("vllm", 8192, 2048, False, 0.90, 1.0),
 }
 
 
@@ -59,10 +69,40 @@ def engine_for(backend: str) -> Engine:
     return ENGINES[backend]
 
 
-def scheduler_settings(backend: str) -> dict:
-    """The ``scheduler`` section of a run config for ``backend``."""
+#: Tokens aiconfigurator's generator adds to the prompt length in a worker's token budget.
+GENERATOR_TOKEN_SLACK = 1500
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of an engine version such as ``1.0.0rc3``; (0, 0) when it has none."""
+    found = re.match(r"(\d+)\.(\d+)", text)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def token_budget(backend: str, version: str, mode: str, isl: int, batch_size: int | None) -> int:
+    """Tokens per iteration of an aggregated or prefill worker as aiconfigurator's generator
+    deploys ``backend`` (module docstring); the engine's default where the generator sets none.
+
+    >>> token_budget("trtllm", "1.0.0rc3", "agg", 1024, 8), token_budget("trtllm", "1.2.0rc6", "disagg", 8192, 1)
+    (2532, 9692)
+    >>> token_budget("vllm", "0.12.0", "agg", 1024, 8), token_budget("vllm", "0.18.0", "agg", 1024, 8)
+    (8192, 2532)
+    """
+    default = engine_for(backend).max_num_batched_tokens
+    sets_budget = backend == "trtllm" or (backend == "vllm" and _version(version) >= (0, 14))
+    if not sets_budget:
+        return default
+    if mode == "disagg":
+        return isl + GENERATOR_TOKEN_SLACK
+    return default if batch_size is None else batch_size + isl + GENERATOR_TOKEN_SLACK
+
+
+def scheduler_settings(backend: str, max_num_batched_tokens: int | None = None) -> dict:
+    """The ``scheduler`` section of a run config for ``backend``, with the engine's default token
+    budget unless ``max_num_batched_tokens`` is given."""
     e = engine_for(backend)
-    return {"policy": e.policy, "max_num_seqs": e.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
+    return {"policy": e.policy, "max_num_seqs": e.max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens or e.max_num_batched_tokens,
             "chunked_prefill": e.chunked_prefill, "gpu_memory_utilization": e.gpu_memory_utilization,
             "prefix_caching": False, "reserve_output": e.reserve_output, "reserve_output_min": e.reserve_output_min,
             "reserve_output_decay_steps": e.reserve_output_decay_steps,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
-from frontier_dag.validation.convert import ROUNDS, row_config
+from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS, row_config
 from frontier_dag.validation.models import Unsupported
 from frontier_dag.validation.silicon import SiliconRow
 
@@ -55,9 +55,41 @@ def _base_record(row: SiliconRow) -> dict:
             "out_of_range": 0, "wall_s": 0.0}
 
 
-def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst") -> dict:
-    """Simulate one row and compare its mean TTFT and TPOT with the measured ones; ``phase``:
-    see PHASES."""
+def benchmark_means(requests, concurrency: int, benchmark_rounds: int = BENCHMARK_ROUNDS
+                    ) -> tuple[float | None, float | None]:
+    """Mean TTFT and TPOT (ms) of a benchmark of ``benchmark_rounds`` rounds of ``concurrency``
+    requests, from the simulated ``requests`` (in the order they were sent). A benchmark's first
+    round starts cold and its last one drains the server; the rounds between are the steady
+    state. Here the first and the last ``concurrency`` requests weigh one each and the ones
+    between stand for all the benchmark's middle rounds; with fewer than three rounds simulated,
+    or as many as measured, the plain means.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"ttft_ms": [90.0, 20.0, 20.0, 10.0], "tpot_ms": [5.0, 4.0, 4.0, 3.0]})
+    >>> benchmark_means(frame, concurrency=1, benchmark_rounds=10)
+    (26.0, 4.0)
+    """
+    import numpy as np
+
+    n, c = len(requests), concurrency
+    if n == 0:
+        return None, None
+    weights = np.ones(n)
+    if 3 * c <= n < benchmark_rounds * c:
+        weights[c:n - c] = (benchmark_rounds - 2) * c / (n - 2 * c)
+    means = []
+    for column in ("ttft_ms", "tpot_ms"):
+        values = requests[column].to_numpy(dtype=float)
+        known = np.isfinite(values)
+        means.append(float(np.average(values[known], weights=weights[known])) if known.any() else None)
+    return means[0], means[1]
+
+
+def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
+                 benchmark_rounds: int = BENCHMARK_ROUNDS) -> dict:
+    """Simulate one row and compare its mean TTFT and TPOT with the measured ones, as a benchmark
+    of ``benchmark_rounds`` rounds would measure them (``benchmark_means``); ``phase``: see
+    PHASES."""
     from frontier_dag.config.run import resolve
     from frontier_dag.sim.run import simulate
 
@@ -85,7 +117,8 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst") ->
     finally:
         record["wall_s"] = time.perf_counter() - started
     s = result.summary
-    ttft, tpot = s["ttft_ms"]["mean"], s["tpot_ms"]["mean"]
+    measured = result.requests.iloc[result.config.workload.warmup_requests:]
+    ttft, tpot = benchmark_means(measured, row.concurrency, benchmark_rounds)
     record.update(sim_ttft_ms=ttft, sim_tpot_ms=tpot, requests=s["num_requests"], iterations=s["iterations"],
                   out_of_range=s["predictor_out_of_range"])
     if ttft is not None and row.ttft_ms > 0:
@@ -95,8 +128,8 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst") ->
     return record
 
 
-def _simulate_many(rows: list[SiliconRow], rounds: int, phase: str) -> list[dict]:
-    return [simulate_row(row, rounds, phase) for row in rows]
+def _simulate_many(rows: list[SiliconRow], rounds: int, phase: str, benchmark_rounds: int) -> list[dict]:
+    return [simulate_row(row, rounds, phase, benchmark_rounds) for row in rows]
 
 
 def _warm_cache(system: str, backend: str) -> None:
@@ -112,14 +145,14 @@ def _warm_cache(system: str, backend: str) -> None:
 
 
 def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",
-             progress: Callable[[dict], None] | None = None) -> list[dict]:
+             benchmark_rounds: int = BENCHMARK_ROUNDS, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Simulate ``rows`` over ``workers`` processes (1: in this process); ``progress`` is
     called with each finished record. Records come back in the rows' order."""
     rows = list(rows)
     records: dict[int, dict] = {}
     if workers <= 1 or len(rows) <= 1:
         for row in rows:
-            records[row.index] = simulate_row(row, rounds, phase)
+            records[row.index] = simulate_row(row, rounds, phase, benchmark_rounds)
             if progress:
                 progress(records[row.index])
         return [records[row.index] for row in rows]
@@ -131,7 +164,7 @@ def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUN
         sets = sorted({(r.system, r.backend) for r in rows if r.backend in BACKENDS})
         for future in [pool.submit(_warm_cache, *key) for key in sets]:
             future.result()
-        futures = [pool.submit(_simulate_many, batch, rounds, phase) for batch in batches]
+        futures = [pool.submit(_simulate_many, batch, rounds, phase, benchmark_rounds) for batch in batches]
         for future in as_completed(futures):
             for record in future.result():
                 records[record["index"]] = record

@@ -47,6 +47,7 @@ class Worker:
     moe_tp: int = 1
     moe_ep: int = 1
     workers: int = 1
+    batch_size: int | None = None  # the configuration's batch per engine (per attention-DP rank)
 
     @property
     def gpus(self) -> int:
@@ -116,8 +117,9 @@ def _worker(rec: dict, prefix: str, moe: bool, row_id: str, notes: list[str]) ->
     moe_tp = max(_int(rec.get(f"{prefix}moe_tp_size"), 1) or 1, 1)
     moe_ep = max(_int(rec.get(f"{prefix}moe_ep_size"), 1) or 1, 1)
     workers = max(_int(rec.get(f"{prefix}num_workers"), 1) or 1, 1)
+    batch = _int(rec.get(f"{prefix}batch_size"))
     if not moe:
-        return Worker(tp, dp, 1, 1, workers)
+        return Worker(tp, dp, 1, 1, workers, batch)
     named = _ID_PARALLEL.search(row_id) if not prefix else None
     if named:
         t, e = int(named.group(1)), int(named.group(2))
@@ -131,7 +133,7 @@ def _worker(rec: dict, prefix: str, moe: bool, row_id: str, notes: list[str]) ->
         tp = gpus // dp
     if moe_tp * moe_ep != gpus:
         moe_tp = gpus // moe_ep
-    return Worker(tp, dp, moe_tp, moe_ep, workers)
+    return Worker(tp, dp, moe_tp, moe_ep, workers, batch)
 
 
 def parse_row(index: int, rec: dict, moe: bool) -> SiliconRow:

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from frontier_dag.validation.convert import MIN_REQUESTS, row_config
+from frontier_dag.validation.engines import GENERATOR_TOKEN_SLACK, token_budget
 from frontier_dag.validation.models import Unsupported, is_moe, row_model
 from frontier_dag.validation.report import format_table, summarize_records
+from frontier_dag.validation.runner import benchmark_means
 from frontier_dag.validation.silicon import parse_row, read_rows
 
 BASE = {
@@ -79,6 +81,32 @@ def test_engine_reservations_and_the_spread_phase_reach_the_config():
     assert trtllm.workload.ramp_s == 0 and trtllm.workload.warmup_requests == 0
     spread = row_config(parse_row(0, BASE, moe=False), rounds=3, ramp_s=2.5).config.workload
     assert spread.ramp_s == 2.5 and spread.warmup_requests == 16 and spread.num_requests == 48
+
+
+def test_token_budget_follows_the_deployment_generator():
+    """TensorRT-LLM, and vLLM from 0.14 on, get aiconfigurator's batch + ISL + 1500 tokens per
+    iteration (ISL + 1500 on prefill workers); vLLM 0.12 and SGLang keep their 8192 default."""
+    trtllm = row_config(parse_row(0, BASE, moe=False)).config.scheduler
+    assert trtllm.max_num_batched_tokens == 16 + 1024 + GENERATOR_TOKEN_SLACK and not trtllm.chunked_prefill
+    old_vllm = row_config(parse_row(0, {**BASE, "backend": "vllm", "backend_version": "0.12.0"}, moe=False)).config
+    new_vllm = row_config(parse_row(0, {**BASE, "backend": "vllm", "backend_version": "0.18.0"}, moe=False)).config
+    assert old_vllm.scheduler.max_num_batched_tokens == 8192 and new_vllm.scheduler.max_num_batched_tokens == 2540
+    assert token_budget("trtllm", "1.2.0rc6", "disagg", 8192, 1) == 8192 + GENERATOR_TOKEN_SLACK
+    assert token_budget("trtllm", "1.0.0rc3", "agg", 1024, None) == 8192  # no batch size in the row: the default
+    assert token_budget("sglang", "0.5.9", "agg", 1024, 16) == 8192
+
+
+def test_benchmark_means_weigh_the_rounds_as_a_long_benchmark_does():
+    """First round (cold start) and last (drain) weigh one round each; the simulated rounds
+    between stand for the benchmark's other rounds."""
+    frame = pd.DataFrame({"ttft_ms": [100.0, 100.0, 20.0, 20.0, 30.0, 30.0, 5.0, 5.0],
+                          "tpot_ms": [10.0, 10.0, 8.0, 8.0, 8.0, math.nan, 6.0, 6.0]})
+    ttft, tpot = benchmark_means(frame, concurrency=2, benchmark_rounds=50)
+    assert ttft == pytest.approx((100 * 2 + (20 * 2 + 30 * 2) * 24 + 5 * 2) / 100)
+    assert tpot == pytest.approx((10 * 2 + 8 * 3 * 24 + 6 * 2) / (2 + 3 * 24 + 2))  # a missing TPOT weighs nothing
+    assert benchmark_means(frame, concurrency=2, benchmark_rounds=4) == pytest.approx((frame.ttft_ms.mean(),
+                                                                                      frame.tpot_ms.mean()))
+    assert benchmark_means(frame.iloc[:0], concurrency=2) == (None, None)
 
 
 def test_unsupported_models_and_dtypes_say_why():
