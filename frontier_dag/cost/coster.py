@@ -558,7 +558,9 @@ class StageCoster:
             idx, layers, ranks, columns = group
             rows = loads[layers % loads.shape[0], ranks]
             priced = self._critical_rows(layers, rows) if self.critical_ranks else np.arange(len(rows))
-            unique, inverse = _distinct_rows(rows[priced])
+            # a grouped GEMM's time depends on the multiset of its experts' loads, not on which
+            # expert holds which: sorted loads repeat far more often (memo hits, fewer rows)
+            unique, inverse = _distinct_rows(-np.sort(-rows[priced], axis=1))
             query = {c: [v.evaluate(env) if isinstance(v, Sym) else v] * len(unique) for c, v in columns.items()}
             query["expert_tokens"] = list(unique)
             pred = self.cost_model.predict(family, query)

@@ -57,6 +57,21 @@ def test_expert_load_statistics():
     assert even["load_gini"][0] == pytest.approx(0) and even["load_entropy"][0] == pytest.approx(2.0)
 
 
+def test_expert_features_do_not_depend_on_which_expert_holds_which_load():
+    """The coster prices sorted expert loads (more repeats, fewer rows to price): that is only
+    right because every feature is a statistic of the multiset of loads."""
+    rng = np.random.default_rng(3)
+    loads = rng.multinomial(64, np.full(32, 1 / 32))
+    base = {"num_tokens": [32], "hidden": [2880], "inter": [2880], "num_experts": [128], "topk": [4], "ep": [4],
+            "moe_tp": [1], "dtype": ["fp8_block"]}
+    f, work = features("moe_grouped_gemm", {**base, "expert_tokens": [loads]}, H200)
+    g, sorted_work = features("moe_grouped_gemm", {**base, "expert_tokens": [-np.sort(-loads)]}, H200)
+    assert f.keys() == g.keys()
+    for name in f:
+        assert g[name] == pytest.approx(f[name], rel=1e-12), name
+    assert sorted_work == pytest.approx(work, rel=1e-12)
+
+
 def test_gemm_tiles_and_waves():
     f, work = features("gemm", {"m": [300], "n": [4096], "k": [4096], "dtype": ["bf16"]}, H200)
     assert f["tiles"][0] == 3 * 32 and f["waves"][0] == pytest.approx(96 / 132)
