@@ -154,17 +154,23 @@ class Router:
             return np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
         lam = picks * self.popularity
         large = lam >= 10
-        per_expert = np.empty(lam.shape, dtype=np.int64)
-        mean = lam[large]
-        count = rng.standard_normal(len(mean))  # in place: mean + sqrt(mean) * z, rounded, >= 0
-        count *= np.sqrt(mean)
-        count += mean
-        per_expert[large] = np.maximum(np.rint(count, out=count), 0, out=count)
-        small = ~large
-        per_expert[small] = rng.poisson(lam[small])
+        if not large.any():  # small batches: every count Poisson, no masks to build
+            per_expert = rng.poisson(lam)
+        else:
+            per_expert = np.empty(lam.shape, dtype=np.int64)
+            mean = lam[large]
+            count = rng.standard_normal(len(mean))  # in place: mean + sqrt(mean) * z, rounded, >= 0
+            count *= np.sqrt(mean)
+            count += mean
+            per_expert[large] = np.maximum(np.rint(count, out=count), 0, out=count)
+            small = ~large
+            if small.any():
+                per_expert[small] = rng.poisson(lam[small])
+        if not self.spec.redundant_experts:  # experts placed in order: rank r holds a contiguous run
+            return per_expert.reshape(self.slot_expert.shape)
         layer_index = np.arange(self.layers)[:, None, None]
         share = per_expert[layer_index, self.slot_expert] * self.slot_share
-        return np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
+        return np.ceil(share - 1e-9).astype(np.int64)
 
     def expected(self, tokens: int) -> np.ndarray:
         """Mean counts, for a deterministic single-iteration view."""
