@@ -21,6 +21,9 @@ def validate() -> None:
 @click.option("--model", help="Only rows whose model path contains this (case-insensitive).")
 @click.option("--mode", type=click.Choice(["agg", "disagg"]), help="Only aggregated or disaggregated rows.")
 @click.option("--limit", type=int, help="Only the first N rows (after the filters).")
+@click.option("--per-partition", type=click.IntRange(min=1), metavar="N",
+              help="Only the N rows of each system, engine, mode and model with the fewest tokens to simulate "
+                   "(concurrency x (ISL + OSL)): a quick look at every partition.")
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
               help="A silicon CSV (default: systems/silicon_sample.csv of aiconfigurator-core).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
@@ -34,8 +37,8 @@ def validate() -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
-def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, benchmark_rounds, phase, out, progress,
-            as_json) -> None:
+def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
+            out, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, and the rows that could not be simulated."""
@@ -44,9 +47,11 @@ def silicon(system, backend, model, mode, limit, csv_path, workers, rounds, benc
     from frontier_dag.validation.models import is_moe
     from frontier_dag.validation.report import format_reasons, format_table, summarize_records
     from frontier_dag.validation.runner import run_rows
-    from frontier_dag.validation.silicon import read_rows
+    from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
 
     rows = read_rows(csv_path, system=system, backend=backend, model=model, mode=mode, limit=limit, is_moe=is_moe)
+    if per_partition:
+        rows = cheapest_per_partition(rows, per_partition)
     if not rows:
         raise ConfigError(f"no silicon rows match --system {system}"
                           + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else ""))

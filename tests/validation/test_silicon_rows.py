@@ -13,7 +13,7 @@ from frontier_dag.validation.engines import GENERATOR_TOKEN_SLACK, token_budget
 from frontier_dag.validation.models import Unsupported, is_moe, row_model
 from frontier_dag.validation.report import format_table, summarize_records
 from frontier_dag.validation.runner import benchmark_means
-from frontier_dag.validation.silicon import parse_row, read_rows
+from frontier_dag.validation.silicon import cheapest_per_partition, parse_row, read_rows
 
 BASE = {
     "id": "x", "backend": "trtllm", "backend_version": "1.0", "model_path": "Qwen/Qwen3-32B", "system": "h100_sxm",
@@ -125,6 +125,15 @@ def test_read_rows_filters(tmp_path):
     assert [r.id for r in read_rows(path, system="h100_sxm")] == ["x", "y"]
     assert [r.id for r in read_rows(path, system="h100_sxm", backend="vllm")] == ["y"]
     assert [r.id for r in read_rows(path, model="qwen3", limit=1)] == ["x"]
+
+
+def test_cheapest_rows_of_each_partition_keep_their_order():
+    rows = [parse_row(i, {**BASE, "id": str(i), "backend": backend, "osl": osl,
+                          "silicon_data_source": f"silicon_concurrency={c}"}, moe=False)
+            for i, (backend, osl, c) in enumerate([("vllm", 128, 64), ("vllm", 128, 8), ("trtllm", 1024, 4),
+                                                   ("vllm", 512, 8), ("trtllm", 128, 4)])]
+    assert [r.index for r in cheapest_per_partition(rows, 1)] == [1, 4]
+    assert [r.index for r in cheapest_per_partition(rows, 2)] == [1, 2, 3, 4]
 
 
 def test_report_mape_median_coverage_and_partitions():
