@@ -33,7 +33,8 @@ The measured rows were served from deployments that aiconfigurator's generator w
 and it sets some of these limits from the configuration (its benchmark rules and engine
 templates): TensorRT-LLM's ``max_num_tokens`` is the configuration's batch size + ISL + 1500
 on aggregated workers and ISL + 1500 on prefill workers, and so is vLLM's
-``max-num-batched-tokens`` from vLLM 0.14 on (the 0.12 template leaves it at the default).
+``max-num-batched-tokens`` (its 0.12.0 template alone leaves it at the default; other
+versions, and rows that name none, get the general template, which sets it).
 ``token_budget`` applies that rule where the row gives the batch size. (SGLang's
 ``max-prefill-tokens`` = ISL + 1500 is not applied yet: SGLang adds a further prompt to a
 prefill batch only whole, which the simulator's chunking does not model.)
@@ -41,7 +42,6 @@ prefill batch only whole, which the simulator's chunking does not model.)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 
@@ -71,12 +71,8 @@ def engine_for(backend: str) -> Engine:
 
 #: Tokens aiconfigurator's generator adds to the prompt length in a worker's token budget.
 GENERATOR_TOKEN_SLACK = 1500
-
-
-def _version(text: str) -> tuple[int, int]:
-    """(major, minor) of an engine version such as ``1.0.0rc3``; (0, 0) when it has none."""
-    found = re.match(r"(\d+)\.(\d+)", text)
-    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+#: vLLM versions whose launch template in aiconfigurator's generator sets no token budget.
+VLLM_TEMPLATES_WITHOUT_BUDGET = frozenset({"0.12.0"})
 
 
 def token_budget(backend: str, version: str, mode: str, isl: int, batch_size: int | None) -> int:
@@ -89,7 +85,7 @@ def token_budget(backend: str, version: str, mode: str, isl: int, batch_size: in
     (8192, 2532)
     """
     default = engine_for(backend).max_num_batched_tokens
-    sets_budget = backend == "trtllm" or (backend == "vllm" and _version(version) >= (0, 14))
+    sets_budget = backend == "trtllm" or (backend == "vllm" and version not in VLLM_TEMPLATES_WITHOUT_BUDGET)
     if not sets_budget:
         return default
     if mode == "disagg":

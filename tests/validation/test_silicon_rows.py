@@ -84,8 +84,8 @@ def test_engine_reservations_and_the_spread_phase_reach_the_config():
 
 
 def test_token_budget_follows_the_deployment_generator():
-    """TensorRT-LLM, and vLLM from 0.14 on, get aiconfigurator's batch + ISL + 1500 tokens per
-    iteration (ISL + 1500 on prefill workers); vLLM 0.12 and SGLang keep their 8192 default."""
+    """TensorRT-LLM, and vLLM but the 0.12.0 template, get aiconfigurator's batch + ISL + 1500
+    tokens per iteration (ISL + 1500 on prefill workers); vLLM 0.12.0 and SGLang keep 8192."""
     trtllm = row_config(parse_row(0, BASE, moe=False)).config.scheduler
     assert trtllm.max_num_batched_tokens == 16 + 1024 + GENERATOR_TOKEN_SLACK and not trtllm.chunked_prefill
     old_vllm = row_config(parse_row(0, {**BASE, "backend": "vllm", "backend_version": "0.12.0"}, moe=False)).config
@@ -94,6 +94,7 @@ def test_token_budget_follows_the_deployment_generator():
     assert token_budget("trtllm", "1.2.0rc6", "disagg", 8192, 1) == 8192 + GENERATOR_TOKEN_SLACK
     assert token_budget("trtllm", "1.0.0rc3", "agg", 1024, None) == 8192  # no batch size in the row: the default
     assert token_budget("sglang", "0.5.9", "agg", 1024, 16) == 8192
+    assert token_budget("vllm", "", "agg", 1024, 16) == 16 + 1024 + GENERATOR_TOKEN_SLACK  # no version: general template
 
 
 def test_benchmark_means_weigh_the_rounds_as_a_long_benchmark_does():
