@@ -200,13 +200,13 @@ def _has_moe_columns(rec: dict) -> bool:
 def cheapest_per_partition(rows: list[SiliconRow], n: int) -> list[SiliconRow]:
     """The ``n`` rows of each (system, backend, mode, model) with the fewest tokens to simulate
     (concurrency x (ISL + OSL)), in their original order: a quick look at every partition
-    when a whole system would take hours. Rows without a concurrency come first (they cost
-    nothing: they are reported as not simulated)."""
+    when a whole system would take hours. Rows without a concurrency, which cannot be
+    simulated, come last."""
     groups: dict[tuple, list[SiliconRow]] = {}
     for row in rows:
         groups.setdefault((row.system, row.backend, row.mode, row.model_path), []).append(row)
     keep = {row.index for group in groups.values()
-            for row in sorted(group, key=lambda r: (r.concurrency or 0) * (r.isl + r.osl))[:n]}
+            for row in sorted(group, key=lambda r: (r.concurrency is None, (r.concurrency or 0) * (r.isl + r.osl)))[:n]}
     return [row for row in rows if row.index in keep]
 
 

@@ -135,6 +135,8 @@ def test_cheapest_rows_of_each_partition_keep_their_order():
                                                    ("vllm", 512, 8), ("trtllm", 128, 4)])]
     assert [r.index for r in cheapest_per_partition(rows, 1)] == [1, 4]
     assert [r.index for r in cheapest_per_partition(rows, 2)] == [1, 2, 3, 4]
+    unknown = parse_row(5, {**BASE, "id": "5", "backend": "vllm", "silicon_data_source": ""}, moe=False)
+    assert [r.index for r in cheapest_per_partition([unknown, *rows], 1)] == [1, 4]  # no concurrency: last
 
 
 def test_report_mape_median_coverage_and_partitions():
