@@ -102,6 +102,10 @@ class SchedulerConfig(Strict):
     policy: Literal["vllm", "sglang"] = "vllm"
     max_num_seqs: PositiveInt = 256
     max_num_batched_tokens: PositiveInt = 8192
+    max_prefill_tokens: PositiveInt | None = Field(
+        None, description="SGLang's --max-prefill-tokens: a prompt after the first joins a prefill batch only whole "
+                          "and within this many prompt tokens (the first is chunked by max_num_batched_tokens); "
+                          "none: only max_num_batched_tokens")
     chunked_prefill: bool = True
     block_size: PositiveInt = 16
     routing: Literal["round_robin", "least_work"] = "least_work"

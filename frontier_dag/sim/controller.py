@@ -85,7 +85,8 @@ class GlobalController:
                             sched.chunked_prefill, sched.policy, sched.prefix_caching,
                             0.0 if pool.role == "prefill" else sched.reserve_output, sched.reserve_output_min,
                             sched.reserve_output_decay_steps,
-                            sched.decode_reserve_tokens if pool.role == "decode" else 0)
+                            sched.decode_reserve_tokens if pool.role == "decode" else 0,
+                            (sched.max_prefill_tokens or 0) * pool.attention_dp)
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
             predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,

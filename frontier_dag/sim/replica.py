@@ -55,6 +55,7 @@ class Limits:
     reserve_min: float = 0.0  # SchedulerConfig.reserve_output_min
     reserve_decay_steps: int = 0  # SchedulerConfig.reserve_output_decay_steps
     reserve_tokens: int = 0  # SchedulerConfig.decode_reserve_tokens (decode replicas of PD only)
+    max_prefill: int = 0  # SchedulerConfig.max_prefill_tokens (0: none)
 
 
 class Prefilling:
@@ -311,7 +312,8 @@ class ReplicaWorker:
         for p in chunks:
             p.blocks = max(p.blocks, kv.blocks_for(p.ctx + p.chunk) - p.shared)
         if lim.policy == "vllm" or prefill_first:
-            chunks += self._admit(budget, have_work=decode or bool(chunks))
+            whole = lim.max_prefill - sum(p.chunk for p in chunks) if lim.max_prefill else None
+            chunks += self._admit(budget, have_work=decode or bool(chunks), whole=whole, batched=bool(chunks))
         if not decode and not chunks:
             if prefill_first and self.n:  # nothing could be prefilled (memory): decode instead
                 if not kv.allocate(self.fill[-self.step % kv.block_size]):
@@ -467,8 +469,11 @@ class ReplicaWorker:
         self._order += 1
         return self._order
 
-    def _admit(self, budget: int, have_work: bool) -> list[Prefilling]:
-        """Admit waiting requests FCFS while seats, tokens and KV blocks last."""
+    def _admit(self, budget: int, have_work: bool, whole: int | None = None, batched: bool = False
+               ) -> list[Prefilling]:
+        """Admit waiting requests FCFS while seats, tokens and KV blocks last. ``whole``: prompt
+        tokens left in the batch for a further prompt, which joins only whole (SGLang's
+        max_prefill_tokens; ``batched``: the batch already holds a prompt)."""
         t, kv, lim = self.table, self.kv, self.limits
         admitted: list[Prefilling] = []
         per_hash = kv.blocks_for(kv.prefix_block_tokens) if kv.prefix_block_tokens else 0
@@ -484,6 +489,8 @@ class ReplicaWorker:
             todo = prompt - cached
             chunk = min(todo, budget) if lim.chunked_prefill else todo
             if chunk > budget and (admitted or have_work):
+                break
+            if whole is not None and (admitted or batched) and todo >= whole:
                 break
             own = kv.blocks_for(cached + chunk) - hits * per_hash
             left = int(t.output[rid] - t.generated[rid])
@@ -503,6 +510,8 @@ class ReplicaWorker:
             self.prefilling.append(p)
             admitted.append(p)
             budget -= chunk
+            if whole is not None:
+                whole -= chunk
             t.cached_tokens[rid] = cached
             if np.isnan(t.first_scheduled[rid]):
                 t.first_scheduled[rid] = self.events.now

@@ -35,9 +35,9 @@ templates): TensorRT-LLM's ``max_num_tokens`` is the configuration's batch size 
 on aggregated workers and ISL + 1500 on prefill workers, and so is vLLM's
 ``max-num-batched-tokens`` (its 0.12.0 template alone leaves it at the default; other
 versions, and rows that name none, get the general template, which sets it).
-``token_budget`` applies that rule where the row gives the batch size. (SGLang's
-``max-prefill-tokens`` = ISL + 1500 is not applied yet: SGLang adds a further prompt to a
-prefill batch only whole, which the simulator's chunking does not model.)
+``token_budget`` applies that rule where the row gives the batch size. For SGLang the
+generator sets ``--max-prefill-tokens`` = ISL + 1500: a prompt after the first joins a
+prefill batch only whole and within it (``scheduler.max_prefill_tokens``).
 """
 
 from __future__ import annotations
@@ -93,12 +93,20 @@ def token_budget(backend: str, version: str, mode: str, isl: int, batch_size: in
     return default if batch_size is None else batch_size + isl + GENERATOR_TOKEN_SLACK
 
 
-def scheduler_settings(backend: str, max_num_batched_tokens: int | None = None) -> dict:
+def max_prefill_tokens(backend: str, isl: int) -> int | None:
+    """SGLang's ``--max-prefill-tokens`` as aiconfigurator's generator sets it (ISL + 1500);
+    None for the engines that have no such limit."""
+    return isl + GENERATOR_TOKEN_SLACK if backend == "sglang" else None
+
+
+def scheduler_settings(backend: str, max_num_batched_tokens: int | None = None,
+                       max_prefill: int | None = None) -> dict:
     """The ``scheduler`` section of a run config for ``backend``, with the engine's default token
-    budget unless ``max_num_batched_tokens`` is given."""
+    budget unless ``max_num_batched_tokens`` is given, and SGLang's ``max_prefill`` if any."""
     e = engine_for(backend)
     return {"policy": e.policy, "max_num_seqs": e.max_num_seqs,
             "max_num_batched_tokens": max_num_batched_tokens or e.max_num_batched_tokens,
+            "max_prefill_tokens": max_prefill,
             "chunked_prefill": e.chunked_prefill, "gpu_memory_utilization": e.gpu_memory_utilization,
             "prefix_caching": False, "reserve_output": e.reserve_output, "reserve_output_min": e.reserve_output_min,
             "reserve_output_decay_steps": e.reserve_output_decay_steps,

@@ -211,6 +211,23 @@ def test_sglang_never_mixes_prefill_and_decode_in_one_iteration():
     assert ((mixed["prefill_tokens"] > 0) & (mixed["decode_seqs"] > 0)).any()
 
 
+def test_sglang_max_prefill_tokens_lets_further_prompts_join_only_whole():
+    # 8 prompts of 300 tokens arrive at once. Without a limit a prefill batch takes 1000
+    # tokens (three prompts and a chunk of a fourth); with max_prefill_tokens = 700 the first
+    # prompt is taken and a further one only whole and within what is left (two per batch)
+    def prefill_batches(**limit):
+        cfg = colocated(workload={"clients": 8, "num_requests": 8, "prompt_tokens": {"kind": "fixed", "value": 300},
+                                  "output_tokens": {"kind": "fixed", "value": 4}},
+                        scheduler={"policy": "sglang", "max_num_batched_tokens": 1000, **limit})
+        result = simulate(cfg, cost_model=FAST)
+        check_invariants(result)
+        it = result.iterations
+        return it.loc[it["prefill_tokens"] > 0, "prefill_tokens"].tolist()
+
+    assert prefill_batches()[:2] == [300, 1000]  # the first arrival alone, then three and a chunk
+    assert set(prefill_batches(max_prefill_tokens=700)) == {300, 600}
+
+
 def test_chunked_prefill_respects_the_token_budget():
     sched = {"max_num_batched_tokens": 128}
     it = simulate(colocated(workload=workload(30, prompt=1000, output=5), scheduler=sched), cost_model=FAST).iterations
