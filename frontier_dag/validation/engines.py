@@ -22,8 +22,9 @@ on an 80-141 GB Hopper GPU:
   = 512 tokens for it and for each request it holds: ``decode_reserve_tokens`` = 512.
 * **TensorRT-LLM** (PyTorch flow): in-flight batching mixes context and generation
   requests in one iteration within ``max_num_tokens`` = 8192 and ``max_batch_size`` =
-  2048; a prompt is never split (``enable_chunked_prefill`` is off by default); the KV cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left
-  after the weights, about 0.9 of the GPU as well. Its default capacity scheduler
+  2048, and never splits a prompt (``enable_chunked_prefill`` is off by default); the KV
+  cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left after the weights,
+  about 0.9 of the GPU as well. Its default capacity scheduler
   (``GUARANTEED_NO_EVICT``) admits a request only when every running request can run to
   its last token: ``reserve_output`` = 1, for new prompts and, on the generation servers of
   a disaggregated deployment, for KV transfers alike. vLLM reserves nothing and preempts

@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
 from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS, row_config
@@ -69,8 +71,6 @@ def benchmark_means(requests, concurrency: int, benchmark_rounds: int = BENCHMAR
     >>> benchmark_means(frame, concurrency=1, benchmark_rounds=10)
     (26.0, 4.0)
     """
-    import numpy as np
-
     n, c = len(requests), concurrency
     if n == 0:
         return None, None
