@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
-from frontier_dag.validation.engines import max_prefill_tokens, scheduler_settings, token_budget
+from frontier_dag.validation.engines import scheduler_settings
 from frontier_dag.validation.models import Unsupported, row_model
 from frontier_dag.validation.silicon import SiliconRow, Worker
 
@@ -68,9 +68,7 @@ def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: flo
         "workload": {"clients": row.concurrency, "prompt_tokens": {"kind": "fixed", "value": row.isl},
                      "output_tokens": {"kind": "fixed", "value": row.osl}, "num_requests": requests,
                      **({"ramp_s": ramp_s, "warmup_requests": row.concurrency} if ramp_s > 0 else {})},
-        "scheduler": scheduler_settings(row.backend, token_budget(
-            row.backend, row.backend_version, row.mode, row.isl, (row.agg or row.prefill).batch_size),
-            max_prefill_tokens(row.backend, row.isl)),
+        "scheduler": scheduler_settings(row),
         "predictor": {"source": "aiconfigurator", "backend": row.backend},
         "seed": seed,
     }

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frontier_dag.validation.silicon import SiliconRow
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -94,20 +96,15 @@ def token_budget(backend: str, version: str, mode: str, isl: int, batch_size: in
     return default if batch_size is None else batch_size + isl + GENERATOR_TOKEN_SLACK
 
 
-def max_prefill_tokens(backend: str, isl: int) -> int | None:
-    """SGLang's ``--max-prefill-tokens`` as aiconfigurator's generator sets it (ISL + 1500);
-    None for the engines that have no such limit."""
-    return isl + GENERATOR_TOKEN_SLACK if backend == "sglang" else None
-
-
-def scheduler_settings(backend: str, max_num_batched_tokens: int | None = None,
-                       max_prefill: int | None = None) -> dict:
-    """The ``scheduler`` section of a run config for ``backend``, with the engine's default token
-    budget unless ``max_num_batched_tokens`` is given, and SGLang's ``max_prefill`` if any."""
-    e = engine_for(backend)
+def scheduler_settings(row: SiliconRow) -> dict:
+    """The ``scheduler`` section of the run config that replays ``row``: its engine's defaults
+    with the limits aiconfigurator's generator set for the row's deployment (module docstring)."""
+    e = engine_for(row.backend)
+    worker = row.agg or row.prefill
     return {"policy": e.policy, "max_num_seqs": e.max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens or e.max_num_batched_tokens,
-            "max_prefill_tokens": max_prefill,
+            "max_num_batched_tokens": token_budget(row.backend, row.backend_version, row.mode, row.isl,
+                                                   worker.batch_size),
+            "max_prefill_tokens": row.isl + GENERATOR_TOKEN_SLACK if row.backend == "sglang" else None,
             "chunked_prefill": e.chunked_prefill, "gpu_memory_utilization": e.gpu_memory_utilization,
             "prefix_caching": False, "reserve_output": e.reserve_output, "reserve_output_min": e.reserve_output_min,
             "reserve_output_decay_steps": e.reserve_output_decay_steps,
