@@ -23,7 +23,7 @@ DEFAULT = ("examples/colocated_llama3_8b.yaml", "examples/af_pingpong_llama3_70b
 
 
 def main() -> None:
-    from frontier_dag.config.run import load_run_config
+    from frontier_dag.sim.assembly import assemble
     from frontier_dag.sim.run import simulate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,14 +35,14 @@ def main() -> None:
         overrides = ["predictor.source=roofline"]
         if args.requests:
             overrides.append(f"workload.num_requests={args.requests}")
-        config = load_run_config(ROOT / path, overrides)
+        assembly = assemble(ROOT / path, overrides=overrides)
         cpu = {True: float("inf"), False: float("inf")}
         wall = dict(cpu)
         iterations = 0
         for _ in range(args.repeats):
             for attribute in (False, True):
                 started, started_cpu = time.perf_counter(), time.process_time()
-                result = simulate(config, attribute=attribute)
+                result = simulate(assembly, attribute=attribute)
                 cpu[attribute] = min(cpu[attribute], time.process_time() - started_cpu)
                 wall[attribute] = min(wall[attribute], time.perf_counter() - started)
                 iterations = result.summary["iterations"]

@@ -40,18 +40,16 @@ EXAMPLES = ("pd_llama3_70b.yaml", "af_pingpong_llama3_70b.yaml", "af_ep_moe_deep
 
 def run_one(config: str, requests: int, source: str | None) -> dict:
     """In this process: simulate and report CPU time, iterations and peak RSS."""
-    from frontier_dag.config.run import load_run_config, resolve
-    from frontier_dag.predictors.registry import cost_model_for
+    from frontier_dag.sim.assembly import assemble
     from frontier_dag.sim.run import simulate
 
     overrides = [f"workload.num_requests={requests}"] + ([f"predictor.source={source}"] if source else [])
-    cfg = load_run_config(HERE / config, overrides)
-    cost_model = cost_model_for(cfg.predictor, resolve(cfg).hardware)
     warm_up = time.process_time()
-    simulate(load_run_config(HERE / config, [*overrides, "workload.num_requests=100"]), cost_model=cost_model)
+    simulate(assemble(HERE / config, overrides=[*overrides, "workload.num_requests=100"]))
     warm_up = time.process_time() - warm_up
+    assembly = assemble(HERE / config, overrides=overrides)
     cpu, wall = time.process_time(), time.perf_counter()
-    result = simulate(cfg, cost_model=cost_model)
+    result = simulate(assembly)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     s = result.summary
     rows = result.requests.memory_usage(deep=True).sum() + result.iterations.memory_usage(deep=True).sum()

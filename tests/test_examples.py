@@ -9,8 +9,8 @@ import pytest
 
 from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
 from frontier_dag.config.run import load_run_config
-from frontier_dag.cost.registry import make_cost_model
-from frontier_dag.dsl import list_workflows, trace_config
+from frontier_dag.dsl import list_workflows
+from frontier_dag.sim.assembly import assemble
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
@@ -18,10 +18,10 @@ ROOFLINE = ["predictor.source=roofline"]
 
 
 def analyse(path: Path, overrides=(), batch_size: int = 32):
-    config = load_run_config(path, [*ROOFLINE, *overrides])
-    deployment, graph = trace_config(config)
+    assembly = assemble(path, overrides=[*ROOFLINE, *overrides])
+    deployment, graph = assembly.deployment, assembly.graph
     loads = representative_loads(graph, deployment, batch_size=batch_size)
-    return deployment, graph, analyze_iteration(graph, deployment, make_cost_model(config.predictor, deployment.hardware), loads)
+    return deployment, graph, analyze_iteration(graph, deployment, assembly.cost_model, loads)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

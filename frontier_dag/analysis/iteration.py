@@ -28,7 +28,7 @@ def mean_lengths(deployment: Deployment, sample: int = 2000) -> tuple[float, flo
 
     cfg = deployment.config.workload.model_copy(update={"num_requests": min(sample, deployment.config.workload.num_requests),
                                                          "warmup_requests": 0})
-    requests = generate_requests(cfg, deployment.config.seed, deployment.config._base_dir)
+    requests = generate_requests(cfg, deployment.config.seed, deployment.origin.base_dir)
     return float(requests.prompt_tokens.mean()), float(requests.output_tokens.mean())
 
 

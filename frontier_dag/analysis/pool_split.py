@@ -35,7 +35,7 @@ def member_splits(run: RunData, cost_model=None) -> Splits:
             continue
         durations = it["duration_us"].to_numpy()[rows]
         row = int(rows[np.argsort(durations, kind="stable")[len(rows) // 2]])
-        model = cost_model or RooflineCostModel(resolve(run.config).hardware)
+        model = cost_model or RooflineCostModel(resolve(run.config, run.origin).hardware)
         rebuilt = rebuild_iteration(run, row, model)
         name_of_role = {p.role: n for n, p in run.config.cluster.pools.items()}
         graph, report = rebuilt.graph, rebuilt.report

@@ -54,14 +54,14 @@ def batch_of(row, serves: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def rebuild_iteration(run: RunData, row: int, cost_model: CostModel | None = None) -> RebuiltIteration:
-    """Rebuild iteration ``row`` (of ``run.iterations``) with the run's config and cost model."""
-    from frontier_dag.dsl import trace_config
-    from frontier_dag.predictors.registry import cost_model_for
+    """Rebuild iteration ``row`` (of ``run.iterations``) with the run's config and cost model
+    (or ``cost_model``)."""
+    from frontier_dag.sim.assembly import assemble
 
-    deployment, graph = trace_config(run.config)
+    assembly = assemble(run.config, run.origin, cost_model=cost_model)
+    deployment, graph, cost_model = assembly.deployment, assembly.graph, assembly.cost_model
     it = run.iterations.iloc[row]
     pool = run.pools[str(it["pool"])]
-    cost_model = cost_model or cost_model_for(run.config.predictor, deployment.hardware)
     sub = graph.subgraph(pool.stage)
     stage = sub.stages[pool.stage]
     q, ctx, kv_out = batch_of(it, stage.serves)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from frontier_dag.config.run import RunConfig, load_run_config
+from frontier_dag.config.run import Origin, RunConfig, load_run_config
 from frontier_dag.cost.queries import CATEGORIES
 from frontier_dag.errors import FrontierDagError
 
@@ -54,6 +54,11 @@ class RunData:
     chains: list[tuple[str, int]] = field(default_factory=list)  # chain -> (pool, replica)
     chain_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     chain_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def origin(self) -> Origin:
+        """The run's config.yaml as the origin of its config (see Origin)."""
+        return Origin.of_file(self.run_dir / "config.yaml")
 
     def chain_of(self, pool: str, replica: int) -> int:
         return self.chains.index((pool, int(replica)))
@@ -104,7 +109,7 @@ def load_run(run_dir: str | Path) -> RunData:
     summary = json.loads((run_dir / "summary.json").read_text())
     requests = pd.read_parquet(run_dir / "requests.parquet")
     iterations = pd.read_parquet(run_dir / "iterations.parquet")
-    deployment, graph = trace_config(config)
+    deployment, graph = trace_config(config, Origin.of_file(run_dir / "config.yaml"))
     name_of_role = {p.role: name for name, p in deployment.pools.items()}
     pools: dict[str, PoolInfo] = {}
     entry = decode = link = None

@@ -40,20 +40,17 @@ def load_iteration(target: str, config_path: str | None, overrides: tuple[str, .
                    context: int | None):
     """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
     from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
-    from frontier_dag.config.run import load_run_config
-    from frontier_dag.dsl import trace_config
-    from frontier_dag.predictors.registry import cost_model_for
+    from frontier_dag.sim.assembly import assemble
 
     if Path(target).is_file():
-        config = load_run_config(target, overrides)
+        assembly = assemble(target, overrides=overrides)
     elif config_path is not None:
-        config = load_run_config(config_path, (*overrides, f"workflow.name={target}"))
+        assembly = assemble(config_path, overrides=(*overrides, f"workflow.name={target}"))
     else:
         raise ConfigError(f"{target}: not a config file; pass a config YAML, or a workflow name with --config CONFIG")
-    deployment, graph = trace_config(config)
-    cost_model = cost_model_for(config.predictor, deployment.hardware)
+    deployment, graph = assembly.deployment, assembly.graph
     loads = representative_loads(graph, deployment, batch_size, context)
-    return deployment, graph, analyze_iteration(graph, deployment, cost_model, loads)
+    return deployment, graph, analyze_iteration(graph, deployment, assembly.cost_model, loads)
 
 
 batch_options = [

@@ -2,9 +2,16 @@
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
 from frontier_dag.config.model import ModelConfig, load_model
-from frontier_dag.config.run import Deployment, PoolConfig, RunConfig, load_run_config, resolve
+from frontier_dag.config.run import (
+    Deployment,
+    Origin,
+    PoolConfig,
+    RunConfig,
+    load_run_config,
+    resolve,
+)
 
 __all__ = [
-    "Deployment", "HardwareConfig", "ModelConfig", "PoolConfig", "RunConfig",
+    "Deployment", "HardwareConfig", "ModelConfig", "Origin", "PoolConfig", "RunConfig",
     "load_hardware", "load_model", "load_run_config", "resolve",
 ]

@@ -156,12 +156,32 @@ class RunConfig(Strict):
     slo: SLOConfig = SLOConfig()
     seed: int = 0
 
-    #: The file this config was read from (not a key of the file).
-    _source: str = "config"
-    _base_dir: Path | None = None
-
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a run config came from, which the config itself does not say: ``name`` opens
+    the error messages about it (a file, or ``sweep.yaml: point 3``), and relative paths in
+    it (a model's config.json, ``workflow.path``, a workload trace) are taken from
+    ``base_dir`` (None: the working directory).
+
+    >>> Origin.of_file("examples/pd_llama3_70b.yaml")
+    Origin(name='examples/pd_llama3_70b.yaml', base_dir=PosixPath('examples'))
+    """
+
+    name: str = "config"
+    base_dir: Path | None = None
+
+    @classmethod
+    def of_file(cls, path: str | Path) -> Origin:
+        return cls(str(path), Path(path).parent)
+
+    def path(self, text: str | Path) -> Path:
+        """``text`` as a path: relative ones from ``base_dir``."""
+        path = Path(text)
+        return path if self.base_dir is None or path.is_absolute() else self.base_dir / path
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,7 @@ class Deployment:
     model: ModelConfig
     hardware: HardwareConfig
     pool_hardware: dict[str, HardwareConfig]
+    origin: Origin = Origin()
 
     @property
     def pools(self) -> dict[str, PoolConfig]:
@@ -183,19 +204,16 @@ class Deployment:
 
 
 def load_run_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
-    """Read and validate a run config YAML, applying ``key.path=value`` overrides."""
+    """Read and validate a run config YAML, applying ``key.path=value`` overrides. Its
+    relative paths are relative to the file: resolve it with ``Origin.of_file(path)``."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides)
-    config = validate(RunConfig, data, str(path))
-    config._source = str(path)
-    config._base_dir = path.parent
-    return config
+    return validate(RunConfig, data, str(path))
 
 
 def run_config_from_dict(data: dict[str, Any], overrides=(), source: str = "config") -> RunConfig:
-    config = validate(RunConfig, apply_overrides(data, overrides), source)
-    config._source = source
-    return config
+    """Validate a run config mapping; ``source`` names it in error messages."""
+    return validate(RunConfig, apply_overrides(data, overrides), source)
 
 
 def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
@@ -212,10 +230,10 @@ def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
     return attention + ffn
 
 
-def resolve(config: RunConfig) -> Deployment:
+def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
     """Resolve names and check that the deployment can exist, before any simulation starts."""
-    src = config._source
-    model = load_model(config.model, base_dir=config._base_dir) if isinstance(config.model, str) else load_model(config.model)
+    src = origin.name
+    model = load_model(config.model, base_dir=origin.base_dir) if isinstance(config.model, str) else load_model(config.model)
     hardware = load_hardware(config.hardware)
     pool_hw = {}
     roles = {p.role for p in config.cluster.pools.values()}
@@ -246,7 +264,7 @@ def resolve(config: RunConfig) -> Deployment:
             raise ConfigError(
                 f"{key}: {model.name} needs {need / 2**30:.1f} GiB of weights per GPU with tp={pool.tp}, "
                 f"ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise tp/ep or use more GPUs per replica")
-    return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw)
+    return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin)
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from frontier_dag.config.run import Deployment, RunConfig, resolve
+from frontier_dag.config.run import Deployment, Origin, RunConfig, resolve
 from frontier_dag.dsl.builder import Builder
 from frontier_dag.dsl.registry import WorkflowDef, get_workflow
 from frontier_dag.errors import ConfigError, FrontierDagError, WorkflowError
@@ -46,19 +46,22 @@ def _failing_line(exc: Exception, source: str) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else source or "<workflow>"
 
 
-def trace_config(config: RunConfig, deployment: Deployment | None = None) -> tuple[Deployment, EventGraph]:
-    """Resolve a run config and trace its workflow.
+def trace_config(config: RunConfig, origin: Origin | None = None, deployment: Deployment | None = None
+                 ) -> tuple[Deployment, EventGraph]:
+    """Resolve a run config (unless ``deployment`` is given) and trace its workflow.
 
-    ``workflow.path`` is relative to the config file's folder. Errors in the ``workflow``
-    section (unknown name, unknown or invalid parameter) name the config file."""
-    deployment = deployment or resolve(config)
+    ``workflow.path`` is relative to ``origin.base_dir`` (the config file's folder). Errors
+    in the ``workflow`` section (unknown name, unknown or invalid parameter) name
+    ``origin.name``."""
+    deployment = deployment or resolve(config, origin or Origin())
+    origin = deployment.origin
     path = config.workflow.path
-    if path is not None and config._base_dir is not None and not Path(path).is_absolute():
-        path = config._base_dir / path
+    if path is not None:
+        path = origin.path(path)
     try:
         wf = get_workflow(config.workflow.name, path)
         return deployment, trace(wf, deployment, config.workflow.params)
     except ConfigError as exc:
         if str(exc).startswith("workflow."):
-            raise ConfigError(f"{config._source}: {exc}") from None
+            raise ConfigError(f"{origin.name}: {exc}") from None
         raise

@@ -77,7 +77,7 @@ class GlobalController:
                 if pools_by_role[other][1].replicas != pool.replicas:
                     raise SimulationError(f"cluster.pools.{pools_by_role[other][0]}.replicas must equal "
                                           f"cluster.pools.{name}.replicas: stage {stage_name} steps them together")
-            where = f"{cfg._source}: cluster.pools.{name}"
+            where = f"{deployment.origin.name}: cluster.pools.{name}"
             hw = deployment.pool_hardware[name]
             capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where)
             sched = cfg.scheduler

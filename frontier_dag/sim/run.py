@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from frontier_dag.config.run import Deployment, RunConfig
-from frontier_dag.cost.protocol import CostModel
 from frontier_dag.errors import SimulationError
+from frontier_dag.sim.assembly import Assembly
 from frontier_dag.sim.controller import GlobalController
 from frontier_dag.sim.events import EventQueue
 from frontier_dag.sim.state import RequestTable
@@ -33,17 +33,14 @@ class RunResult:
         return self.deployment.config
 
 
-def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress: bool = False,
-             attribute: bool = True) -> RunResult:
-    """Simulate ``config`` to the last request and summarise it. ``attribute`` records each
-    iteration's time by category for the run-level critical path (see docs/simulation.md)."""
-    from frontier_dag.dsl import trace_config
-    from frontier_dag.predictors.registry import cost_model_for
-
+def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = True) -> RunResult:
+    """Simulate an assembled config (``frontier_dag.sim.assembly.assemble``) to the last
+    request and summarise it. ``attribute`` records each iteration's time by category for
+    the run-level critical path (see docs/simulation.md)."""
     started = time.perf_counter()
-    deployment, graph = trace_config(config)
-    cost_model = cost_model or cost_model_for(config.predictor, deployment.hardware)
-    requests = generate_requests(config.workload, config.seed, config._base_dir)
+    deployment, graph, cost_model = assembly.deployment, assembly.graph, assembly.cost_model
+    config = deployment.config
+    requests = generate_requests(config.workload, config.seed, deployment.origin.base_dir)
     table = RequestTable(requests)
     events = EventQueue()
     workload = config.workload

@@ -12,7 +12,13 @@ from typing import Any
 
 from frontier_dag.config.hardware import load_hardware
 from frontier_dag.config.model import load_model
-from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict, weights_per_gpu_bytes
+from frontier_dag.config.run import (
+    Origin,
+    RunConfig,
+    resolve,
+    run_config_from_dict,
+    weights_per_gpu_bytes,
+)
 from frontier_dag.errors import FrontierDagError
 
 #: The tokens of a request whose KV a pool of this role holds at once.
@@ -20,16 +26,15 @@ KV_HOLDS = {"colocated": "prompt+output", "prefill": "prompt", "decode": "prompt
             "attention": "prompt+output"}
 
 
-def point_config(config: dict[str, Any], base_dir: Path | None, source: str) -> RunConfig:
-    cfg = run_config_from_dict(config, source=source)
-    cfg._base_dir = base_dir
-    return cfg
+def point_config(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[RunConfig, Origin]:
+    """A point's run config, and where it came from (the sweep file's folder anchors its paths)."""
+    return run_config_from_dict(config, source=source), Origin(source, base_dir)
 
 
 def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[str, str] | None:
     """``("invalid" | "pruned", reason)`` for a point that cannot run, else None."""
     try:
-        cfg = point_config(config, base_dir, source)
+        cfg, origin = point_config(config, base_dir, source)
         model = load_model(cfg.model, base_dir=base_dir) if isinstance(cfg.model, str) else load_model(cfg.model)
         hardware = load_hardware(cfg.hardware)
         for name, pool in cfg.cluster.pools.items():
@@ -40,7 +45,7 @@ def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[s
                 return "pruned", (f"weights: pool {name} needs {need / 2**30:.1f} GiB of {model.name} weights per GPU "
                                   f"(tp={pool.tp}, ep={pool.ep}, {pool.gpus_per_replica} GPUs per replica) but a "
                                   f"{hw.name} GPU has {have / 2**30:.1f} GiB usable")
-        deployment = resolve(cfg)
+        deployment = resolve(cfg, origin)
     except FrontierDagError as exc:
         return "invalid", str(exc)
     from frontier_dag.sim.memory import kv_capacity_tokens

@@ -155,16 +155,16 @@ def warm_predictors(sweep: Sweep, tasks: list[dict[str, Any]], progress: bool) -
     """Fit (or load) each distinct fitted predictor once here, so the workers find it in the
     on-disk cache instead of all fitting it at once. Errors are left to the points."""
     from frontier_dag.config.run import resolve
-    from frontier_dag.cost.registry import needs_fitted
-    from frontier_dag.predictors.registry import cost_model_for
+    from frontier_dag.predictors.registry import needs_fitting
+    from frontier_dag.sim.assembly import cached_cost_model
 
     seen = set()
     for task in tasks:
         try:
-            cfg = point_config(task["config"], sweep.base_dir, task["source"])
-            if not needs_fitted(cfg.predictor):
+            cfg, origin = point_config(task["config"], sweep.base_dir, task["source"])
+            if not needs_fitting(cfg.predictor):
                 continue
-            deployment = resolve(cfg)
+            deployment = resolve(cfg, origin)
             for hw in {h.name: h for h in deployment.pool_hardware.values()}.values():
                 key = (cfg.predictor.model_dump_json(), hw.name)
                 if key in seen:
@@ -173,7 +173,7 @@ def warm_predictors(sweep: Sweep, tasks: list[dict[str, Any]], progress: bool) -
                 if progress:
                     print(f"loading predictors ({cfg.predictor.source}, {hw.name}; fitted on first use)",
                           file=sys.stderr)
-                cost_model_for(cfg.predictor, hw)
+                cached_cost_model(cfg.predictor, hw)
         except Exception:  # the point will fail with the same error, recorded
             continue
 

@@ -31,11 +31,12 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    from frontier_dag.sim.assembly import assemble
     from frontier_dag.sim.run import simulate
     from frontier_dag.sweep.prune import point_config
 
     base_dir = Path(task["base_dir"]) if task.get("base_dir") else None
-    cfg = point_config(task["config"], base_dir, task["source"])
+    cfg, origin = point_config(task["config"], base_dir, task["source"])
     if task.get("early_stop"):
         stop = EarlyStopConfig.model_validate(task["early_stop"])
         total, warmup = cfg.workload.num_requests, cfg.workload.warmup_requests
@@ -43,14 +44,15 @@ def _run(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
         if n < total:
             probe = copy.deepcopy(task["config"])
             probe.setdefault("workload", {})["num_requests"] = n
-            summary = simulate(point_config(probe, base_dir, task["source"]), progress=False, attribute=False).summary
+            summary = simulate(assemble(*point_config(probe, base_dir, task["source"])), progress=False,
+                               attribute=False).summary
             ttft = summary["ttft_ms"][stop.percentile]
             limit = stop.margin * cfg.slo.ttft_ms
             if ttft is not None and ttft > limit:
                 return "early_stopped", (f"{stop.percentile} TTFT of the first {n - warmup} of {total - warmup} "
                                          f"measured requests is {ttft:,.0f} ms > {stop.margin:g} x the "
                                          f"{cfg.slo.ttft_ms:g} ms SLA"), summary
-    return "ok", None, simulate(cfg, progress=False, attribute=False).summary
+    return "ok", None, simulate(assemble(cfg, origin), progress=False, attribute=False).summary
 
 
 def ignore_interrupts() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict
+from frontier_dag.config.run import Deployment, Origin, RunConfig, resolve, run_config_from_dict
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
 from frontier_dag.validation.engines import scheduler_settings
@@ -32,8 +32,12 @@ EP_COMM = "gather"
 
 @dataclass(frozen=True)
 class Converted:
-    config: RunConfig
+    deployment: Deployment  # the row's RunConfig, resolved
     notes: tuple[str, ...]
+
+    @property
+    def config(self) -> RunConfig:
+        return self.deployment.config
 
 
 def _pool(role: str, w: Worker, replicas: int) -> dict:
@@ -72,9 +76,9 @@ def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: flo
         "predictor": {"source": "aiconfigurator", "backend": row.backend},
         "seed": seed,
     }
+    source = f"silicon row {row.index} ({row.id})"
     try:
-        config = run_config_from_dict(data, source=f"silicon row {row.index} ({row.id})")
-        resolve(config)
+        deployment = resolve(run_config_from_dict(data, source=source), Origin(source))
     except FrontierDagError as exc:
         raise Unsupported(str(exc)) from None
-    return Converted(config, tuple(row.notes) + tuple(notes))
+    return Converted(deployment, tuple(row.notes) + tuple(notes))

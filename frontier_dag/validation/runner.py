@@ -33,20 +33,6 @@ from frontier_dag.validation.silicon import SiliconRow
 #: not a fit: it takes nothing from the measurements.
 PHASES = ("burst", "spread")
 
-#: Fitted cost models of this process, by (system, backend): loading one takes ~0.3 s
-#: and its memo of prices carries over from row to row.
-_COST_MODELS: dict = {}
-
-
-def _cost_model(config, deployment):
-    from frontier_dag.predictors.registry import cost_model_for
-
-    key = (config.predictor.source, config.predictor.backend, deployment.hardware.name)
-    if key not in _COST_MODELS:
-        _COST_MODELS[key] = cost_model_for(config.predictor, deployment.hardware)
-    return _COST_MODELS[key]
-
-
 def _base_record(row: SiliconRow) -> dict:
     return {"index": row.index, "id": row.id, "system": row.system, "backend": row.backend,
             "backend_version": row.backend_version, "model": row.model_path, "mode": row.mode, "isl": row.isl,
@@ -90,7 +76,7 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     """Simulate one row and compare its mean TTFT and TPOT with the measured ones, as a benchmark
     of ``benchmark_rounds`` rounds would measure them (``benchmark_means``); ``phase``: see
     PHASES."""
-    from frontier_dag.config.run import resolve
+    from frontier_dag.sim.assembly import assemble
     from frontier_dag.sim.run import simulate
 
     record = _base_record(row)
@@ -98,12 +84,11 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     try:
         converted = row_config(row, rounds=rounds)
         record["notes"] = "; ".join(converted.notes)
-        deployment = resolve(converted.config)
-        result = simulate(converted.config, cost_model=_cost_model(converted.config, deployment), attribute=False)
+        result = simulate(assemble(converted.deployment), attribute=False)
         if phase == "spread":
             cycle_s = result.summary["e2e_ms"]["mean"] * 1e-3
             converted = row_config(row, rounds=rounds + 1, ramp_s=cycle_s)
-            result = simulate(converted.config, cost_model=_cost_model(converted.config, deployment), attribute=False)
+            result = simulate(assemble(converted.deployment), attribute=False)
     except Unsupported as exc:
         record.update(status="unsupported", reason=str(exc))
         return record
@@ -138,10 +123,10 @@ def _warm_cache(system: str, backend: str) -> None:
     cannot be fitted is reported by each of its rows."""
     from frontier_dag.config.hardware import load_hardware
     from frontier_dag.config.run import PredictorConfig
-    from frontier_dag.predictors.registry import cost_model_for
+    from frontier_dag.sim.assembly import cached_cost_model
 
     with contextlib.suppress(FrontierDagError):
-        cost_model_for(PredictorConfig(backend=backend), load_hardware(system))
+        cached_cost_model(PredictorConfig(backend=backend), load_hardware(system))
 
 
 def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",

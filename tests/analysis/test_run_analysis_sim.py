@@ -8,6 +8,7 @@ import pytest
 
 from frontier_dag.analysis.request_breakdown import request_attribution
 from frontier_dag.analysis.run_report import RunAnalysis
+from frontier_dag.sim.assembly import assemble
 from frontier_dag.sim.run import simulate, write_run
 from tests.conftest import TINY_DENSE, FakeCostModel, make_config
 
@@ -41,7 +42,7 @@ CONFIGS = {
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def analysed(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param) / "run"
-    write_run(simulate(CONFIGS[request.param](), cost_model=FAST), out)
+    write_run(simulate(assemble(CONFIGS[request.param](), cost_model=FAST)), out)
     return request.param, RunAnalysis(out)
 
 
@@ -93,7 +94,7 @@ def test_what_if_never_slows_the_run_down(analysed):
 
 
 def test_a_run_recorded_without_attribution_says_so(tmp_path):
-    write_run(simulate(CONFIGS["af"](), cost_model=FAST, attribute=False), tmp_path / "run")
+    write_run(simulate(assemble(CONFIGS["af"](), cost_model=FAST), attribute=False), tmp_path / "run")
     analysis = RunAnalysis(tmp_path / "run")
     assert not analysis.run.attributed
     path = analysis.path()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from frontier_dag.config.loading import apply_overrides, parse_override
-from frontier_dag.config.run import load_run_config, resolve, run_config_from_dict
+from frontier_dag.config.run import Origin, load_run_config, resolve, run_config_from_dict
 from frontier_dag.errors import ConfigError
 
 BASE = {
@@ -31,16 +31,17 @@ def write(tmp_path: Path, data: dict, name: str = "run.yaml") -> Path:
 def config_error(tmp_path: Path, data: dict, overrides=()) -> str:
     path = write(tmp_path, data)
     with pytest.raises(ConfigError) as err:
-        resolve(load_run_config(path, overrides))
+        resolve(load_run_config(path, overrides), Origin.of_file(path))
     return str(err.value)
 
 
 def test_a_valid_config_loads_and_resolves(tmp_path):
-    config = load_run_config(write(tmp_path, BASE))
-    deployment = resolve(config)
+    path = write(tmp_path, BASE)
+    config = load_run_config(path)
+    deployment = resolve(config, Origin.of_file(path))
     assert deployment.total_gpus == 3
     assert deployment.model.name == "llama-3.1-8b" and deployment.hardware.name == "h200_sxm"
-    assert config._source == str(tmp_path / "run.yaml")
+    assert deployment.origin == Origin(str(tmp_path / "run.yaml"), tmp_path)
     # the resolved YAML round-trips
     again = run_config_from_dict(yaml.safe_load(config.to_yaml()))
     assert again.model_dump() == config.model_dump()

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 
 from frontier_dag.config.hardware import load_hardware
-from frontier_dag.config.run import PredictorConfig
 from frontier_dag.cost.protocol import CostModel, RooflineCostModel
 from frontier_dag.cost.queries import FAMILIES, QUERY_COLUMNS, attention_family, check_query
-from frontier_dag.cost.registry import make_cost_model, register_cost_model
 from frontier_dag.cost.roofline import (
     INTRA_NODE_COLLECTIVE_LATENCY_US,
     KERNEL_LAUNCH_US,
     roofline_us,
 )
-from frontier_dag.errors import ConfigError
 
 H100 = load_hardware("h100_sxm")
 
@@ -82,11 +79,3 @@ def test_roofline_model_implements_the_protocol():
     assert isinstance(model, CostModel)
     pred = model.predict("elementwise", {"op": ["rmsnorm"], "num_tokens": [10], "hidden": [4096], "dtype": ["bf16"]})
     assert pred.source == "roofline" and not pred.out_of_range.any() and pred.std_us.tolist() == [0.0]
-
-
-def test_registry_sources():
-    assert isinstance(make_cost_model(PredictorConfig(source="roofline"), H100), RooflineCostModel)
-    register_cost_model("test-constant", lambda cfg, hw: RooflineCostModel(hw))
-    assert isinstance(make_cost_model(PredictorConfig(source="test-constant"), H100), RooflineCostModel)
-    with pytest.raises(ConfigError, match="unknown source 'nonsense'"):
-        make_cost_model(PredictorConfig(source="nonsense"), H100)

@@ -195,7 +195,7 @@ def test_unknown_and_invalid_workflow_params(deployment):
 
 
 def test_unknown_param_through_a_config_names_the_file(tmp_path):
-    from frontier_dag.config.run import load_run_config
+    from frontier_dag.config.run import Origin, load_run_config
     from frontier_dag.dsl import trace_config
 
     path = tmp_path / "af.yaml"
@@ -203,7 +203,7 @@ def test_unknown_param_through_a_config_names_the_file(tmp_path):
                     "cluster: {pools: {a: {role: attention, gpus: 1}, f: {role: ffn, gpus: 1}}}\n"
                     "workflow: {name: af_pingpong, params: {microbatches: 3}}\npredictor: {source: roofline}\n")
     with pytest.raises(ConfigError) as err:
-        trace_config(load_run_config(path))
+        trace_config(load_run_config(path), Origin.of_file(path))
     assert str(err.value).startswith(f"{path}: workflow.params.microbatches: unknown parameter")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: workflow.name: unknown workflow 'af_pingpnog'"):
-        trace_config(load_run_config(path, ["workflow.name=af_pingpnog", "workflow.params={}"]))
+        trace_config(load_run_config(path, ["workflow.name=af_pingpnog", "workflow.params={}"]), Origin.of_file(path))

@@ -11,6 +11,7 @@ import pytest
 
 from frontier_dag.analysis.run_data import load_run
 from frontier_dag.render.trace import build_trace, write_trace
+from frontier_dag.sim.assembly import assemble
 from frontier_dag.sim.run import simulate, write_run
 from tests.analysis.handbuilt import af_run, pd_backpressure_run
 from tests.conftest import TINY_DENSE, TINY_MOE, FakeCostModel, make_config
@@ -61,7 +62,7 @@ def pd_sim_run(tmp_path_factory):
                                 "prompt_tokens": {"kind": "fixed", "value": 1000},
                                 "output_tokens": {"kind": "fixed", "value": 20}})
     out = tmp_path_factory.mktemp("pd") / "run"
-    write_run(simulate(cfg, cost_model=FAST), out)
+    write_run(simulate(assemble(cfg, cost_model=FAST)), out)
     return out
 
 
@@ -100,7 +101,7 @@ def test_trace_of_an_ep_moe_run_draws_a_track_per_rank(tmp_path):
                       workload={"arrival": {"kind": "poisson", "rate_per_s": 100.0}, "num_requests": 6,
                                 "prompt_tokens": {"kind": "fixed", "value": 64},
                                 "output_tokens": {"kind": "fixed", "value": 4}})
-    write_run(simulate(cfg, cost_model=FAST), tmp_path / "run")
+    write_run(simulate(assemble(cfg, cost_model=FAST)), tmp_path / "run")
     document = build_trace(load_run(tmp_path / "run"))
     check_trace_format(document)
     threads = {e["args"]["name"] for e in document["traceEvents"] if e["ph"] == "M" and e["name"] == "thread_name"}

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from frontier_dag.errors import ConfigError, DeadlockError, SimulationError
+from frontier_dag.sim.assembly import assemble
 from frontier_dag.sim.run import check_run_dir, simulate, write_run
 from tests.conftest import TINY_DENSE, TINY_MOE, FakeCostModel, make_config
 
@@ -76,7 +77,7 @@ def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens
                           "colocated", workload=wl, scheduler=sched, seed=seed)
     else:
         cfg = pd(decode_kv=capacity, prefill_kv=capacity, workload=wl, scheduler=sched, seed=seed)
-    result = simulate(cfg, cost_model=FAST)
+    result = simulate(assemble(cfg, cost_model=FAST))
     check_invariants(result)
     assert result.summary["num_completed"] == n
 
@@ -87,7 +88,7 @@ def test_one_replica_with_a_fixed_iteration_time_is_an_md1_queue():
     cost = FakeCostModel(constant={"gemm": 100.0})
     rate = 600.0
     cfg = colocated(workload=workload(20_000, prompt=1, output=1, rate=rate), scheduler={"max_num_seqs": 1})
-    result = simulate(cfg, cost_model=cost)
+    result = simulate(assemble(cfg, cost_model=cost))
     durations = result.iterations["duration_us"].to_numpy()
     assert np.allclose(durations, durations[0])
     service = durations[0] * 1e-6
@@ -102,7 +103,7 @@ def test_littles_law_holds_on_the_summary_of_a_closed_loop():
     clients = 6
     cfg = colocated(workload={"clients": clients, "num_requests": 600, "prompt_tokens": {"kind": "fixed", "value": 100},
                               "output_tokens": {"kind": "fixed", "value": 20}, "warmup_requests": 60})
-    s = simulate(cfg, cost_model=FAST).summary
+    s = simulate(assemble(cfg, cost_model=FAST)).summary
     # N = X * R: throughput (requests/s) times the mean time in the system is the client count
     assert s["requests_per_s"] * s["e2e_ms"]["mean"] * 1e-3 == pytest.approx(clients, rel=0.05)
 
@@ -110,9 +111,9 @@ def test_littles_law_holds_on_the_summary_of_a_closed_loop():
 def test_closed_loop_ramp_spreads_the_first_requests_and_is_reproducible():
     load = {"clients": 8, "num_requests": 16, "prompt_tokens": {"kind": "fixed", "value": 100},
             "output_tokens": {"kind": "fixed", "value": 20}}
-    burst = simulate(colocated(workload=load), cost_model=FAST).requests
+    burst = simulate(assemble(colocated(workload=load), cost_model=FAST)).requests
     assert (burst["arrival_s"].to_numpy()[:8] == 0).all()
-    runs = [simulate(colocated(workload={**load, "ramp_s": 0.5}), cost_model=FAST).requests for _ in range(2)]
+    runs = [simulate(assemble(colocated(workload={**load, "ramp_s": 0.5}), cost_model=FAST)).requests for _ in range(2)]
     first = runs[0]["arrival_s"].to_numpy()[:8]
     assert first.min() >= 0 and first.max() <= 0.5 and len(set(first.tolist())) == 8
     assert np.array_equal(runs[0]["arrival_s"].to_numpy(), runs[1]["arrival_s"].to_numpy())
@@ -120,7 +121,7 @@ def test_closed_loop_ramp_spreads_the_first_requests_and_is_reproducible():
 
 def test_pd_with_too_little_decode_memory_waits_stalls_and_still_completes():
     cfg = pd(decode_kv=3000, prefill_kv=4000, workload=workload(120, prompt=1000, output=60, rate=200.0))
-    result = simulate(cfg, cost_model=FAST)
+    result = simulate(assemble(cfg, cost_model=FAST))
     check_invariants(result)
     s = result.summary
     assert s["kv_transfer_wait_s"]["prefill"] > 0
@@ -131,14 +132,14 @@ def test_pd_with_too_little_decode_memory_waits_stalls_and_still_completes():
 def test_a_configuration_that_cannot_progress_is_a_deadlock_naming_the_pool():
     cfg = pd(decode_kv=500, workload=workload(5, prompt=1000, output=10))
     with pytest.raises(DeadlockError, match="pool decode") as err:
-        simulate(cfg, cost_model=FAST)
+        simulate(assemble(cfg, cost_model=FAST))
     assert "kv_capacity_tokens" in str(err.value)
 
 
 def test_preemption_by_recompute_when_kv_runs_out():
     cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": 700}}, "colocated",
                       workload=workload(40, prompt=200, output=150, rate=500.0))
-    result = simulate(cfg, cost_model=FAST)
+    result = simulate(assemble(cfg, cost_model=FAST))
     check_invariants(result)
     assert result.summary["preemptions"] > 0
 
@@ -152,7 +153,7 @@ def test_reserving_the_outputs_at_admission_avoids_preemption(policy):
         cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": 700}},
                           "colocated", workload=workload(40, prompt=200, output=150, rate=500.0),
                           scheduler={"policy": policy, "reserve_output": reserve})
-        result = simulate(cfg, cost_model=FAST)
+        result = simulate(assemble(cfg, cost_model=FAST))
         check_invariants(result)
         assert result.summary["num_completed"] == 40
         return result
@@ -170,8 +171,8 @@ def test_pd_decode_pool_takes_kv_transfers_with_the_output_reservation():
     # outputs of what it holds free (TensorRT-LLM's guaranteed-no-evict generation server)
     # or a fixed number of tokens per request held (SGLang's decode server) never does
     def run(**sched):
-        result = simulate(pd(decode_kv=800, workload=workload(40, prompt=200, output=150, rate=500.0),
-                             scheduler=sched), cost_model=FAST)
+        result = simulate(assemble(pd(decode_kv=800, workload=workload(40, prompt=200, output=150, rate=500.0),
+                             scheduler=sched), cost_model=FAST))
         check_invariants(result)
         assert result.summary["num_completed"] == 40
         it = result.iterations
@@ -193,7 +194,7 @@ def test_sglang_reserved_output_share_decays_and_admits_more():
         cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": 1400}},
                           "colocated", workload=workload(60, prompt=200, output=150, rate=500.0),
                           scheduler={"policy": "sglang", "reserve_output": 0.7, **decay})
-        result = simulate(cfg, cost_model=FAST)
+        result = simulate(assemble(cfg, cost_model=FAST))
         check_invariants(result)
         return result.summary["preemptions"], result.iterations["num_seqs"].max()
 
@@ -203,11 +204,10 @@ def test_sglang_reserved_output_share_decays_and_admits_more():
 
 
 def test_sglang_never_mixes_prefill_and_decode_in_one_iteration():
-    result = simulate(colocated(workload=workload(60, prompt=300, output=30, rate=200.0), scheduler={"policy": "sglang"}),
-                      cost_model=FAST)
+    result = simulate(assemble(colocated(workload=workload(60, prompt=300, output=30, rate=200.0), scheduler={"policy": "sglang"}), cost_model=FAST))
     it = result.iterations
     assert not ((it["prefill_tokens"] > 0) & (it["decode_seqs"] > 0)).any()
-    mixed = simulate(colocated(workload=workload(60, prompt=300, output=30, rate=200.0)), cost_model=FAST).iterations
+    mixed = simulate(assemble(colocated(workload=workload(60, prompt=300, output=30, rate=200.0)), cost_model=FAST)).iterations
     assert ((mixed["prefill_tokens"] > 0) & (mixed["decode_seqs"] > 0)).any()
 
 
@@ -219,7 +219,7 @@ def test_sglang_max_prefill_tokens_lets_further_prompts_join_only_whole():
         cfg = colocated(workload={"clients": 8, "num_requests": 8, "prompt_tokens": {"kind": "fixed", "value": 300},
                                   "output_tokens": {"kind": "fixed", "value": 4}},
                         scheduler={"policy": "sglang", "max_num_batched_tokens": 1000, **limit})
-        result = simulate(cfg, cost_model=FAST)
+        result = simulate(assemble(cfg, cost_model=FAST))
         check_invariants(result)
         it = result.iterations
         return it.loc[it["prefill_tokens"] > 0, "prefill_tokens"].tolist()
@@ -230,10 +230,10 @@ def test_sglang_max_prefill_tokens_lets_further_prompts_join_only_whole():
 
 def test_chunked_prefill_respects_the_token_budget():
     sched = {"max_num_batched_tokens": 128}
-    it = simulate(colocated(workload=workload(30, prompt=1000, output=5), scheduler=sched), cost_model=FAST).iterations
+    it = simulate(assemble(colocated(workload=workload(30, prompt=1000, output=5), scheduler=sched), cost_model=FAST)).iterations
     assert (it["prefill_tokens"] + it["decode_seqs"] <= 128).all()
-    whole = simulate(colocated(workload=workload(30, prompt=1000, output=5),
-                               scheduler={**sched, "chunked_prefill": False}), cost_model=FAST).iterations
+    whole = simulate(assemble(colocated(workload=workload(30, prompt=1000, output=5),
+                               scheduler={**sched, "chunked_prefill": False}), cost_model=FAST)).iterations
     assert (whole["prefill_tokens"] % 1000 == 0).all()
 
 
@@ -244,16 +244,16 @@ def test_ep_skew_raises_iteration_times():
     for kind in ("uniform", "power_law"):
         cfg = make_config(TINY_MOE, pools, "ep_moe", {"routing": {"kind": kind, "alpha": 1.5}},
                           workload=workload(40, prompt=200, output=20, rate=100.0))
-        times[kind] = simulate(cfg, cost_model=cost).iterations["duration_us"].mean()
+        times[kind] = simulate(assemble(cfg, cost_model=cost)).iterations["duration_us"].mean()
     assert times["power_law"] > 1.1 * times["uniform"]
 
 
 def test_one_seed_gives_identical_outputs_twice():
     cfg = pd(workload=workload(50, prompt=120, output=20, rate=80.0), seed=7)
-    a, b = simulate(cfg, cost_model=FAST), simulate(cfg, cost_model=FAST)
+    a, b = simulate(assemble(cfg, cost_model=FAST)), simulate(assemble(cfg, cost_model=FAST))
     assert a.requests.equals(b.requests)
     assert a.iterations.equals(b.iterations)
-    other = simulate(pd(workload=workload(50, prompt=120, output=20, rate=80.0), seed=8), cost_model=FAST)
+    other = simulate(assemble(pd(workload=workload(50, prompt=120, output=20, rate=80.0), seed=8), cost_model=FAST))
     assert not a.requests["arrival_s"].equals(other.requests["arrival_s"])
 
 
@@ -270,11 +270,11 @@ def test_bad_configs_fail_before_simulating(change, message):
             "cluster": {"pools": {"main": {"role": "colocated", "gpus": 1}}}, "workflow": {"name": "colocated"}}
     data.update(change)
     with pytest.raises(ConfigError, match=message):
-        simulate(run_config_from_dict(data), cost_model=FAST)
+        simulate(assemble(run_config_from_dict(data), cost_model=FAST))
 
 
 def test_run_directory_is_never_overwritten_silently(tmp_path):
-    result = simulate(colocated(workload=workload(5)), cost_model=FAST)
+    result = simulate(assemble(colocated(workload=workload(5)), cost_model=FAST))
     write_run(result, tmp_path / "run")
     with pytest.raises(SimulationError, match="already holds a run"):
         write_run(result, tmp_path / "run")
@@ -302,10 +302,10 @@ def test_decode_stretches_give_what_one_step_at_a_time_gives(monkeypatch):
         return launched
 
     monkeypatch.setattr(replica.ReplicaWorker, "_launch_stretch", recording)
-    planned = simulate(cfg, cost_model=FAST)
+    planned = simulate(assemble(cfg, cost_model=FAST))
     assert max(lengths) > 8  # stretches of many steps were planned
     monkeypatch.setattr(replica, "STRETCH_STEPS", 1)
-    single = simulate(cfg, cost_model=FAST)
+    single = simulate(assemble(cfg, cost_model=FAST))
     assert planned.summary["iterations"] == single.summary["iterations"]
     for column in ("first_token_s", "finish_s"):
         np.testing.assert_allclose(planned.requests[column], single.requests[column], rtol=1e-9)
