@@ -1,6 +1,6 @@
 """The layering of DESIGN.md, checked on the source: lower layers never import higher ones.
 
-    config -> ir -> cost -> dsl -> workflows -> predictors -> sim -> analysis -> validation -> render -> sweep -> cli
+    config -> ir -> cost -> dsl -> workflows -> predictors -> sim -> analysis -> validation -> render -> sweep -> api -> cli
 
 A layer may import itself and the layers before it; ``predictors`` only config, ir and
 cost (plus ``frontier_dag.errors`` and ``frontier_dag.data``, which every layer may use);
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Source folders and the package they are installed as (pyproject's package-dir).
 SOURCES = {"frontier_dag": "frontier_dag", "workflows": "frontier_dag.workflows",
            "predictors": "frontier_dag.predictors", "profiling": "frontier_dag.profiling"}
-ORDER = ("config", "ir", "cost", "dsl", "workflows", "predictors", "sim", "analysis", "validation", "render", "sweep", "cli")
+ORDER = ("config", "ir", "cost", "dsl", "workflows", "predictors", "sim", "analysis", "validation", "render", "sweep", "api",
+         "cli")
 BASE = "base"  # frontier_dag itself, frontier_dag.errors, frontier_dag.data
 ALLOWED = {layer: {BASE, *ORDER[: i + 1]} for i, layer in enumerate(ORDER)}
 ALLOWED["predictors"] = {BASE, "config", "ir", "cost", "predictors"}

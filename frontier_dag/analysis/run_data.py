@@ -42,7 +42,7 @@ class PoolInfo:
 
 @dataclass
 class RunData:
-    run_dir: Path
+    run_dir: Path | None  # None: a run in memory, not written
     config: RunConfig
     summary: dict[str, Any]
     requests: pd.DataFrame
@@ -54,11 +54,12 @@ class RunData:
     chains: list[tuple[str, int]] = field(default_factory=list)  # chain -> (pool, replica)
     chain_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     chain_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    origin: Origin = Origin()  # where the config's relative paths are taken from
 
     @property
-    def origin(self) -> Origin:
-        """The run's config.yaml as the origin of its config (see Origin)."""
-        return Origin.of_file(self.run_dir / "config.yaml")
+    def label(self) -> str:
+        """The run's name in drawings and messages: its directory, or its config's origin."""
+        return str(self.run_dir) if self.run_dir is not None else self.origin.name
 
     def chain_of(self, pool: str, replica: int) -> int:
         return self.chains.index((pool, int(replica)))
@@ -97,7 +98,6 @@ def categories_with_rest(run: RunData) -> np.ndarray:
 
 def load_run(run_dir: str | Path) -> RunData:
     """Read a run directory written by ``frontier-dag simulate``."""
-    from frontier_dag.dsl import trace_config
 
     run_dir = Path(run_dir)
     needed = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml")
@@ -109,7 +109,16 @@ def load_run(run_dir: str | Path) -> RunData:
     summary = json.loads((run_dir / "summary.json").read_text())
     requests = pd.read_parquet(run_dir / "requests.parquet")
     iterations = pd.read_parquet(run_dir / "iterations.parquet")
-    deployment, graph = trace_config(config, Origin.of_file(run_dir / "config.yaml"))
+    return run_data(config, Origin.of_file(run_dir / "config.yaml"), summary, requests, iterations, run_dir)
+
+
+def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], requests: pd.DataFrame,
+             iterations: pd.DataFrame, run_dir: Path | None = None) -> RunData:
+    """A run's tables organised for analysis (``load_run`` reads them from a directory; a run
+    still in memory passes them directly)."""
+    from frontier_dag.dsl import trace_config
+
+    deployment, graph = trace_config(config, origin)
     name_of_role = {p.role: name for name, p in deployment.pools.items()}
     pools: dict[str, PoolInfo] = {}
     entry = decode = link = None
@@ -127,7 +136,7 @@ def load_run(run_dir: str | Path) -> RunData:
         else:
             decode = name
     if entry is None:
-        raise FrontierDagError(f"{run_dir}: the workflow has no stage that serves prefill")
+        raise FrontierDagError(f"{run_dir or origin.name}: the workflow has no stage that serves prefill")
     if decode is not None and link is None:
         # per-layer KV streaming: no transfer stage, the KV is there when the prefill ends
         link = f"{entry}->{decode}"
@@ -147,4 +156,5 @@ def load_run(run_dir: str | Path) -> RunData:
             lo.append(s)
             hi.append(e)
     return RunData(run_dir, config, summary, requests.sort_values("request_id").reset_index(drop=True), iterations,
-                   pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64))
+                   pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64),
+                   origin)

@@ -177,7 +177,7 @@ def critical_path(graph: RecordedGraph, times: ChainTimes, request: int | None =
     fin = run.requests["finish_s"].to_numpy()
     if request is None:
         if not np.isfinite(fin).any():
-            raise FrontierDagError(f"{run.run_dir}: no request finished; there is no critical path")
+            raise FrontierDagError(f"{run.label}: no request finished; there is no critical path")
         r = int(np.nanargmax(fin))
     else:
         if not 0 <= request < graph.nr:

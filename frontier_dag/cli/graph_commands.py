@@ -39,18 +39,13 @@ def _require(module: str, usage: str) -> None:
 def load_iteration(target: str, config_path: str | None, overrides: tuple[str, ...], batch_size: int | None,
                    context: int | None):
     """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
-    from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
-    from frontier_dag.sim.assembly import assemble
+    from frontier_dag.api import iteration
 
     if Path(target).is_file():
-        assembly = assemble(target, overrides=overrides)
-    elif config_path is not None:
-        assembly = assemble(config_path, overrides=(*overrides, f"workflow.name={target}"))
-    else:
-        raise ConfigError(f"{target}: not a config file; pass a config YAML, or a workflow name with --config CONFIG")
-    deployment, graph = assembly.deployment, assembly.graph
-    loads = representative_loads(graph, deployment, batch_size, context)
-    return deployment, graph, analyze_iteration(graph, deployment, assembly.cost_model, loads)
+        return iteration(target, overrides, batch_size=batch_size, context=context)
+    if config_path is not None:
+        return iteration(config_path, (*overrides, f"workflow.name={target}"), batch_size=batch_size, context=context)
+    raise ConfigError(f"{target}: not a config file; pass a config YAML, or a workflow name with --config CONFIG")
 
 
 batch_options = [

@@ -52,13 +52,9 @@ def format_summary(s: dict) -> str:
 def simulate(config, out, overwrite, progress, plots, as_json, overrides) -> None:
     """Simulate the workload of CONFIG and write RUN_DIR/summary.json, requests.parquet,
     iterations.parquet and the resolved config.yaml."""
-    from frontier_dag.sim.assembly import assemble
-    from frontier_dag.sim.run import check_run_dir, write_run
-    from frontier_dag.sim.run import simulate as run_simulation
+    from frontier_dag.api import simulate as run_simulation
 
-    check_run_dir(Path(out), overwrite)
-    result = run_simulation(assemble(config, overrides=overrides), progress=progress and not as_json)
-    write_run(result, Path(out), overwrite=overwrite)
+    result = run_simulation(config, overrides, out=out, overwrite=overwrite, progress=progress and not as_json).result
     if plots:
         from frontier_dag.render.plots import draw_run_plots
 

@@ -56,13 +56,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return [part for part in key.strip().split(".")], value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key.path=value`` set (creating mappings as needed)."""
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each override set (creating mappings as needed): a
+    ``key.path=value`` string as on the command line (the value parsed as YAML), or a
+    ``(key.path, value)`` pair whose value is taken as it is (the Python API's ``set=``)."""
     import copy
 
     data = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
+    for item in overrides:
+        if isinstance(item, str):
+            text = item
+            path, value = parse_override(item)
+        else:
+            key, value = item
+            text = f"{key}={value!r}"
+            path = str(key).split(".")
         node: Any = data
         for depth, part in enumerate(path[:-1]):
             child = node.get(part) if isinstance(node, dict) else None

@@ -18,6 +18,7 @@ import graphviz
 import numpy as np
 
 from frontier_dag.analysis.rebuild import rebuild_iteration
+from frontier_dag.analysis.run_data import RunData
 from frontier_dag.analysis.run_report import RunAnalysis
 from frontier_dag.render.graphviz import CRITICAL, POOL_COLORS, _fmt_us, iteration_dot, write
 
@@ -56,7 +57,7 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
     tail_pools = {k: tail[k]["by_pool"] for k in ("ttft_p99", "tpot_p99") if k in tail}
     summary, rq = run.summary, run.requests
     g = graphviz.Digraph(name="cluster_stages")
-    g.attr(label=f"stages of {run.run_dir.name}: shares of the critical path (request {path.request}, the last to "
+    g.attr(label=f"stages of {Path(run.label).name}: shares of the critical path (request {path.request}, the last to "
                  f"finish: {_fmt_us(path.length_us)})", style="rounded", color="#999999", fontname="Helvetica")
 
     def tails(pool: str, cats: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> str:
@@ -129,13 +130,14 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
     return g, path_pools
 
 
-def render_bottlenecks(run_dir: Path, out: Path, cost_model=None) -> list[str]:
-    """Draw the bottleneck view of the run in ``run_dir`` into ``out`` (.svg, .png or .dot)."""
-    analysis = RunAnalysis(run_dir)
+def render_bottlenecks(run: Path | RunData, out: Path, cost_model=None) -> list[str]:
+    """Draw the bottleneck view of a run (its directory, or its data) into ``out`` (.svg, .png
+    or .dot)."""
+    analysis = RunAnalysis(run)
     run = analysis.run
     stages, _ = stage_graph(analysis)
     dot = graphviz.Digraph("bottlenecks", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
-                                                      "compound": "true", "label": f"bottlenecks of {run.run_dir}",
+                                                      "compound": "true", "label": f"bottlenecks of {run.label}",
                                                       "labelloc": "t"},
                            node_attr={"fontname": "Helvetica", "fontsize": "9"},
                            edge_attr={"color": "#888888", "arrowsize": "0.6"})
