@@ -6,7 +6,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 source "$VENV/bin/activate"
-if ! python -c "import frontier_dag, pytest, pytest_timeout, hypothesis, torch, ray, numba" 2>/dev/null; then
+if ! python -c "import frontier_dag, pytest, pytest_timeout, hypothesis, torch, ray, numba, ruff" 2>/dev/null; then
   python -m pip install -q --upgrade pip
   python -m pip install -q -e ".[test,profile,ray]"
 fi

@@ -20,6 +20,7 @@ from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
+from frontier_dag.streams import stream
 
 
 def mean_lengths(deployment: Deployment, sample: int = 2000) -> tuple[float, float]:
@@ -48,7 +49,7 @@ def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: 
     prompt_len = max(1, int(round(prompt)))
     decode_ctx = context or max(1, int(round(prompt + output / 2)))
     seqs = batch_size or sched.max_num_seqs
-    rng = np.random.default_rng(deployment.config.seed)
+    rng = stream(deployment.config.seed, "representative_batch")
     loads: dict[str, list[MicroBatchLoad]] = {}
     for name, stage in graph.stages.items():
         if stage.serves == "transfer":

@@ -19,6 +19,7 @@ from frontier_dag.config.run import Deployment
 from frontier_dag.cost.coster import MicroBatchLoad, split_micro_batches
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.ir.graph import EventGraph
+from frontier_dag.streams import stream
 
 
 @dataclass
@@ -73,7 +74,7 @@ def rebuild_iteration(run: RunData, row: int, cost_model: CostModel | None = Non
         loads.append(MicroBatchLoad(pq, pc, kv_out_tokens=share))
     router = make_router(sub, deployment, pool.stage, run.config.seed)
     if router is not None:
-        rng = np.random.default_rng([run.config.seed, row])
+        rng = stream(run.config.seed, "rebuilt_routing", row)
         for load in loads:
             load.expert_loads = router.draw(int(load.q.sum()), rng)
     report = analyze_iteration(sub, deployment, cost_model, {pool.stage: loads})

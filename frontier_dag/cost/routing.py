@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from frontier_dag.errors import ConfigError
+from frontier_dag.streams import stream
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Router:
                 f"routing: {num_experts} experts + {spec.redundant_experts} redundant do not divide over ep={ep} ranks; "
                 f"choose redundant_experts so that the sum is a multiple of {ep}")
         self.spec, self.num_experts, self.top_k, self.ep, self.layers = spec, num_experts, top_k, ep, layers
-        rng = np.random.default_rng([seed, 7919])
+        rng = stream(seed, "expert_popularity")
         if spec.kind == "uniform":
             self.popularity = np.full((layers, num_experts), 1.0 / num_experts)
         elif spec.kind == "power_law":

@@ -24,6 +24,7 @@ from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router, RoutingSpec
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
+from frontier_dag.streams import stream
 
 
 def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: int) -> Router | None:
@@ -54,7 +55,7 @@ class ExecutionPredictor:
         self.coster = StageCoster(graph, self.compiled, cost_model, critical_ranks=CRITICAL_RANKS)
         self.micro_batches = graph.stages[stage].micro_batches
         self.router = stage_router(graph, deployment, stage, seed)
-        self.rng = np.random.default_rng([seed, 104729])
+        self.rng = stream(seed, "expert_routing")
         self.overhead_us = overhead_us
         # split each iteration's time by category (the run-level critical path needs it);
         # off, non-linear stages skip the gradient (iterations then log zero categories)

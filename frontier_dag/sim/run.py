@@ -19,6 +19,7 @@ from frontier_dag.sim.events import EventQueue
 from frontier_dag.sim.state import RequestTable
 from frontier_dag.sim.summary import summarize
 from frontier_dag.sim.workload import generate_requests
+from frontier_dag.streams import stream
 
 
 @dataclass
@@ -62,7 +63,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
                                   on_finish=send_next if closed else None, attribute=attribute)
     if closed:
         # the clients' first sends: all at once, or at random times within the ramp
-        starts = np.sort(np.random.default_rng([config.seed, 7919]).uniform(0.0, workload.ramp_s, workload.clients))
+        starts = np.sort(stream(config.seed, "client_ramp").uniform(0.0, workload.ramp_s, workload.clients))
         for _ in range(min(workload.clients, table.n)):
             send_next()
     else:

@@ -1,6 +1,6 @@
 """The request stream a simulation consumes: arrival times, token counts, prefix blocks.
 
-Each concern draws from its own generator, ``default_rng([seed, stream])``, so a run is
+Each concern draws from its own named stream (``frontier_dag.streams``), so a run is
 reproducible bit for bit and changing the length model does not move the arrivals.
 
 Trace rows: when arrivals are replayed (``arrival.kind == "trace"``) the rows
@@ -24,9 +24,7 @@ from frontier_dag.config.workload import ArrivalConfig, LengthConfig, TraceConfi
 from frontier_dag.data import expand_data_path
 from frontier_dag.errors import ConfigError
 from frontier_dag.sim.traces import Trace, read_trace, take_blocks
-
-# Random stream ids, one per concern. Never renumber: it would change every seeded run.
-ARRIVAL_STREAM, PROMPT_STREAM, OUTPUT_STREAM, TRACE_ROW_STREAM = 0, 1, 2, 3
+from frontier_dag.streams import stream
 
 # The largest token count a float holds exactly; a cap for unbounded lognormal draws.
 MAX_TOKENS = 2**53
@@ -98,17 +96,17 @@ def generate_requests(cfg: WorkloadConfig, seed: int, base_dir: Path | None = No
         if replay:
             rows = replayed_rows(trace, cfg.trace.start, n)
         else:
-            rows = sampled_rows(trace, cfg.trace.start, n, _rng(seed, TRACE_ROW_STREAM))
+            rows = sampled_rows(trace, cfg.trace.start, n, stream(seed, "trace_rows"))
 
     if cfg.clients is not None:
         arrival_s = np.full(n, np.nan)
     else:
         replayed = _trace_arrivals(trace, cfg.trace, rows) if replay else None
-        arrival_s = arrival_times(cfg.arrival, n, _rng(seed, ARRIVAL_STREAM), replayed)
+        arrival_s = arrival_times(cfg.arrival, n, stream(seed, "arrivals"), replayed)
 
-    prompt = token_counts(cfg.prompt_tokens, n, _rng(seed, PROMPT_STREAM),
+    prompt = token_counts(cfg.prompt_tokens, n, stream(seed, "prompt_lengths"),
                           trace.prompt_tokens[rows] if trace is not None else None)
-    output = token_counts(cfg.output_tokens, n, _rng(seed, OUTPUT_STREAM),
+    output = token_counts(cfg.output_tokens, n, stream(seed, "output_lengths"),
                           trace.output_tokens[rows] if trace is not None else None)
 
     if cfg.prompt_tokens.kind == "trace" and trace.block_tokens > 0:
@@ -205,8 +203,3 @@ def _trace_arrivals(trace: Trace, cfg: TraceConfig, rows: np.ndarray) -> np.ndar
         )
     return trace.arrival_s[rows] * cfg.time_scale
 
-
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    if seed < 0:
-        raise ConfigError(f"seed={seed}: a seed must be an integer >= 0")
-    return np.random.default_rng([seed, stream])

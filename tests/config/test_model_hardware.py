@@ -36,7 +36,8 @@ def test_required_model_presets_load(name):
 
 @pytest.mark.parametrize("name", sorted(AICONFIGURATOR_SOURCES))
 def test_presets_agree_with_their_hugging_face_config(name):
-    aiconfigurator_core = pytest.importorskip("aiconfigurator_core")
+    import aiconfigurator_core  # a dependency: a broken install must fail here, not skip
+
     path = Path(aiconfigurator_core.__file__).parent / "model_configs" / f"{AICONFIGURATOR_SOURCES[name]}_config.json"
     from_json = from_hf_config(json.loads(path.read_text()), name=name, source=str(path))
     preset = load_model(name)

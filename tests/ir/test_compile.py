@@ -88,7 +88,6 @@ def test_reduced_program_equals_references(dag, seed):
 @given(dags(), st.integers(0, 2**32 - 1))
 @example(([[], [], [0, 1], [1], [2, 3], [2]], [0, 1, 2, 3, 0, 1]), 7)  # an N: never reduces
 def test_compiled_residual_gives_the_generated_function_bit_for_bit(dag, seed):
-    pytest.importorskip("numba")
     pred_lists, node_template = dag
     node_template = np.array(node_template)
     templates = int(node_template.max()) + 1

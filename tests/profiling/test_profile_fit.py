@@ -41,7 +41,8 @@ def test_the_predictors_reader_takes_every_table(quick_dir):
 
 
 def test_a_forest_fits_each_quick_table(quick_dir):
-    fitting = pytest.importorskip("frontier_dag.predictors.fitting")
+    from frontier_dag.predictors import fitting
+
     profiles = read_profile_dir(quick_dir)
     # The CPU is no hardware preset; a GPU's only sets the roofline scale of the features.
     hw = load_hardware("h100_sxm")
