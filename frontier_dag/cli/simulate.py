@@ -26,8 +26,12 @@ def format_summary(s: dict) -> str:
                  f"({s['output_tokens_per_s_per_gpu']:,.1f} per GPU, {s['gpus']} GPUs)")
     lines.append(f"goodput {s['goodput_requests_per_s']:,.2f} requests/s meet TTFT <= {slo['ttft_ms']:g} ms and "
                  f"TPOT <= {slo['tpot_ms']:g} ms ({slo['attained'] * 100:.1f}% of requests)")
+    if s.get("cost"):
+        lines.append(f"cost {s['cost']['per_hour']:,.2f} per hour: {s['cost']['output_tokens_per_unit']:,.0f} output "
+                     "tokens per unit of currency")
     for pool, util in s["utilization"].items():
-        extra = []
+        gpu = s.get("pools", {}).get(pool, {}).get("gpu")
+        extra = [] if gpu is None else [f"{s['pools'][pool]['gpus']} x {gpu}"]
         if s["kv_transfer_wait_s"].get(pool):
             extra.append(f"KV transfer wait {s['kv_transfer_wait_s'][pool]:,.1f} s")
         if s["backpressure_stall_s"].get(pool):

@@ -34,6 +34,14 @@ from frontier_dag.errors import ConfigError
 Role = Literal["colocated", "prefill", "decode", "attention", "ffn"]
 
 
+class PredictorConfig(Strict):
+    source: str = Field("aiconfigurator", description="aiconfigurator, roofline, or a profile directory")
+    backend: str = "vllm"
+    system: str | None = Field(None, description="kernel tables' system; default the hardware's")
+    path: str | None = Field(None, description="folder of the CSVs for source frontier-csv or vidur-csv")
+    jitter: bool = Field(False, description="sample kernel time spread instead of using the median")
+
+
 class PoolConfig(Strict):
     """A pool of identical GPUs with one role. A replica is one copy of the model (or, for
     ``attention``/``ffn``, one copy of its half); ``gpus`` is the pool's total."""
@@ -45,6 +53,9 @@ class PoolConfig(Strict):
     dp: PositiveInt | None = Field(None, description="attention data parallel; default gpus per replica / tp")
     replicas: PositiveInt = 1
     hardware: str | None = Field(None, description="GPU system of this pool; default the top-level hardware")
+    predictor: PredictorConfig | None = Field(
+        None, description="how this pool's ops are priced; default the top-level predictor (on a pool whose GPU "
+                          "differs from the deployment's: with that GPU's own kernel tables)")
     kv_capacity_tokens: PositiveInt | None = Field(None, description="KV cache per replica; default from memory")
 
     @model_validator(mode="after")
@@ -132,14 +143,6 @@ class SchedulerConfig(Strict):
                     "(SGLang's decode server: 512); 0: reserve_output applies to transfers as to admissions")
 
 
-class PredictorConfig(Strict):
-    source: str = Field("aiconfigurator", description="aiconfigurator, roofline, or a profile directory")
-    backend: str = "vllm"
-    system: str | None = Field(None, description="kernel tables' system; default the hardware's")
-    path: str | None = Field(None, description="folder of the CSVs for source frontier-csv or vidur-csv")
-    jitter: bool = Field(False, description="sample kernel time spread instead of using the median")
-
-
 class SLOConfig(Strict):
     ttft_ms: PositiveFloat = 2000.0
     tpot_ms: PositiveFloat = 50.0
@@ -154,6 +157,9 @@ class RunConfig(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     predictor: PredictorConfig = PredictorConfig()
     slo: SLOConfig = SLOConfig()
+    gpu_hour_prices: dict[str, PositiveFloat] = Field(
+        {}, description="price of one GPU-hour by hardware name (any currency); with a price for every pool's GPU "
+                        "the summary gives the deployment's cost per hour and output tokens per unit of currency")
     seed: int = 0
 
     def to_yaml(self) -> str:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.protocol import CostModel, model_for_gpu
 from frontier_dag.cost.queries import QUERY_COLUMNS
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
@@ -231,6 +231,9 @@ class StageCoster:
         self.usage = UsageCounter()
         templates = [graph.templates[t] for t in stage.templates.tolist()]
         self.num_templates = len(templates)
+        # the model of each template's GPU (pools may run on different GPUs)
+        self._model_of = [model_for_gpu(cost_model, t.gpu) for t in templates]
+        self._gpu_of = [t.gpu for t in templates]
         self._scalar: dict[tuple[str, ...], list[tuple[int, str, dict]]] = defaultdict(list)
         self._attention: list[tuple[int, str, str, int, dict]] = []
         self._experts: dict[tuple[str, str], list[tuple[int, int, int, dict]]] = defaultdict(list)
@@ -246,7 +249,7 @@ class StageCoster:
                 self._attention.append((i, t.family, t.batch, dp, fields))
             elif t.routing is not None:
                 mb, layer, rank = t.routing
-                self._experts[(mb, t.family)].append((i, layer, rank, fields))
+                self._experts[(mb, t.family, t.gpu)].append((i, layer, rank, fields))
             else:
                 reads = tuple(sorted({v for value in fields.values() if isinstance(value, Sym) for v in value.variables()}))
                 variables.update(reads)
@@ -261,11 +264,12 @@ class StageCoster:
         for reads, members in self._scalar.items():
             distinct: dict[str, int] = {}
             shapes, which = [], []
-            for _, family, fields in members:
-                shape = f"{family}|{sorted(fields.items())!r}"
+            for i, family, fields in members:
+                gpu = self._gpu_of[i]
+                shape = f"{family}|{gpu}|{sorted(fields.items())!r}"
                 if shape not in distinct:
                     distinct[shape] = len(shapes)
-                    shapes.append((family, fields))
+                    shapes.append((family, fields, gpu))
                 which.append(distinct[shape])
             self._shapes[reads] = (shapes, np.array(which, dtype=np.int64), np.bincount(which, minlength=len(shapes)))
         self._attention_fields = {i: fields for i, _, _, _, fields in self._attention}
@@ -276,7 +280,7 @@ class StageCoster:
         self._attention_memo: dict[tuple, tuple[float, int]] = {}
         self._pricers: dict[tuple[str, int], object] = {}  # (family, template) -> direct pricer or None
         # without measured mixed batches, a mixed batch is priced as its two parts
-        self._mixed_measured = "attention_mixed" in getattr(cost_model, "measured_families", ())
+        self._mixed_measured = ["attention_mixed" in getattr(m, "measured_families", ()) for m in self._model_of]
 
     # -- public --------------------------------------------------------------------------------
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
@@ -327,8 +331,8 @@ class StageCoster:
         the next SCALAR_LOOKAHEAD values of it when that statistic moves in small steps (a
         decode batch's size) rather than in jumps (a prefill batch's tokens): when its last
         miss was at most SCALAR_LOOKAHEAD away, or is the first."""
-        # (group, point index, point, shape index, fields) for every row to price, by family
-        rows: dict[str, list[tuple[tuple[str, ...], int, dict, int, dict]]] = defaultdict(list)
+        # (group, point index, point, shape index, fields) for every row to price, by family and GPU
+        rows: dict[tuple[str, str | None], list[tuple[tuple[str, ...], int, dict, int, dict]]] = defaultdict(list)
         points: dict[tuple[str, ...], list[dict]] = {}
         for reads in groups:
             span = range(1)
@@ -339,18 +343,18 @@ class StageCoster:
                     span = range(SCALAR_LOOKAHEAD)
             points[reads] = [{**env, reads[0]: env[reads[0]] + j} if j else env for j in span]
             for j, point in enumerate(points[reads]):
-                for k, (family, fields) in enumerate(self._shapes[reads][0]):
+                for k, (family, fields, gpu) in enumerate(self._shapes[reads][0]):
                     if not _is_empty(fields, point):  # an op on an empty micro-batch does not run
-                        rows[family].append((reads, j, point, k, fields))
+                        rows[(family, gpu)].append((reads, j, point, k, fields))
         prices = {reads: np.zeros((len(points[reads]), len(self._shapes[reads][0]))) for reads in groups}
         flags = {reads: np.zeros((len(points[reads]), len(self._shapes[reads][0])), dtype=bool) for reads in groups}
-        for family, items in rows.items():
+        for (family, gpu), items in rows.items():
             query = {c: [] for c in QUERY_COLUMNS[family]}
             for _, _, point, _, fields in items:
                 for c in query:
                     value = fields.get(c)
                     query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
-            pred = self.cost_model.predict(family, query)
+            pred = model_for_gpu(self.cost_model, gpu).predict(family, query)
             latency, out_of_range = pred.latency_us.tolist(), pred.out_of_range.tolist()
             for row, (reads, j, _, k, _) in enumerate(items):
                 prices[reads][j, k] = latency[row]
@@ -393,7 +397,7 @@ class StageCoster:
         if summary.seqs == 0:
             return 0.0
         if dp == 1 and kind == "attention" and ATTENTION_MEMO_RESOLUTION > 0:
-            if 0 < summary.prefill_seqs < summary.seqs and not self._mixed_measured and not fields.get("window"):
+            if 0 < summary.prefill_seqs < summary.seqs and not self._mixed_measured[index] and not fields.get("window"):
                 return self._split_mixed_price(index, fields, summary, None, None, load)  # memoised by part
             hit = self._attention_memo.get((index, *attention_key(summary)))
             if hit is not None:  # the common case, kept short
@@ -420,7 +424,7 @@ class StageCoster:
             return price
         if not window:
             family = attention_family_of(summary)
-            if family == "attention_mixed" and not self._mixed_measured:
+            if family == "attention_mixed" and not self._mixed_measured[index]:
                 return self._split_mixed_price(index, fields, summary, q, ctx, load)
             return self._memo_price(family, index, fields, summary, q, ctx, load)
         # a windowed price is memoised apart (index -1 - i) and also under the whole batch's
@@ -516,7 +520,7 @@ class StageCoster:
         """The cost model's direct pricer of template ``index``'s ``family`` rows, or None."""
         pricer = self._pricers.get((family, index), False)
         if pricer is False:
-            make = getattr(self.cost_model, "ragged_pricer", None)
+            make = getattr(self._model_of[index], "ragged_pricer", None)
             constants = {c: fields[c] for c in QUERY_COLUMNS[family] if c not in ("q_lens", "ctx_lens")}
             pricer = self._pricers[(family, index)] = None if make is None else make(family, constants)
         return pricer
@@ -542,7 +546,7 @@ class StageCoster:
             return latency.tolist(), flagged.tolist(), "rf"
         query = {c: np.split(q, rows) if c == "q_lens" else np.split(ctx, rows) if c == "ctx_lens" else [fields[c]] * rows
                  for c in QUERY_COLUMNS[family]}
-        pred = self.cost_model.predict(family, query)
+        pred = self._model_of[index].predict(family, query)
         return pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source
 
     def _price_experts(self, env: dict[str, int], batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
@@ -551,7 +555,7 @@ class StageCoster:
         with the most tokens and the k with the busiest expert are priced: the barrier waits
         for the slowest rank, and a grouped GEMM does not get faster with more tokens, so the
         other ranks cannot set the layer's time; they are given the cheapest priced rank's time."""
-        for (batch, family), group in self._expert_groups().items():
+        for (batch, family, gpu), group in self._expert_groups().items():
             loads = batches[batch].expert_loads
             if loads is None or env[f"{batch}.tokens"] == 0:
                 continue
@@ -563,7 +567,7 @@ class StageCoster:
             unique, inverse = _distinct_rows(-np.sort(-rows[priced], axis=1))
             query = {c: [v.evaluate(env) if isinstance(v, Sym) else v] * len(unique) for c, v in columns.items()}
             query["expert_tokens"] = list(unique)
-            pred = self.cost_model.predict(family, query)
+            pred = model_for_gpu(self.cost_model, gpu).predict(family, query)
             price = pred.latency_us[inverse]
             busy = rows.any(axis=1)
             if len(priced) < len(rows):

@@ -57,3 +57,38 @@ class RooflineCostModel:
 
     def predict(self, family: str, query: Query) -> Prediction:
         return Prediction(roofline_us(family, query, self.hardware), source="roofline")
+
+
+class PerGpuCostModel:
+    """The cost models of a deployment whose pools run on different GPUs. It prices as the
+    deployment's own GPU's model; ``for_gpu(name)`` is the model of another GPU, which
+    ``StageCoster`` uses for the templates of ops on that GPU (``Template.gpu``)."""
+
+    def __init__(self, default: CostModel, others: dict[str, CostModel]):
+        self.default, self.others = default, dict(others)
+        self.name = getattr(default, "name", "per-gpu")
+
+    @property
+    def measured_families(self) -> frozenset[str]:
+        return frozenset(getattr(self.default, "measured_families", ()))
+
+    def predict(self, family: str, query: Query) -> Prediction:
+        return self.default.predict(family, query)
+
+    def __getattr__(self, name: str):  # the default model's optional methods (ragged_pricer, ...)
+        return getattr(self.__dict__["default"], name)
+
+    def for_gpu(self, gpu: str | None) -> CostModel:
+        if gpu is None:
+            return self.default
+        try:
+            return self.others[gpu]
+        except KeyError:
+            raise KeyError(f"no cost model for GPU {gpu!r} (have {', '.join(sorted(self.others))})") from None
+
+
+def model_for_gpu(cost_model: CostModel, gpu: str | None) -> CostModel:
+    """The model that prices ops on ``gpu`` (None: the deployment's GPU). A model without
+    ``for_gpu`` prices every GPU: one a caller chose for the whole deployment."""
+    for_gpu = getattr(cost_model, "for_gpu", None)
+    return cost_model if gpu is None or for_gpu is None else for_gpu(gpu)

@@ -306,6 +306,7 @@ class Builder:
             tuple(sorted(fields.items())),
             batch.key if batch is not None else None,
             (routing[0].key, int(routing[1]), int(routing[2])) if routing is not None else None,
+            self._gpu_of(resource),
         )
         micro_batch = self._micro_batch
         if micro_batch is None:
@@ -355,12 +356,25 @@ class Builder:
 
     # -- internals -----------------------------------------------------------------------------
     def _link_placement(self, link: Resource) -> str:
+        src, dst = self.pool(link.pool), self.pool(link.dst)
+        if src.hardware.name != dst.hardware.name:
+            return "inter_node"  # different GPUs never share a node's NVLink
         choice = self.deployment.config.cluster.kv_link
         if choice != "auto":
             return "intra_node" if choice == "nvlink" else "inter_node"
-        src, dst = self.pool(link.pool), self.pool(link.dst)
         together = src.gpus_per_replica + dst.gpus_per_replica <= self.hardware.node.gpus_per_node
         return "intra_node" if together else "inter_node"
+
+    def _gpu_of(self, resource: Resource) -> str | None:
+        """The GPU that runs ops on ``resource`` when it is not the deployment's (see
+        Template.gpu): its pool's; for a link between pools on different GPUs, the end with
+        the slower network, which sets the transfer's pace."""
+        if resource.kind == "link":
+            ends = [self.pool(resource.pool).hardware, self.pool(resource.dst).hardware]
+            hardware = min(ends, key=lambda hw: hw.network.bandwidth_bytes_per_s)
+        else:
+            hardware = self.pool(resource.pool).hardware
+        return None if hardware.name == self.hardware.name else hardware.name
 
     def _node_of(self, dep: Any, op: str) -> int:
         if isinstance(dep, Op) and dep.graph == self._id and dep.node in self.ir.graph:

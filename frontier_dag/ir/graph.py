@@ -45,13 +45,16 @@ class Template:
     ``family`` is a cost family of ``frontier_dag.cost.queries``, or ``attention`` / ``mla``
     (the batch decides prefill, decode or mixed), or ``sync`` (free). ``fields`` maps query
     columns to static values or Syms. ``batch`` names the micro-batch whose sequence lengths
-    an attention op reads; ``routing`` is ``(batch, layer, rank)`` for an expert op.
+    an attention op reads; ``routing`` is ``(batch, layer, rank)`` for an expert op. ``gpu``
+    names the GPU that runs the op when its pool's differs from the deployment's (None: the
+    deployment's GPU); it picks the cost model that prices it.
     """
 
     family: str
     fields: tuple[tuple[str, Any], ...] = ()
     batch: str | None = None
     routing: tuple[str, int, int] | None = None
+    gpu: str | None = None
 
     def field(self, name: str, default: Any = None) -> Any:
         for key, value in self.fields:
@@ -65,6 +68,8 @@ class Template:
             parts.append(f"batch={self.batch}")
         if self.routing:
             parts.append(f"routing={self.routing[0]}/L{self.routing[1]}/r{self.routing[2]}")
+        if self.gpu:
+            parts.append(f"gpu={self.gpu}")
         return f"{self.family}({', '.join(parts)})"
 
 

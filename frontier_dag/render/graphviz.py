@@ -97,7 +97,8 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
             if cluster in pools:
                 name, pool = pools[cluster]
                 dp = "" if pool.role == "ffn" else f", dp {pool.attention_dp}"  # an FFN pool has no attention
-                title = f"pool {name} ({cluster}): {pool.gpus} GPUs, tp {pool.tp}, ep {pool.ep}{dp}, x{pool.replicas}"
+                gpu = deployment.pool_hardware[name].name
+                title = f"pool {name} ({cluster}): {pool.gpus} x {gpu}, tp {pool.tp}, ep {pool.ep}{dp}, x{pool.replicas}"
             else:
                 title = cluster
             sub.attr(label=title, style="filled,rounded", fillcolor=POOL_COLORS.get(cluster, "#f4f4f4"), color="#bbbbbb")

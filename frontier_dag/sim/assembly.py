@@ -27,7 +27,8 @@ from frontier_dag.config.run import (
     load_run_config,
     resolve,
 )
-from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.protocol import CostModel, PerGpuCostModel
+from frontier_dag.errors import ConfigError
 from frontier_dag.ir.graph import EventGraph
 
 #: Graphs kept per process (a traced DeepSeek-V3 EP graph holds tens of thousands of nodes).
@@ -71,7 +72,57 @@ def assemble(config: RunConfig | Deployment | str | Path, origin: Origin | None 
             raise TypeError("overrides apply to a config file; change a RunConfig with model_copy instead")
         deployment = resolve(config, origin or Origin())
     graph = _traced(deployment)
-    return Assembly(deployment, graph, cost_model or cached_cost_model(deployment.config.predictor, deployment.hardware))
+    return Assembly(deployment, graph, cost_model or deployment_cost_model(deployment))
+
+
+def deployment_cost_model(deployment: Deployment) -> CostModel:
+    """The cost model of every GPU the deployment's pools run on: the ``predictor`` section
+    for the deployment's own GPU, and for a pool on another GPU its own ``predictor`` (default:
+    the top-level one with that GPU's own kernel tables). Pools on one GPU share its model, so
+    they must agree on it. A GPU that its predictor cannot price is an error naming the pool,
+    never another GPU's times."""
+    config, origin = deployment.config, deployment.origin
+    chosen: dict[str, tuple[str, PredictorConfig]] = {}  # GPU -> (first pool on it, its predictor)
+    for name, pool in deployment.pools.items():
+        hw = deployment.pool_hardware[name]
+        if pool.predictor is not None:
+            predictor = pool.predictor
+        elif hw.name == deployment.hardware.name:
+            predictor = config.predictor
+        else:  # predictor.system names the tables of the deployment's GPU, not of this one
+            predictor = config.predictor.model_copy(update={"system": None})
+        first = chosen.setdefault(hw.name, (name, predictor))
+        if first[1] != predictor:
+            raise ConfigError(f"{origin.name}: cluster.pools.{name}.predictor: pools {first[0]} and {name} both run on "
+                              f"{hw.name} but ask for different predictors; ops on one GPU are priced one way: give "
+                              "them the same predictor")
+    models = {}
+    for gpu, (name, predictor) in chosen.items():
+        hw = deployment.pool_hardware[name]
+        try:
+            models[gpu] = cached_cost_model(predictor, hw)
+        except ConfigError as exc:
+            if gpu == deployment.hardware.name and deployment.pools[name].predictor is None:
+                raise
+            raise ConfigError(f"{origin.name}: cluster.pools.{name} runs on {gpu}: {exc}. To price this pool by the "
+                              f"roofline instead, set cluster.pools.{name}.predictor: {{source: roofline}}") from None
+        if gpu != deployment.hardware.name:
+            _check_measured_on(models[gpu], hw, f"{origin.name}: cluster.pools.{name}")
+    if list(models) == [deployment.hardware.name]:
+        return models[deployment.hardware.name]
+    # ops on the deployment's GPU carry no GPU name (Template.gpu); with no pool on it, it prices nothing
+    default = models.get(deployment.hardware.name) or next(iter(models.values()))
+    return PerGpuCostModel(default, {gpu: m for gpu, m in models.items() if gpu != deployment.hardware.name})
+
+
+def _check_measured_on(model: CostModel, hardware: HardwareConfig, where: str) -> None:
+    """A model fitted to profiles measured on one GPU prices that GPU only."""
+    fitted = getattr(model, "fitted", None)
+    measured = getattr(fitted, "hardware", None)
+    if measured is not None and measured not in (hardware.name, hardware.aiconfigurator_system):
+        raise ConfigError(f"{where} runs on {hardware.name} but its predictor's profiles were measured on {measured}; "
+                          f"give the pool a predictor for {hardware.name} (cluster.pools.<name>.predictor), for example "
+                          "{source: aiconfigurator} or {source: roofline}")
 
 
 _COST_MODELS: dict[tuple[str, str], CostModel] = {}

@@ -69,8 +69,31 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "predictor_out_of_range": int(out_of_range),
         "predictor_sources": _merge_sources(usage),
         "gpus": gpus,
+        "pools": fleet(deployment),
+        "cost": cost(deployment, out_tokens / window),
         "seed": cfg.seed,
     }
+
+
+def fleet(deployment: Deployment) -> dict[str, dict[str, Any]]:
+    """Each pool's role, GPU and GPU count."""
+    return {name: {"role": pool.role, "gpu": deployment.pool_hardware[name].name, "gpus": pool.gpus}
+            for name, pool in deployment.pools.items()}
+
+
+def cost(deployment: Deployment, output_tokens_per_s: float) -> dict[str, Any] | None:
+    """The deployment's price per hour and output tokens per unit of currency, from
+    ``gpu_hour_prices``; None unless every pool's GPU has a price (none is assumed)."""
+    prices = deployment.config.gpu_hour_prices
+    gpus_by_type: dict[str, int] = {}
+    for name, pool in deployment.pools.items():
+        gpu = deployment.pool_hardware[name].name
+        gpus_by_type[gpu] = gpus_by_type.get(gpu, 0) + pool.gpus
+    if not prices or any(gpu not in prices for gpu in gpus_by_type):
+        return None
+    per_hour = sum(prices[gpu] * n for gpu, n in gpus_by_type.items())
+    return {"per_hour": per_hour, "output_tokens_per_unit": output_tokens_per_s * 3600 / per_hour,
+            "gpu_hour_prices": {gpu: prices[gpu] for gpu in gpus_by_type}}
 
 
 def _merge_sources(usages) -> dict[str, int]:

@@ -77,5 +77,5 @@ def test_an_ffn_pool_shows_no_attention_dp(trace_dict, tiny):
     report = analyze_iteration(graph, deployment, RooflineCostModel(deployment.hardware),
                                representative_loads(graph, deployment, batch_size=8))
     source = iteration_dot(graph, deployment, report).source
-    assert "pool f (ffn): 4 GPUs, tp 1, ep 1, x1" in source
-    assert "pool a (attention): 2 GPUs, tp 1, ep 1, dp 2, x1" in source
+    assert "pool f (ffn): 4 x h100_sxm, tp 1, ep 1, x1" in source
+    assert "pool a (attention): 2 x h100_sxm, tp 1, ep 1, dp 2, x1" in source
