@@ -35,6 +35,10 @@ class SimulationError(FrontierDagError):
     """The simulation cannot start or cannot continue."""
 
 
+class RunDataError(FrontierDagError):
+    """A run or sweep directory's files are missing, unreadable or from different runs."""
+
+
 class DeadlockError(SimulationError):
     """The simulated cluster can never make progress again."""
 

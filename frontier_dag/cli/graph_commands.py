@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from frontier_dag.cli.options import json_option, set_option
+from frontier_dag.cli.options import check_out_file, json_option, overwrite_option, set_option
 from frontier_dag.errors import ConfigError, FrontierDagError
 
 
@@ -78,9 +78,10 @@ def with_batch_options(fn):
 @click.option("--bottlenecks", is_flag=True,
               help="TARGET is a run directory: draw its bottleneck view (stages with their shares of the critical "
                    "path, and the slowest iteration's DAG).")
+@overwrite_option
 @with_batch_options
 @set_option
-def render(target, out, layers, ranks, bottlenecks, config_path, batch_size, context, overrides) -> None:
+def render(target, out, layers, ranks, bottlenecks, overwrite, config_path, batch_size, context, overrides) -> None:
     """Draw one iteration of TARGET (a config YAML, or a workflow name with --config) with its
     critical path highlighted. A run directory as TARGET (with or without --bottlenecks) draws
     the run's bottleneck view."""
@@ -89,6 +90,8 @@ def render(target, out, layers, ranks, bottlenecks, config_path, batch_size, con
     if bottlenecks and not Path(target).is_dir():
         raise FrontierDagError(f"render {target} --bottlenecks: TARGET must be a run directory written by "
                                "`frontier-dag simulate CONFIG --out RUN_DIR`")
+    beside = () if Path(out).suffix.lower() == ".dot" else (Path(out).with_suffix(".dot"),)
+    check_out_file(out, overwrite, also=beside, inputs=tuple(Path(p) for p in (target, config_path) if p))
     if Path(target).is_dir():
         _require("frontier_dag.render.bottlenecks", "render RUN_DIR --bottlenecks")
         from frontier_dag.render.bottlenecks import render_bottlenecks

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from frontier_dag.cli.options import json_option, set_option
+from frontier_dag.cli.options import check_out_file, json_option, overwrite_option, set_option
 from frontier_dag.errors import FrontierDagError
 
 
@@ -67,7 +67,7 @@ def format_report(report, dry_run: bool = False) -> str:
 @click.argument("sweep_dir", metavar="DIR", type=click.Path(exists=True))
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Figure to write: .svg or .png (never replaces a file unless --overwrite).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@overwrite_option
 @click.option("--percentile", type=click.Choice(["mean", "p50", "p90", "p99"]), default="p90", show_default=True,
               help="TTFT and TPOT statistic checked against the SLA and plotted.")
 @click.option("--ttft-ms", type=float, default=None, help="TTFT SLA (default: the points' slo.ttft_ms).")
@@ -85,8 +85,7 @@ def pareto(sweep_dir, out, overwrite, percentile, ttft_ms, tpot_ms, by, top, as_
     if target is not None:
         if target.suffix.lower() not in (".svg", ".png"):
             raise FrontierDagError(f"--out {out}: the figure must end in .svg or .png")
-        if target.exists() and not overwrite:
-            raise FrontierDagError(f"--out {out} exists; choose another file or pass --overwrite")
+        check_out_file(target, overwrite, inputs=(Path(sweep_dir),))
     directory = Path(sweep_dir)
     results = load_results(directory)
     spec = read_spec(directory) if directory.is_dir() else {}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,9 +11,9 @@ import pandas as pd
 
 from frontier_dag.config.run import Deployment, RunConfig
 from frontier_dag.cost.protocol import CostModel
-from frontier_dag.errors import SimulationError
 from frontier_dag.sim.controller import GlobalController
 from frontier_dag.sim.events import EventQueue
+from frontier_dag.sim.run_dir import RUN_FILES, check_run_dir, write_run  # noqa: F401  (the run directory's API)
 from frontier_dag.sim.state import RequestTable
 from frontier_dag.sim.summary import summarize
 from frontier_dag.sim.workload import generate_requests
@@ -111,39 +109,3 @@ def _progress(total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="req", desc="simulating", dynamic_ncols=True, leave=False)
-
-
-def check_run_dir(out: Path, overwrite: bool = False) -> None:
-    """Refuse, before simulating, to write into a directory that holds anything (a user's
-    files are never overwritten without ``overwrite``, and then only a run's own files)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SimulationError(f"--out {out} is a file; give a directory for the run")
-    if out.exists() and any(out.iterdir()):
-        foreign = [p.name for p in out.iterdir() if p.name not in RUN_FILES]
-        if foreign:
-            raise SimulationError(f"--out {out} holds files that are not a run's ({', '.join(sorted(foreign)[:3])}); "
-                                  "choose an empty or new directory")
-        if not overwrite:
-            raise SimulationError(f"--out {out} already holds a run; choose another directory or pass --overwrite")
-
-
-#: The files a run directory holds.
-RUN_FILES = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml", "plots", "trace.json")
-
-
-def write_run(result: RunResult, out: Path, overwrite: bool = False) -> None:
-    """Write summary.json, requests.parquet, iterations.parquet and the resolved config.yaml."""
-    out = Path(out)
-    check_run_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(result.summary, indent=2, default=_json_default) + "\n")
-    result.requests.to_parquet(out / "requests.parquet", index=False)
-    result.iterations.to_parquet(out / "iterations.parquet", index=False)
-    (out / "config.yaml").write_text(result.config.to_yaml())
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -109,4 +109,5 @@ def test_trace(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["traceEvents"] and "merged" in result.output
-    assert invoke("trace", run_dir, "--out", out, "--window", "2:1").exit_code == 2
+    result = invoke("trace", run_dir, "--out", tmp_path / "window.json", "--window", "2:1")
+    assert result.exit_code == 2 and "END must be after START" in result.output
