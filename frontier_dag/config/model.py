@@ -75,6 +75,9 @@ class ModelConfig(Strict):
     full_attention_interval: PositiveInt | None = Field(
         None, description="with sliding_window: every n-th layer (layer % n == n - 1) attends to all keys; "
                           "None: every layer is windowed")
+    max_context_tokens: PositiveInt | None = Field(
+        None, description="the longest sequence (prompt + output) the model serves, its config.json's "
+                          "max_position_embeddings; a workload that exceeds it is an error; None: not checked")
 
     @model_validator(mode="after")
     def _heads_group(self) -> ModelConfig:
@@ -219,6 +222,8 @@ def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelCo
         "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
         "dtype": _hf_dtype(cfg),
     }
+    if cfg.get("max_position_embeddings"):
+        data["max_context_tokens"] = int(cfg["max_position_embeddings"])
     window = _sliding_window(cfg, layers)
     if window is not None:
         data["sliding_window"], data["full_attention_interval"] = window

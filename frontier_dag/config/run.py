@@ -246,7 +246,40 @@ def resolve(config: RunConfig) -> Deployment:
             raise ConfigError(
                 f"{key}: {model.name} needs {need / 2**30:.1f} GiB of weights per GPU with tp={pool.tp}, "
                 f"ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise tp/ep or use more GPUs per replica")
+    check_request_lengths(config, model, *declared_lengths(config.workload))
     return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw)
+
+
+def declared_lengths(workload: WorkloadConfig) -> tuple[int | None, int | None]:
+    """The longest prompt and the longest prompt + output that the workload's config allows
+    (None where a distribution is unbounded: lognormal or trace lengths without ``high``)."""
+    def longest(length) -> int | None:
+        return length.value if length.kind == "fixed" else length.high
+
+    prompt, output = longest(workload.prompt_tokens), longest(workload.output_tokens)
+    return prompt, prompt + output if prompt is not None and output is not None else None
+
+
+def check_request_lengths(config: RunConfig, model: ModelConfig, prompt: int | None, total: int | None,
+                          drawn: str = "") -> None:
+    """Refuse a workload the serving engine would refuse: a request longer than the model's
+    context, or (without chunked prefill) a prompt that does not fit one step's token budget.
+    ``prompt`` is the longest prompt and ``total`` the longest prompt + output (None:
+    unknown); ``drawn`` says where they come from when not from the config."""
+    src, sched, context = config._source, config.scheduler, model.max_context_tokens
+    longest = f"the longest {drawn}" if drawn else "the longest"
+    for what, tokens in (("prompt", prompt), ("request (prompt + output)", total)):
+        if context is not None and tokens is not None and tokens > context:
+            raise ConfigError(f"{src}: workload: {longest} {what} has {tokens:,} tokens, beyond {model.name}'s "
+                              f"context of {context:,} (its max_context_tokens), and a serving engine rejects such "
+                              "requests: set workload.prompt_tokens.high and workload.output_tokens.high (or "
+                              f"shorter lengths) so that a request fits in {context:,} tokens")
+    if not sched.chunked_prefill and prompt is not None and prompt > sched.max_num_batched_tokens:
+        raise ConfigError(f"{src}: scheduler: chunked_prefill is false, so a prompt is prefilled in one step, but "
+                          f"max_num_batched_tokens={sched.max_num_batched_tokens:,} is below {longest} prompt "
+                          f"({prompt:,} tokens), and vLLM refuses such a configuration: raise "
+                          f"scheduler.max_num_batched_tokens to at least {prompt:,}, set scheduler.chunked_prefill: "
+                          "true, or cap workload.prompt_tokens.high")
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -42,6 +42,7 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
     deployment, graph = trace_config(config)
     cost_model = cost_model or cost_model_for(config.predictor, deployment.hardware)
     requests = generate_requests(config.workload, config.seed, config._base_dir)
+    check_generated(config, deployment, requests)
     table = RequestTable(requests)
     events = EventQueue()
     workload = config.workload
@@ -93,6 +94,17 @@ def simulate(config: RunConfig, *, cost_model: CostModel | None = None, progress
     wall = time.perf_counter() - started
     summary = summarize(deployment, table, controller, wall)
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
+
+
+def check_generated(config: RunConfig, deployment: Deployment, requests) -> None:
+    """The config's length checks (``check_request_lengths``) on the requests as generated:
+    lognormal draws and trace rows have no bound in the config."""
+    from frontier_dag.config.run import check_request_lengths
+
+    if len(requests):
+        total = requests.prompt_tokens + requests.output_tokens
+        check_request_lengths(config, deployment.model, int(requests.prompt_tokens.max()), int(total.max()),
+                              "generated")
 
 
 def _iterations(controller: GlobalController, deployment: Deployment) -> pd.DataFrame:
