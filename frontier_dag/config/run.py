@@ -107,6 +107,10 @@ class SchedulerConfig(Strict):
                           "and within this many prompt tokens (the first is chunked by max_num_batched_tokens); "
                           "none: only max_num_batched_tokens")
     chunked_prefill: bool = True
+    max_model_len: PositiveInt | None = Field(
+        None, description="vLLM's --max-model-len: the longest request (prompt + output) served; a longer one is an "
+                          "error; None: the model's max_context_tokens (above it, as VLLM_ALLOW_LONG_MAX_MODEL_LEN "
+                          "allows)")
     block_size: PositiveInt = 16
     routing: Literal["round_robin", "least_work"] = "least_work"
     prefix_caching: bool = True
@@ -266,14 +270,18 @@ def check_request_lengths(config: RunConfig, model: ModelConfig, prompt: int | N
     context, or (without chunked prefill) a prompt that does not fit one step's token budget.
     ``prompt`` is the longest prompt and ``total`` the longest prompt + output (None:
     unknown); ``drawn`` says where they come from when not from the config."""
-    src, sched, context = config._source, config.scheduler, model.max_context_tokens
+    src, sched = config._source, config.scheduler
+    context = sched.max_model_len or model.max_context_tokens
+    limit = (f"scheduler.max_model_len={context:,}" if sched.max_model_len else
+             f"{model.name}'s context of {context:,} tokens (its max_context_tokens)") if context else ""
     longest = f"the longest {drawn}" if drawn else "the longest"
     for what, tokens in (("prompt", prompt), ("request (prompt + output)", total)):
         if context is not None and tokens is not None and tokens > context:
-            raise ConfigError(f"{src}: workload: {longest} {what} has {tokens:,} tokens, beyond {model.name}'s "
-                              f"context of {context:,} (its max_context_tokens), and a serving engine rejects such "
-                              "requests: set workload.prompt_tokens.high and workload.output_tokens.high (or "
-                              f"shorter lengths) so that a request fits in {context:,} tokens")
+            raise ConfigError(f"{src}: workload: {longest} {what} has {tokens:,} tokens, beyond {limit}, and a "
+                              "serving engine rejects such requests: set workload.prompt_tokens.high and "
+                              "workload.output_tokens.high (or shorter lengths) so that every request fits, or "
+                              "raise scheduler.max_model_len (beyond the model's context, as vLLM's "
+                              "VLLM_ALLOW_LONG_MAX_MODEL_LEN allows)")
     if not sched.chunked_prefill and prompt is not None and prompt > sched.max_num_batched_tokens:
         raise ConfigError(f"{src}: scheduler: chunked_prefill is false, so a prompt is prefilled in one step, but "
                           f"max_num_batched_tokens={sched.max_num_batched_tokens:,} is below {longest} prompt "

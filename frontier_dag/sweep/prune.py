@@ -12,7 +12,13 @@ from typing import Any
 
 from frontier_dag.config.hardware import load_hardware
 from frontier_dag.config.model import load_model
-from frontier_dag.config.run import RunConfig, resolve, run_config_from_dict, weights_per_gpu_bytes
+from frontier_dag.config.run import (
+    RunConfig,
+    check_request_lengths,
+    resolve,
+    run_config_from_dict,
+    weights_per_gpu_bytes,
+)
 from frontier_dag.errors import FrontierDagError
 
 #: The tokens of a request whose KV a pool of this role holds at once.
@@ -45,7 +51,11 @@ def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[s
         return "invalid", str(exc)
     from frontier_dag.sim.memory import kv_capacity_tokens
 
-    prompt, total = longest_request(cfg, base_dir)
+    try:
+        prompt, total = longest_request(cfg, base_dir)
+        check_request_lengths(cfg, deployment.model, prompt, total, "generated")
+    except FrontierDagError as exc:
+        return "invalid", str(exc)
     for name, pool in cfg.cluster.pools.items():
         holds = KV_HOLDS.get(pool.role)
         if holds is None:
