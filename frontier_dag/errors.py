@@ -45,3 +45,8 @@ class DeadlockError(SimulationError):
 
 class ProfilingError(FrontierDagError):
     """A kernel measurement cannot run."""
+
+
+class FrontierDagWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints
+    ``warning: ...``)."""

@@ -36,6 +36,12 @@ def _require(module: str, usage: str) -> None:
                                "pass a config YAML for one iteration instead")
 
 
+def _finite(value: float, option: str) -> float:
+    if value != value:  # NaN passes click's range check (every comparison with it is false)
+        raise click.BadParameter("nan is not a number; give a factor such as 2", param_hint=option)
+    return value
+
+
 def load_iteration(target: str, config_path: str | None, overrides: tuple[str, ...], batch_size: int | None,
                    context: int | None):
     """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
@@ -108,7 +114,8 @@ def render(target, out, layers, ranks, bottlenecks, overwrite, config_path, batc
 @click.command("critical-path")
 @click.argument("target")
 @click.option("--request", "request_id", type=int, default=None, help="With a run directory: one request's critical path.")
-@click.option("--what-if", "what_if", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option("--what-if", "what_if", type=click.FloatRange(min=0, min_open=True, max=1e6), default=2.0, show_default=True,
+              callback=lambda ctx, param, value: _finite(value, "--what-if"),
               metavar="X", help="With a run directory: predict the gains of making each category X times faster.")
 @json_option
 @with_batch_options

@@ -81,6 +81,8 @@ def test_critical_path_text_of_a_run(tmp_path):
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--request", "999"), "the run has requests 0 to 29"),
     (("--what-if", "0"), "--what-if"),
+    (("--what-if", "nan"), "nan is not a number"),
+    (("--what-if", "inf"), "--what-if"),
 ])
 def test_critical_path_errors(run_dir, args, fragment):
     result = invoke("critical-path", run_dir, *args)

@@ -175,3 +175,29 @@ def test_tp_beyond_the_kv_heads_must_replicate_them_evenly(tmp_path):
     data = {**BASE, "model": "qwen2-7b", "cluster": {"pools": {
         "p": {"role": "prefill", "gpus": 7, "tp": 7}, "d": {"role": "decode", "gpus": 1}}}}
     assert "tp=7 must be a multiple of the 4 KV heads of qwen2-7b" in config_error(tmp_path, data)
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), [
+    (["workload.prompt_tokens={kind: fixed, value: 200000}"],
+     ["run.yaml: workload: the longest prompt has 200,000 tokens, beyond llama-3.1-8b's context of 131,072",
+      "set workload.prompt_tokens.high"]),
+    (["workload.prompt_tokens={kind: uniform, low: 1, high: 100000}",
+      "workload.output_tokens={kind: uniform, low: 1, high: 40000}"],
+     ["the longest request (prompt + output) has 140,000 tokens"]),
+    (["workload.prompt_tokens={kind: fixed, value: 5000}", "scheduler.max_model_len=4096"],
+     ["beyond scheduler.max_model_len=4,096"]),
+    (["workload.prompt_tokens={kind: fixed, value: 8000}", "scheduler.chunked_prefill=false",
+      "scheduler.max_num_batched_tokens=512"],
+     ["run.yaml: scheduler: chunked_prefill is false", "max_num_batched_tokens=512 is below the longest prompt "
+      "(8,000 tokens)", "vLLM refuses", "raise scheduler.max_num_batched_tokens to at least 8,000"]),
+])
+def test_requests_an_engine_would_refuse_are_errors(tmp_path, overrides, fragments):
+    message = config_error(tmp_path, BASE, overrides)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_max_model_len_serves_beyond_the_models_context(tmp_path):
+    """As vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN: the user says so explicitly."""
+    resolve(load_run_config(write(tmp_path, BASE), ["workload.prompt_tokens={kind: fixed, value: 200000}",
+                                                    "scheduler.max_model_len=262144"]))
