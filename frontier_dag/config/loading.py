@@ -93,6 +93,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = "unknown key (check its spelling; see docs/configuration.md for the keys)"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "less_than_equal":
+            msg += " (a limit of frontier-dag, far above real deployments: a typo? see docs/configuration.md)"
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
 

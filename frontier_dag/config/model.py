@@ -35,7 +35,7 @@ class MLAConfig(Strict):
 
 
 class MoEConfig(Strict):
-    num_experts: PositiveInt
+    num_experts: PositiveInt = Field(le=4_096, description="routed experts (at most 4,096)")
     top_k: PositiveInt
     expert_intermediate_size: PositiveInt
     num_shared_experts: int = Field(0, ge=0)
@@ -56,7 +56,7 @@ class MoEConfig(Strict):
 
 class ModelConfig(Strict):
     name: str
-    num_layers: PositiveInt
+    num_layers: PositiveInt = Field(le=1024, description="decoder layers (at most 1,024: a layer is traced as DAG nodes)")
     hidden_size: PositiveInt
     num_heads: PositiveInt
     num_kv_heads: PositiveInt

@@ -33,6 +33,25 @@ from frontier_dag.errors import ConfigError
 
 Role = Literal["colocated", "prefill", "decode", "attention", "ffn"]
 
+# Limits that a size must stay within (docs/configuration.md, Limits): far above any real
+# deployment, and checked before anything is allocated, so that a typo's magnitude
+# (gpus: 1000000000000) is an error at once instead of memory and minutes spent building it.
+#: replicas of one pool (each is built as an object of its own)
+MAX_REPLICAS = 10_000
+#: GPUs of one replica (an EP-MoE iteration has a node per rank and layer)
+MAX_GPUS_PER_REPLICA = 4_096
+#: sequences one replica may run at once: max_num_seqs x attention-DP ranks (each has a slot)
+MAX_SEQS_PER_REPLICA = 1_048_576
+#: tokens of a KV block
+MAX_BLOCK_SIZE = 4_096
+
+
+def at_most(value: int, limit: int, what: str) -> None:
+    """Refuse ``value`` above ``limit`` as a probable typo, saying so."""
+    if value > limit:
+        raise ValueError(f"{what} = {value:,} is above the limit of {limit:,} (a typo? the limits are in "
+                         "docs/configuration.md)")
+
 
 class PoolConfig(Strict):
     """A pool of identical GPUs with one role. A replica is one copy of the model (or, for
@@ -49,6 +68,8 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> PoolConfig:
+        at_most(self.replicas, MAX_REPLICAS, "replicas")
+        at_most(-(-self.gpus // self.replicas), MAX_GPUS_PER_REPLICA, "gpus per replica")
         if self.gpus % self.replicas:
             raise ValueError(f"gpus={self.gpus} is not divisible by replicas={self.replicas}")
         per_replica = self.gpus // self.replicas
@@ -111,7 +132,7 @@ class SchedulerConfig(Strict):
         None, description="vLLM's --max-model-len: the longest request (prompt + output) served; a longer one is an "
                           "error; None: the model's max_context_tokens (above it, as VLLM_ALLOW_LONG_MAX_MODEL_LEN "
                           "allows)")
-    block_size: PositiveInt = 16
+    block_size: PositiveInt = Field(16, le=MAX_BLOCK_SIZE)
     routing: Literal["round_robin", "least_work"] = "least_work"
     prefix_caching: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -219,8 +240,8 @@ def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
 def resolve(config: RunConfig) -> Deployment:
     """Resolve names and check that the deployment can exist, before any simulation starts."""
     src = config._source
-    model = load_model(config.model, base_dir=config._base_dir) if isinstance(config.model, str) else load_model(config.model)
-    hardware = load_hardware(config.hardware)
+    model = config_model(config)
+    hardware = config_hardware(config, config.hardware, "hardware")
     pool_hw = {}
     roles = {p.role for p in config.cluster.pools.values()}
     if "colocated" in roles and roles & {"prefill", "decode"}:
@@ -233,7 +254,7 @@ def resolve(config: RunConfig) -> Deployment:
         raise ConfigError(f"{src}: cluster.pools: a decode pool needs a prefill pool")
     for name, pool in config.cluster.pools.items():
         key = f"{src}: cluster.pools.{name}"
-        hw = load_hardware(pool.hardware) if pool.hardware else hardware
+        hw = config_hardware(config, pool.hardware, f"cluster.pools.{name}.hardware") if pool.hardware else hardware
         pool_hw[name] = hw
         if pool.role != "ffn":
             if model.num_heads % pool.tp:
@@ -242,6 +263,10 @@ def resolve(config: RunConfig) -> Deployment:
                 raise ConfigError(f"{key}.tp: tp={pool.tp} must be a multiple of the {model.num_kv_heads} KV heads of {model.name} when larger than them")
         if model.moe is not None and pool.role != "attention" and model.moe.num_experts % min(pool.ep, model.moe.num_experts):
             raise ConfigError(f"{key}.ep: ep={pool.ep} does not divide the {model.moe.num_experts} experts of {model.name}")
+        if config.scheduler.max_num_seqs * pool.attention_dp > MAX_SEQS_PER_REPLICA:
+            raise ConfigError(f"{key}: a replica runs up to scheduler.max_num_seqs x attention-DP ranks = "
+                              f"{config.scheduler.max_num_seqs:,} x {pool.attention_dp:,} sequences, above the limit "
+                              f"of {MAX_SEQS_PER_REPLICA:,} (a typo? the limits are in docs/configuration.md)")
         if model.moe is None and pool.ep > 1:
             raise ConfigError(f"{key}.ep: {model.name} is dense; expert parallelism needs a MoE model (set ep: 1)")
         need = weights_per_gpu_bytes(model, pool)
@@ -288,6 +313,38 @@ def check_request_lengths(config: RunConfig, model: ModelConfig, prompt: int | N
                           f"({prompt:,} tokens), and vLLM refuses such a configuration: raise "
                           f"scheduler.max_num_batched_tokens to at least {prompt:,}, set scheduler.chunked_prefill: "
                           "true, or cap workload.prompt_tokens.high")
+
+
+def config_model(config: RunConfig) -> ModelConfig:
+    """The config's model; an error in it names the config file and the ``model`` key."""
+    try:
+        return load_model(config.model, base_dir=config._base_dir) if isinstance(config.model, str) \
+            else load_model(config.model)
+    except ConfigError as exc:
+        raise _in_config(config, "model", exc) from None
+
+
+def config_hardware(config: RunConfig, spec: str | dict, key: str) -> HardwareConfig:
+    """A GPU system of the config (``key``: where it is written); errors name the file and key."""
+    try:
+        return load_hardware(spec)
+    except ConfigError as exc:
+        raise _in_config(config, key, exc) from None
+
+
+def _in_config(config: RunConfig, key: str, exc: ConfigError) -> ConfigError:
+    """``exc`` (about a model or hardware, "model: num_layers: ...") as an error of the
+    config file at ``key`` ("run.yaml: model.num_layers: ...")."""
+    lines = []
+    for line in str(exc).splitlines():
+        head, sep, rest = line.partition(": ")
+        if sep and head in ("model", "hardware"):
+            inner, sep2, tail = rest.partition(": ")
+            line = f"{key}.{inner}: {tail}" if sep2 and " " not in inner else f"{key}: {rest}"
+        else:
+            line = f"{key}: {line}"
+        lines.append(f"{config._source}: {line}")
+    return ConfigError("\n".join(lines))
 
 
 def ceil_div(a: int, b: int) -> int:

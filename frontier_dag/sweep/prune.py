@@ -10,11 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from frontier_dag.config.hardware import load_hardware
-from frontier_dag.config.model import load_model
 from frontier_dag.config.run import (
     RunConfig,
     check_request_lengths,
+    config_hardware,
+    config_model,
     resolve,
     run_config_from_dict,
     weights_per_gpu_bytes,
@@ -36,10 +36,10 @@ def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[s
     """``("invalid" | "pruned", reason)`` for a point that cannot run, else None."""
     try:
         cfg = point_config(config, base_dir, source)
-        model = load_model(cfg.model, base_dir=base_dir) if isinstance(cfg.model, str) else load_model(cfg.model)
-        hardware = load_hardware(cfg.hardware)
+        model = config_model(cfg)
+        hardware = config_hardware(cfg, cfg.hardware, "hardware")
         for name, pool in cfg.cluster.pools.items():
-            hw = load_hardware(pool.hardware) if pool.hardware else hardware
+            hw = config_hardware(cfg, pool.hardware, f"cluster.pools.{name}.hardware") if pool.hardware else hardware
             need = weights_per_gpu_bytes(model, pool)
             have = hw.gpu.hbm_capacity_bytes * cfg.scheduler.gpu_memory_utilization
             if need > have:

@@ -201,3 +201,42 @@ def test_max_model_len_serves_beyond_the_models_context(tmp_path):
     """As vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN: the user says so explicitly."""
     resolve(load_run_config(write(tmp_path, BASE), ["workload.prompt_tokens={kind: fixed, value: 200000}",
                                                     "scheduler.max_model_len=262144"]))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["cluster.pools.decode.gpus=1000000000000"], "cluster.pools.decode: gpus per replica = 1,000,000,000,000 is above "
+                                                  "the limit of 4,096"),
+    (["cluster.pools.decode={role: decode, gpus: 2000000, replicas: 1000000}"], "replicas = 1,000,000 is above the "
+                                                                                "limit of 10,000"),
+    (["workload.num_requests=1000000000000"], "workload.num_requests: Input should be less than or equal to 10000000 "
+                                              "(a limit of frontier-dag"),
+    (["scheduler.max_num_seqs=1000000000"], "a replica runs up to scheduler.max_num_seqs x attention-DP ranks = "
+                                            "1,000,000,000 x 1 sequences, above the limit of 1,048,576"),
+    (["scheduler.block_size=1000000000"], "scheduler.block_size: Input should be less than or equal to 4096"),
+    (["workflow.name=af_pingpong", "cluster.pools={attention: {role: attention, gpus: 1}, ffn: {role: ffn, gpus: 1}}",
+      "workflow.params.micro_batches=1000000000"], "workflow.params.micro_batches: 1000000000 is above the maximum 64"),
+])
+def test_a_size_with_a_typos_magnitude_is_refused_at_once(tmp_path, overrides, message):
+    """Before anything is built: each within a second, not minutes and gigabytes later."""
+    import time
+
+    from frontier_dag.dsl import trace_config
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        trace_config(load_run_config(write(tmp_path, BASE), overrides))
+    assert time.perf_counter() - started < 1.0
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"model": {"name": "m", "num_layers": 1_000_000_000}}, "run.yaml: model.num_layers: Input should be less than or "
+                                                            "equal to 1024"),
+    ({"model": {"name": "m"}}, "run.yaml: model.hidden_size: required key is missing"),
+    ({"hardware": {"name": "h", "gpux": {}}}, "run.yaml: hardware.gpux: unknown key"),
+    ({"cluster": {"pools": {"prefill": {"role": "prefill", "gpus": 1, "hardware": "h999"}, "decode": {"role": "decode", "gpus": 1}}}},
+     "run.yaml: cluster.pools.prefill.hardware: unknown GPU system 'h999'"),
+    ({"model": "no-such-model"}, "run.yaml: model: unknown model 'no-such-model'"),
+])
+def test_errors_about_a_model_or_hardware_name_the_config_file(tmp_path, change, message):
+    assert message in config_error(tmp_path, {**BASE, **change})
