@@ -16,10 +16,15 @@ import yaml
 from pydantic import Field, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import DTYPE_BYTES
-from frontier_dag.config.loading import Strict, validate
+from frontier_dag.config.loading import Strict, positive_at_most, validate
 from frontier_dag.errors import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "models.yaml"
+
+#: Limits of a model's sizes (docs/configuration.md, Limits): a layer and an expert are
+#: traced and priced one by one, so a typo's magnitude is refused before tracing.
+LayerCount = positive_at_most(1024)
+ExpertCount = positive_at_most(4096)
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "fp4"]
 
@@ -35,7 +40,7 @@ class MLAConfig(Strict):
 
 
 class MoEConfig(Strict):
-    num_experts: PositiveInt = Field(le=4_096, description="routed experts (at most 4,096)")
+    num_experts: ExpertCount = Field(description="routed experts (at most 4,096)")
     top_k: PositiveInt
     expert_intermediate_size: PositiveInt
     num_shared_experts: int = Field(0, ge=0)
@@ -56,7 +61,7 @@ class MoEConfig(Strict):
 
 class ModelConfig(Strict):
     name: str
-    num_layers: PositiveInt = Field(le=1024, description="decoder layers (at most 1,024: a layer is traced as DAG nodes)")
+    num_layers: LayerCount = Field(description="decoder layers (at most 1,024: each is traced as DAG nodes)")
     hidden_size: PositiveInt
     num_heads: PositiveInt
     num_kv_heads: PositiveInt

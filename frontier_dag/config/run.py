@@ -26,7 +26,13 @@ import yaml
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
-from frontier_dag.config.loading import Strict, apply_overrides, read_yaml, validate
+from frontier_dag.config.loading import (
+    Strict,
+    apply_overrides,
+    positive_at_most,
+    read_yaml,
+    validate,
+)
 from frontier_dag.config.model import ModelConfig, load_model
 from frontier_dag.config.workload import WorkloadConfig
 from frontier_dag.errors import ConfigError
@@ -44,6 +50,7 @@ MAX_GPUS_PER_REPLICA = 4_096
 MAX_SEQS_PER_REPLICA = 1_048_576
 #: tokens of a KV block
 MAX_BLOCK_SIZE = 4_096
+BlockSize = positive_at_most(MAX_BLOCK_SIZE)
 
 
 def at_most(value: int, limit: int, what: str) -> None:
@@ -132,7 +139,7 @@ class SchedulerConfig(Strict):
         None, description="vLLM's --max-model-len: the longest request (prompt + output) served; a longer one is an "
                           "error; None: the model's max_context_tokens (above it, as VLLM_ALLOW_LONG_MAX_MODEL_LEN "
                           "allows)")
-    block_size: PositiveInt = Field(16, le=MAX_BLOCK_SIZE)
+    block_size: BlockSize = 16
     routing: Literal["round_robin", "least_work"] = "least_work"
     prefix_caching: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -211,14 +218,14 @@ def load_run_config(path: str | Path, overrides: tuple[str, ...] | list[str] = (
     """Read and validate a run config YAML, applying ``key.path=value`` overrides."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides)
-    config = validate(RunConfig, data, str(path))
+    config = validate(RunConfig, data, str(path), overrides)
     config._source = str(path)
     config._base_dir = path.parent
     return config
 
 
 def run_config_from_dict(data: dict[str, Any], overrides=(), source: str = "config") -> RunConfig:
-    config = validate(RunConfig, apply_overrides(data, overrides), source)
+    config = validate(RunConfig, apply_overrides(data, overrides), source, overrides)
     config._source = source
     return config
 

@@ -142,7 +142,7 @@ def test_model_must_fit_in_memory(tmp_path):
 ])
 def test_non_positive_sizes_and_rates_are_rejected(tmp_path, override, key):
     message = config_error(tmp_path, BASE, [override])
-    assert f"{tmp_path / 'run.yaml'}: {key}:" in message
+    assert f"--set {override} (on {tmp_path / 'run.yaml'}): {key}:" in message
 
 
 @pytest.mark.parametrize(("pools", "message"), [
@@ -208,11 +208,11 @@ def test_max_model_len_serves_beyond_the_models_context(tmp_path):
                                                   "the limit of 4,096"),
     (["cluster.pools.decode={role: decode, gpus: 2000000, replicas: 1000000}"], "replicas = 1,000,000 is above the "
                                                                                 "limit of 10,000"),
-    (["workload.num_requests=1000000000000"], "workload.num_requests: Input should be less than or equal to 10000000 "
-                                              "(a limit of frontier-dag"),
+    (["workload.num_requests=1000000000000"], "workload.num_requests: 1,000,000,000,000 is above the limit of "
+                                              "10,000,000 (a typo?"),
     (["scheduler.max_num_seqs=1000000000"], "a replica runs up to scheduler.max_num_seqs x attention-DP ranks = "
                                             "1,000,000,000 x 1 sequences, above the limit of 1,048,576"),
-    (["scheduler.block_size=1000000000"], "scheduler.block_size: Input should be less than or equal to 4096"),
+    (["scheduler.block_size=1000000000"], "scheduler.block_size: 1,000,000,000 is above the limit of 4,096"),
     (["workflow.name=af_pingpong", "cluster.pools={attention: {role: attention, gpus: 1}, ffn: {role: ffn, gpus: 1}}",
       "workflow.params.micro_batches=1000000000"], "workflow.params.micro_batches: 1000000000 is above the maximum 64"),
 ])
@@ -230,8 +230,8 @@ def test_a_size_with_a_typos_magnitude_is_refused_at_once(tmp_path, overrides, m
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"model": {"name": "m", "num_layers": 1_000_000_000}}, "run.yaml: model.num_layers: Input should be less than or "
-                                                            "equal to 1024"),
+    ({"model": {"name": "m", "num_layers": 1_000_000_000}}, "run.yaml: model.num_layers: 1,000,000,000 is above the "
+                                                            "limit of 1,024"),
     ({"model": {"name": "m"}}, "run.yaml: model.hidden_size: required key is missing"),
     ({"hardware": {"name": "h", "gpux": {}}}, "run.yaml: hardware.gpux: unknown key"),
     ({"cluster": {"pools": {"prefill": {"role": "prefill", "gpus": 1, "hardware": "h999"}, "decode": {"role": "decode", "gpus": 1}}}},
@@ -240,3 +240,39 @@ def test_a_size_with_a_typos_magnitude_is_refused_at_once(tmp_path, overrides, m
 ])
 def test_errors_about_a_model_or_hardware_name_the_config_file(tmp_path, change, message):
     assert message in config_error(tmp_path, {**BASE, **change})
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["cluster.pools.decode.gpus=-3"], "--set cluster.pools.decode.gpus=-3 (on {path}): cluster.pools.decode.gpus: "
+                                       "Input should be greater than 0"),
+    (["seed=2", "scheduler.max_num_seqs=0"], "--set scheduler.max_num_seqs=0 (on {path}): scheduler.max_num_seqs"),
+    (["cluster.pools.decode.gpux=2"], "--set cluster.pools.decode.gpux=2 (on {path}): cluster.pools.decode.gpux: "
+                                      "unknown key"),
+])
+def test_a_bad_override_is_blamed_on_the_set(tmp_path, overrides, message):
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path, overrides)
+    assert message.format(path=path) in str(err.value)
+
+
+def test_a_bad_key_in_the_file_is_still_blamed_on_the_file(tmp_path):
+    path = write(tmp_path, {**BASE, "seed": -1.5})
+    with pytest.raises(ConfigError, match=f"^{path}: seed: "):
+        load_run_config(path, ["scheduler.max_num_seqs=8"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["predictor.source=aiconfigurator", "predictor.backend=vlm"],
+     "error: predictor.backend: 'vlm' has no aiconfigurator tables; use one of vllm, trtllm, sglang"),
+    (["predictor.source=aiconfigurator", "predictor.system=h9"],
+     "error: predictor.system: aiconfigurator-core has no kernel tables for system 'h9'"),
+])
+def test_predictor_errors_name_the_config_key_not_a_cli_option(tmp_path, overrides, message):
+    from click.testing import CliRunner
+
+    from frontier_dag.cli.main import cli
+
+    args = ["critical-path", str(write(tmp_path, BASE))] + [a for o in overrides for a in ("--set", o)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and message in result.output and "--backend" not in result.output
