@@ -221,26 +221,63 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_workers_die_with_their_driver(sig):
+def _workers_of(driver: subprocess.Popen, timeout_s: float = 60) -> list[int]:
+    """The driver's pool workers (children running multiprocessing's spawn entry), once started."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        time.sleep(0.5)
+        workers = [c for c in _children(driver.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        if workers:
+            return workers
+    raise AssertionError("the driver started no worker")
+
+
+def _assert_gone(workers: list[int], timeout_s: float = 10) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), "a worker outlived its driver"
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+
+
+@needs_proc
+def test_workers_die_with_a_killed_driver():
+    """SIGKILL leaves the driver no chance to stop its workers: they stop themselves."""
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=Path(__file__).parents[2])
     workers: list[int] = []
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not workers:
-            time.sleep(0.5)
-            # the pool's worker: a child of the driver that is a python process running the spawn entry
-            workers = [c for c in _children(driver.pid)
-                       if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert workers, "the driver started no worker"
-        time.sleep(2.0)  # the worker is simulating
-        os.kill(driver.pid, sig)
+        workers = _workers_of(driver)
+        time.sleep(1.0)  # the worker is simulating
+        driver.kill()
         driver.wait(timeout=30)
-        deadline = time.time() + 10
-        while time.time() < deadline and any(_alive(w) for w in workers):
-            time.sleep(0.2)
-        assert not any(_alive(w) for w in workers), "a worker outlived its driver"
+        _assert_gone(workers)
+    finally:
+        for pid in [driver.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@needs_proc
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
+    """The command stops its points, keeps what finished, says how to resume, exits 130."""
+    slow = {**SMALL, "base": {**BASE, "workload": {**BASE["workload"], "num_requests": 2_000_000, "clients": 64}},
+            "axes": {"workload.clients": [64]}}
+    out = tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-m", "frontier_dag.cli.main", "sweep", str(write(tmp_path, slow)),
+                               "--out", str(out), "--workers", "1", "--no-progress"],
+                              cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    workers: list[int] = []
+    try:
+        workers = _workers_of(driver)
+        time.sleep(1.0)
+        driver.terminate()
+        output, _ = driver.communicate(timeout=60)
+        assert driver.returncode == 130, output.decode()
+        assert b"interrupted; continue with: frontier-dag sweep" in output and b"--resume" in output
+        _assert_gone(workers)
+        assert (out / "results.parquet").is_file() and (out / "sweep.yaml").is_file()
     finally:
         for pid in [driver.pid, *workers]:
             if _alive(pid):
