@@ -80,6 +80,8 @@ def write_run(result: RunResult, out: Path, overwrite: bool = False,
     """Write the run into ``out`` atomically and return its id. ``extras(directory)`` may
     add files (plots) to the new run before it replaces what ``out`` held."""
     out = Path(out)
+    if out.is_symlink():  # replace the run where it is, not the link
+        out = out.resolve()
     check_run_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))

@@ -78,6 +78,23 @@ def test_a_nan_in_a_cached_model_fails_the_run_naming_the_op(profiles, cache_dir
     assert not (tmp_path / "run").exists()
 
 
+def test_a_nan_in_a_cached_model_fails_a_sweep_point(profiles, cache_dir):
+    """Not a point recorded ok with a summary of nothing."""
+    from frontier_dag.sweep.worker import run_point
+
+    source = open_source("profile-dir", path=profiles)
+    fitted, _ = fitted_set(source)
+    fitted.models["gemm"].calibration[:] = np.nan
+    cache.store(cache_key_for(source, DEFAULT_SETTINGS), fitted)
+    config = {"model": TINY_DENSE, "hardware": "h200_sxm", "predictor": {"source": str(profiles)},
+              "cluster": {"pools": {"main": {"role": "colocated", "gpus": 1}}},
+              "workload": {"arrival": {"kind": "poisson", "rate_per_s": 10}, "num_requests": 20}}
+    result = run_point({"point_id": "p", "config": config, "source": "s.yaml: point p", "base_dir": None,
+                        "early_stop": None})
+    assert result["status"] == "failed" and result["summary"] is None
+    assert "CostModelError" in result["reason"] and "priced gemm at nan" in result["reason"]
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
 def test_an_unwritable_cache_fails_before_the_fit(profiles, tmp_path, monkeypatch):
     locked = tmp_path / "locked"
