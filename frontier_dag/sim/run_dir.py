@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -49,7 +48,6 @@ ITERATION_COLUMNS = ("pool", "replica", "start_s", "duration_us", "num_seqs", "p
 #: Where the run id is kept in a parquet file's schema metadata.
 PARQUET_KEY = b"frontier_dag.run_id"
 _CONFIG_HEADER = "# frontier-dag run "
-_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def run_id(config_yaml: str, summary: dict[str, Any]) -> str:
@@ -205,7 +203,7 @@ def _one_id(run_dir: Path, ids: dict[str, str | None]) -> str | None:
     counts: dict[str | None, int] = {}
     for value in ids.values():
         counts[value] = counts.get(value, 0) + 1
-    if len(counts) == 1 and all(_ID.match(v or "") for v in ids.values()):
+    if len(counts) == 1:
         return next(iter(counts))
     majority = max(counts, key=lambda v: (counts[v], v is not None))
     odd = [f"{name} ({'run ' + value if value else 'no run id'})" for name, value in ids.items() if value != majority]
