@@ -15,7 +15,7 @@ from frontier_dag.workflows.layers import (
     lm_head,
 )
 
-MICRO_BATCHES = Param(int, 2, "decode micro-batches in flight between the attention and FFN pools", minimum=1)
+MICRO_BATCHES = Param(int, 2, "decode micro-batches in flight between the attention and FFN pools", minimum=1, maximum=64)
 
 
 @workflow("pd_af_pingpong", "Prefill pool, KV transfer, and a decode that ping-pongs m micro-batches "

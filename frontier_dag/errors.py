@@ -35,9 +35,18 @@ class SimulationError(FrontierDagError):
     """The simulation cannot start or cannot continue."""
 
 
+class RunDataError(FrontierDagError):
+    """A run or sweep directory's files are missing, unreadable or from different runs."""
+
+
 class DeadlockError(SimulationError):
     """The simulated cluster can never make progress again."""
 
 
 class ProfilingError(FrontierDagError):
     """A kernel measurement cannot run."""
+
+
+class FrontierDagWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints
+    ``warning: ...``)."""

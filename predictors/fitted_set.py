@@ -72,6 +72,7 @@ def fitted_set(source: Source, settings: FitSettings = DEFAULT_SETTINGS, use_cac
         found = cache.load(key)
         if isinstance(found, FittedSet):
             return found, True
+        cache.check_writable()  # before a fit that could not be stored
     profiles = source.read()
     if not profiles.tables:
         raise PredictorError(f"{source.description}: no profile rows to fit")

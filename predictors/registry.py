@@ -12,13 +12,14 @@ built by the assembly (``frontier_dag.sim.assembly.assemble``), which calls
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.config.run import PredictorConfig
 from frontier_dag.cost.protocol import CostModel, RooflineCostModel
-from frontier_dag.errors import ConfigError
+from frontier_dag.errors import ConfigError, FrontierDagWarning
 
 from .fitted_set import fitted_set
 from .model import FittedCostModel
@@ -51,6 +52,13 @@ def fitted_cost_model(cfg: PredictorConfig, hw: HardwareConfig) -> FittedCostMod
     profiles were measured on; ``cfg.jitter`` samples kernel times from their spread.
     """
     fitted, _ = fitted_set(source_for_config(cfg, hw))
+    if cfg.jitter:
+        flat = sorted(f for f, m in fitted.models.items() if not m.has_spread)
+        if flat:
+            warnings.warn(f"predictor.jitter: true has no effect on {', '.join(flat)}: {fitted.description} has no "
+                          "measured spread for them (aiconfigurator's kernel tables hold one median per shape), so "
+                          "they are priced at the median; profiles with repeated measurements (frontier-dag "
+                          "profile) have a spread to sample", FrontierDagWarning, stacklevel=2)
     return FittedCostModel(fitted, jitter=cfg.jitter)
 
 

@@ -20,7 +20,7 @@ from frontier_dag.config.hardware import load_hardware
 from frontier_dag.data import expand_data_path
 from frontier_dag.errors import ConfigError, FrontierDagError, PredictorError
 
-from .aiconfigurator import plan_tables, read_aiconfigurator
+from .aiconfigurator import BACKENDS, plan_tables, read_aiconfigurator
 from .frontier_csv import FRONTIER_FILES, read_frontier_csv
 from .schema import META_FILE, ProfileSet, hash_files, profile_hardware, read_profile_dir
 from .vidur_csv import VIDUR_FILES, find_files, infer_hardware, read_vidur_csv
@@ -93,7 +93,15 @@ def source_for_config(cfg, hw) -> Source:
         if not system:
             raise ConfigError(f"predictor.source: hardware {hw.name} has no aiconfigurator tables; set "
                               "predictor.system to a measured system (for example h100_sxm) or use roofline")
-        return open_source("aiconfigurator", system=system, backend=cfg.backend)
+        if cfg.backend not in BACKENDS:
+            raise ConfigError(f"predictor.backend: {cfg.backend!r} has no aiconfigurator tables; use one of "
+                              f"{', '.join(BACKENDS)}")
+        try:
+            return open_source("aiconfigurator", system=system, backend=cfg.backend)
+        except PredictorError as exc:  # in the words of the config, not of the command line's options
+            key = "predictor.system" if cfg.system else f"hardware ({hw.name}, whose tables are {system!r})"
+            raise ConfigError(f"{key}: {exc}; set predictor.system to one of them, or predictor.source: "
+                              "roofline") from None
     if cfg.source in ("frontier-csv", "vidur-csv"):
         path = getattr(cfg, "path", None)
         if not path:

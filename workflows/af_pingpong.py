@@ -18,7 +18,7 @@ from frontier_dag.dsl import Builder, Param, workflow
 from frontier_dag.workflows.layers import ACTIVATION_BYTES, MoEBlock, attention, embed, ffn, lm_head
 from frontier_dag.workflows.pd import prefill_and_transfer
 
-MICRO_BATCHES = Param(int, 2, "ping-pong micro-batches m (1 = no overlap)", minimum=1)
+MICRO_BATCHES = Param(int, 2, "ping-pong micro-batches m (1 = no overlap)", minimum=1, maximum=64)
 
 
 def af_stages(g: Builder, micro_batches: int, moe_block: MoEBlock | None = None) -> None:

@@ -8,7 +8,6 @@ are the rows of chain ``c`` in the sorted iteration table.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from frontier_dag.config.run import Origin, RunConfig, load_run_config
+from frontier_dag.config.run import Origin, RunConfig
 from frontier_dag.cost.queries import CATEGORIES
 from frontier_dag.errors import FrontierDagError
 
@@ -98,18 +97,12 @@ def categories_with_rest(run: RunData) -> np.ndarray:
 
 def load_run(run_dir: str | Path) -> RunData:
     """Read a run directory written by ``frontier-dag simulate``."""
+    from frontier_dag.sim.run_dir import read_run
 
     run_dir = Path(run_dir)
-    needed = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml")
-    missing = [n for n in needed if not (run_dir / n).exists()]
-    if missing:
-        raise FrontierDagError(f"{run_dir}: not a run directory (missing {', '.join(missing)}); "
-                               "write one with `frontier-dag simulate CONFIG --out RUN_DIR`")
-    config = load_run_config(run_dir / "config.yaml")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    requests = pd.read_parquet(run_dir / "requests.parquet")
-    iterations = pd.read_parquet(run_dir / "iterations.parquet")
-    return run_data(config, Origin.of_file(run_dir / "config.yaml"), summary, requests, iterations, run_dir)
+    files = read_run(run_dir)
+    return run_data(files.config, Origin.of_file(run_dir / "config.yaml"), files.summary, files.requests,
+                    files.iterations, run_dir)
 
 
 def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], requests: pd.DataFrame,
@@ -117,6 +110,7 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
     """A run's tables organised for analysis (``load_run`` reads them from a directory; a run
     still in memory passes them directly)."""
     from frontier_dag.dsl import trace_config
+    from frontier_dag.sim.run_dir import unreadable
 
     deployment, graph = trace_config(config, origin)
     name_of_role = {p.role: name for name, p in deployment.pools.items()}
@@ -141,6 +135,10 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
         # per-layer KV streaming: no transfer stage, the KV is there when the prefill ends
         link = f"{entry}->{decode}"
     pool_names = list(pools)
+    strangers = sorted(set(iterations["pool"].astype(str)) - set(pool_names))
+    if strangers:
+        raise unreadable(run_dir, "iterations.parquet", f"iterations of pools {', '.join(strangers[:3])} that "
+                         f"config.yaml does not have ({', '.join(pool_names)})")
     if len(iterations):
         iterations["pool"] = pd.Categorical(iterations["pool"].astype(str), categories=pool_names)
         iterations = iterations.sort_values(["pool", "replica", "start_s"], kind="stable").reset_index(drop=True)

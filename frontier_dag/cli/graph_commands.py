@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from frontier_dag.cli.options import json_option, set_option
+from frontier_dag.cli.options import check_out_file, json_option, overwrite_option, set_option
 from frontier_dag.errors import ConfigError, FrontierDagError
 
 
@@ -34,6 +34,12 @@ def _require(module: str, usage: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise FrontierDagError(f"{usage}: the run-level view ({module}) is not available in this version; "
                                "pass a config YAML for one iteration instead")
+
+
+def _finite(value: float, option: str) -> float:
+    if value != value:  # NaN passes click's range check (every comparison with it is false)
+        raise click.BadParameter("nan is not a number; give a factor such as 2", param_hint=option)
+    return value
 
 
 def load_iteration(target: str, config_path: str | None, overrides: tuple[str, ...], batch_size: int | None,
@@ -70,9 +76,10 @@ def with_batch_options(fn):
 @click.option("--bottlenecks", is_flag=True,
               help="TARGET is a run directory: draw its bottleneck view (stages with their shares of the critical "
                    "path, and the slowest iteration's DAG).")
+@overwrite_option
 @with_batch_options
 @set_option
-def render(target, out, layers, ranks, bottlenecks, config_path, batch_size, context, overrides) -> None:
+def render(target, out, layers, ranks, bottlenecks, overwrite, config_path, batch_size, context, overrides) -> None:
     """Draw one iteration of TARGET (a config YAML, or a workflow name with --config) with its
     critical path highlighted. A run directory as TARGET (with or without --bottlenecks) draws
     the run's bottleneck view."""
@@ -81,6 +88,8 @@ def render(target, out, layers, ranks, bottlenecks, config_path, batch_size, con
     if bottlenecks and not Path(target).is_dir():
         raise FrontierDagError(f"render {target} --bottlenecks: TARGET must be a run directory written by "
                                "`frontier-dag simulate CONFIG --out RUN_DIR`")
+    beside = () if Path(out).suffix.lower() == ".dot" else (Path(out).with_suffix(".dot"),)
+    check_out_file(out, overwrite, also=beside, inputs=tuple(Path(p) for p in (target, config_path) if p))
     if Path(target).is_dir():
         _require("frontier_dag.render.bottlenecks", "render RUN_DIR --bottlenecks")
         from frontier_dag.render.bottlenecks import render_bottlenecks
@@ -97,7 +106,8 @@ def render(target, out, layers, ranks, bottlenecks, config_path, batch_size, con
 @click.command("critical-path")
 @click.argument("target")
 @click.option("--request", "request_id", type=int, default=None, help="With a run directory: one request's critical path.")
-@click.option("--what-if", "what_if", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option("--what-if", "what_if", type=click.FloatRange(min=0, min_open=True, max=1e6), default=2.0, show_default=True,
+              callback=lambda ctx, param, value: _finite(value, "--what-if"),
               metavar="X", help="With a run directory: predict the gains of making each category X times faster.")
 @json_option
 @with_batch_options

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
-from frontier_dag.errors import FrontierDagError
+from frontier_dag.errors import FrontierDagError, FrontierDagWarning
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
@@ -48,11 +49,20 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx: click.Context):
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except FrontierDagError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Our warnings as ``warning: ...`` lines; anything else as Python prints it."""
+    if issubclass(category, FrontierDagWarning):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -62,6 +62,7 @@ def fit(source, system, backend, path, pattern, refit, as_json) -> None:
     src = _open(source, system, backend, path, pattern)
     started = time.perf_counter()
     if refit:
+        cache.check_writable()
         fitted, cached = fitted_set(src, use_cache=False)
         cache.store(cache_key_for(src, DEFAULT_SETTINGS), fitted)
     else:

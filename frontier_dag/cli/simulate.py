@@ -48,7 +48,7 @@ def format_summary(s: dict) -> str:
 @click.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory (the whole run: plots of the old one do not survive).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--plots", is_flag=True, help="Also draw latency CDFs, throughput, queues and KV usage into RUN_DIR/plots.")
 @json_option
@@ -57,13 +57,20 @@ def simulate(config, out, overwrite, progress, plots, as_json, overrides) -> Non
     """Simulate the workload of CONFIG and write RUN_DIR/summary.json, requests.parquet,
     iterations.parquet and the resolved config.yaml."""
     from frontier_dag.api import simulate as run_simulation
+    from frontier_dag.sim.run_dir import check_run_dir, write_run
 
-    result = run_simulation(config, overrides, out=out, overwrite=overwrite, progress=progress and not as_json).result
-    if plots:
+    check_run_dir(Path(out), overwrite)
+    result = run_simulation(config, overrides, progress=progress and not as_json).result
+    drawn: list[Path] = []
+
+    def draw_plots(directory: Path) -> None:  # into the new run, before it replaces the old one
         from frontier_dag.render.plots import draw_run_plots
 
-        for path in draw_run_plots(Path(out)):
-            click.echo(f"wrote {path}", err=True)
+        drawn.extend(Path(out) / path.relative_to(directory) for path in draw_run_plots(directory))
+
+    write_run(result, Path(out), overwrite=overwrite, extras=draw_plots if plots else None)
+    for path in drawn:
+        click.echo(f"wrote {path}", err=True)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=float))
     else:

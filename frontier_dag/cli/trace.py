@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from frontier_dag.cli.options import check_out_file, overwrite_option
 from frontier_dag.errors import FrontierDagError
 
 
@@ -31,14 +32,17 @@ def _window(value: str | None) -> tuple[float, float] | None:
               help="KV-transfer flows drawn (every k-th request beyond).")
 @click.option("--detail/--no-detail", default=True, show_default=True,
               help="Add the slowest iteration of each pool rebuilt as its DAG (a track per stream and EP rank).")
-def trace(run_dir, out, window, max_slices, max_flows, detail) -> None:
+@overwrite_option
+def trace(run_dir, out, window, max_slices, max_flows, detail, overwrite) -> None:
     """Write a Chrome trace-event JSON of RUN_DIR for Perfetto (ui.perfetto.dev) or chrome://tracing:
     a track per replica with its iterations, KV transfers as flows, queue and KV-usage counters."""
     from frontier_dag.analysis.run_data import load_run
     from frontier_dag.render.trace import build_trace, write_trace
 
+    check_out_file(out, overwrite)
+    span = _window(window)
     run = load_run(run_dir)
-    document = build_trace(run, detail=detail, window_s=_window(window), max_slices=max_slices, max_flows=max_flows)
+    document = build_trace(run, detail=detail, window_s=span, max_slices=max_slices, max_flows=max_flows)
     write_trace(document, Path(out))
     for note in document["metadata"]["notes"]:
         click.secho(f"note: {note}", fg="yellow", err=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from frontier_dag.cli.options import json_option
+from frontier_dag.cli.options import check_out_file, json_option, overwrite_option
 
 
 @click.group()
@@ -35,10 +35,11 @@ def validate() -> None:
               help="Clients' first requests all at once (burst, as the benchmarks start), or spread over one "
                    "simulated request duration with the first round left out (a diagnostic; docs/validation.md).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
+@overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
 def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
-            out, progress, as_json) -> None:
+            out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, and the rows that could not be simulated."""
@@ -49,6 +50,8 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     from frontier_dag.validation.runner import run_rows
     from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
 
+    if out:
+        check_out_file(out, overwrite, inputs=(Path(csv_path),) if csv_path else ())
     rows = read_rows(csv_path, system=system, backend=backend, model=model, mode=mode, limit=limit, is_moe=is_moe)
     if per_partition:
         rows = cheapest_per_partition(rows, per_partition)

@@ -7,11 +7,12 @@ validation, so an override is checked exactly like a key written in the file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from frontier_dag.errors import ConfigError
 
@@ -22,6 +23,18 @@ class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _at_most(limit: int, value: int) -> int:
+    if value > limit:
+        raise ValueError(f"{value:,} is above the limit of {limit:,} (a typo? the limits are in docs/configuration.md)")
+    return value
+
+
+def positive_at_most(limit: int) -> Any:
+    """A positive integer type that refuses values above ``limit``, far above any real
+    deployment: a size with a typo's magnitude is an error before anything is built."""
+    return Annotated[int, Field(gt=0), AfterValidator(partial(_at_most, limit))]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -91,23 +104,38 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple[str, A
     return data
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """Turn a pydantic error into lines of ``source: key.path: message``."""
+def format_validation_error(exc: ValidationError, source: str, overrides: Iterable[str] = ()) -> str:
+    """Turn a pydantic error into lines of ``source: key.path: message``; an error at a key
+    that a ``--set`` override wrote (or under it, or above it) names the ``--set`` instead."""
+    written = [(parse_override(item)[0], item) if isinstance(item, str) else
+               (str(item[0]).split("."), f"{item[0]}={item[1]!r}") for item in overrides]
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = _blame([str(p) for p in err["loc"]], written, source)
         msg = err["msg"].removeprefix("Value error, ")  # our validators' own words suffice
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; see docs/configuration.md for the keys)"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(f"{where}: {loc}: {msg}")
     return "\n".join(lines)
 
 
-def validate(cls: type[M], data: Mapping[str, Any], source: str) -> M:
-    """Validate ``data`` as ``cls`` or raise ConfigError naming ``source`` and each bad key."""
+def _blame(loc: list[str], written: list[tuple[list[str], str]], source: str) -> str:
+    """``--set TEXT (on SOURCE)`` for the last override whose key path and ``loc`` share
+    their first keys up to the shorter one; else ``source``."""
+    for path, text in reversed(written):
+        n = min(len(path), len(loc))
+        if n and path[:n] == loc[:n]:
+            return f"--set {text} (on {source})"
+    return source
+
+
+def validate(cls: type[M], data: Mapping[str, Any], source: str, overrides: Iterable[str] = ()) -> M:
+    """Validate ``data`` as ``cls`` or raise ConfigError naming ``source`` (or the
+    ``--set`` override that wrote the key) and each bad key."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, overrides)) from None

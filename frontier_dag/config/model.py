@@ -16,10 +16,15 @@ import yaml
 from pydantic import Field, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import DTYPE_BYTES
-from frontier_dag.config.loading import Strict, validate
+from frontier_dag.config.loading import Strict, positive_at_most, validate
 from frontier_dag.errors import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "models.yaml"
+
+#: Limits of a model's sizes (docs/configuration.md, Limits): a layer and an expert are
+#: traced and priced one by one, so a typo's magnitude is refused before tracing.
+LayerCount = positive_at_most(1024)
+ExpertCount = positive_at_most(4096)
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "fp4"]
 
@@ -35,7 +40,7 @@ class MLAConfig(Strict):
 
 
 class MoEConfig(Strict):
-    num_experts: PositiveInt
+    num_experts: ExpertCount = Field(description="routed experts (at most 4,096)")
     top_k: PositiveInt
     expert_intermediate_size: PositiveInt
     num_shared_experts: int = Field(0, ge=0)
@@ -56,7 +61,7 @@ class MoEConfig(Strict):
 
 class ModelConfig(Strict):
     name: str
-    num_layers: PositiveInt
+    num_layers: LayerCount = Field(description="decoder layers (at most 1,024: each is traced as DAG nodes)")
     hidden_size: PositiveInt
     num_heads: PositiveInt
     num_kv_heads: PositiveInt
@@ -75,6 +80,9 @@ class ModelConfig(Strict):
     full_attention_interval: PositiveInt | None = Field(
         None, description="with sliding_window: every n-th layer (layer % n == n - 1) attends to all keys; "
                           "None: every layer is windowed")
+    max_context_tokens: PositiveInt | None = Field(
+        None, description="the longest sequence (prompt + output) the model serves, its config.json's "
+                          "max_position_embeddings; a workload that exceeds it is an error; None: not checked")
 
     @model_validator(mode="after")
     def _heads_group(self) -> ModelConfig:
@@ -219,6 +227,8 @@ def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelCo
         "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
         "dtype": _hf_dtype(cfg),
     }
+    if cfg.get("max_position_embeddings"):
+        data["max_context_tokens"] = int(cfg["max_position_embeddings"])
     window = _sliding_window(cfg, layers)
     if window is not None:
         data["sliding_window"], data["full_attention_interval"] = window

@@ -18,6 +18,7 @@ checks that the deployment can exist (TP divides heads, weights fit in memory).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,12 +27,38 @@ import yaml
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
-from frontier_dag.config.loading import Strict, apply_overrides, read_yaml, validate
+from frontier_dag.config.loading import (
+    Strict,
+    apply_overrides,
+    positive_at_most,
+    read_yaml,
+    validate,
+)
 from frontier_dag.config.model import ModelConfig, load_model
 from frontier_dag.config.workload import WorkloadConfig
-from frontier_dag.errors import ConfigError
+from frontier_dag.errors import ConfigError, FrontierDagWarning
 
 Role = Literal["colocated", "prefill", "decode", "attention", "ffn"]
+
+# Limits that a size must stay within (docs/configuration.md, Limits): far above any real
+# deployment, and checked before anything is allocated, so that a typo's magnitude
+# (gpus: 1000000000000) is an error at once instead of memory and minutes spent building it.
+#: replicas of one pool (each is built as an object of its own)
+MAX_REPLICAS = 10_000
+#: GPUs of one replica (an EP-MoE iteration has a node per rank and layer)
+MAX_GPUS_PER_REPLICA = 4_096
+#: sequences one replica may run at once: max_num_seqs x attention-DP ranks (each has a slot)
+MAX_SEQS_PER_REPLICA = 1_048_576
+#: tokens of a KV block
+MAX_BLOCK_SIZE = 4_096
+BlockSize = positive_at_most(MAX_BLOCK_SIZE)
+
+
+def at_most(value: int, limit: int, what: str) -> None:
+    """Refuse ``value`` above ``limit`` as a probable typo, saying so."""
+    if value > limit:
+        raise ValueError(f"{what} = {value:,} is above the limit of {limit:,} (a typo? the limits are in "
+                         "docs/configuration.md)")
 
 
 class PredictorConfig(Strict):
@@ -60,6 +87,8 @@ class PoolConfig(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> PoolConfig:
+        at_most(self.replicas, MAX_REPLICAS, "replicas")
+        at_most(-(-self.gpus // self.replicas), MAX_GPUS_PER_REPLICA, "gpus per replica")
         if self.gpus % self.replicas:
             raise ValueError(f"gpus={self.gpus} is not divisible by replicas={self.replicas}")
         per_replica = self.gpus // self.replicas
@@ -118,7 +147,11 @@ class SchedulerConfig(Strict):
                           "and within this many prompt tokens (the first is chunked by max_num_batched_tokens); "
                           "none: only max_num_batched_tokens")
     chunked_prefill: bool = True
-    block_size: PositiveInt = 16
+    max_model_len: PositiveInt | None = Field(
+        None, description="vLLM's --max-model-len: the longest request (prompt + output) served; a longer one is an "
+                          "error; None: the model's max_context_tokens (above it, as VLLM_ALLOW_LONG_MAX_MODEL_LEN "
+                          "allows)")
+    block_size: BlockSize = 16
     routing: Literal["round_robin", "least_work"] = "least_work"
     prefix_caching: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -199,6 +232,7 @@ class Deployment:
     hardware: HardwareConfig
     pool_hardware: dict[str, HardwareConfig]
     origin: Origin = Origin()
+    warnings: tuple[str, ...] = ()  # what resolving noticed and the run summary repeats
 
     @property
     def pools(self) -> dict[str, PoolConfig]:
@@ -214,12 +248,12 @@ def load_run_config(path: str | Path, overrides: tuple[str, ...] | list[str] = (
     relative paths are relative to the file: resolve it with ``Origin.of_file(path)``."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides)
-    return validate(RunConfig, data, str(path))
+    return validate(RunConfig, data, str(path), overrides)
 
 
 def run_config_from_dict(data: dict[str, Any], overrides=(), source: str = "config") -> RunConfig:
     """Validate a run config mapping; ``source`` names it in error messages."""
-    return validate(RunConfig, apply_overrides(data, overrides), source)
+    return validate(RunConfig, apply_overrides(data, overrides), source, overrides)
 
 
 def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
@@ -239,8 +273,8 @@ def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
 def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
     """Resolve names and check that the deployment can exist, before any simulation starts."""
     src = origin.name
-    model = load_model(config.model, base_dir=origin.base_dir) if isinstance(config.model, str) else load_model(config.model)
-    hardware = load_hardware(config.hardware)
+    model = config_model(config, origin)
+    hardware = config_hardware(origin, config.hardware, "hardware")
     pool_hw = {}
     roles = {p.role for p in config.cluster.pools.values()}
     if "colocated" in roles and roles & {"prefill", "decode"}:
@@ -253,7 +287,7 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
         raise ConfigError(f"{src}: cluster.pools: a decode pool needs a prefill pool")
     for name, pool in config.cluster.pools.items():
         key = f"{src}: cluster.pools.{name}"
-        hw = load_hardware(pool.hardware) if pool.hardware else hardware
+        hw = config_hardware(origin, pool.hardware, f"cluster.pools.{name}.hardware") if pool.hardware else hardware
         pool_hw[name] = hw
         if pool.role != "ffn":
             if model.num_heads % pool.tp:
@@ -262,6 +296,10 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
                 raise ConfigError(f"{key}.tp: tp={pool.tp} must be a multiple of the {model.num_kv_heads} KV heads of {model.name} when larger than them")
         if model.moe is not None and pool.role != "attention" and model.moe.num_experts % min(pool.ep, model.moe.num_experts):
             raise ConfigError(f"{key}.ep: ep={pool.ep} does not divide the {model.moe.num_experts} experts of {model.name}")
+        if config.scheduler.max_num_seqs * pool.attention_dp > MAX_SEQS_PER_REPLICA:
+            raise ConfigError(f"{key}: a replica runs up to scheduler.max_num_seqs x attention-DP ranks = "
+                              f"{config.scheduler.max_num_seqs:,} x {pool.attention_dp:,} sequences, above the limit "
+                              f"of {MAX_SEQS_PER_REPLICA:,} (a typo? the limits are in docs/configuration.md)")
         if model.moe is None and pool.ep > 1:
             raise ConfigError(f"{key}.ep: {model.name} is dense; expert parallelism needs a MoE model (set ep: 1)")
         need = weights_per_gpu_bytes(model, pool)
@@ -270,7 +308,85 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
             raise ConfigError(
                 f"{key}: {model.name} needs {need / 2**30:.1f} GiB of weights per GPU with tp={pool.tp}, "
                 f"ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise tp/ep or use more GPUs per replica")
-    return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin)
+    notes = check_request_lengths(config, model, *declared_lengths(config.workload), origin=origin)
+    return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin,
+                      warnings=tuple(notes))
+
+
+def declared_lengths(workload: WorkloadConfig) -> tuple[int | None, int | None]:
+    """The longest prompt and the longest prompt + output that the workload's config allows
+    (None where a distribution is unbounded: lognormal or trace lengths without ``high``)."""
+    def longest(length) -> int | None:
+        return length.value if length.kind == "fixed" else length.high
+
+    prompt, output = longest(workload.prompt_tokens), longest(workload.output_tokens)
+    return prompt, prompt + output if prompt is not None and output is not None else None
+
+
+def check_request_lengths(config: RunConfig, model: ModelConfig, prompt: int | None, total: int | None,
+                          drawn: str = "", origin: Origin = Origin()) -> list[str]:
+    """Check a workload against what a serving engine accepts. A prompt that does not fit one
+    step's token budget without chunked prefill is a configuration vLLM refuses: an error. A
+    request longer than the model's context (which an engine would reject) is simulated as
+    written, a hypothetically longer context, and said: the warning is returned (and
+    emitted) so that the run's summary carries it. ``prompt`` is the longest prompt and
+    ``total`` the longest prompt + output (None: unknown); ``drawn`` says where they come
+    from when not from the config."""
+    src, sched = origin.name, config.scheduler
+    notes = []
+    context = sched.max_model_len or model.max_context_tokens
+    limit = (f"scheduler.max_model_len={context:,}" if sched.max_model_len else
+             f"{model.name}'s context of {context:,} tokens (its max_context_tokens)") if context else ""
+    longest = f"the longest {drawn}" if drawn else "the longest"
+    for what, tokens in (("prompt", prompt), ("request (prompt + output)", total)):
+        if context is not None and tokens is not None and tokens > context:
+            notes.append(f"{src}: workload: {longest} {what} has {tokens:,} tokens, beyond {limit}; a serving "
+                         "engine rejects such requests, and this run simulates them as if the context were longer. "
+                         "Set workload.prompt_tokens.high and workload.output_tokens.high (or shorter lengths) so "
+                         "that every request fits, or raise scheduler.max_model_len to say the longer context is "
+                         "meant (as vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN allows)")
+            break
+    if not sched.chunked_prefill and prompt is not None and prompt > sched.max_num_batched_tokens:
+        raise ConfigError(f"{src}: scheduler: chunked_prefill is false, so a prompt is prefilled in one step, but "
+                          f"max_num_batched_tokens={sched.max_num_batched_tokens:,} is below {longest} prompt "
+                          f"({prompt:,} tokens), and vLLM refuses such a configuration: raise "
+                          f"scheduler.max_num_batched_tokens to at least {prompt:,}, set scheduler.chunked_prefill: "
+                          "true, or cap workload.prompt_tokens.high")
+    for note in notes:
+        warnings.warn(FrontierDagWarning(note), stacklevel=2)
+    return notes
+
+
+def config_model(config: RunConfig, origin: Origin = Origin()) -> ModelConfig:
+    """The config's model; an error in it names the config file and the ``model`` key."""
+    try:
+        return load_model(config.model, base_dir=origin.base_dir) if isinstance(config.model, str) \
+            else load_model(config.model)
+    except ConfigError as exc:
+        raise _in_config(origin, "model", exc) from None
+
+
+def config_hardware(origin: Origin, spec: str | dict, key: str) -> HardwareConfig:
+    """A GPU system of the config (``key``: where it is written); errors name the file and key."""
+    try:
+        return load_hardware(spec)
+    except ConfigError as exc:
+        raise _in_config(origin, key, exc) from None
+
+
+def _in_config(origin: Origin, key: str, exc: ConfigError) -> ConfigError:
+    """``exc`` (about a model or hardware, "model: num_layers: ...") as an error of the
+    config file at ``key`` ("run.yaml: model.num_layers: ...")."""
+    lines = []
+    for line in str(exc).splitlines():
+        head, sep, rest = line.partition(": ")
+        if sep and head in ("model", "hardware"):
+            inner, sep2, tail = rest.partition(": ")
+            line = f"{key}.{inner}: {tail}" if sep2 and " " not in inner else f"{key}: {rest}"
+        else:
+            line = f"{key}: {line}"
+        lines.append(f"{origin.name}: {line}")
+    return ConfigError("\n".join(lines))
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from frontier_dag.config.loading import Strict
+from frontier_dag.config.loading import Strict, positive_at_most
+
+#: Requests (and closed-loop clients) of one workload: each has a row of per-request arrays
+#: (docs/configuration.md, Limits); a typo's magnitude is an error before any is allocated.
+MAX_REQUESTS = 10_000_000
+RequestCount = positive_at_most(MAX_REQUESTS)
 
 
 class ArrivalConfig(Strict):
@@ -68,14 +73,14 @@ class WorkloadConfig(Strict):
     Given a ``trace``, lengths not written in the config come from the trace."""
 
     arrival: ArrivalConfig | None = None
-    clients: PositiveInt | None = Field(None, description="closed loop: concurrent clients")
+    clients: RequestCount | None = Field(None, description="closed loop: concurrent clients")
     think_time_s: float = Field(0.0, ge=0, description="closed loop: pause before the next request")
     ramp_s: float = Field(0.0, ge=0, description="closed loop: each client sends its first request at a random "
                           "time within this many seconds (0: all at once)")
     prompt_tokens: LengthConfig = LengthConfig(kind="fixed", value=1024)
     output_tokens: LengthConfig = LengthConfig(kind="fixed", value=128)
     trace: TraceConfig | None = None
-    num_requests: PositiveInt = 1000
+    num_requests: RequestCount = 1000
     warmup_requests: int = Field(0, ge=0, description="left out of the summary statistics")
 
     @model_validator(mode="after")

@@ -24,7 +24,8 @@ from typing import NamedTuple
 import numpy as np
 
 from frontier_dag.cost.protocol import CostModel, model_for_gpu
-from frontier_dag.cost.queries import QUERY_COLUMNS
+from frontier_dag.cost.queries import CATEGORICAL_COLUMNS, QUERY_COLUMNS, RAGGED_COLUMNS
+from frontier_dag.errors import CostModelError
 from frontier_dag.ir.compile import CompiledStage
 from frontier_dag.ir.graph import EventGraph
 from frontier_dag.ir.symbols import Sym
@@ -225,6 +226,7 @@ class StageCoster:
     """Prices the templates of one compiled stage; ``costs(batch)`` returns ``(T,)`` in µs."""
 
     def __init__(self, graph: EventGraph, stage: CompiledStage, cost_model: CostModel, critical_ranks: int | None = None):
+        self.graph = graph
         self.stage = stage
         self.critical_ranks = critical_ranks
         self.cost_model = cost_model
@@ -354,7 +356,10 @@ class StageCoster:
                 for c in query:
                     value = fields.get(c)
                     query[c].append(value.evaluate(point) if isinstance(value, Sym) else value)
+            self._check_sizes(family, query, lambda row, items=items: self._scalar_template(items[row][0], items[row][3]))
             pred = model_for_gpu(self.cost_model, gpu).predict(family, query)
+            self._check_prices(family, pred.latency_us, pred.source,
+                               lambda row, items=items: self._scalar_template(items[row][0], items[row][3]))
             latency, out_of_range = pred.latency_us.tolist(), pred.out_of_range.tolist()
             for row, (reads, j, _, k, _) in enumerate(items):
                 prices[reads][j, k] = latency[row]
@@ -543,10 +548,12 @@ class StageCoster:
         if pricer is not None:
             latency, flagged = pricer(np.asarray(q, dtype=np.float64), np.asarray(ctx, dtype=np.float64),
                                       np.full(rows, len(q) // rows, dtype=np.int64))
+            self._check_prices(family, np.asarray(latency), "rf", lambda row: index)
             return latency.tolist(), flagged.tolist(), "rf"
         query = {c: np.split(q, rows) if c == "q_lens" else np.split(ctx, rows) if c == "ctx_lens" else [fields[c]] * rows
                  for c in QUERY_COLUMNS[family]}
         pred = self._model_of[index].predict(family, query)
+        self._check_prices(family, pred.latency_us, pred.source, lambda row: index)
         return pred.latency_us.tolist(), pred.out_of_range.tolist(), pred.source
 
     def _price_experts(self, env: dict[str, int], batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
@@ -567,7 +574,9 @@ class StageCoster:
             unique, inverse = _distinct_rows(-np.sort(-rows[priced], axis=1))
             query = {c: [v.evaluate(env) if isinstance(v, Sym) else v] * len(unique) for c, v in columns.items()}
             query["expert_tokens"] = list(unique)
+            self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
             pred = model_for_gpu(self.cost_model, gpu).predict(family, query)
+            self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
             price = pred.latency_us[inverse]
             busy = rows.any(axis=1)
             if len(priced) < len(rows):
@@ -578,6 +587,53 @@ class StageCoster:
             self.usage.priced += len(idx)
             self.usage.out_of_range += int(np.count_nonzero(pred.out_of_range[inverse]))
             self.usage.sources[pred.source] += len(idx)
+
+    # -- guards ---------------------------------------------------------------------------------
+    def _check_sizes(self, family: str, query: dict[str, list], template_of_row) -> None:
+        """Refuse a negative or non-finite size (an op shaped by a Sym that went below zero, or
+        a negative constant in a workflow): it would be priced as nothing."""
+        for column, values in query.items():
+            if column in RAGGED_COLUMNS or column in CATEGORICAL_COLUMNS:
+                continue
+            sizes = np.asarray(values)
+            if sizes.dtype.kind not in "iuf":
+                continue
+            bad = (sizes < 0) | ~np.isfinite(sizes)
+            if bad.any():
+                row = int(np.argmax(bad))
+                index = template_of_row(row)
+                field = dict(self._template(index).fields).get(column)
+                how = f" ({field.source()})" if isinstance(field, Sym) else ""
+                raise CostModelError(f"{self.op_name(index)}: {family} size {column} = {values[row]}{how}; an op's "
+                                     "sizes must be >= 0: fix the workflow that shapes it")
+
+    def _check_prices(self, family: str, latency: np.ndarray, source: str, template_of_row) -> None:
+        """Refuse a NaN, infinite or negative price: from a damaged or wrong predictor it
+        would make iterations take no time, or forever, without a word."""
+        bad = ~(np.isfinite(latency) & (latency >= 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise CostModelError(f"{self.op_name(template_of_row(row))}: the {source} cost model priced {family} "
+                                 f"at {latency[row]} µs; a price must be a finite time >= 0. A damaged predictor "
+                                 "cache? Refit with `frontier-dag predictors fit --refit` (same --source and --system)")
+
+    def _template(self, index: int):
+        return self.graph.templates[int(self.stage.templates[index])]
+
+    def _scalar_template(self, reads: tuple[str, ...], shape: int) -> int:
+        """A template of scalar group ``reads`` with distinct shape ``shape``."""
+        which = self._shapes[reads][1]
+        return self._scalar[reads][int(np.argmax(which == shape))][0]
+
+    def op_name(self, index: int) -> str:
+        """The first node priced by template ``index``: ``L3.mb0.qkv_proj on decode (file:line)``."""
+        positions = np.flatnonzero(self.stage.node_template == index)
+        if not len(positions):
+            return f"stage {self.stage.stage}: template {index}"
+        node = int(self.stage.nodes[positions[0]])
+        attrs = self.graph.node(node)
+        more = f" and {len(positions) - 1} more node(s) of the same shape" if len(positions) > 1 else ""
+        return f"{attrs['where']}: op {self.graph.label(node)} on {attrs['resource']}{more}"
 
     def _critical_rows(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Rows of the k most loaded and the k busiest-expert ranks of every layer."""
@@ -643,9 +699,10 @@ def _largest(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def _is_empty(fields: dict, env: dict[str, int]) -> bool:
-    """An op sized by a statistic that is zero this iteration (no tokens) does not run."""
+    """An op sized by a statistic that is zero this iteration (no tokens) does not run (a
+    negative size is priced, and refused there)."""
     for column in ("m", "num_tokens", "bytes"):
         value = fields.get(column)
-        if isinstance(value, Sym) and value.evaluate(env) <= 0:
+        if isinstance(value, Sym) and value.evaluate(env) == 0:
             return True
     return False

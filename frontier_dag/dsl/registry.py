@@ -27,6 +27,7 @@ class Param:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
     def coerce(self, key: str, value: Any, workflow: str) -> Any:
         where = f"workflow.params.{key}"
@@ -46,6 +47,8 @@ class Param:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}")
         if self.minimum is not None and out < self.minimum:
             raise ConfigError(f"{where}: {value!r} is below the minimum {self.minimum}")
+        if self.maximum is not None and out > self.maximum:
+            raise ConfigError(f"{where}: {value!r} is above the maximum {self.maximum}")
         return out
 
 

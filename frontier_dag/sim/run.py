@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from frontier_dag.config.run import Deployment, RunConfig
-from frontier_dag.errors import SimulationError
 from frontier_dag.sim.assembly import Assembly
 from frontier_dag.sim.controller import GlobalController
 from frontier_dag.sim.events import EventQueue
+from frontier_dag.sim.run_dir import RUN_FILES, check_run_dir, write_run  # noqa: F401  (the run directory's API)
 from frontier_dag.sim.state import RequestTable
 from frontier_dag.sim.summary import summarize
 from frontier_dag.sim.workload import generate_requests
@@ -42,6 +40,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     deployment, graph, cost_model = assembly.deployment, assembly.graph, assembly.cost_model
     config = deployment.config
     requests = generate_requests(config.workload, config.seed, deployment.origin.base_dir)
+    notes = check_generated(config, deployment, requests)
     table = RequestTable(requests)
     events = EventQueue()
     workload = config.workload
@@ -92,7 +91,29 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     controller.check_released()
     wall = time.perf_counter() - started
     summary = summarize(deployment, table, controller, wall)
+    summary["warnings"] = [*deployment.warnings, *notes]
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
+
+
+def check_generated(config: RunConfig, deployment: Deployment, requests) -> list[str]:
+    """The config's length checks (``check_request_lengths``) on the requests as generated:
+    lognormal draws and trace rows have no bound in the config. The warnings, unless
+    resolving the config already gave them."""
+    from frontier_dag.config.run import check_request_lengths
+
+    if not len(requests):
+        return []
+    total = requests.prompt_tokens + requests.output_tokens
+    if deployment.warnings:  # said once, from the config's own bounds
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_request_lengths(config, deployment.model, int(requests.prompt_tokens.max()), int(total.max()),
+                                  "generated", deployment.origin)
+        return []
+    return check_request_lengths(config, deployment.model, int(requests.prompt_tokens.max()), int(total.max()),
+                                 "generated", deployment.origin)
 
 
 def _iterations(controller: GlobalController, deployment: Deployment) -> pd.DataFrame:
@@ -109,39 +130,3 @@ def _progress(total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="req", desc="simulating", dynamic_ncols=True, leave=False)
-
-
-def check_run_dir(out: Path, overwrite: bool = False) -> None:
-    """Refuse, before simulating, to write into a directory that holds anything (a user's
-    files are never overwritten without ``overwrite``, and then only a run's own files)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SimulationError(f"--out {out} is a file; give a directory for the run")
-    if out.exists() and any(out.iterdir()):
-        foreign = [p.name for p in out.iterdir() if p.name not in RUN_FILES]
-        if foreign:
-            raise SimulationError(f"--out {out} holds files that are not a run's ({', '.join(sorted(foreign)[:3])}); "
-                                  "choose an empty or new directory")
-        if not overwrite:
-            raise SimulationError(f"--out {out} already holds a run; choose another directory or pass --overwrite")
-
-
-#: The files a run directory holds.
-RUN_FILES = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml", "plots", "trace.json")
-
-
-def write_run(result: RunResult, out: Path, overwrite: bool = False) -> None:
-    """Write summary.json, requests.parquet, iterations.parquet and the resolved config.yaml."""
-    out = Path(out)
-    check_run_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(result.summary, indent=2, default=_json_default) + "\n")
-    result.requests.to_parquet(out / "requests.parquet", index=False)
-    result.iterations.to_parquet(out / "iterations.parquet", index=False)
-    (out / "config.yaml").write_text(result.config.to_yaml())
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -112,6 +112,9 @@ def read_mooncake(path: Path, block_tokens: int = 512) -> Trace:
             if not isinstance(record, dict):
                 raise ConfigError(f"{where}: expected a JSON object per line")
             arrival_ms.append(_number(record, "timestamp", where))
+            if arrival_ms[-1] < 0:
+                raise ConfigError(f"{where}: timestamp = {arrival_ms[-1]!r} is not a time >= 0 (milliseconds from "
+                                  "the trace's start); fix or delete the line")
             prompt.append(_count(record, "input_length", where))
             output.append(_count(record, "output_length", where))
             ids = record.get("hash_ids", [])
@@ -170,6 +173,8 @@ def _splitwise_from_frame(path: Path, frame: pd.DataFrame) -> Trace:
     arrival = None
     if "arrived_at" in frame.columns:
         arrival = _float_column(path, frame, "arrived_at")
+        # a negative time would move every other request by as much: it is a broken row, not an offset
+        _first_bad(path, frame, "arrived_at", arrival < 0, "a time >= 0 (seconds from the trace's start)")
         arrival = arrival - arrival.min()
     return _csv_trace(path, frame, arrival, "num_prefill_tokens", "num_decode_tokens")
 
@@ -218,8 +223,9 @@ def _first_bad(path, frame, column, bad: np.ndarray, expected: str) -> None:
     if bad.any():
         row = int(np.argmax(bad))
         # Line 1 is the header, so data row 0 is line 2.
+        value = frame[column].iloc[row]
         raise ConfigError(
-            f"{path}: line {row + 2}, column {column}: {frame[column].iloc[row]!r} is not "
+            f"{path}: line {row + 2}, column {column}: {repr(value) if isinstance(value, str) else value} is not "
             f"{expected}; fix or delete the row"
         )
 

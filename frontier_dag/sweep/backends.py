@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from frontier_dag.errors import FrontierDagError
-from frontier_dag.sweep.worker import ignore_interrupts, run_point
+from frontier_dag.sweep.worker import init_worker, run_point
 
 Task = dict[str, Any]
 
@@ -28,7 +28,7 @@ def crashed(message: str) -> dict[str, Any]:
 
 def run_local(tasks: Iterable[Task], workers: int | None = None) -> Iterator[tuple[Task, dict[str, Any]]]:
     """Run tasks on a pool of ``workers`` local processes (spawned, so nothing of the driver's
-    state leaks into them). A worker that dies (killed, out of memory) fails the points it
+    state leaks into them; they die with the driver, see ``init_worker``). A worker that dies (killed, out of memory) fails the points it
     was running, and a fresh pool takes the rest."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -40,7 +40,8 @@ def run_local(tasks: Iterable[Task], workers: int | None = None) -> Iterator[tup
     running: dict[Any, Task] = {}
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=ignore_interrupts)
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker,
+                                   initargs=(os.getpid(),))
 
     pool, broken = new_pool(), False
     try:

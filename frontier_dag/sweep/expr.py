@@ -26,6 +26,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
     "ceil": math.ceil, "floor": math.floor, "log2": math.log2, "sqrt": math.sqrt,
 }
+#: Integers in an expression stay within 2**MAX_BITS, repeated strings and lists within
+#: MAX_LENGTH items: checked before each operation (docs/sweeps.md).
+MAX_BITS = 64
+MAX_LENGTH = 10_000
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
@@ -109,7 +113,9 @@ def _eval(node: ast.AST, scope: Scope, where: str) -> Any:
             raise ConfigError(f"{where}: only config key paths (such as cluster.pools.decode.gpus) may use dots")
         return scope.path(parts, where)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _BINARY[type(node.op)](_eval(node.left, scope, where), _eval(node.right, scope, where))
+        left, right = _eval(node.left, scope, where), _eval(node.right, scope, where)
+        _check_size(type(node.op), left, right, where)
+        return _bounded(_BINARY[type(node.op)](left, right), where)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand, scope, where))
     if isinstance(node, ast.BoolOp):
@@ -138,11 +144,36 @@ def _eval(node: ast.AST, scope: Scope, where: str) -> Any:
         return _eval(node.body if _eval(node.test, scope, where) else node.orelse, scope, where)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS \
             and not node.keywords:
-        return FUNCTIONS[node.func.id](*(_eval(a, scope, where) for a in node.args))
+        return _bounded(FUNCTIONS[node.func.id](*(_eval(a, scope, where) for a in node.args)), where)
     if isinstance(node, ast.List | ast.Tuple):
         return [_eval(e, scope, where) for e in node.elts]
     raise ConfigError(f"{where}: {ast.unparse(node)!r} is not allowed in an expression "
                       f"(arithmetic, comparisons, and/or/not, x if c else y, {', '.join(FUNCTIONS)})")
+
+
+def _check_size(op: type, left: Any, right: Any, where: str) -> None:
+    """Refuse, before computing it, a power or a repetition whose result would be huge
+    (``9 ** 9 ** 9`` would take hours and all the memory)."""
+    if op is ast.Pow and _is_int(left) and _is_int(right) and abs(left) > 1 and right > 0 \
+            and right * math.log2(abs(left)) > MAX_BITS:  # a float power overflows at once instead
+        raise ConfigError(f"{where}: {left!r} ** {right!r} is larger than 2**{MAX_BITS}; a typo?")
+    if op is ast.Mult:
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, str | list) and isinstance(n, int) and len(seq) * n > MAX_LENGTH:
+                raise ConfigError(f"{where}: repeating a {type(seq).__name__} {n:,} times makes more than "
+                                  f"{MAX_LENGTH:,} items; a typo?")
+
+
+def _bounded(value: Any, where: str) -> Any:
+    """``value``, or a ConfigError when it is an integer beyond 2**MAX_BITS."""
+    if _is_int(value) and value.bit_length() > MAX_BITS:
+        raise ConfigError(f"{where}: an intermediate value has {value.bit_length()} bits, more than {MAX_BITS}; "
+                          "a typo?")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def substitute(value: Any, scope: Scope, where: str) -> Any:

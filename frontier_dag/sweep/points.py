@@ -13,10 +13,7 @@ from typing import Any
 
 from frontier_dag.errors import ConfigError
 from frontier_dag.sweep.expr import Scope, evaluate, substitute
-from frontier_dag.sweep.spec import Sweep
-
-#: A grid larger than this is refused before expanding (a typo in a range, most likely).
-MAX_GRID = 1_000_000
+from frontier_dag.sweep.spec import MAX_GRID, Sweep
 
 
 @dataclass

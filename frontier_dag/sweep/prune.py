@@ -6,20 +6,22 @@ workload is ``pruned``, with the reason."""
 from __future__ import annotations
 
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from frontier_dag.config.hardware import load_hardware
-from frontier_dag.config.model import load_model
 from frontier_dag.config.run import (
     Origin,
     RunConfig,
+    check_request_lengths,
+    config_hardware,
+    config_model,
     resolve,
     run_config_from_dict,
     weights_per_gpu_bytes,
 )
-from frontier_dag.errors import FrontierDagError
+from frontier_dag.errors import FrontierDagError, FrontierDagWarning
 
 #: The tokens of a request whose KV a pool of this role holds at once.
 KV_HOLDS = {"colocated": "prompt+output", "prefill": "prompt", "decode": "prompt+output",
@@ -32,13 +34,21 @@ def point_config(config: dict[str, Any], base_dir: Path | None, source: str) -> 
 
 
 def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[str, str] | None:
-    """``("invalid" | "pruned", reason)`` for a point that cannot run, else None."""
+    """``("invalid" | "pruned", reason)`` for a point that cannot run, else None. Warnings
+    (requests beyond the model's context) are left to the point's run, whose summary keeps
+    them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FrontierDagWarning)
+        return _check(config, base_dir, source)
+
+
+def _check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[str, str] | None:
     try:
         cfg, origin = point_config(config, base_dir, source)
-        model = load_model(cfg.model, base_dir=base_dir) if isinstance(cfg.model, str) else load_model(cfg.model)
-        hardware = load_hardware(cfg.hardware)
+        model = config_model(cfg, origin)
+        hardware = config_hardware(origin, cfg.hardware, "hardware")
         for name, pool in cfg.cluster.pools.items():
-            hw = load_hardware(pool.hardware) if pool.hardware else hardware
+            hw = config_hardware(origin, pool.hardware, f"cluster.pools.{name}.hardware") if pool.hardware else hardware
             need = weights_per_gpu_bytes(model, pool)
             have = hw.gpu.hbm_capacity_bytes * cfg.scheduler.gpu_memory_utilization
             if need > have:
@@ -50,7 +60,11 @@ def check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[s
         return "invalid", str(exc)
     from frontier_dag.sim.memory import kv_capacity_tokens
 
-    prompt, total = longest_request(cfg, base_dir)
+    try:
+        prompt, total = longest_request(cfg, base_dir)
+        check_request_lengths(cfg, deployment.model, prompt, total, "generated", origin)
+    except FrontierDagError as exc:
+        return "invalid", str(exc)
     for name, pool in cfg.cluster.pools.items():
         holds = KV_HOLDS.get(pool.role)
         if holds is None:

@@ -27,18 +27,23 @@ a list, ``{from, to, step}`` (arithmetic, ``to`` included), ``{from, to, factor}
 
 from __future__ import annotations
 
+import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, model_validator
 
 from frontier_dag.config.loading import Strict, apply_overrides, read_yaml, validate
 from frontier_dag.errors import ConfigError
 from frontier_dag.sweep.expr import CONFIG_ROOTS
 
 Percentile = Literal["mean", "p50", "p90", "p99"]
+#: A grid larger than this is refused before expanding (a typo in a range, most likely);
+#: ranges are counted arithmetically, so a huge one is refused before it is built.
+MAX_GRID = 1_000_000
 
 
 class EarlyStopConfig(Strict):
@@ -119,6 +124,56 @@ def is_key_path(name: str) -> bool:
     return name.split(".")[0] in CONFIG_ROOTS
 
 
+def check_key_path(path: str, where: str) -> None:
+    """Refuse a config key path that no config has (a misspelt axis or ``set`` key would
+    otherwise make every point invalid), naming the closest key. Below a free-form mapping
+    (``workflow.params``, a pool's name) any key is accepted."""
+    from frontier_dag.config.hardware import HardwareConfig
+    from frontier_dag.config.model import ModelConfig
+    from frontier_dag.config.run import RunConfig
+
+    named = {("model",): ModelConfig, ("hardware",): HardwareConfig}  # a preset name, or a mapping of these
+    annotation: Any = RunConfig
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        done = tuple(parts[:depth])
+        models = [named[done]] if done in named else _models_in(annotation)
+        field = next((m.model_fields[part] for m in models if part in m.model_fields), None)
+        if field is not None:
+            annotation = field.annotation
+            continue
+        value = None if done in named else _mapping_value(annotation)
+        if value is not None:
+            annotation = value
+            continue
+        here = ".".join(done) or "the config"
+        if not models:
+            if annotation is Any:
+                return
+            raise ConfigError(f"{where}: {here} is a single value; it has no key {part!r}")
+        keys = sorted({k for m in models for k in m.model_fields})
+        close = difflib.get_close_matches(part, keys, 1)
+        hint = f"did you mean {'.'.join((*done, close[0]))}?" if close else f"its keys: {', '.join(keys)}"
+        raise ConfigError(f"{where}: {here} has no key {part!r} ({hint})")
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _mapping_value(annotation: Any) -> Any:
+    """The value type of a ``dict[str, X]`` in ``annotation`` (None when there is none)."""
+    if typing.get_origin(annotation) is dict:
+        return typing.get_args(annotation)[1]
+    for arg in typing.get_args(annotation):
+        found = _mapping_value(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def load_sweep(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Sweep:
     """Read a sweep file; ``overrides`` (``key.path=value``) apply to its base config."""
     path = Path(path)
@@ -141,6 +196,7 @@ def sweep_from_dict(data: dict[str, Any], overrides=(), source: str = "sweep",
         if not is_key_path(key):
             raise ConfigError(f"{source}: set.{key}: not a config key path (it must start with one of "
                               f"{', '.join(sorted(CONFIG_ROOTS))})")
+        check_key_path(key, f"{source}: set.{key}")
     strategy = spec.strategy or next((a.name for a in axes if a.kind == "choice"), None)
     name = spec.name or Path(source).stem
     return Sweep(name=name, source=source, base=base, base_dir=config_dir, axes=axes, set=dict(spec.set_),
@@ -160,6 +216,8 @@ def parse_axis(name: str, spec: Any, where: str) -> Axis:
             raise ConfigError(f"{where}: expected {{choices: {{label: {{key.path: value, ...}}, ...}}}}")
         choices = {str(label): parse_choice(body, f"{where}.choices.{label}") for label, body in spec["choices"].items()}
         return Axis(name, "choice", list(choices), choices)
+    if key:
+        check_key_path(name, where)
     values = axis_values(spec, where)
     return Axis(name, "key" if key else "variable", values)
 
@@ -178,6 +236,7 @@ def parse_choice(body: Any, where: str) -> Choice:
             raise ConfigError(f"{where}.{k}: not a config key path (it must start with one of "
                               f"{', '.join(sorted(CONFIG_ROOTS))}); put constraints under 'constraints' and "
                               "the keys under 'set'")
+        check_key_path(str(k), f"{where}.{k}")
     if not isinstance(constraints, list) or not all(isinstance(c, str) for c in constraints):
         raise ConfigError(f"{where}.constraints: expected a list of expressions")
     return Choice(dict(settings), list(constraints))
@@ -196,21 +255,24 @@ def axis_values(spec: Any, where: str) -> list[Any]:
     keys = set(spec)
     if "from" in keys and "to" in keys and keys <= {"from", "to", "step", "factor"} and not {"step", "factor"} <= keys:
         lo, hi = spec["from"], spec["to"]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)):
-            raise ConfigError(f"{where}: from and to must be numbers")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi)):
+            raise ConfigError(f"{where}: from and to must be finite numbers")
         if "factor" in spec:
             factor = spec["factor"]
-            if not isinstance(factor, int | float) or factor <= 1 or lo <= 0:
+            if not isinstance(factor, int | float) or isinstance(factor, bool) or not factor > 1 or not lo > 0:
                 raise ConfigError(f"{where}: a geometric range needs factor > 1 and from > 0")
+            if hi >= lo:
+                _count_at_most(math.floor(math.log(hi / lo) / math.log(factor) + 1e-9) + 1, where)
             out, v = [], lo
             while v <= hi * (1 + 1e-12):
                 out.append(v)
                 v = v * factor
         else:
             step = spec.get("step", 1)
-            if not isinstance(step, int | float) or step <= 0:
+            if not isinstance(step, int | float) or isinstance(step, bool) or not step > 0:
                 raise ConfigError(f"{where}: step must be a positive number")
             count = int(math.floor((hi - lo) / step + 1e-9)) + 1
+            _count_at_most(count, where)
             out = [lo + i * step for i in range(count)]
         if all(isinstance(v, int) for v in (lo, hi, spec.get("step", 1), spec.get("factor", 2))):
             out = [int(v) for v in out]
@@ -221,3 +283,10 @@ def axis_values(spec: Any, where: str) -> list[Any]:
         return out
     raise ConfigError(f"{where}: expected a list of values, {{from, to, step}}, {{from, to, factor}}, "
                       "or {choices: {label: {key.path: value}}}")
+
+
+def _count_at_most(count: float, where: str) -> None:
+    """Refuse a range of more than MAX_GRID values before building it."""
+    if count > MAX_GRID:
+        raise ConfigError(f"{where}: the range has {count:,} values (more than {MAX_GRID:,}, the limit of a whole "
+                          "sweep); a typo? widen the step or the factor, or narrow from and to")

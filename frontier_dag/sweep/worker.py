@@ -55,8 +55,36 @@ def _run(task: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
     return "ok", None, simulate(assemble(cfg, origin), progress=False, attribute=False).summary
 
 
-def ignore_interrupts() -> None:
-    """Worker process initializer: Ctrl-C is the driver's to handle (it stops the workers)."""
+def init_worker(parent: int) -> None:
+    """Worker process initializer: Ctrl-C is the driver's to handle (it stops the workers),
+    and the worker dies with the driver ``parent``, however the driver ends (SIGTERM,
+    SIGKILL, a crash): at once on Linux (the parent-death signal), within a second
+    elsewhere (a thread watching the parent's pid)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int, period_s: float = 1.0) -> None:
+    import contextlib
+    import os
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):  # the watchdog below still stops the worker
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the driver died before this worker got here
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

@@ -115,9 +115,10 @@ def test_render_dot_output(config, tmp_path):
     (("critical-path", "{config}", "--set", "cluster.pools.decode.tp=3", "--set", "cluster.pools.decode.gpus=3"),
      ["error:", "{config}: cluster.pools.decode.tp: tp=3 does not divide the 8 attention heads"]),
     (("critical-path", "{config}", "--set", "cluster.pools.decode.tp=3"),
-     ["error:", "{config}: cluster.pools.decode: gpus per replica (2) is not divisible by tp=3"]),
+     ["error:", "--set cluster.pools.decode.tp=3 (on {config}): cluster.pools.decode: gpus per replica (2) is not "
+                "divisible by tp=3"]),
     (("critical-path", "{config}", "--set", "workflow.params.kv_transfer=sometimes"), ["error:", "{config}: workflow.params.kv_transfer"]),
-    (("critical-path", "{config}", "--set", "sed=1"), ["error:", "{config}: sed: unknown key"]),
+    (("critical-path", "{config}", "--set", "sed=1"), ["error:", "--set sed=1 (on {config}): sed: unknown key"]),
     (("critical-path", "{config}", "--set", "predictor.source=nonsense"), ["error:", "unknown source 'nonsense'"]),
     (("critical-path", "{config}", "--set", "seed"), ["error:", "expected key.path=value"]),
     (("render", "{config}", "--out", "{tmp}/x.pdf"), ["error:", "must end in .svg, .png or .dot"]),

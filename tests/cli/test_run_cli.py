@@ -81,6 +81,8 @@ def test_critical_path_text_of_a_run(tmp_path):
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--request", "999"), "the run has requests 0 to 29"),
     (("--what-if", "0"), "--what-if"),
+    (("--what-if", "nan"), "nan is not a number"),
+    (("--what-if", "inf"), "--what-if"),
 ])
 def test_critical_path_errors(run_dir, args, fragment):
     result = invoke("critical-path", run_dir, *args)
@@ -109,4 +111,5 @@ def test_trace(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["traceEvents"] and "merged" in result.output
-    assert invoke("trace", run_dir, "--out", out, "--window", "2:1").exit_code == 2
+    result = invoke("trace", run_dir, "--out", tmp_path / "window.json", "--window", "2:1")
+    assert result.exit_code == 2 and "END must be after START" in result.output

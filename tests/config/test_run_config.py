@@ -10,7 +10,7 @@ import yaml
 
 from frontier_dag.config.loading import apply_overrides, parse_override
 from frontier_dag.config.run import Origin, load_run_config, resolve, run_config_from_dict
-from frontier_dag.errors import ConfigError
+from frontier_dag.errors import ConfigError, FrontierDagWarning
 
 BASE = {
     "model": "llama-3.1-8b",
@@ -143,7 +143,7 @@ def test_model_must_fit_in_memory(tmp_path):
 ])
 def test_non_positive_sizes_and_rates_are_rejected(tmp_path, override, key):
     message = config_error(tmp_path, BASE, [override])
-    assert f"{tmp_path / 'run.yaml'}: {key}:" in message
+    assert f"--set {override} (on {tmp_path / 'run.yaml'}): {key}:" in message
 
 
 @pytest.mark.parametrize(("pools", "message"), [
@@ -176,3 +176,115 @@ def test_tp_beyond_the_kv_heads_must_replicate_them_evenly(tmp_path):
     data = {**BASE, "model": "qwen2-7b", "cluster": {"pools": {
         "p": {"role": "prefill", "gpus": 7, "tp": 7}, "d": {"role": "decode", "gpus": 1}}}}
     assert "tp=7 must be a multiple of the 4 KV heads of qwen2-7b" in config_error(tmp_path, data)
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), [
+    (["workload.prompt_tokens={kind: fixed, value: 200000}"],
+     ["run.yaml: workload: the longest prompt has 200,000 tokens, beyond llama-3.1-8b's context of 131,072",
+      "simulates them as if the context were longer", "Set workload.prompt_tokens.high"]),
+    (["workload.prompt_tokens={kind: uniform, low: 1, high: 100000}",
+      "workload.output_tokens={kind: uniform, low: 1, high: 40000}"],
+     ["the longest request (prompt + output) has 140,000 tokens"]),
+    (["workload.prompt_tokens={kind: fixed, value: 5000}", "scheduler.max_model_len=4096"],
+     ["beyond scheduler.max_model_len=4,096"]),
+])
+def test_requests_beyond_the_context_are_simulated_and_said(tmp_path, overrides, fragments):
+    """An engine would reject them; the run simulates them as a longer context would serve them,
+    and says so (a warning, kept in the deployment and the run's summary), so that a study
+    of a hypothetical context, or a replay of a peer's trace, still runs."""
+    path = write(tmp_path, BASE)
+    with pytest.warns(FrontierDagWarning) as caught:
+        deployment = resolve(load_run_config(path, overrides), Origin.of_file(path))
+    assert len(deployment.warnings) == 1 and str(caught[0].message) == deployment.warnings[0]
+    for fragment in fragments:
+        assert fragment in deployment.warnings[0], deployment.warnings[0]
+
+
+def test_a_prompt_beyond_one_step_without_chunked_prefill_is_an_error(tmp_path):
+    message = config_error(tmp_path, BASE, ["workload.prompt_tokens={kind: fixed, value: 8000}",
+                                            "scheduler.chunked_prefill=false", "scheduler.max_num_batched_tokens=512"])
+    for fragment in ["run.yaml: scheduler: chunked_prefill is false", "max_num_batched_tokens=512 is below the "
+                     "longest prompt (8,000 tokens)", "vLLM refuses", "raise scheduler.max_num_batched_tokens to at "
+                     "least 8,000"]:
+        assert fragment in message, message
+
+
+def test_max_model_len_serves_beyond_the_models_context(tmp_path):
+    """As vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN: the user says so explicitly."""
+    resolve(load_run_config(write(tmp_path, BASE), ["workload.prompt_tokens={kind: fixed, value: 200000}",
+                                                    "scheduler.max_model_len=262144"]))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["cluster.pools.decode.gpus=1000000000000"], "cluster.pools.decode: gpus per replica = 1,000,000,000,000 is above "
+                                                  "the limit of 4,096"),
+    (["cluster.pools.decode={role: decode, gpus: 2000000, replicas: 1000000}"], "replicas = 1,000,000 is above the "
+                                                                                "limit of 10,000"),
+    (["workload.num_requests=1000000000000"], "workload.num_requests: 1,000,000,000,000 is above the limit of "
+                                              "10,000,000 (a typo?"),
+    (["scheduler.max_num_seqs=1000000000"], "a replica runs up to scheduler.max_num_seqs x attention-DP ranks = "
+                                            "1,000,000,000 x 1 sequences, above the limit of 1,048,576"),
+    (["scheduler.block_size=1000000000"], "scheduler.block_size: 1,000,000,000 is above the limit of 4,096"),
+    (["workflow.name=af_pingpong", "cluster.pools={attention: {role: attention, gpus: 1}, ffn: {role: ffn, gpus: 1}}",
+      "workflow.params.micro_batches=1000000000"], "workflow.params.micro_batches: 1000000000 is above the maximum 64"),
+])
+def test_a_size_with_a_typos_magnitude_is_refused_at_once(tmp_path, overrides, message):
+    """Before anything is built: each within a second, not minutes and gigabytes later."""
+    import time
+
+    from frontier_dag.dsl import trace_config
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        trace_config(load_run_config(write(tmp_path, BASE), overrides))
+    assert time.perf_counter() - started < 1.0
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"model": {"name": "m", "num_layers": 1_000_000_000}}, "run.yaml: model.num_layers: 1,000,000,000 is above the "
+                                                            "limit of 1,024"),
+    ({"model": {"name": "m"}}, "run.yaml: model.hidden_size: required key is missing"),
+    ({"hardware": {"name": "h", "gpux": {}}}, "run.yaml: hardware.gpux: unknown key"),
+    ({"cluster": {"pools": {"prefill": {"role": "prefill", "gpus": 1, "hardware": "h999"}, "decode": {"role": "decode", "gpus": 1}}}},
+     "run.yaml: cluster.pools.prefill.hardware: unknown GPU system 'h999'"),
+    ({"model": "no-such-model"}, "run.yaml: model: unknown model 'no-such-model'"),
+])
+def test_errors_about_a_model_or_hardware_name_the_config_file(tmp_path, change, message):
+    assert message in config_error(tmp_path, {**BASE, **change})
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["cluster.pools.decode.gpus=-3"], "--set cluster.pools.decode.gpus=-3 (on {path}): cluster.pools.decode.gpus: "
+                                       "Input should be greater than 0"),
+    (["seed=2", "scheduler.max_num_seqs=0"], "--set scheduler.max_num_seqs=0 (on {path}): scheduler.max_num_seqs"),
+    (["cluster.pools.decode.gpux=2"], "--set cluster.pools.decode.gpux=2 (on {path}): cluster.pools.decode.gpux: "
+                                      "unknown key"),
+])
+def test_a_bad_override_is_blamed_on_the_set(tmp_path, overrides, message):
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path, overrides)
+    assert message.format(path=path) in str(err.value)
+
+
+def test_a_bad_key_in_the_file_is_still_blamed_on_the_file(tmp_path):
+    path = write(tmp_path, {**BASE, "seed": -1.5})
+    with pytest.raises(ConfigError, match=f"^{path}: seed: "):
+        load_run_config(path, ["scheduler.max_num_seqs=8"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["predictor.source=aiconfigurator", "predictor.backend=vlm"],
+     "error: predictor.backend: 'vlm' has no aiconfigurator tables; use one of vllm, trtllm, sglang"),
+    (["predictor.source=aiconfigurator", "predictor.system=h9"],
+     "error: predictor.system: aiconfigurator-core has no kernel tables for system 'h9'"),
+])
+def test_predictor_errors_name_the_config_key_not_a_cli_option(tmp_path, overrides, message):
+    from click.testing import CliRunner
+
+    from frontier_dag.cli.main import cli
+
+    args = ["critical-path", str(write(tmp_path, BASE))] + [a for o in overrides for a in ("--set", o)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and message in result.output and "--backend" not in result.output

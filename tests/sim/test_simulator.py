@@ -69,7 +69,8 @@ def check_invariants(result) -> None:
          layout="colocated", spare=260, seed=3)
 def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens, chunked, policy, layout, spare, seed):
     capacity = prompt + output + spare  # one request always fits: the run must complete
-    sched = {"policy": policy, "max_num_seqs": seqs, "max_num_batched_tokens": max(tokens, 1),
+    # without chunked prefill a prompt must fit one step's budget (a config vLLM refuses otherwise)
+    sched = {"policy": policy, "max_num_seqs": seqs, "max_num_batched_tokens": tokens if chunked else max(tokens, prompt),
              "chunked_prefill": chunked}
     wl = workload(n, prompt, output, rate)
     if layout == "colocated":
@@ -233,8 +234,14 @@ def test_chunked_prefill_respects_the_token_budget():
     it = simulate(assemble(colocated(workload=workload(30, prompt=1000, output=5), scheduler=sched), cost_model=FAST)).iterations
     assert (it["prefill_tokens"] + it["decode_seqs"] <= 128).all()
     whole = simulate(assemble(colocated(workload=workload(30, prompt=1000, output=5),
-                               scheduler={**sched, "chunked_prefill": False}), cost_model=FAST)).iterations
-    assert (whole["prefill_tokens"] % 1000 == 0).all()
+                                        scheduler={"max_num_batched_tokens": 2048, "chunked_prefill": False}),
+                              cost_model=FAST)).iterations
+    assert (whole["prefill_tokens"] % 1000 == 0).all() and whole["prefill_tokens"].max() == 2000
+    # a prompt that cannot be prefilled in one step is refused, as vLLM refuses the configuration
+    with pytest.raises(ConfigError, match="chunked_prefill is false.*max_num_batched_tokens=128 is below the longest "
+                                          "prompt \\(1,000 tokens\\).*at least 1,000"):
+        simulate(assemble(colocated(workload=workload(30, prompt=1000, output=5),
+                                    scheduler={**sched, "chunked_prefill": False}), cost_model=FAST))
 
 
 def test_ep_skew_raises_iteration_times():

@@ -196,3 +196,18 @@ def test_unknown_columns_and_empty_files(tmp_path):
     empty = tmp_path / "t.jsonl"
     empty.write_text("\n")
     assert "no rows" in _error(empty)
+
+
+@pytest.mark.parametrize(("name", "text", "where"), [
+    ("bad.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,2\n-1e9,10,2\n1.0,10,2\n",
+     "line 3, column arrived_at: -1000000000.0 is not a time >= 0"),
+    ("bad.jsonl", '{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": []}\n'
+                  '{"timestamp": -5, "input_length": 10, "output_length": 2, "hash_ids": []}\n',
+     "line 2: timestamp = -5.0 is not a time >= 0"),
+])
+def test_a_negative_arrival_time_is_an_error_naming_the_row(tmp_path, name, text, where):
+    """One broken row would otherwise move every other request by as much."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=where):
+        read_trace(path)

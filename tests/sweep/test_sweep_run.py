@@ -37,14 +37,15 @@ SWEEP = {
                                      "decode": {"role": "decode", "gpus": "=budget // 2", "ep": "=budget // 2"}},
                    "workflow": {"name": "pd_ep_moe"}},
             "broken": {"workflow.name": "no_such_workflow"},
+            "unpriced": {"predictor.source": "no_such_source"},
             "no_weights": {"scheduler.gpu_memory_utilization": 0.000001},
             "no_kv": {"cluster.pools.main.kv_capacity_tokens": 100},
             "bad_ep": {"cluster.pools.main.ep": 3},
         }},
     },
 }
-STATUS = {"colocated": "ok", "pd": "ok", "broken": "failed", "no_weights": "pruned", "no_kv": "pruned",
-          "bad_ep": "invalid"}
+STATUS = {"colocated": "ok", "pd": "ok", "broken": "invalid", "unpriced": "failed", "no_weights": "pruned",
+          "no_kv": "pruned", "bad_ep": "invalid"}
 #: Columns that differ between two runs of the same point.
 TIMINGS = ["wall_s", "cpu_s", "wall_time_s", "traceback"]
 
@@ -62,10 +63,10 @@ def local(tmp_path_factory):
 
 def test_every_point_is_recorded_with_its_status(local):
     out, report = local
-    assert report.points == 8 and report.duplicates == 4 and not report.interrupted
-    assert report.counts == {"ok": 4, "failed": 1, "pruned": 2, "invalid": 1}
+    assert report.points == 9 and report.duplicates == 5 and not report.interrupted
+    assert report.counts == {"ok": 4, "failed": 1, "pruned": 2, "invalid": 2}
     frame = pd.read_parquet(out / "results.parquet")
-    assert len(frame) == 8 and len(list((out / "points").glob("*.json"))) == 8
+    assert len(frame) == 9 and len(list((out / "points").glob("*.json"))) == 9
     assert dict(zip(frame["strategy"], frame["status"], strict=True)) == STATUS
     ok = frame[frame["status"] == "ok"]
     assert ok["num_completed"].eq(24).all() and ok["output_tokens_per_s_per_gpu"].gt(0).all()
@@ -77,12 +78,13 @@ def test_every_point_is_recorded_with_its_status(local):
 
 def test_failures_and_pruning_say_why(local):
     frame = pd.read_parquet(local[0] / "results.parquet").set_index("strategy")
-    assert "no_such_workflow" in frame.loc["broken", "reason"]
+    assert frame.loc["broken", "reason"].startswith("workflow: ") and "no_such_workflow" in frame.loc["broken", "reason"]
+    assert "unknown source 'no_such_source'" in frame.loc["unpriced", "reason"]
     assert frame.loc["no_weights", "reason"].startswith("weights: pool main needs")
     assert frame.loc["no_kv", "reason"].startswith("kv: pool main holds 100 KV tokens")
     assert "264" in frame.loc["no_kv", "reason"]  # the longest request: 256 + 8
     assert "ep=3" in frame.loc["bad_ep", "reason"]
-    assert frame.loc[["no_weights", "no_kv", "bad_ep"], "num_completed"].isna().all()  # never simulated
+    assert frame.loc[["no_weights", "no_kv", "bad_ep", "broken"], "num_completed"].isna().all()  # never simulated
 
 
 def test_resume_after_an_interruption_runs_only_the_rest(local, tmp_path):
@@ -95,14 +97,14 @@ def test_resume_after_an_interruption_runs_only_the_rest(local, tmp_path):
 
     first = run_sweep(sweep, out, workers=2, progress=False, on_record=stop_after_first_simulation)
     assert first.interrupted and first.counts["ok"] == 1
-    assert len(pd.read_parquet(out / "results.parquet")) == 1 + 3  # the one run and the three never simulated
+    assert len(pd.read_parquet(out / "results.parquet")) == 1 + 4  # the one run and the four never simulated
     with pytest.raises(FrontierDagError, match="--resume"):
         run_sweep(sweep, out, progress=False)
     second = run_sweep(sweep, out, workers=2, progress=False, resume=True)
-    assert second.resumed == 4 and second.to_run == 4 and not second.interrupted
+    assert second.resumed == 5 and second.to_run == 4 and not second.interrupted
     pd.testing.assert_frame_equal(comparable(load_results(out)), comparable(load_results(local[0])))
     again = run_sweep(sweep, out, progress=False, resume=True)
-    assert again.resumed == 8 and again.to_run == 0 and again.counts == {}
+    assert again.resumed == 9 and again.to_run == 0 and again.counts == {}
     retried = run_sweep(sweep, out, progress=False, resume=True, retry_failed=True)
     assert retried.to_run == 1 and retried.counts == {"failed": 1}
 
@@ -138,12 +140,15 @@ def test_a_failing_point_returns_its_error():
 def test_cli_dry_run_and_json(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(SWEEP))
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run", "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    assert report["points"] == 8 and report["to_run"] == 5
-    assert report["counts"] == {"pruned": 2, "invalid": 1}
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run",
+                                                      "--json"])
+    report = json.loads(result.stdout)
+    assert report["points"] == 9 and report["to_run"] == 5
+    assert report["counts"] == {"pruned": 2, "invalid": 2}
     assert not (tmp_path / "out").exists()
+    # the dry run traces each workflow: one that does not fails it, and says why
+    assert result.exit_code == 2 and "the workflow of 1 point(s) does not trace" in result.stderr
+    assert "invalid (1 point): workflow: " in result.stderr and "no_such_workflow" in result.stderr
     bad = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "o"), "--backend", "local",
                                    "--address", "auto"])
     assert bad.exit_code == 2 and "--address is for --backend ray" in bad.output
