@@ -99,9 +99,7 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         from frontier_dag.validation.compare import SIMULATION, compare
 
         estimates = [SIMULATION, peer.AICONFIGURATOR]
-        report["baseline"] = {"name": baseline, "version": baseline_version, "data_version": peer.DATA_VERSION,
-                              "models": {k: v for k, v in peer.BUNDLED_MODELS.items()
-                                         if any(r.model_path == k for r in rows)}}
+        report["baseline"] = peer.describe(baseline_version, rows)
         report["comparison"] = compare(records, estimates)
     if out:
         _write(records, out)

@@ -86,6 +86,14 @@ def require(name: str) -> str:
     return metadata.version("aiconfigurator")
 
 
+def describe(version: str, rows: Iterable[SiliconRow]) -> dict:
+    """The baseline as the JSON report names it: its version, data slot, and the bundled
+    model configs that stood in for the rows' models."""
+    paths = {row.model_path for row in rows}
+    return {"name": "aiconfigurator", "version": version, "data_version": DATA_VERSION,
+            "models": {path: config for path, config in BUNDLED_MODELS.items() if path in paths}}
+
+
 def _parallel(prefix: str, w: Worker, moe: bool) -> dict:
     out = {f"{prefix}tp_size": w.tp, f"{prefix}attention_dp_size": w.dp}
     if moe:  # a dense model's MoE columns mean nothing (silicon.py); aiconfigurator wants none
