@@ -42,7 +42,7 @@ from frontier_dag.validation.silicon import SiliconRow, Worker
 #: The names ``--baseline`` accepts.
 BASELINES = ("aiconfigurator",)
 #: The version the figures in docs/validation.md were measured with (the ``baseline`` extra's pin).
-AICONFIGURATOR_VERSION = "0.12.0"
+VERSION = "0.12.0"
 #: aiconfigurator's data slot for every row (see the module docstring).
 DATA_VERSION = "current"
 #: Model ids of the rows whose config aiconfigurator would fetch from the Hugging Face hub ->
@@ -56,14 +56,11 @@ BUNDLED_MODELS = {
     "meta-llama/Llama-3.1-70B": "meta-llama/Meta-Llama-3.1-70B",
     "zhipuai/GLM-5": "zai-org/GLM-5",
 }
-#: The per-row fields this module adds to a validation record.
-FIELDS = ("aic_ttft_ms", "aic_tpot_ms", "aic_ttft_ape", "aic_tpot_ape", "aic_status", "aic_reason", "aic_notes",
-          "aic_model")
 #: aiconfigurator's columns as an estimate beside the simulation's (``compare``).
 AICONFIGURATOR = Estimate("aiconfigurator", "aic", "aic_status", "aic_reason", "aic_ttft_ape", "aic_tpot_ape")
 #: Where an installed package lives (in aiconfigurator's messages): shortened to the package's name.
 _SITE_PATH = re.compile(r"\S*[/\\](aiconfigurator_core[/\\])")
-INSTALL = "pip install 'frontier-dag[baseline]' (or pip install aiconfigurator==0.12.0)"
+INSTALL = f"pip install 'frontier-dag[baseline]' (or pip install aiconfigurator=={VERSION})"
 
 
 class BaselineUnavailable(FrontierDagError):
@@ -160,8 +157,8 @@ def _is_refusal(exc: Exception) -> bool:
 
 def estimate_row(row: SiliconRow, moe: bool, cache: dict | None = None) -> dict:
     """aiconfigurator's TTFT and TPOT (ms) for ``row`` and their errors against the measured
-    ones, as the record fields ``FIELDS``; ``cache`` shares estimates between identical
-    configurations (the sample repeats some)."""
+    ones, as the record fields ``aic_*`` (docs/validation.md lists them); ``cache`` shares
+    estimates between identical configurations (the sample repeats some)."""
     from aiconfigurator.cli.api import cli_estimate
 
     out = {"aic_ttft_ms": math.nan, "aic_tpot_ms": math.nan, "aic_ttft_ape": math.nan, "aic_tpot_ape": math.nan,
