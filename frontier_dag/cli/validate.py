@@ -34,15 +34,19 @@ def validate() -> None:
 @click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
               help="Clients' first requests all at once (burst, as the benchmarks start), or spread over one "
                    "simulated request duration with the first round left out (a diagnostic; docs/validation.md).")
+@click.option("--baseline", type=click.Choice(["aiconfigurator"]),
+              help="Also estimate every row with this peer (aiconfigurator's own estimator; needs "
+                   "pip install 'frontier-dag[baseline]') and report its errors beside the simulation's.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
 def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
-            out, overwrite, progress, as_json) -> None:
+            baseline, out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
-    system, backend, mode and model, and the rows that could not be simulated."""
+    system, backend, mode and model, and the rows that could not be simulated. With
+    --baseline, the peer's estimate of the same rows beside them (docs/validation.md)."""
     from frontier_dag.errors import ConfigError
     from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS
     from frontier_dag.validation.models import is_moe
@@ -52,12 +56,24 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
 
     if out:
         check_out_file(out, overwrite, inputs=(Path(csv_path),) if csv_path else ())
+    baseline_version = None
+    if baseline:  # before any row is simulated: a missing package is an error, not hours later
+        from frontier_dag.validation import baseline as peer
+
+        baseline_version = peer.require(baseline)
     rows = read_rows(csv_path, system=system, backend=backend, model=model, mode=mode, limit=limit, is_moe=is_moe)
     if per_partition:
         rows = cheapest_per_partition(rows, per_partition)
     if not rows:
         raise ConfigError(f"no silicon rows match --system {system}"
                           + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else ""))
+    peer_records: dict[int, dict] = {}
+    if baseline:
+        from tqdm import tqdm
+
+        with tqdm(total=len(rows), unit="row", desc=baseline, dynamic_ncols=True, leave=False,
+                  disable=not progress or as_json) as peer_bar:
+            peer_records = peer.estimate_rows(rows, is_moe, progress=lambda _: peer_bar.update(1))
     bar = None
     if progress and not as_json:
         from tqdm import tqdm
@@ -69,6 +85,7 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     def tick(record: dict) -> None:
         if bar is not None:
             bar.update(1)
+        record.update(peer_records.get(record["index"], {}))
         done.append(record)
         if out and len(done) % 50 == 0:  # a long run can be read while it goes on
             _write(done, out)
@@ -77,7 +94,16 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
                        benchmark_rounds=benchmark_rounds or BENCHMARK_ROUNDS)
     if bar is not None:
         bar.close()
+    for record in records:
+        record.update(peer_records.get(record["index"], {}))
     report = summarize_records(records)
+    estimates = []
+    if baseline:
+        from frontier_dag.validation.compare import SIMULATION, compare
+
+        estimates = [SIMULATION, peer.AICONFIGURATOR]
+        report["baseline"] = peer.describe(baseline_version, rows)
+        report["comparison"] = compare(records, estimates)
     if out:
         _write(records, out)
     if as_json:
@@ -85,6 +111,13 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         return
     click.echo(format_table(report))
     click.echo(format_reasons(report))
+    if baseline:
+        from frontier_dag.validation.compare import format_comparison, format_not_covered
+
+        click.echo(f"\n{baseline} {baseline_version} (its {peer.DATA_VERSION} data) beside frontier-dag on the "
+                   f"same rows; errors on the rows both estimate ('both'):")
+        click.echo(format_comparison(report["comparison"], estimates))
+        click.echo(format_not_covered(report["comparison"], estimates[1], baseline))
     if out:
         click.echo(f"wrote {out}")
 
