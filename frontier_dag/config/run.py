@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
 from frontier_dag.config.loading import Strict, apply_overrides, read_yaml, validate
@@ -92,6 +92,11 @@ class ClusterConfig(Strict):
     pools: dict[str, PoolConfig]
     kv_link: Literal["auto", "nvlink", "network"] = Field(
         "auto", description="link that carries KV between pools; auto: nvlink when both fit in one node")
+    comm_sms: dict[str, NonNegativeInt] = Field(
+        {}, description="SMs a communication kernel holds while it runs, by implementation (nccl, custom, auto, "
+                        "deepep_normal, deepep_ll, or a workflow's own impl=): a collective that overlaps compute "
+                        "on its GPUs slows it by that share of the GPU's SMs (docs/dsl.md, contention); "
+                        "defaults: nccl 32, custom and auto 36, deepep_normal 20, deepep_ll DeepEP's launch grid")
 
     @model_validator(mode="after")
     def _roles(self) -> ClusterConfig:

@@ -10,6 +10,7 @@ from frontier_dag.config.run import Deployment, Origin, RunConfig, resolve
 from frontier_dag.dsl.builder import Builder
 from frontier_dag.dsl.registry import WorkflowDef, get_workflow
 from frontier_dag.errors import ConfigError, FrontierDagError, WorkflowError
+from frontier_dag.ir.contention import DEFAULT_COMM_SMS, SmShare, add_contention, deepep_ll_sms
 from frontier_dag.ir.graph import EventGraph
 
 
@@ -24,7 +25,28 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
     except Exception as exc:  # a bug in a workflow: point at its line, keep the cause
         where = _failing_line(exc, workflow.source)
         raise WorkflowError(f"{where}: workflow {workflow.name} failed while tracing: {type(exc).__name__}: {exc}") from exc
-    return builder.finish()
+    return add_contention(builder.finish(), sm_shares(deployment))
+
+
+def sm_shares(deployment: Deployment) -> SmShare:
+    """The share of a pool's SMs that a communication kernel of each implementation holds:
+    ``cluster.comm_sms`` (default ``DEFAULT_COMM_SMS``; DeepEP's low-latency kernels: their
+    launch grid for the model's experts) over the SMs of the pool's GPU."""
+    given = deployment.config.cluster.comm_sms
+    names = {pool.role: name for name, pool in deployment.pools.items()}
+
+    def share(role: str, impl: str) -> float:
+        gpu = deployment.pool_hardware[names[role]].gpu
+        sms = given.get(impl, DEFAULT_COMM_SMS.get(impl))
+        if sms is None and impl == "deepep_ll" and deployment.model.moe is not None:
+            sms = deepep_ll_sms(deployment.model.moe.num_experts, gpu.sm_count)
+        if sms is None:
+            raise ConfigError(f"{deployment.origin.name}: cluster.comm_sms: no SM count for communication "
+                              f"implementation {impl!r}, which overlaps compute on pool {names[role]}; set "
+                              f"cluster.comm_sms.{impl} to the SMs its kernels hold")
+        return min(1.0, sms / gpu.sm_count)
+
+    return share
 
 
 def _failing_line(exc: Exception, source: str) -> str:
