@@ -64,6 +64,8 @@ def simulate(config, out, overwrite, progress, plots, as_json, overrides) -> Non
 
         for path in draw_run_plots(Path(out)):
             click.echo(f"wrote {path}", err=True)
+    for warning in result.summary.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=float))
     else:

@@ -172,7 +172,6 @@ class Builder:
         again with one micro-batch per stage to say what m = 1 would take)."""
         self.deployment = deployment
         self._force_micro_batches = micro_batches
-        self._stage_where: dict[str, str] = {}
         self.model: ModelConfig = deployment.model
         self.hardware: HardwareConfig = deployment.hardware
         self.params = params
@@ -266,9 +265,8 @@ class Builder:
                 raise WorkflowError(f"{_where()}: {self._unknown_role(role, f'stage {name!r}: pools= names')}")
         if self._force_micro_batches is not None:
             micro_batches = self._force_micro_batches
-        stage = Stage(name, pools, int(micro_batches), serves)
+        stage = Stage(name, pools, int(micro_batches), serves, _where())
         self.ir.stages[name] = stage
-        self._stage_where[name] = _where()
         self._stage = stage
         try:
             yield StageView(stage)
@@ -527,7 +525,7 @@ class Builder:
                 continue
             if not self._waits_for_transfer_into(stage):
                 raise WorkflowError(
-                    f"{self._stage_where[stage.name]}: stage {stage.name!r} decodes on {', '.join(stage.pools)} but "
+                    f"{stage.where}: stage {stage.name!r} decodes on {', '.join(stage.pools)} but "
                     f"waits for no KV transfer from the prefill pool: the KV cache would move for free. Move it with "
                     f"kv = g.transfer('kv_cache', g.link('prefill', {stage.pools[0]!r}), bytes=...) and start the "
                     "decode after it (after=kv on the stage's first op)")

@@ -12,12 +12,18 @@ from frontier_dag.dsl.registry import WorkflowDef, get_workflow
 from frontier_dag.errors import ConfigError, FrontierDagError, WorkflowError
 from frontier_dag.ir.contention import DEFAULT_COMM_SMS, SmShare, add_contention, deepep_ll_sms
 from frontier_dag.ir.graph import EventGraph
+from frontier_dag.ir.overlap import serial_micro_batches
 
 
-def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] | None = None) -> EventGraph:
-    """Trace ``workflow`` for ``deployment`` with ``params`` (validated against its Params)."""
+def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] | None = None, *,
+          micro_batches: int | None = None) -> EventGraph:
+    """Trace ``workflow`` for ``deployment`` with ``params`` (validated against its Params),
+    then apply the passes every consumer relies on: GPU contention between streams
+    (``frontier_dag.ir.contention``) and the check that micro-batches can overlap
+    (``frontier_dag.ir.overlap``, into ``graph.warnings``). ``micro_batches`` forces every
+    stage's count (the overlap report's m = 1)."""
     resolved = workflow.resolve_params(params)
-    builder = Builder(deployment, workflow.name, resolved)
+    builder = Builder(deployment, workflow.name, resolved, micro_batches)
     try:
         workflow.fn(builder, **resolved)
     except FrontierDagError:
@@ -25,7 +31,9 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
     except Exception as exc:  # a bug in a workflow: point at its line, keep the cause
         where = _failing_line(exc, workflow.source)
         raise WorkflowError(f"{where}: workflow {workflow.name} failed while tracing: {type(exc).__name__}: {exc}") from exc
-    return add_contention(builder.finish(), sm_shares(deployment))
+    graph = add_contention(builder.finish(), sm_shares(deployment))
+    graph.warnings.extend(serial_micro_batches(graph))
+    return graph
 
 
 def sm_shares(deployment: Deployment) -> SmShare:
@@ -68,8 +76,8 @@ def _failing_line(exc: Exception, source: str) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else source or "<workflow>"
 
 
-def trace_config(config: RunConfig, origin: Origin | None = None, deployment: Deployment | None = None
-                 ) -> tuple[Deployment, EventGraph]:
+def trace_config(config: RunConfig, origin: Origin | None = None, deployment: Deployment | None = None, *,
+                 micro_batches: int | None = None) -> tuple[Deployment, EventGraph]:
     """Resolve a run config (unless ``deployment`` is given) and trace its workflow.
 
     ``workflow.path`` is relative to ``origin.base_dir`` (the config file's folder). Errors
@@ -82,7 +90,7 @@ def trace_config(config: RunConfig, origin: Origin | None = None, deployment: De
         path = origin.path(path)
     try:
         wf = get_workflow(config.workflow.name, path)
-        return deployment, trace(wf, deployment, config.workflow.params)
+        return deployment, trace(wf, deployment, config.workflow.params, micro_batches=micro_batches)
     except ConfigError as exc:
         if str(exc).startswith("workflow."):
             raise ConfigError(f"{origin.name}: {exc}") from None

@@ -85,6 +85,8 @@ class Stage:
     #: which requests' work it does: prefill, decode, both (chunked prefill mixes them), or
     #: transfer (it moves finished prefills' KV between pools)
     serves: Literal["prefill", "decode", "both", "transfer"] = "both"
+    #: the DSL file:line that opened it (``with g.stage(...)``)
+    where: str = ""
 
 
 @dataclass

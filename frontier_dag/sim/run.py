@@ -92,6 +92,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     controller.check_released()
     wall = time.perf_counter() - started
     summary = summarize(deployment, table, controller, wall)
+    summary["warnings"] = list(graph.warnings)  # what the traced strategy does not do as it says
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
 
 
