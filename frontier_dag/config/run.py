@@ -65,7 +65,10 @@ class PoolConfig(Strict):
         per_replica = self.gpus // self.replicas
         if per_replica % self.ep and self.role != "attention":
             raise ValueError(f"ep={self.ep} does not divide the gpus per replica ({per_replica})")
-        if self.role == "ffn":  # no attention: tp and dp do not apply
+        if self.role == "ffn":  # no attention: its dense layers are tensor parallel over the replica
+            if "tp" in self.model_fields_set and self.tp != per_replica:
+                raise ValueError(f"tp={self.tp}: an ffn pool's dense layers are tensor parallel over all its GPUs "
+                                 f"per replica; omit tp or set it to {per_replica}")
             return self
         if per_replica % self.tp:
             raise ValueError(f"gpus per replica ({per_replica}) is not divisible by tp={self.tp}")
@@ -77,6 +80,12 @@ class PoolConfig(Strict):
     @property
     def gpus_per_replica(self) -> int:
         return self.gpus // self.replicas
+
+    @property
+    def dense_tp(self) -> int:
+        """Tensor parallel size of the pool's attention and dense layers (``pool.tp`` in a
+        workflow): ``tp``; an ffn pool's dense layers are split over all its GPUs per replica."""
+        return self.gpus_per_replica if self.role == "ffn" else self.tp
 
     @property
     def attention_dp(self) -> int:
@@ -227,18 +236,46 @@ def run_config_from_dict(data: dict[str, Any], overrides=(), source: str = "conf
     return validate(RunConfig, apply_overrides(data, overrides), source)
 
 
-def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
-    """Weight bytes each GPU of the pool holds: attention, embeddings and dense FFNs are
-    sharded by TP; routed experts are spread over every GPU of the replica (EP x expert TP).
-    An ``attention`` pool holds no FFN weights and an ``ffn`` pool no attention weights."""
+#: The weights a pool of each role holds unless the traced workflow says otherwise (its ops'
+#: weight groups, ``EventGraph.weight_groups``): the groups of ``ModelConfig.weight_bytes``.
+WEIGHTS_OF_ROLE: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("colocated", "prefill", "decode"),
+                    frozenset({"attention", "embeddings", "dense_ffn", "shared_experts", "experts"})),
+    "attention": frozenset({"attention", "embeddings"}),
+    "ffn": frozenset({"dense_ffn", "shared_experts", "experts"}),
+}
+#: A weight group that stands for ops no group was declared for (``g.weights``): the pool is
+#: then assumed to hold its role's weights as well.
+UNDECLARED_WEIGHTS = "undeclared"
+
+
+def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: frozenset[str] | None = None) -> float:
+    """Weight bytes each GPU of the pool holds: of the weight groups it runs (``groups``, the
+    traced workflow's; default its role's), attention, embeddings, dense FFNs and shared
+    experts are sharded by the pool's dense TP, routed experts spread over every GPU of the
+    replica (EP x expert TP)."""
+    groups = WEIGHTS_OF_ROLE[pool.role] if groups is None else groups
+    if UNDECLARED_WEIGHTS in groups:
+        groups = groups | WEIGHTS_OF_ROLE[pool.role]
     w = model.weight_bytes()
-    attention = (w["attention"] + w["embeddings"]) / pool.tp
-    ffn = (w["dense_ffn"] + w["shared_experts"]) / pool.tp + w["experts"] / pool.gpus_per_replica
-    if pool.role == "attention":
-        return attention
-    if pool.role == "ffn":
-        return (w["dense_ffn"] + w["shared_experts"] + w["experts"]) / pool.gpus_per_replica
-    return attention + ffn
+    attention = sum(w[g] for g in ("attention", "embeddings") if g in groups)
+    ffn = sum(w[g] for g in ("dense_ffn", "shared_experts") if g in groups)
+    experts = w["experts"] if "experts" in groups else 0.0
+    return attention / pool.dense_tp + (ffn / pool.dense_tp + experts / pool.gpus_per_replica)
+
+
+def check_weights_fit(deployment: Deployment, name: str, groups: frozenset[str] | None = None) -> None:
+    """A ConfigError when pool ``name``'s weights (of ``groups``, default its role's) leave
+    no room on its GPUs."""
+    config, pool, model = deployment.config, deployment.pools[name], deployment.model
+    hw = deployment.pool_hardware[name]
+    need = weights_per_gpu_bytes(model, pool, groups)
+    have = hw.gpu.hbm_capacity_bytes * config.scheduler.gpu_memory_utilization
+    if need > have:
+        raise ConfigError(
+            f"{deployment.origin.name}: cluster.pools.{name}: {model.name} needs {need / 2**30:.1f} GiB of weights per "
+            f"GPU with tp={pool.dense_tp}, ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise "
+            "tp/ep or use more GPUs per replica")
 
 
 def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
@@ -269,13 +306,13 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
             raise ConfigError(f"{key}.ep: ep={pool.ep} does not divide the {model.moe.num_experts} experts of {model.name}")
         if model.moe is None and pool.ep > 1:
             raise ConfigError(f"{key}.ep: {model.name} is dense; expert parallelism needs a MoE model (set ep: 1)")
-        need = weights_per_gpu_bytes(model, pool)
-        have = hw.gpu.hbm_capacity_bytes * config.scheduler.gpu_memory_utilization
-        if need > have:
-            raise ConfigError(
-                f"{key}: {model.name} needs {need / 2**30:.1f} GiB of weights per GPU with tp={pool.tp}, "
-                f"ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise tp/ep or use more GPUs per replica")
-    return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin)
+    deployment = Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin)
+    for name, pool in config.cluster.pools.items():
+        # the halves of a disaggregated model hold what their ops run, known once traced
+        # (frontier_dag.dsl.trace checks them then)
+        if pool.role not in ("attention", "ffn"):
+            check_weights_fit(deployment, name)
+    return deployment
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -39,6 +39,7 @@ _DSL_DIR = str(Path(__file__).resolve().parent)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
 ROLES: tuple[str, ...] = typing.get_args(Role)
+WEIGHT_GROUPS = ("attention", "embeddings", "dense_ffn", "shared_experts", "experts")
 _graph_ids = itertools.count()
 
 #: Statistics of a micro-batch that symbolic shapes may use.
@@ -144,7 +145,9 @@ class PoolView:
 
     @property
     def tp(self) -> int:
-        return self.config.tp
+        """Tensor parallel size of the pool's attention and dense layers, whatever its role
+        (an ffn pool's dense layers are split over all its GPUs per replica)."""
+        return self.config.dense_tp
 
     @property
     def ep(self) -> int:
@@ -182,6 +185,7 @@ class Builder:
         self._stage: Stage | None = None
         self._layer: int | None = None
         self._micro_batch: int | None = None
+        self._weights: str | None = None
         self._late_edges: list[tuple[int, int, str]] = []
         self._ancestor_cache: dict[int, tuple[int, set[int]]] = {}
         self._pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
@@ -294,6 +298,24 @@ class Builder:
             yield
         finally:
             self._layer, self._micro_batch = saved
+
+    @property
+    def layer(self) -> int | None:
+        """The layer that ``g.layers()`` (or ``g.scope``) is tracing, or None."""
+        return self._layer
+
+    @contextlib.contextmanager
+    def weights(self, group: str) -> Iterator[None]:
+        """Ops traced inside read the weights of ``group`` (attention, embeddings, dense_ffn,
+        shared_experts, experts: the groups of ``ModelConfig.weight_bytes``); a pool holds
+        the groups its ops read (``EventGraph.weight_groups``), whatever its role."""
+        if group not in WEIGHT_GROUPS:
+            raise WorkflowError(f"{_where()}: g.weights({group!r}): weight groups are {', '.join(WEIGHT_GROUPS)}")
+        saved, self._weights = self._weights, group
+        try:
+            yield
+        finally:
+            self._weights = saved
 
     # -- operations ----------------------------------------------------------------------------
     def compute(self, name: str, on: Resource | str, family: str, *, after: Any = None,
@@ -465,6 +487,8 @@ class Builder:
         where = _where()
         self.ir.graph.add_node(node, kind=kind, op=op, resource=resource.name, stage=self._stage.name,
                                layer=self._layer, micro_batch=micro_batch, template=tid, where=where)
+        if self._weights is not None:
+            self.ir.graph.nodes[node]["weights"] = self._weights
         stream = (self._stage.name, resource.name)
         candidates = {p: "data" for p in pred_nodes}
         if stream in self._stream_tail:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from frontier_dag.config.run import Deployment, Origin, RunConfig, resolve
+from frontier_dag.config.run import Deployment, Origin, RunConfig, check_weights_fit, resolve
 from frontier_dag.dsl.builder import Builder
 from frontier_dag.dsl.registry import WorkflowDef, get_workflow
 from frontier_dag.errors import ConfigError, FrontierDagError, WorkflowError
@@ -33,6 +33,10 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
         raise WorkflowError(f"{where}: workflow {workflow.name} failed while tracing: {type(exc).__name__}: {exc}") from exc
     graph = add_contention(builder.finish(), sm_shares(deployment))
     graph.warnings.extend(serial_micro_batches(graph))
+    groups = graph.weight_groups()
+    for name, pool in deployment.pools.items():
+        if pool.role in ("attention", "ffn"):  # the others were checked with all the model's weights
+            check_weights_fit(deployment, name, groups.get(pool.role, frozenset()))
     return graph
 
 

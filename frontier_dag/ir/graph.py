@@ -131,6 +131,22 @@ class EventGraph:
         """The multiple of its template's cost that node ``n`` weighs (1 unless a pass set it)."""
         return self.graph.nodes[n].get("scale", 1.0)
 
+    def weight_groups(self) -> dict[str, frozenset[str]]:
+        """The weight groups each pool's ops read, by pool role: the ``weights`` its GPU ops
+        were traced with (``g.weights``); a GEMM or expert op traced without one adds
+        ``undeclared`` (the pool then holds its role's weights too)."""
+        out: dict[str, set[str]] = {}
+        for _, a in self.graph.nodes(data=True):
+            resource = self.resources[a["resource"]]
+            if resource.kind != "gpu":
+                continue
+            groups = out.setdefault(resource.pool, set())
+            if "weights" in a:
+                groups.add(a["weights"])
+            elif self.templates[a["template"]].family in ("gemm", "moe_grouped_gemm"):
+                groups.add("undeclared")
+        return {role: frozenset(groups) for role, groups in out.items()}
+
     def stage_nodes(self, stage: str) -> list[int]:
         return [n for n, s in self.graph.nodes(data="stage") if s == stage]
 
