@@ -32,9 +32,7 @@ def ep_moe_block(impl: str = "deepep_normal"):
     def block(g: Builder, pool, on, mb, layer, after):
         moe, hidden = g.model.moe, g.model.hidden_size
         x = router(g, pool, on, mb, after)
-        # the combine returns only the routed experts' output: TP shards of the shared
-        # experts are summed by an all-reduce of their own
-        x = shared_experts(g, pool, on, mb, x, reduce=True)
+        x = shared_experts(g, pool, on, mb, x, whole_per_gpu=True)
         # each GPU sends its share of the tokens, top_k copies, to the experts' ranks
         per_gpu = mb.tokens.ceil_div(pool.gpus_per_replica) * moe.top_k * hidden
         dispatch_bytes = 1 if (g.model.moe_dtype or g.model.dtype).startswith("fp8") else ACTIVATION_BYTES

@@ -45,7 +45,7 @@ def tp_all_reduce(g: Builder, pool: PoolView, on, name: str, tokens, after: Op) 
 
 
 def embed(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = None) -> Op:
-    with g.weights("embeddings"):
+    with g.weights("embeddings", split=pool.tp):
         return g.elementwise("embedding", on, kind="embedding", tokens=rank_tokens(pool, mb),
                              hidden=g.model.hidden_size, after=after)
 
@@ -55,7 +55,7 @@ def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, 
     projection, and the TP all-reduce. In a sliding-window layer (``layer``, by default
     the one ``g.layers()`` is tracing, where the model has a window) each query attends to
     at most the window's keys."""
-    with g.weights("attention"):
+    with g.weights("attention", split=pool.tp):
         return _attention(g, pool, on, mb, after, g.layer if layer is None else layer)
 
 
@@ -91,15 +91,16 @@ def _attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None,
 
 
 def dense_ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, *, width: int | None = None,
-              tp: int | None = None, prefix: str = "", reduce: bool = True) -> Op:
+              tp: int | None = None, prefix: str = "", reduce: bool = True, tokens=None) -> Op:
     """Gated MLP: gate/up projection, SiLU-and-multiply, down projection, TP all-reduce.
-    ``width`` defaults to the model's dense FFN width, ``tp`` to the pool's."""
+    ``width`` defaults to the model's dense FFN width, ``tp`` to the pool's, ``tokens``
+    (each GPU's) to the micro-batch's tokens of one attention-DP rank."""
     m = g.model
     tp = tp or pool.tp
     shard = (width or m.intermediate_size) // tp
-    tokens = rank_tokens(pool, mb)
+    tokens = rank_tokens(pool, mb) if tokens is None else tokens
     gates = 2 if m.gated_ffn else 1
-    with g.weights("shared_experts" if prefix == "shared_" else "dense_ffn"):
+    with g.weights("shared_experts" if prefix == "shared_" else "dense_ffn", split=tp):
         x = g.gemm(f"{prefix}gate_up_proj", on, m=tokens, n=gates * shard, k=m.hidden_size, after=after)
         x = g.elementwise(f"{prefix}act", on, kind="silu_mul", tokens=tokens, hidden=shard, after=x)
         x = g.gemm(f"{prefix}down_proj", on, m=tokens, n=m.hidden_size, k=shard, after=x)
@@ -116,13 +117,19 @@ def router(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None) -> 
                       dtype="bf16", after=after)
 
 
-def shared_experts(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op, reduce: bool = False) -> Op:
-    """The shared experts, split by the pool's TP like a dense FFN. Their partial sums need
-    a reduction under TP: ``reduce`` adds an all-reduce of their own; without it, the MoE
-    layer's final all-reduce (or reduce-scatter) must sum them with the routed experts'."""
+def shared_experts(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op, *, whole_per_gpu: bool = False) -> Op:
+    """The shared experts. Split by the pool's TP like a dense FFN, their partial sums left
+    for the MoE layer's final all-reduce (or reduce-scatter) to add up with the routed
+    experts'; or, ``whole_per_gpu`` (expert parallelism with all-to-alls, whose combine
+    returns only the routed experts' output), whole on every GPU on the tokens that GPU
+    dispatches, as DeepEP deployments run them (SGLang's moe_dense_tp_size 1)."""
     if g.model.moe.shared_size == 0:
         return after
-    return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", reduce=reduce)
+    if whole_per_gpu:
+        gpus = pool.gpus_per_replica
+        return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", tp=1,
+                         tokens=mb.tokens if gpus == 1 else mb.tokens.ceil_div(gpus))
+    return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", reduce=False)
 
 
 def tp_moe(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op | None) -> Op:
@@ -169,7 +176,7 @@ def lm_head(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op) -> Op:
     """Final norm, logits for one token per sequence, and sampling."""
     m = g.model
     seqs = mb.seqs if pool.dp == 1 else mb.seqs.ceil_div(pool.dp)
-    with g.weights("embeddings"):
+    with g.weights("embeddings", split=pool.tp):
         x = g.elementwise("final_norm", on, kind="rmsnorm", tokens=seqs, hidden=m.hidden_size, after=after)
         x = g.gemm("lm_head", on, m=seqs, n=m.vocab_size // pool.tp, k=m.hidden_size, dtype="bf16", after=x)
         return g.elementwise("sampling", on, kind="sampling", tokens=seqs, hidden=m.vocab_size // pool.tp, after=x)

@@ -18,6 +18,7 @@ checks that the deployment can exist (TP divides heads, weights fit in memory).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -249,22 +250,30 @@ WEIGHTS_OF_ROLE: dict[str, frozenset[str]] = {
 UNDECLARED_WEIGHTS = "undeclared"
 
 
-def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: frozenset[str] | None = None) -> float:
-    """Weight bytes each GPU of the pool holds: of the weight groups it runs (``groups``, the
-    traced workflow's; default its role's), attention, embeddings, dense FFNs and shared
-    experts are sharded by the pool's dense TP, routed experts spread over every GPU of the
-    replica (EP x expert TP)."""
-    groups = WEIGHTS_OF_ROLE[pool.role] if groups is None else groups
-    if UNDECLARED_WEIGHTS in groups:
-        groups = groups | WEIGHTS_OF_ROLE[pool.role]
+def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: Mapping[str, int | None] | None = None
+                          ) -> float:
+    """Weight bytes each GPU of the pool holds: of each weight group its ops read (``groups``:
+    group -> how many GPUs split it, from the traced workflow; default its role's groups),
+    ``1/split`` of the group. A group's usual split (None) is the pool's dense TP for
+    attention, embeddings, dense FFNs and shared experts, and its GPUs per replica for
+    routed experts (EP x expert TP)."""
+    placed = dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]) if groups is None else dict(groups)
+    if UNDECLARED_WEIGHTS in placed:
+        placed = {**dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]), **placed}
     w = model.weight_bytes()
-    attention = sum(w[g] for g in ("attention", "embeddings") if g in groups)
-    ffn = sum(w[g] for g in ("dense_ffn", "shared_experts") if g in groups)
-    experts = w["experts"] if "experts" in groups else 0.0
-    return attention / pool.dense_tp + (ffn / pool.dense_tp + experts / pool.gpus_per_replica)
+    usual = {"experts": pool.gpus_per_replica}
+
+    def part(*names: str) -> float:
+        """The groups' bytes per GPU, summed before one division where they split alike."""
+        splits = {name: placed[name] or usual.get(name, pool.dense_tp) for name in names if name in placed}
+        if len(set(splits.values())) == 1:
+            return sum(w[name] for name in splits) / next(iter(splits.values()))
+        return sum(w[name] / split for name, split in splits.items())
+
+    return part("attention", "embeddings") + (part("dense_ffn", "shared_experts") + part("experts"))
 
 
-def check_weights_fit(deployment: Deployment, name: str, groups: frozenset[str] | None = None) -> None:
+def check_weights_fit(deployment: Deployment, name: str, groups: Mapping[str, int | None] | None = None) -> None:
     """A ConfigError when pool ``name``'s weights (of ``groups``, default its role's) leave
     no room on its GPUs."""
     config, pool, model = deployment.config, deployment.pools[name], deployment.model

@@ -185,7 +185,7 @@ class Builder:
         self._stage: Stage | None = None
         self._layer: int | None = None
         self._micro_batch: int | None = None
-        self._weights: str | None = None
+        self._weights: tuple[str, int | None] | None = None
         self._late_edges: list[tuple[int, int, str]] = []
         self._ancestor_cache: dict[int, tuple[int, set[int]]] = {}
         self._pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
@@ -305,13 +305,17 @@ class Builder:
         return self._layer
 
     @contextlib.contextmanager
-    def weights(self, group: str) -> Iterator[None]:
+    def weights(self, group: str, split: int | None = None) -> Iterator[None]:
         """Ops traced inside read the weights of ``group`` (attention, embeddings, dense_ffn,
-        shared_experts, experts: the groups of ``ModelConfig.weight_bytes``); a pool holds
-        the groups its ops read (``EventGraph.weight_groups``), whatever its role."""
+        shared_experts, experts: the groups of ``ModelConfig.weight_bytes``), each GPU
+        ``1/split`` of them (default: the pool's TP for dense groups, its GPUs per replica
+        for experts). A pool holds the groups its ops read (``EventGraph.weight_groups``),
+        whatever its role."""
         if group not in WEIGHT_GROUPS:
             raise WorkflowError(f"{_where()}: g.weights({group!r}): weight groups are {', '.join(WEIGHT_GROUPS)}")
-        saved, self._weights = self._weights, group
+        if split is not None and (not isinstance(split, int) or split < 1):
+            raise WorkflowError(f"{_where()}: g.weights({group!r}, split={split!r}): split is a whole number >= 1")
+        saved, self._weights = self._weights, (group, split)
         try:
             yield
         finally:

@@ -36,7 +36,7 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
     groups = graph.weight_groups()
     for name, pool in deployment.pools.items():
         if pool.role in ("attention", "ffn"):  # the others were checked with all the model's weights
-            check_weights_fit(deployment, name, groups.get(pool.role, frozenset()))
+            check_weights_fit(deployment, name, groups.get(pool.role, {}))
     return graph
 
 

@@ -131,21 +131,24 @@ class EventGraph:
         """The multiple of its template's cost that node ``n`` weighs (1 unless a pass set it)."""
         return self.graph.nodes[n].get("scale", 1.0)
 
-    def weight_groups(self) -> dict[str, frozenset[str]]:
-        """The weight groups each pool's ops read, by pool role: the ``weights`` its GPU ops
-        were traced with (``g.weights``); a GEMM or expert op traced without one adds
+    def weight_groups(self) -> dict[str, dict[str, int | None]]:
+        """The weights each pool's ops read, by pool role: weight group -> the split its ops
+        declared (``g.weights``; None: the group's usual split; the smallest where ops of one
+        group declare several). A GEMM or expert op traced without a group adds
         ``undeclared`` (the pool then holds its role's weights too)."""
-        out: dict[str, set[str]] = {}
+        out: dict[str, dict[str, int | None]] = {}
         for _, a in self.graph.nodes(data=True):
             resource = self.resources[a["resource"]]
             if resource.kind != "gpu":
                 continue
-            groups = out.setdefault(resource.pool, set())
+            groups = out.setdefault(resource.pool, {})
             if "weights" in a:
-                groups.add(a["weights"])
+                group, split = a["weights"]
+                if group not in groups or (split is not None and (groups[group] is None or split < groups[group])):
+                    groups[group] = split
             elif self.templates[a["template"]].family in ("gemm", "moe_grouped_gemm"):
-                groups.add("undeclared")
-        return {role: frozenset(groups) for role, groups in out.items()}
+                groups["undeclared"] = None
+        return out
 
     def stage_nodes(self, stage: str) -> list[int]:
         return [n for n, s in self.graph.nodes(data="stage") if s == stage]

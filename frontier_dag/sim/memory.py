@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.config.model import ModelConfig
 from frontier_dag.config.run import PoolConfig, SchedulerConfig, weights_per_gpu_bytes
@@ -18,7 +20,7 @@ def kv_shards(model: ModelConfig, tp: int) -> int:
 
 
 def kv_capacity_tokens(model: ModelConfig, pool: PoolConfig, hardware: HardwareConfig, scheduler: SchedulerConfig,
-                       where: str, weights: frozenset[str] | None = None) -> int:
+                       where: str, weights: Mapping[str, int | None] | None = None) -> int:
     """KV tokens one replica of ``pool`` holds: ``kv_capacity_tokens`` when given, otherwise
     what is left of each GPU's memory after weights (of the groups its ops read,
     ``EventGraph.weight_groups``; default its role's) and the reserve, summed over the

@@ -9,6 +9,7 @@ import pytest
 from frontier_dag.config.run import WEIGHTS_OF_ROLE, resolve, weights_per_gpu_bytes
 from frontier_dag.dsl import WorkflowDef, trace
 from frontier_dag.errors import ConfigError
+from frontier_dag.ir.symbols import Sym
 from frontier_dag.sim.memory import kv_capacity_tokens
 from frontier_dag.workflows.layers import attention, dense_ffn, embed, ffn, lm_head, tp_all_reduce
 from tests.conftest import TINY_DENSE, TINY_MOE, make_config, traced
@@ -44,24 +45,38 @@ def test_an_ffn_pool_with_another_tp_is_an_error():
     make_config(TINY_DENSE, {**AF, "f": {"role": "ffn", "gpus": 4, "tp": 4}}, "af_pingpong")
 
 
-def test_shared_experts_split_by_tp_are_summed_before_the_combine():
-    """ep_moe_block's combine returns only the routed experts' output: an ffn pool's TP
-    shards of the shared expert need an all-reduce of their own."""
+def test_shared_experts_under_all_to_all_ep_run_whole_on_each_gpus_tokens():
+    """ep_moe_block's combine returns only the routed experts' output, so its shared experts
+    are not split by TP (their partial sums would need an all-reduce): each GPU runs them
+    whole on the tokens it dispatches, and holds them whole."""
     pools = {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 4, "ep": 4}}
-    _, graph = traced(TINY_MOE, pools, "af_ep_moe", {"micro_batches": 1})
-    ops = [a["op"] for _, a in sorted(graph.graph.nodes(data=True)) if a["layer"] == 1 and a["resource"] == "ffn"]
-    assert ops[ops.index("shared_down_proj") + 1] == "shared_ffn_all_reduce"
-    assert ops.index("shared_ffn_all_reduce") < ops.index("dispatch")
+    deployment, graph = traced(TINY_MOE, pools, "af_ep_moe", {"micro_batches": 1})
+    ops = {a["op"]: graph.templates[a["template"]] for _, a in graph.graph.nodes(data=True) if a["layer"] == 1}
+    assert ops["shared_gate_up_proj"].field("n") == 2 * TINY_MOE["moe"]["expert_intermediate_size"]
+    assert ops["shared_gate_up_proj"].field("m") == Sym.var("af.mb0.tokens").ceil_div(4)  # what each GPU dispatches
+    assert "shared_ffn_all_reduce" not in ops
+    placed = graph.weight_groups()["ffn"]
+    assert placed["shared_experts"] == 1 and placed["dense_ffn"] == 4 and placed["experts"] is None
+    model, ffn_pool = deployment.model, deployment.pools["f"]
+    w = model.weight_bytes()
+    assert weights_per_gpu_bytes(model, ffn_pool, placed) == pytest.approx(
+        w["dense_ffn"] / 4 + w["shared_experts"] + w["experts"] / 4)
 
 
 def test_built_in_pools_hold_their_roles_weights():
     deployment, graph = traced(TINY_MOE, {"a": {"role": "attention", "gpus": 1},
                                           "f": {"role": "ffn", "gpus": 4, "ep": 4}}, "af_ep_moe")
     groups = graph.weight_groups()
-    assert groups == {"attention": WEIGHTS_OF_ROLE["attention"], "ffn": WEIGHTS_OF_ROLE["ffn"]}
-    _, pd = traced(TINY_MOE, {"p": {"role": "prefill", "gpus": 1}, "d": {"role": "decode", "gpus": 2, "ep": 2}},
-                   "pd_ep_moe")
-    assert pd.weight_groups() == {"prefill": WEIGHTS_OF_ROLE["prefill"], "decode": WEIGHTS_OF_ROLE["decode"]}
+    assert {role: set(g) for role, g in groups.items()} == {"attention": WEIGHTS_OF_ROLE["attention"],
+                                                            "ffn": WEIGHTS_OF_ROLE["ffn"]}
+    pools = {"p": {"role": "prefill", "gpus": 1}, "d": {"role": "decode", "gpus": 2, "ep": 2}}
+    deployment, pd = traced(TINY_MOE, pools, "pd_ep_moe")
+    placed = pd.weight_groups()
+    assert {role: set(g) for role, g in placed.items()} == {"prefill": WEIGHTS_OF_ROLE["prefill"],
+                                                            "decode": WEIGHTS_OF_ROLE["decode"]}
+    for pool in deployment.pools.values():  # the same bytes as the role's placement, to the bit
+        assert weights_per_gpu_bytes(deployment.model, pool, placed[pool.role]) == weights_per_gpu_bytes(
+            deployment.model, pool)
 
 
 def dense_layers_on_the_attention_pool(g):
@@ -83,8 +98,8 @@ def test_a_pool_holds_the_weights_its_ops_read():
     deployment = resolve(make_config(TINY_MOE, pools, "af_pingpong"))
     graph = trace(WorkflowDef("mixed", "test", dense_layers_on_the_attention_pool), deployment)
     groups = graph.weight_groups()
-    assert groups["attention"] == {"attention", "embeddings", "dense_ffn"}  # layer 0 is dense
-    assert groups["ffn"] == {"shared_experts", "experts", "undeclared"}
+    assert set(groups["attention"]) == {"attention", "embeddings", "dense_ffn"}  # layer 0 is dense
+    assert set(groups["ffn"]) == {"shared_experts", "experts", "undeclared"}
     model, attn = deployment.model, deployment.pools["a"]
     w = model.weight_bytes()
     assert weights_per_gpu_bytes(model, attn, groups["attention"]) == pytest.approx(
