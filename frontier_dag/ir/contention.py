@@ -84,7 +84,12 @@ SmShare = Callable[[str, str], float]
 def add_contention(graph: EventGraph, sm_share: SmShare) -> EventGraph:
     """Add to ``graph`` (in place) the ordering and SM-share nodes that GPUs shared by
     several streams impose (see the module docstring); returns it."""
-    order = graph.topological_order()
+    if not _shared(graph):
+        return graph
+    # issue order: the stable topological order, which is creation order unless g.depend
+    # ordered an op before one traced earlier
+    ids = graph.graph
+    order = sorted(ids) if all(u < v for u, v in ids.edges) else graph.topological_order()
     plan = _plan(graph, order, sm_share)
     if plan.shares or plan.serialises:
         _apply(graph, order, plan)
@@ -154,8 +159,6 @@ def _plan(graph: EventGraph, order: list[int], sm_share: SmShare) -> _Plan:
     n = len(order)
     preds = [[position[u] for u in graph.graph.predecessors(v)] for v in order]
     occupant = [_occupant(graph, v) for v in order]
-    if not _shared(graph, order):
-        return _Plan({}, False)
     orders: dict[tuple[str, str], _ComputeOrder] = {}
     ancestors = [0] * n
     serialises = False
@@ -204,12 +207,11 @@ def _plan(graph: EventGraph, order: list[int], sm_share: SmShare) -> _Plan:
     return _Plan(shares, serialises)
 
 
-def _shared(graph: EventGraph, order: list[int]) -> bool:
+def _shared(graph: EventGraph) -> bool:
     """Whether some stage runs ops of one pool on more than one of its GPU streams (only
     then can they contend)."""
     streams: dict[tuple[str, str], set[str]] = {}
-    for v in order:
-        a = graph.graph.nodes[v]
+    for _, a in graph.graph.nodes(data=True):
         resource = graph.resources[a["resource"]]
         if resource.kind == "gpu" and a["kind"] in ("compute", "collective"):
             streams.setdefault((a["stage"], resource.pool), set()).add(resource.name)
