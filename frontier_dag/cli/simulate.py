@@ -64,7 +64,7 @@ def simulate(config, out, overwrite, progress, plots, as_json, overrides) -> Non
 
         for path in draw_run_plots(Path(out)):
             click.echo(f"wrote {path}", err=True)
-    for warning in result.summary.get("warnings", []):
+    for warning in (result.summary.get("warnings") or "").splitlines():
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=float))

@@ -92,7 +92,9 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     controller.check_released()
     wall = time.perf_counter() - started
     summary = summarize(deployment, table, controller, wall)
-    summary["warnings"] = list(graph.warnings)  # what the traced strategy does not do as it says
+    # what the traced strategy does not do as it says: one per line, empty when none (a string,
+    # so that sweep tables hold it as they hold every other summary field)
+    summary["warnings"] = "\n".join(graph.warnings)
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
 
 

@@ -113,4 +113,4 @@ def test_the_warnings_reach_the_cli_and_the_run_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert "they never overlap" in result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert len(summary["warnings"]) == 1 and "they never overlap" in summary["warnings"][0]
+    assert len(summary["warnings"].splitlines()) == 1 and "they never overlap" in summary["warnings"]
