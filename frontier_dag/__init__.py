@@ -15,13 +15,13 @@ imported on first use, so that ``import frontier_dag`` stays cheap:
 import sys
 from types import ModuleType
 
-from frontier_dag.errors import FrontierDagError
+from frontier_dag.errors import FrontierDagError, FrontierDagWarning
 
 __version__ = "0.1.0"
 #: The API's names, looked up in frontier_dag.api when first used.
 API = frozenset({"assemble", "critical_path", "iteration", "load_run", "render", "simulate", "sweep", "trace", "Run",
                  "SweepResult"})
-__all__ = ["FrontierDagError", "__version__", *sorted(API)]
+__all__ = ["FrontierDagError", "FrontierDagWarning", "__version__", *sorted(API)]
 
 
 class _Package(ModuleType):

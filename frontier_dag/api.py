@@ -146,6 +146,7 @@ def simulate(config: ConfigLike, set: Overrides = None, *, out: str | Path | Non
     if out is not None:
         check_run_dir(Path(out), overwrite)
     run = Run(run_simulation(assemble(config, set, cost_model=cost_model), progress=progress, attribute=attribute))
+    _warn(run.summary["warnings"].splitlines())
     if out is not None:
         run.save(out, overwrite=overwrite)
     return run
@@ -173,19 +174,21 @@ def critical_path(target: ConfigLike | Run, set: Overrides = None, *, request: i
         return target.critical_path(request, what_if)
     if isinstance(target, str | Path) and Path(target).is_dir():
         return load_run(target).critical_path(request, what_if)
-    _, _, report = iteration(target, set, batch_size=batch_size, context=context)
+    _, _, report = iteration(target, set, batch_size=batch_size, context=context, overlap=True)
     return report.to_json()
 
 
 def iteration(config: ConfigLike, set: Overrides = None, *, batch_size: int | None = None,
-              context: int | None = None, cost_model: CostModel | None = None):
+              context: int | None = None, cost_model: CostModel | None = None, overlap: bool = False):
     """``(deployment, graph, report)``: one iteration of ``config`` for a representative batch,
-    its critical path, slack and attribution (``frontier_dag.analysis.iteration``)."""
+    its critical path, slack and attribution (``frontier_dag.analysis.iteration``); with
+    ``overlap``, each stage's overlap report too (``report.overlap``)."""
     from frontier_dag.analysis.iteration import analyze_iteration, representative_loads
 
     built = assemble(config, set, cost_model=cost_model)
     loads = representative_loads(built.graph, built.deployment, batch_size, context)
-    return built.deployment, built.graph, analyze_iteration(built.graph, built.deployment, built.cost_model, loads)
+    return built.deployment, built.graph, analyze_iteration(built.graph, built.deployment, built.cost_model, loads,
+                                                            overlap=overlap)
 
 
 def render(target: ConfigLike | Run, out: str | Path, set: Overrides = None, *, layers: int = 2, ranks: int = 4,
@@ -202,6 +205,17 @@ def render(target: ConfigLike | Run, out: str | Path, set: Overrides = None, *, 
 
     deployment, graph, report = iteration(target, set, batch_size=batch_size, context=context)
     return _written(out, write(iteration_dot(graph, deployment, report, layers=layers, ranks=ranks), out))
+
+
+def _warn(notes: Iterable[str]) -> None:
+    """What a result should not be read without, as FrontierDagWarnings (the CLI prints them
+    as ``warning: ...`` lines; a notebook shows them)."""
+    import warnings
+
+    from frontier_dag.errors import FrontierDagWarning
+
+    for note in notes:
+        warnings.warn(FrontierDagWarning(note), stacklevel=3)
 
 
 def _written(out: Path, notes: list[str]) -> Path:

@@ -64,3 +64,15 @@ def test_the_package_exports_the_api_lazily():
     assert fd.simulate.__module__ == "frontier_dag.api"
     with pytest.raises(AttributeError):
         fd.nonsense  # noqa: B018
+
+
+def test_a_run_beyond_the_models_context_is_simulated_and_says_so():
+    config = ROOT / "examples" / "colocated_llama3_8b.yaml"
+    sets = {**ROOFLINE, "workload": {"num_requests": 5, "arrival": {"kind": "poisson", "rate_per_s": 5.0},
+                                     "prompt_tokens": {"kind": "fixed", "value": 140_000},
+                                     "output_tokens": {"kind": "fixed", "value": 4}}}
+    with pytest.warns(fd.FrontierDagWarning, match="beyond llama-3.1-8b's context of 131,072 tokens"):
+        run = fd.simulate(config, set=sets)
+    assert run.summary["num_completed"] == 5
+    assert "simulates them as if the context were longer" in run.summary["warnings"]
+    assert "beyond llama-3.1-8b's context" in fd.critical_path(config, set=sets)["warnings"][0]

@@ -32,7 +32,7 @@ def ep_moe_block(impl: str = "deepep_normal"):
     def block(g: Builder, pool, on, mb, layer, after):
         moe, hidden = g.model.moe, g.model.hidden_size
         x = router(g, pool, on, mb, after)
-        x = shared_experts(g, pool, on, mb, x)
+        x = shared_experts(g, pool, on, mb, x, whole_per_gpu=True)
         # each GPU sends its share of the tokens, top_k copies, to the experts' ranks
         per_gpu = mb.tokens.ceil_div(pool.gpus_per_replica) * moe.top_k * hidden
         dispatch_bytes = 1 if (g.model.moe_dtype or g.model.dtype).startswith("fp8") else ACTIVATION_BYTES
@@ -50,13 +50,14 @@ def expert_ranks(g: Builder, pool, on, mb, layer, after):
     """One grouped-GEMM node per EP rank, weighted by the tokens routed to it, and the
     barrier on the slowest rank."""
     moe = g.model.moe
-    experts = [
-        g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=after,
-                  num_tokens=mb.tokens, hidden=g.model.hidden_size,
-                  inter=moe.expert_intermediate_size // pool.config.moe_tp, num_experts=moe.num_experts,
-                  topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp, dtype=g.model.moe_dtype or g.model.dtype)
-        for r, rank in enumerate(g.ep_ranks(pool.role))
-    ]
+    with g.weights("experts"):
+        experts = [
+            g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=after,
+                      num_tokens=mb.tokens, hidden=g.model.hidden_size,
+                      inter=moe.expert_intermediate_size // pool.config.moe_tp, num_experts=moe.num_experts,
+                      topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp, dtype=g.model.moe_dtype or g.model.dtype)
+            for r, rank in enumerate(g.ep_ranks(pool.role))
+        ]
     return g.sync("ep_barrier", on, after=experts)
 
 

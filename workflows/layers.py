@@ -45,14 +45,21 @@ def tp_all_reduce(g: Builder, pool: PoolView, on, name: str, tokens, after: Op) 
 
 
 def embed(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = None) -> Op:
-    return g.elementwise("embedding", on, kind="embedding", tokens=rank_tokens(pool, mb),
-                         hidden=g.model.hidden_size, after=after)
+    with g.weights("embeddings", split=pool.tp):
+        return g.elementwise("embedding", on, kind="embedding", tokens=rank_tokens(pool, mb),
+                             hidden=g.model.hidden_size, after=after)
 
 
 def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, layer: int | None = None) -> Op:
     """Input RMSNorm, QKV projections, attention over the micro-batch's sequences, output
-    projection, and the TP all-reduce. In a sliding-window layer (``layer`` given and
-    the model has a window there) each query attends to at most the window's keys."""
+    projection, and the TP all-reduce. In a sliding-window layer (``layer``, by default
+    the one ``g.layers()`` is tracing, where the model has a window) each query attends to
+    at most the window's keys."""
+    with g.weights("attention", split=pool.tp):
+        return _attention(g, pool, on, mb, after, g.layer if layer is None else layer)
+
+
+def _attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, layer: int | None) -> Op:
     m = g.model
     tokens = rank_tokens(pool, mb)
     heads = m.num_heads // pool.tp
@@ -84,17 +91,19 @@ def attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, 
 
 
 def dense_ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, *, width: int | None = None,
-              tp: int | None = None, prefix: str = "", reduce: bool = True) -> Op:
+              tp: int | None = None, prefix: str = "", reduce: bool = True, tokens=None) -> Op:
     """Gated MLP: gate/up projection, SiLU-and-multiply, down projection, TP all-reduce.
-    ``width`` defaults to the model's dense FFN width, ``tp`` to the pool's."""
+    ``width`` defaults to the model's dense FFN width, ``tp`` to the pool's, ``tokens``
+    (each GPU's) to the micro-batch's tokens of one attention-DP rank."""
     m = g.model
     tp = tp or pool.tp
     shard = (width or m.intermediate_size) // tp
-    tokens = rank_tokens(pool, mb)
+    tokens = rank_tokens(pool, mb) if tokens is None else tokens
     gates = 2 if m.gated_ffn else 1
-    x = g.gemm(f"{prefix}gate_up_proj", on, m=tokens, n=gates * shard, k=m.hidden_size, after=after)
-    x = g.elementwise(f"{prefix}act", on, kind="silu_mul", tokens=tokens, hidden=shard, after=x)
-    x = g.gemm(f"{prefix}down_proj", on, m=tokens, n=m.hidden_size, k=shard, after=x)
+    with g.weights("shared_experts" if prefix == "shared_" else "dense_ffn", split=tp):
+        x = g.gemm(f"{prefix}gate_up_proj", on, m=tokens, n=gates * shard, k=m.hidden_size, after=after)
+        x = g.elementwise(f"{prefix}act", on, kind="silu_mul", tokens=tokens, hidden=shard, after=x)
+        x = g.gemm(f"{prefix}down_proj", on, m=tokens, n=m.hidden_size, k=shard, after=x)
     if reduce and tp > 1:
         x = g.collective(f"{prefix}ffn_all_reduce", on, "all_reduce", bytes=tokens * m.hidden_size * ACTIVATION_BYTES,
                          group=tp, placement=pool.placement(tp), impl=all_reduce_impl(g), after=x)
@@ -103,13 +112,23 @@ def dense_ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None, 
 
 def router(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None) -> Op:
     """The gate that scores experts for every token."""
-    return g.gemm("router", on, m=rank_tokens(pool, mb), n=g.model.moe.num_experts, k=g.model.hidden_size,
-                  dtype="bf16", after=after)
+    with g.weights("experts"):
+        return g.gemm("router", on, m=rank_tokens(pool, mb), n=g.model.moe.num_experts, k=g.model.hidden_size,
+                      dtype="bf16", after=after)
 
 
-def shared_experts(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op) -> Op:
+def shared_experts(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op, *, whole_per_gpu: bool = False) -> Op:
+    """The shared experts. Split by the pool's TP like a dense FFN, their partial sums left
+    for the MoE layer's final all-reduce (or reduce-scatter) to add up with the routed
+    experts'; or, ``whole_per_gpu`` (expert parallelism with all-to-alls, whose combine
+    returns only the routed experts' output), whole on every GPU on the tokens that GPU
+    dispatches, as DeepEP deployments run them (SGLang's moe_dense_tp_size 1)."""
     if g.model.moe.shared_size == 0:
         return after
+    if whole_per_gpu:
+        gpus = pool.gpus_per_replica
+        return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", tp=1,
+                         tokens=mb.tokens if gpus == 1 else mb.tokens.ceil_div(gpus))
     return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", reduce=False)
 
 
@@ -119,10 +138,11 @@ def tp_moe(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op
     moe = g.model.moe
     x = router(g, pool, on, mb, after)
     x = shared_experts(g, pool, on, mb, x)
-    x = g.compute("experts", on, "moe_grouped_gemm", routing=(mb, layer, 0), after=x,
-                  num_tokens=mb.tokens, hidden=g.model.hidden_size, inter=moe.expert_intermediate_size // pool.gpus_per_replica,
-                  num_experts=moe.num_experts, topk=moe.top_k, ep=1, moe_tp=pool.gpus_per_replica,
-                  dtype=g.model.moe_dtype or g.model.dtype)
+    with g.weights("experts"):
+        x = g.compute("experts", on, "moe_grouped_gemm", routing=(mb, layer, 0), after=x,
+                      num_tokens=mb.tokens, hidden=g.model.hidden_size,
+                      inter=moe.expert_intermediate_size // pool.gpus_per_replica, num_experts=moe.num_experts,
+                      topk=moe.top_k, ep=1, moe_tp=pool.gpus_per_replica, dtype=g.model.moe_dtype or g.model.dtype)
     group = pool.gpus_per_replica
     if group == 1:
         return x
@@ -149,16 +169,17 @@ def ffn(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op | 
                       hidden=g.model.hidden_size, after=after)
     if g.model.is_moe_layer(layer):
         return (moe_block or moe_block_for(pool))(g, pool, on, mb, layer, x)
-    return dense_ffn(g, pool, on, mb, x, tp=pool.gpus_per_replica if pool.role == "ffn" else None)
+    return dense_ffn(g, pool, on, mb, x)
 
 
 def lm_head(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op) -> Op:
     """Final norm, logits for one token per sequence, and sampling."""
     m = g.model
     seqs = mb.seqs if pool.dp == 1 else mb.seqs.ceil_div(pool.dp)
-    x = g.elementwise("final_norm", on, kind="rmsnorm", tokens=seqs, hidden=m.hidden_size, after=after)
-    x = g.gemm("lm_head", on, m=seqs, n=m.vocab_size // pool.tp, k=m.hidden_size, dtype="bf16", after=x)
-    return g.elementwise("sampling", on, kind="sampling", tokens=seqs, hidden=m.vocab_size // pool.tp, after=x)
+    with g.weights("embeddings", split=pool.tp):
+        x = g.elementwise("final_norm", on, kind="rmsnorm", tokens=seqs, hidden=m.hidden_size, after=after)
+        x = g.gemm("lm_head", on, m=seqs, n=m.vocab_size // pool.tp, k=m.hidden_size, dtype="bf16", after=x)
+        return g.elementwise("sampling", on, kind="sampling", tokens=seqs, hidden=m.vocab_size // pool.tp, after=x)
 
 
 def decoder(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = None, moe_block: MoEBlock | None = None) -> Op:

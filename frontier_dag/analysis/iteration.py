@@ -76,6 +76,23 @@ def representative_loads(graph: EventGraph, deployment: Deployment, batch_size: 
 
 
 @dataclass
+class StageOverlap:
+    """How much of a stage's work runs at once: each resource's busy time over the stage's
+    length, the share of it during which two or more micro-batches run, and what the same
+    batch takes with one micro-batch."""
+
+    micro_batches: int
+    time_us: float
+    busy: dict[str, float]
+    micro_batch_overlap: float | None = None  # m > 1 only
+    m1_time_us: float | None = None  # m > 1 only, where the workflow traces with m = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"micro_batches": self.micro_batches, "time_us": self.time_us, "busy": self.busy,
+                "micro_batch_overlap": self.micro_batch_overlap, "m1_time_us": self.m1_time_us}
+
+
+@dataclass
 class IterationReport:
     """The critical path of one iteration and what it is made of."""
 
@@ -89,26 +106,41 @@ class IterationReport:
     duration_us: np.ndarray = field(repr=False)
     slack_us: np.ndarray = field(repr=False)
     path_positions: list[int] = field(repr=False)
+    #: per stage, with ``analyze_iteration(..., overlap=True)``
+    overlap: dict[str, StageOverlap] = field(default_factory=dict)
+    #: the traced graph's warnings, and the overlap report's
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"iteration_time_us": self.iteration_time_us, "stage_times_us": self.stage_times_us,
-                "critical_path": self.critical_path, "attribution": self.attribution, "bubbles": self.bubbles}
+        out = {"iteration_time_us": self.iteration_time_us, "stage_times_us": self.stage_times_us,
+               "critical_path": self.critical_path, "attribution": self.attribution, "bubbles": self.bubbles}
+        if self.overlap:
+            out["overlap"] = {name: o.to_json() for name, o in self.overlap.items()}
+        out["warnings"] = self.warnings
+        return out
 
 
 def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: CostModel,
-                      loads: dict[str, list[MicroBatchLoad]] | None = None) -> IterationReport:
+                      loads: dict[str, list[MicroBatchLoad]] | None = None, *, overlap: bool = False) -> IterationReport:
     """Price every stage for ``loads`` (default: representative) and find the critical path
-    of the whole graph, stages joined by their cross-stage edges."""
+    of the whole graph, stages joined by their cross-stage edges. ``overlap`` adds each
+    stage's overlap report (``StageOverlap``; m = 1 traces the workflow again)."""
     loads = loads or representative_loads(graph, deployment)
     whole = CompiledStage(graph, None)
     global_costs = np.zeros(len(graph.templates))
     stage_times = {}
+    overlaps: dict[str, StageOverlap] = {}
     for name in graph.stages:
         compiled = CompiledStage(graph, name)
         env, batches = stage_env(name, loads[name])
         costs = StageCoster(graph, compiled, cost_model).costs(env, batches)
         global_costs[compiled.templates] = costs
         stage_times[name] = float(compiled.iteration_time(costs)[0])
+        if overlap:
+            overlaps[name] = _stage_overlap(graph, compiled, costs, stage_times[name])
+    warnings = [*deployment.warnings, *graph.warnings]
+    if overlap:
+        warnings += _single_micro_batch(graph, deployment, cost_model, loads, overlaps)
     costs = global_costs[whole.templates]
     path, start, slack = whole.critical_path(costs)
     weights = whole.node_weights(costs)[0]
@@ -125,7 +157,88 @@ def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: Cos
     by_category["waits_and_bubbles"] += max(0.0, total - sum(by_category.values()))
     attribution = {k: (v / total if total > 0 else 0.0) for k, v in by_category.items()}
     return IterationReport(total, stage_times, rows, attribution, _bubbles(graph, whole, start, weights),
-                           whole, start, weights, slack, path)
+                           whole, start, weights, slack, path, overlaps, warnings)
+
+
+def _stage_overlap(graph: EventGraph, compiled: CompiledStage, costs: np.ndarray, time_us: float) -> StageOverlap:
+    """Busy share of each resource of a stage, and how long two or more micro-batches run at once."""
+    weights = compiled.node_weights(costs)[0]
+    start = compiled.finish_times(costs)[0] - weights
+    by_resource: dict[str, list[tuple[float, float]]] = {}
+    by_batch: dict[int, list[tuple[float, float]]] = {}
+    for v, node in enumerate(compiled.nodes.tolist()):
+        if weights[v] <= 0:
+            continue
+        a = graph.graph.nodes[node]
+        span = (float(start[v]), float(start[v] + weights[v]))
+        by_resource.setdefault(a["resource"], []).append(span)
+        if a["micro_batch"] is not None:
+            by_batch.setdefault(a["micro_batch"], []).append(span)
+    busy = {r: _covered(spans) / time_us if time_us > 0 else 0.0 for r, spans in sorted(by_resource.items())}
+    m = graph.stages[compiled.stage].micro_batches
+    together = None
+    if m > 1:
+        # time during which at least two micro-batches have an op running
+        edges = sorted((t, d) for spans in by_batch.values() for s, e in _union(spans) for t, d in ((s, 1), (e, -1)))
+        together, running, last = 0.0, 0, 0.0
+        for t, d in edges:
+            if running >= 2:
+                together += t - last
+            running, last = running + d, t
+        together = together / time_us if time_us > 0 else 0.0
+    return StageOverlap(m, time_us, busy, together)
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    return sum(e - s for s, e in _union(spans))
+
+
+def _single_micro_batch(graph: EventGraph, deployment: Deployment, cost_model: CostModel,
+                        loads: dict[str, list[MicroBatchLoad]], overlaps: dict[str, StageOverlap]) -> list[str]:
+    """Price each stage with m > 1 micro-batches again with the same batch in one micro-batch
+    (the workflow traced with one micro-batch per stage), into ``m1_time_us``; a warning
+    where m > 1 is the slower."""
+    split = [name for name, o in overlaps.items() if o.micro_batches > 1]
+    if not split or graph.name != deployment.config.workflow.name:
+        return []
+    from frontier_dag.dsl import trace_config
+    from frontier_dag.errors import FrontierDagError
+
+    try:
+        _, single = trace_config(deployment.config, deployment.origin, deployment, micro_batches=1)
+    except FrontierDagError as exc:
+        return [f"stage {', '.join(split)}: cannot say what one micro-batch would take: tracing the workflow with "
+                f"one micro-batch per stage failed: {exc}"]
+    warnings = []
+    for name in split:
+        compiled = CompiledStage(single, name)
+        env, batches = stage_env(name, [merge_loads(loads[name])])
+        costs = StageCoster(single, compiled, cost_model).costs(env, batches)
+        o = overlaps[name]
+        o.m1_time_us = float(compiled.iteration_time(costs)[0])
+        if o.time_us > o.m1_time_us:
+            warnings.append(f"stage {name!r}: {o.micro_batches} micro-batches take {o.time_us / 1000:.3f} ms, more than "
+                            f"one would ({o.m1_time_us / 1000:.3f} ms) for this batch; they run at once for "
+                            f"{o.micro_batch_overlap:.0%} of the stage")
+    return warnings
+
+
+def merge_loads(parts: list[MicroBatchLoad]) -> MicroBatchLoad:
+    """One micro-batch holding the sequences (and routed tokens) of ``parts``."""
+    experts = [p.expert_loads for p in parts]
+    return MicroBatchLoad(np.concatenate([p.q for p in parts]), np.concatenate([p.ctx for p in parts]),
+                          kv_out_tokens=sum(p.kv_out_tokens for p in parts),
+                          expert_loads=None if any(e is None for e in experts) else np.sum(experts, axis=0))
 
 
 def _bubbles(graph: EventGraph, whole: CompiledStage, start: np.ndarray, weights: np.ndarray) -> dict[str, float]:

@@ -43,14 +43,15 @@ def _finite(value: float, option: str) -> float:
 
 
 def load_iteration(target: str, config_path: str | None, overrides: tuple[str, ...], batch_size: int | None,
-                   context: int | None):
+                   context: int | None, overlap: bool = False):
     """Trace and analyse one iteration of a config file (or a workflow name on a config)."""
     from frontier_dag.api import iteration
 
     if Path(target).is_file():
-        return iteration(target, overrides, batch_size=batch_size, context=context)
+        return iteration(target, overrides, batch_size=batch_size, context=context, overlap=overlap)
     if config_path is not None:
-        return iteration(config_path, (*overrides, f"workflow.name={target}"), batch_size=batch_size, context=context)
+        return iteration(config_path, (*overrides, f"workflow.name={target}"), batch_size=batch_size, context=context,
+                         overlap=overlap)
     raise ConfigError(f"{target}: not a config file; pass a config YAML, or a workflow name with --config CONFIG")
 
 
@@ -120,13 +121,23 @@ def critical_path(target, request_id, what_if, as_json, config_path, batch_size,
 
         print_run_critical_path(Path(target), request_id, as_json, what_if)
         return
-    _, _, report = load_iteration(target, config_path, overrides, batch_size, context)
+    _, _, report = load_iteration(target, config_path, overrides, batch_size, context, overlap=True)
+    for warning in report.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
     click.echo(f"iteration time: {report.iteration_time_us / 1000:.3f} ms")
     for stage, t in report.stage_times_us.items():
         click.echo(f"  stage {stage}: {t / 1000:.3f} ms")
+    click.echo("overlap: busy share of each stream and link over its stage")
+    for stage, o in report.overlap.items():
+        line = f"  stage {stage}:"
+        if o.micro_batches > 1:
+            line += f" {o.micro_batches} micro-batches, two or more running for {o.micro_batch_overlap:.0%} of it"
+            if o.m1_time_us is not None:
+                line += f"; m = 1 would take {o.m1_time_us / 1000:.3f} ms"
+        click.echo(f"{line} {_busy_line(o.busy)}" if o.micro_batches == 1 else f"{line}\n    {_busy_line(o.busy)}")
     click.echo("attribution of the critical path:")
     for category, share in sorted(report.attribution.items(), key=lambda kv: -kv[1]):
         if share > 0:
@@ -137,3 +148,16 @@ def critical_path(target, request_id, what_if, as_json, config_path, batch_size,
     click.echo(f"critical path: {len(report.critical_path)} ops; the heaviest, summed over layers:")
     for (op, resource), times in sorted(totals.items(), key=lambda kv: -sum(kv[1]))[:10]:
         click.echo(f"  {op:<22} {resource:<24} {sum(times) / 1000:9.3f} ms  ({len(times)} x {sum(times) / len(times):.1f} µs)")
+
+
+def _busy_line(busy: dict[str, float]) -> str:
+    """``decode 91%, decode.ep_rank[*] 12-18%, link:prefill->decode 3%``: EP ranks folded."""
+    groups: dict[str, list[float]] = {}
+    for resource, share in busy.items():
+        groups.setdefault(resource.split("[")[0] + ("[*]" if "[" in resource else ""), []).append(share)
+    parts = []
+    for name, shares in groups.items():
+        low, high = min(shares), max(shares)
+        parts.append(f"{name} {high:.0%}" if len(shares) == 1 or round(low, 2) == round(high, 2)
+                     else f"{name} {low:.0%}-{high:.0%}")
+    return ", ".join(parts)

@@ -184,9 +184,17 @@ def _hf_dtype(cfg: dict) -> str:
     return "bf16"
 
 
+#: config.json keys that arrange windowed layers in a way (window, interval) cannot say:
+#: such a model is read with every layer attending to all keys, as before windows were read.
+_OTHER_WINDOW_LAYOUTS = ("hybrid_layer_pattern", "compress_ratios")
+
+
 def _sliding_window(cfg: dict, layers: int) -> tuple[int, int | None] | None:
-    """(window, full-attention interval) from ``layer_types`` (gpt-oss: sliding and full
-    layers alternate) or ``use_sliding_window``; None when every layer attends to all keys."""
+    """(window, full-attention interval) of a config.json with a ``sliding_window``: from
+    ``layer_types`` (gpt-oss: sliding and full layers alternate), ``use_sliding_window``
+    where the config has the flag (Qwen: false), ``sliding_window_pattern`` (Gemma 3: every
+    n-th layer is full) or Gemma 2's alternation; otherwise every layer is windowed
+    (Mistral). None when every layer attends to all keys."""
     window = cfg.get("sliding_window")
     types = cfg.get("layer_types")
     if not window:
@@ -202,7 +210,31 @@ def _sliding_window(cfg: dict, layers: int) -> tuple[int, int | None] | None:
             raise ConfigError(f"layer_types: full-attention layers {full[:6]}... are not every {n}-th layer; "
                               "describe the model with sliding_window and full_attention_interval")
         return int(window), n
-    return (int(window), None) if cfg.get("use_sliding_window") else None
+    if "use_sliding_window" in cfg:
+        return (int(window), None) if cfg["use_sliding_window"] else None
+    if cfg.get("sliding_window_pattern"):
+        return int(window), int(cfg["sliding_window_pattern"])
+    if cfg.get("model_type") == "gemma2":  # even layers windowed, odd layers full
+        return int(window), 2
+    if any(key in cfg for key in _OTHER_WINDOW_LAYOUTS):
+        return None
+    return int(window), None
+
+
+def _model_name(cfg: dict, path: Path) -> str:
+    """The name of a model read from ``path`` (a config.json): its Hugging Face id where the
+    path or the config says it (a hub cache folder ``models--org--name``, ``_name_or_path``),
+    else its folder's name (a snapshot's hash folder, or none, is no name: then the model
+    type)."""
+    for part in reversed(path.resolve().parts):
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    given = str(cfg.get("_name_or_path") or "")
+    if given and not Path(given).is_absolute() and given.count("/") <= 1 and not given.startswith("."):
+        return given
+    folder = path.resolve().parent.name
+    hashed = len(folder) >= 32 and all(c in "0123456789abcdef" for c in folder)
+    return folder if folder and not hashed else str(cfg.get("model_type") or path.stem)
 
 
 def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelConfig:
@@ -307,7 +339,7 @@ def load_model(spec: str | dict, *, base_dir: Path | None = None) -> ModelConfig
             cfg = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON: {exc}") from None
-        return from_hf_config(cfg, name=path.parent.name or path.stem, source=str(path))
+        return from_hf_config(cfg, name=_model_name(cfg, path), source=str(path))
     key = _normalise(spec)
     presets = _presets()
     for name, entry in presets.items():

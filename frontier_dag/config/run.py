@@ -18,13 +18,13 @@ checks that the deployment can exist (TP divides heads, weights fit in memory).
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
 from frontier_dag.config.loading import (
@@ -36,7 +36,7 @@ from frontier_dag.config.loading import (
 )
 from frontier_dag.config.model import ModelConfig, load_model
 from frontier_dag.config.workload import WorkloadConfig
-from frontier_dag.errors import ConfigError, FrontierDagWarning
+from frontier_dag.errors import ConfigError
 
 Role = Literal["colocated", "prefill", "decode", "attention", "ffn"]
 
@@ -94,7 +94,10 @@ class PoolConfig(Strict):
         per_replica = self.gpus // self.replicas
         if per_replica % self.ep and self.role != "attention":
             raise ValueError(f"ep={self.ep} does not divide the gpus per replica ({per_replica})")
-        if self.role == "ffn":  # no attention: tp and dp do not apply
+        if self.role == "ffn":  # no attention: its dense layers are tensor parallel over the replica
+            if "tp" in self.model_fields_set and self.tp != per_replica:
+                raise ValueError(f"tp={self.tp}: an ffn pool's dense layers are tensor parallel over all its GPUs "
+                                 f"per replica; omit tp or set it to {per_replica}")
             return self
         if per_replica % self.tp:
             raise ValueError(f"gpus per replica ({per_replica}) is not divisible by tp={self.tp}")
@@ -106,6 +109,12 @@ class PoolConfig(Strict):
     @property
     def gpus_per_replica(self) -> int:
         return self.gpus // self.replicas
+
+    @property
+    def dense_tp(self) -> int:
+        """Tensor parallel size of the pool's attention and dense layers (``pool.tp`` in a
+        workflow): ``tp``; an ffn pool's dense layers are split over all its GPUs per replica."""
+        return self.gpus_per_replica if self.role == "ffn" else self.tp
 
     @property
     def attention_dp(self) -> int:
@@ -121,6 +130,11 @@ class ClusterConfig(Strict):
     pools: dict[str, PoolConfig]
     kv_link: Literal["auto", "nvlink", "network"] = Field(
         "auto", description="link that carries KV between pools; auto: nvlink when both fit in one node")
+    comm_sms: dict[str, NonNegativeInt] = Field(
+        {}, description="SMs a communication kernel holds while it runs, by implementation (nccl, custom, auto, "
+                        "deepep_normal, deepep_ll, or a workflow's own impl=): a collective that overlaps compute "
+                        "on its GPUs slows it by that share of the GPU's SMs (docs/dsl.md, contention); "
+                        "defaults: nccl 32, custom and auto 36, deepep_normal 20, deepep_ll DeepEP's launch grid")
 
     @model_validator(mode="after")
     def _roles(self) -> ClusterConfig:
@@ -256,18 +270,54 @@ def run_config_from_dict(data: dict[str, Any], overrides=(), source: str = "conf
     return validate(RunConfig, apply_overrides(data, overrides), source, overrides)
 
 
-def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig) -> float:
-    """Weight bytes each GPU of the pool holds: attention, embeddings and dense FFNs are
-    sharded by TP; routed experts are spread over every GPU of the replica (EP x expert TP).
-    An ``attention`` pool holds no FFN weights and an ``ffn`` pool no attention weights."""
+#: The weights a pool of each role holds unless the traced workflow says otherwise (its ops'
+#: weight groups, ``EventGraph.weight_groups``): the groups of ``ModelConfig.weight_bytes``.
+WEIGHTS_OF_ROLE: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("colocated", "prefill", "decode"),
+                    frozenset({"attention", "embeddings", "dense_ffn", "shared_experts", "experts"})),
+    "attention": frozenset({"attention", "embeddings"}),
+    "ffn": frozenset({"dense_ffn", "shared_experts", "experts"}),
+}
+#: A weight group that stands for ops no group was declared for (``g.weights``): the pool is
+#: then assumed to hold its role's weights as well.
+UNDECLARED_WEIGHTS = "undeclared"
+
+
+def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: Mapping[str, int | None] | None = None
+                          ) -> float:
+    """Weight bytes each GPU of the pool holds: of each weight group its ops read (``groups``:
+    group -> how many GPUs split it, from the traced workflow; default its role's groups),
+    ``1/split`` of the group. A group's usual split (None) is the pool's dense TP for
+    attention, embeddings, dense FFNs and shared experts, and its GPUs per replica for
+    routed experts (EP x expert TP)."""
+    placed = dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]) if groups is None else dict(groups)
+    if UNDECLARED_WEIGHTS in placed:
+        placed = {**dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]), **placed}
     w = model.weight_bytes()
-    attention = (w["attention"] + w["embeddings"]) / pool.tp
-    ffn = (w["dense_ffn"] + w["shared_experts"]) / pool.tp + w["experts"] / pool.gpus_per_replica
-    if pool.role == "attention":
-        return attention
-    if pool.role == "ffn":
-        return (w["dense_ffn"] + w["shared_experts"] + w["experts"]) / pool.gpus_per_replica
-    return attention + ffn
+    usual = {"experts": pool.gpus_per_replica}
+
+    def part(*names: str) -> float:
+        """The groups' bytes per GPU, summed before one division where they split alike."""
+        splits = {name: placed[name] or usual.get(name, pool.dense_tp) for name in names if name in placed}
+        if len(set(splits.values())) == 1:
+            return sum(w[name] for name in splits) / next(iter(splits.values()))
+        return sum(w[name] / split for name, split in splits.items())
+
+    return part("attention", "embeddings") + (part("dense_ffn", "shared_experts") + part("experts"))
+
+
+def check_weights_fit(deployment: Deployment, name: str, groups: Mapping[str, int | None] | None = None) -> None:
+    """A ConfigError when pool ``name``'s weights (of ``groups``, default its role's) leave
+    no room on its GPUs."""
+    config, pool, model = deployment.config, deployment.pools[name], deployment.model
+    hw = deployment.pool_hardware[name]
+    need = weights_per_gpu_bytes(model, pool, groups)
+    have = hw.gpu.hbm_capacity_bytes * config.scheduler.gpu_memory_utilization
+    if need > have:
+        raise ConfigError(
+            f"{deployment.origin.name}: cluster.pools.{name}: {model.name} needs {need / 2**30:.1f} GiB of weights per "
+            f"GPU with tp={pool.dense_tp}, ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise "
+            "tp/ep or use more GPUs per replica")
 
 
 def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
@@ -302,15 +352,15 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
                               f"of {MAX_SEQS_PER_REPLICA:,} (a typo? the limits are in docs/configuration.md)")
         if model.moe is None and pool.ep > 1:
             raise ConfigError(f"{key}.ep: {model.name} is dense; expert parallelism needs a MoE model (set ep: 1)")
-        need = weights_per_gpu_bytes(model, pool)
-        have = hw.gpu.hbm_capacity_bytes * config.scheduler.gpu_memory_utilization
-        if need > have:
-            raise ConfigError(
-                f"{key}: {model.name} needs {need / 2**30:.1f} GiB of weights per GPU with tp={pool.tp}, "
-                f"ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise tp/ep or use more GPUs per replica")
     notes = check_request_lengths(config, model, *declared_lengths(config.workload), origin=origin)
-    return Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin,
-                      warnings=tuple(notes))
+    deployment = Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin,
+                            warnings=tuple(notes))
+    for name, pool in config.cluster.pools.items():
+        # the halves of a disaggregated model hold what their ops run, known once traced
+        # (frontier_dag.dsl.trace checks them then)
+        if pool.role not in ("attention", "ffn"):
+            check_weights_fit(deployment, name)
+    return deployment
 
 
 def declared_lengths(workload: WorkloadConfig) -> tuple[int | None, int | None]:
@@ -328,8 +378,8 @@ def check_request_lengths(config: RunConfig, model: ModelConfig, prompt: int | N
     """Check a workload against what a serving engine accepts. A prompt that does not fit one
     step's token budget without chunked prefill is a configuration vLLM refuses: an error. A
     request longer than the model's context (which an engine would reject) is simulated as
-    written, a hypothetically longer context, and said: the warning is returned (and
-    emitted) so that the run's summary carries it. ``prompt`` is the longest prompt and
+    written, a hypothetically longer context, and said: the warning is returned, and the
+    deployment, the run's summary and the iteration report carry it. ``prompt`` is the longest prompt and
     ``total`` the longest prompt + output (None: unknown); ``drawn`` says where they come
     from when not from the config."""
     src, sched = origin.name, config.scheduler
@@ -352,8 +402,6 @@ def check_request_lengths(config: RunConfig, model: ModelConfig, prompt: int | N
                           f"({prompt:,} tokens), and vLLM refuses such a configuration: raise "
                           f"scheduler.max_num_batched_tokens to at least {prompt:,}, set scheduler.chunked_prefill: "
                           "true, or cap workload.prompt_tokens.high")
-    for note in notes:
-        warnings.warn(FrontierDagWarning(note), stacklevel=2)
     return notes
 
 

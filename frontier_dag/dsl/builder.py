@@ -20,6 +20,8 @@ import contextlib
 import itertools
 import os
 import sys
+import sysconfig
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +29,17 @@ from typing import Any
 
 from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.config.model import ModelConfig
-from frontier_dag.config.run import Deployment, PoolConfig
-from frontier_dag.cost.queries import FAMILIES
+from frontier_dag.config.run import Deployment, PoolConfig, Role
+from frontier_dag.cost.queries import FAMILIES, QUERY_COLUMNS, RAGGED_COLUMNS
 from frontier_dag.errors import WorkflowError
 from frontier_dag.ir.graph import EventGraph, Resource, Stage, Template
 from frontier_dag.ir.symbols import Sym, variables
 
 _DSL_DIR = str(Path(__file__).resolve().parent)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
+ROLES: tuple[str, ...] = typing.get_args(Role)
+WEIGHT_GROUPS = ("attention", "embeddings", "dense_ffn", "shared_experts", "experts")
 _graph_ids = itertools.count()
 
 #: Statistics of a micro-batch that symbolic shapes may use.
@@ -73,9 +78,12 @@ def _where() -> str:
 
 
 def _engine_frame(frame) -> bool:
-    """A frame of the tracer itself, or of generated code (``<string>``), not of a workflow."""
+    """A frame of the tracer itself, of the standard library (``contextlib`` runs the body of
+    ``with g.stage(...)``) or of generated code (``<string>``), not of a workflow."""
     filename = frame.f_code.co_filename
-    return filename.startswith(_DSL_DIR) or filename.startswith("<")
+    if filename.startswith(_STDLIB) and "-packages" not in filename:
+        return True
+    return filename.startswith((_DSL_DIR, "<"))
 
 
 def _shown(filename: str) -> str:
@@ -137,7 +145,9 @@ class PoolView:
 
     @property
     def tp(self) -> int:
-        return self.config.tp
+        """Tensor parallel size of the pool's attention and dense layers, whatever its role
+        (an ffn pool's dense layers are split over all its GPUs per replica)."""
+        return self.config.dense_tp
 
     @property
     def ep(self) -> int:
@@ -160,8 +170,11 @@ class PoolView:
 class Builder:
     """Records one trace of a workflow into an EventGraph."""
 
-    def __init__(self, deployment: Deployment, name: str, params: dict[str, Any]):
+    def __init__(self, deployment: Deployment, name: str, params: dict[str, Any], micro_batches: int | None = None):
+        """``micro_batches`` overrides every stage's (the overlap report traces a strategy
+        again with one micro-batch per stage to say what m = 1 would take)."""
         self.deployment = deployment
+        self._force_micro_batches = micro_batches
         self.model: ModelConfig = deployment.model
         self.hardware: HardwareConfig = deployment.hardware
         self.params = params
@@ -172,6 +185,7 @@ class Builder:
         self._stage: Stage | None = None
         self._layer: int | None = None
         self._micro_batch: int | None = None
+        self._weights: tuple[str, int | None] | None = None
         self._late_edges: list[tuple[int, int, str]] = []
         self._ancestor_cache: dict[int, tuple[int, set[int]]] = {}
         self._pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
@@ -182,11 +196,20 @@ class Builder:
 
     def pool(self, role: str) -> PoolView:
         if role not in self._pools_by_role:
-            have = ", ".join(sorted(self._pools_by_role)) or "none"
-            raise WorkflowError(f"{_where()}: workflow {self.ir.name} needs a pool with role {role!r}; "
-                                f"the config's pools have roles {have}. Add one under cluster.pools.")
+            raise WorkflowError(f"{_where()}: {self._unknown_role(role, f'workflow {self.ir.name} needs a pool with role')}")
         name, cfg = self._pools_by_role[role]
         return PoolView(role, name, cfg, self.deployment.pool_hardware.get(name, self.hardware))
+
+    def _unknown_role(self, role: Any, what: str) -> str:
+        """Why ``role`` names no pool of the deployment, and what to write instead."""
+        have = ", ".join(sorted(self._pools_by_role)) or "none"
+        pools = self.deployment.pools
+        if isinstance(role, str) and role in pools and role not in ROLES:
+            return (f"{what} {role!r}, which is the name of a pool in cluster.pools, not a role; the DSL names "
+                    f"pools by role: use {pools[role].role!r}")
+        if role not in ROLES:
+            return f"{what} {role!r}, which is not a role; roles are {', '.join(ROLES)} (the config's pools have {have})"
+        return f"{what} {role!r}; the config's pools have roles {have}. Add one under cluster.pools."
 
     # -- resources -----------------------------------------------------------------------------
     def stream(self, role: str, suffix: str | None = None) -> Resource:
@@ -238,10 +261,15 @@ class Builder:
             raise WorkflowError(f"{_where()}: stage {name!r} needs at least one micro-batch, got {micro_batches}")
         if serves not in ("prefill", "decode", "both", "transfer"):
             raise WorkflowError(f"{_where()}: stage {name!r}: serves must be prefill, decode, both or transfer")
+        if isinstance(pools, str) or not isinstance(pools, Iterable):
+            raise WorkflowError(f"{_where()}: stage {name!r}: pools= takes a list of roles, such as pools=[{pools!r}]")
         pools = tuple(pools)
         for role in pools:
-            self.pool(role)
-        stage = Stage(name, pools, int(micro_batches), serves)
+            if role not in self._pools_by_role:
+                raise WorkflowError(f"{_where()}: {self._unknown_role(role, f'stage {name!r}: pools= names')}")
+        if self._force_micro_batches is not None:
+            micro_batches = self._force_micro_batches
+        stage = Stage(name, pools, int(micro_batches), serves, _where())
         self.ir.stages[name] = stage
         self._stage = stage
         try:
@@ -271,6 +299,28 @@ class Builder:
         finally:
             self._layer, self._micro_batch = saved
 
+    @property
+    def layer(self) -> int | None:
+        """The layer that ``g.layers()`` (or ``g.scope``) is tracing, or None."""
+        return self._layer
+
+    @contextlib.contextmanager
+    def weights(self, group: str, split: int | None = None) -> Iterator[None]:
+        """Ops traced inside read the weights of ``group`` (attention, embeddings, dense_ffn,
+        shared_experts, experts: the groups of ``ModelConfig.weight_bytes``), each GPU
+        ``1/split`` of them (default: the pool's TP for dense groups, its GPUs per replica
+        for experts). A pool holds the groups its ops read (``EventGraph.weight_groups``),
+        whatever its role."""
+        if group not in WEIGHT_GROUPS:
+            raise WorkflowError(f"{_where()}: g.weights({group!r}): weight groups are {', '.join(WEIGHT_GROUPS)}")
+        if split is not None and (not isinstance(split, int) or split < 1):
+            raise WorkflowError(f"{_where()}: g.weights({group!r}, split={split!r}): split is a whole number >= 1")
+        saved, self._weights = self._weights, (group, split)
+        try:
+            yield
+        finally:
+            self._weights = saved
+
     # -- operations ----------------------------------------------------------------------------
     def compute(self, name: str, on: Resource | str, family: str, *, after: Any = None,
                 batch: MicroBatch | None = None, routing: tuple[MicroBatch, int, int] | None = None,
@@ -283,6 +333,7 @@ class Builder:
         resource = self._resource(on, op)
         if self._stage is None:
             raise WorkflowError(f"{_where()}: op {op!r} is outside any stage; trace it inside `with g.stage(...)`")
+        self._check_placement(op, resource)
         for key, value in fields.items():
             if not isinstance(value, Sym | int | float | str | bool) and value is not None:
                 raise WorkflowError(f"{_where()}: op {op!r}: field {key}={value!r} must be a number, a string or a Sym")
@@ -301,6 +352,7 @@ class Builder:
             if mb.stage != self._stage.name:
                 raise WorkflowError(f"{_where()}: op {op!r} in stage {self._stage.name!r} reads {mb.key}, a micro-batch "
                                     "of another stage; pass one of this stage's st.micro_batches")
+        self._check_columns(op, family, fields, batch, routing)
         template = Template(
             family,
             tuple(sorted(fields.items())),
@@ -355,6 +407,44 @@ class Builder:
         self._late_edges.append((self._node_of(before, "depend"), self._node_of(later, "depend"), _where()))
 
     # -- internals -----------------------------------------------------------------------------
+    def _check_placement(self, op: str, resource: Resource) -> None:
+        """An op runs on a pool its stage steps; a decode stage never runs on the prefill pool."""
+        stage = self._stage
+        if resource.kind == "gpu" and resource.pool == "prefill" and stage.serves == "decode":
+            raise WorkflowError(f"{_where()}: op {op!r} of stage {stage.name!r}, which serves decode, runs on "
+                                f"{resource.name}, a stream of the prefill pool; run decode ops on the decode pool's "
+                                "streams (g.stream('decode')), and move KV there with g.transfer on g.link('prefill', "
+                                "'decode')")
+        ends = (resource.pool,) if resource.kind == "gpu" else (resource.pool, resource.dst)
+        if not set(ends) & set(stage.pools):
+            where = "a stream of the" if resource.kind == "gpu" else "a link of the"
+            raise WorkflowError(f"{_where()}: op {op!r} runs on {resource.name}, {where} {' and '.join(ends)} pool, "
+                                f"but stage {stage.name!r} steps pools {list(stage.pools)}; add {ends[0]!r} to its "
+                                "pools= or run the op on a stream of one of them")
+
+    def _check_columns(self, op: str, family: str, fields: dict[str, Any], batch, routing) -> None:
+        """The query columns ``family`` is priced on are all given (the ragged ones come from
+        ``batch=`` or ``routing=``)."""
+        if family == "sync":
+            return
+        if family in QUERY_COLUMNS and any(c in RAGGED_COLUMNS - {"expert_tokens"} for c in QUERY_COLUMNS[family]):
+            dynamic = "mla" if family.startswith("mla") else "attention"
+            raise WorkflowError(f"{_where()}: op {op!r}: family {family!r} is priced on each sequence's lengths; use "
+                                f"family {dynamic!r} with batch=<a micro-batch>, and the kernel (prefill, decode or "
+                                "mixed) is chosen per iteration")
+        columns = QUERY_COLUMNS[{"attention": "attention_decode", "mla": "mla_decode"}.get(family, family)]
+        missing = [c for c in columns if c not in RAGGED_COLUMNS and c not in fields]
+        if missing:
+            raise WorkflowError(f"{_where()}: op {op!r}: family {family!r} is priced on "
+                                f"{', '.join(c for c in columns if c not in RAGGED_COLUMNS)}; the call lacks "
+                                f"{', '.join(missing)}: pass {', '.join(f'{c}=...' for c in missing)}")
+        if family in ("attention", "mla") and batch is None:
+            raise WorkflowError(f"{_where()}: op {op!r}: family {family!r} reads each sequence's lengths; pass "
+                                "batch=<a micro-batch of this stage> (st.mb or st.micro_batches[i])")
+        if family == "moe_grouped_gemm" and routing is None:
+            raise WorkflowError(f"{_where()}: op {op!r}: family 'moe_grouped_gemm' reads the tokens routed to an EP "
+                                "rank's experts; pass routing=(micro_batch, layer, rank)")
+
     def _link_placement(self, link: Resource) -> str:
         src, dst = self.pool(link.pool), self.pool(link.dst)
         if src.hardware.name != dst.hardware.name:
@@ -383,6 +473,10 @@ class Builder:
                             "pass the Op that an earlier g.<op>(...) call returned")
 
     def _add(self, op: str, kind: str, resource: Resource, template: Template, after: Any, micro_batch: int | None) -> Op:
+        if isinstance(after, str) or not (after is None or isinstance(after, Op | list | tuple | set | frozenset)):
+            raise WorkflowError(f"{_where()}: op {op!r}: after= takes the Op that an earlier g.<op>(...) call returned, "
+                                f"or a list of them, not {after!r}; keep the call's result (x = g.gemm(...)) and pass "
+                                "after=x")
         deps = [] if after is None else [after] if isinstance(after, Op) else list(after)
         pred_nodes = [self._node_of(d, op) for d in deps if d is not None]
         if micro_batch is None and pred_nodes:
@@ -397,6 +491,8 @@ class Builder:
         where = _where()
         self.ir.graph.add_node(node, kind=kind, op=op, resource=resource.name, stage=self._stage.name,
                                layer=self._layer, micro_batch=micro_batch, template=tid, where=where)
+        if self._weights is not None:
+            self.ir.graph.nodes[node]["weights"] = self._weights
         stream = (self._stage.name, resource.name)
         candidates = {p: "data" for p in pred_nodes}
         if stream in self._stream_tail:
@@ -443,7 +539,39 @@ class Builder:
                 raise WorkflowError(f"{where}: g.depend({self.ir.label(before)}, {self.ir.label(later)}) closes a dependency cycle")
         if not self.ir.stages:
             raise WorkflowError(f"workflow {self.ir.name}: traced no stage; wrap ops in `with g.stage(...)`")
+        self._check_kv_moves()
         return self.ir.validate()
+
+    def _check_kv_moves(self) -> None:
+        """Where prefill and decode run on different pools, the decode stage waits for a
+        transfer into its pools (the KV of the requests it decodes); without one, KV would
+        reach the decode pool for free."""
+        stages = self.ir.stages.values()
+        prefill_pools = {p for st in stages if st.serves == "prefill" for p in st.pools}
+        for stage in stages:
+            if stage.serves != "decode" or not prefill_pools or set(stage.pools) & prefill_pools:
+                continue
+            if not self._waits_for_transfer_into(stage):
+                raise WorkflowError(
+                    f"{stage.where}: stage {stage.name!r} decodes on {', '.join(stage.pools)} but "
+                    f"waits for no KV transfer from the prefill pool: the KV cache would move for free. Move it with "
+                    f"kv = g.transfer('kv_cache', g.link('prefill', {stage.pools[0]!r}), bytes=...) and start the "
+                    "decode after it (after=kv on the stage's first op)")
+
+    def _waits_for_transfer_into(self, stage: Stage) -> bool:
+        g = self.ir.graph
+        stack = self.ir.stage_nodes(stage.name)
+        seen = set(stack)
+        while stack:
+            node = stack.pop()
+            attrs = g.nodes[node]
+            if attrs["kind"] == "transfer" and self.ir.resources[attrs["resource"]].dst in stage.pools:
+                return True
+            for p in g.pred[node]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return False
 
 
 def _is_acyclic(graph) -> bool:

@@ -30,7 +30,9 @@ class CompiledStage:
 
     ``nodes[i]`` is the graph node at position i of the topological order;
     ``templates`` are the graph template ids the stage uses, and ``node_template[i]``
-    indexes into them. Costs passed in are ``(k, len(templates))`` arrays.
+    indexes into them; node i weighs ``node_scale[i]`` times its template's cost (1 for
+    every node but the SM-share nodes of ``frontier_dag.ir.contention``). Costs passed in
+    are ``(k, len(templates))`` arrays.
     """
 
     def __init__(self, graph: EventGraph, stage: str | None):
@@ -47,16 +49,20 @@ class CompiledStage:
         self.templates = np.array(sorted(set(template_of)), dtype=np.int64)
         local = {t: i for i, t in enumerate(self.templates.tolist())}
         self.node_template = np.array([local[t] for t in template_of], dtype=np.int64)
+        self.node_scale = np.array([graph.scale(v) for v in order], dtype=float)
+        self._scaled = bool((self.node_scale != 1.0).any())
         self.pred_lists = [sorted(position[u] for u in sub.predecessors(v)) for v in order]
         self.levels = Levels.build(len(order), self.pred_lists)
-        self.program: ReducedProgram = reduce_series_parallel(self.pred_lists, self.node_template, len(self.templates))
+        self.program: ReducedProgram = reduce_series_parallel(self.pred_lists, self.node_template, len(self.templates),
+                                                              self.node_scale if self._scaled else None)
 
     def __len__(self) -> int:
         return len(self.nodes)
 
     def node_weights(self, costs: np.ndarray) -> np.ndarray:
         """Per-node weights ``(k, n)`` from template costs ``(k, T)``."""
-        return np.atleast_2d(costs)[:, self.node_template]
+        weights = np.atleast_2d(costs)[:, self.node_template]
+        return weights * self.node_scale if self._scaled else weights
 
     def finish_times(self, costs: np.ndarray) -> np.ndarray:
         """Finish time of every node (reference evaluator), shape ``(k, n)``."""

@@ -4,7 +4,9 @@ Nodes are operations; each has a kind (compute, collective, transfer, sync), the
 resource that executes it, the stage (a pool's iteration) it belongs to, its layer
 and micro-batch, the cost template that prices it, and the DSL file:line that
 created it. Edges are data or ordering dependencies; ops on one resource within a
-stage are chained in program order (stream semantics).
+stage are chained in program order (stream semantics). A node may carry a ``scale``: its
+weight is that multiple of its template's cost (1 when absent; the contention pass's
+SM-share nodes weigh a fraction of a communication kernel's time).
 
 Weights live on nodes, not edges: evaluate with ``frontier_dag.ir.compile``, never
 with ``nx.dag_longest_path`` (which reads edge weights).
@@ -83,6 +85,8 @@ class Stage:
     #: which requests' work it does: prefill, decode, both (chunked prefill mixes them), or
     #: transfer (it moves finished prefills' KV between pools)
     serves: Literal["prefill", "decode", "both", "transfer"] = "both"
+    #: the DSL file:line that opened it (``with g.stage(...)``)
+    where: str = ""
 
 
 @dataclass
@@ -97,6 +101,9 @@ class EventGraph:
     stages: dict[str, Stage] = field(default_factory=dict)
     #: How tokens are routed to experts (a RoutingSpec), where the workflow has expert ops.
     routing: Any = None
+    #: What the author should know about the traced strategy (a stage whose micro-batches
+    #: never overlap, ...): reported by the commands and in the run summary.
+    warnings: list[str] = field(default_factory=list)
 
     # -- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -120,6 +127,29 @@ class EventGraph:
         """Topological order with ties broken by creation order, so it is stable."""
         return list(nx.lexicographical_topological_sort(self.graph))
 
+    def scale(self, n: int) -> float:
+        """The multiple of its template's cost that node ``n`` weighs (1 unless a pass set it)."""
+        return self.graph.nodes[n].get("scale", 1.0)
+
+    def weight_groups(self) -> dict[str, dict[str, int | None]]:
+        """The weights each pool's ops read, by pool role: weight group -> the split its ops
+        declared (``g.weights``; None: the group's usual split; the smallest where ops of one
+        group declare several). A GEMM or expert op traced without a group adds
+        ``undeclared`` (the pool then holds its role's weights too)."""
+        out: dict[str, dict[str, int | None]] = {}
+        for _, a in self.graph.nodes(data=True):
+            resource = self.resources[a["resource"]]
+            if resource.kind != "gpu":
+                continue
+            groups = out.setdefault(resource.pool, {})
+            if "weights" in a:
+                group, split = a["weights"]
+                if group not in groups or (split is not None and (groups[group] is None or split < groups[group])):
+                    groups[group] = split
+            elif self.templates[a["template"]].family in ("gemm", "moe_grouped_gemm"):
+                groups["undeclared"] = None
+        return out
+
     def stage_nodes(self, stage: str) -> list[int]:
         return [n for n, s in self.graph.nodes(data="stage") if s == stage]
 
@@ -129,7 +159,7 @@ class EventGraph:
             raise GraphError(f"{self.name}: no stage {stage!r}; stages are {', '.join(self.stages)}")
         sub = self.graph.subgraph(self.stage_nodes(stage)).copy()
         return EventGraph(self.name, self.params, sub, self.templates, self.resources,
-                          {stage: self.stages[stage]}, self.routing)
+                          {stage: self.stages[stage]}, self.routing, list(self.warnings))
 
     # -- checking ------------------------------------------------------------------------------
     def validate(self) -> EventGraph:
@@ -148,6 +178,8 @@ class EventGraph:
                 raise GraphError(f"{where}: node {self.label(n)} has no cost template")
             if attrs["stage"] not in self.stages:
                 raise GraphError(f"{where}: node {self.label(n)} belongs to unknown stage {attrs['stage']!r}")
+            if not attrs.get("scale", 1.0) >= 0:
+                raise GraphError(f"{where}: node {self.label(n)} has scale {attrs['scale']!r}; expected a number >= 0")
         if not nx.is_directed_acyclic_graph(g):
             cycle = nx.find_cycle(g)
             path = " -> ".join(f"{self.label(u)} ({g.nodes[u]['where']})" for u, _ in cycle)
@@ -175,6 +207,8 @@ class EventGraph:
             a = self.graph.nodes[n]
             preds = ",".join(f"n{index[p]}" for p in sorted(self.graph.predecessors(n), key=index.get))
             line = f"n{index[n]} {a['stage']} {self.label(n)} {a['kind']} on={a['resource']} t{tid[a['template']]}"
+            if a.get("scale", 1.0) != 1.0:
+                line += f"x{a['scale']:.6g}"
             line += f" <- {preds}" if preds else ""
             if locations:
                 line += f" @{a['where']}"

@@ -199,9 +199,11 @@ class ReducedProgram:
         return finish[:, sink_preds].max(axis=1)
 
 
-def reduce_series_parallel(pred_lists: list[list[int]], node_template: np.ndarray, num_templates: int) -> ReducedProgram:
+def reduce_series_parallel(pred_lists: list[list[int]], node_template: np.ndarray, num_templates: int,
+                           node_scale: np.ndarray | None = None) -> ReducedProgram:
     """Reduce a DAG (predecessor lists in topological order; node i costs template
-    ``node_template[i]``) to a ReducedProgram computing its longest path."""
+    ``node_template[i]``, times ``node_scale[i]`` where given) to a ReducedProgram computing
+    its longest path."""
     program = ReducedProgram(num_templates)
     n = len(pred_lists)
     if n == 0:
@@ -220,7 +222,8 @@ def reduce_series_parallel(pred_lists: list[list[int]], node_template: np.ndarra
         if not succ[v]:
             succ[v].add(SINK)
             pred[SINK].add(v)
-    weight: dict[int, dict[int, float]] = {v: {int(node_template[v]): 1.0} for v in range(n)}
+    scale = [1.0] * n if node_scale is None else [float(c) for c in node_scale]
+    weight: dict[int, dict[int, float]] = {v: {int(node_template[v]): scale[v]} for v in range(n)}
     alive = list(range(n))  # topological order of the live nodes
 
     changed = True

@@ -79,7 +79,8 @@ class GlobalController:
                                           f"cluster.pools.{name}.replicas: stage {stage_name} steps them together")
             where = f"{deployment.origin.name}: cluster.pools.{name}"
             hw = deployment.pool_hardware[name]
-            capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where)
+            capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where,
+                                          graph.weight_groups().get(pool.role))
             sched = cfg.scheduler
             limits = Limits(sched.max_num_seqs * pool.attention_dp, sched.max_num_batched_tokens * pool.attention_dp,
                             sched.chunked_prefill, sched.policy, sched.prefix_caching,

@@ -91,7 +91,10 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     controller.check_released()
     wall = time.perf_counter() - started
     summary = summarize(deployment, table, controller, wall)
-    summary["warnings"] = [*deployment.warnings, *notes]
+    # what the run should not be trusted for without reading: requests beyond the model's
+    # context, then what the traced strategy does not do as it says. One per line, empty when
+    # none (a string, so that sweep tables hold it as they hold every other summary field)
+    summary["warnings"] = "\n".join([*deployment.warnings, *notes, *graph.warnings])
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
 
 

@@ -18,11 +18,12 @@ def test_gpt_oss_alternates_windowed_and_full_layers():
     assert m.kv_bytes_per_token == m.kv_bytes_per_token_per_layer * 18
 
 
-def test_sliding_window_needs_layer_types_or_the_flag():
+def test_sliding_window_follows_layer_types_or_the_flag():
     base = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 4, "intermediate_size": 128,
             "vocab_size": 100, "sliding_window": 32}
-    assert from_hf_config(base, "m").sliding_window is None  # Qwen-style: use_sliding_window absent/false
+    assert from_hf_config({**base, "use_sliding_window": False}, "m").sliding_window is None  # Qwen-style
     assert from_hf_config({**base, "use_sliding_window": True}, "m").attention_window(3) == 32
+    assert from_hf_config(base, "m").attention_window(3) == 32  # Mistral-style: no flag, every layer windowed
     m = from_hf_config({**base, "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention",
                                                 "full_attention"]}, "m")
     assert m.full_attention_interval == 4 and m.attention_window(3) is None and m.attention_window(2) == 32

@@ -142,7 +142,7 @@ FOREIGN: list[Op] = []
     (unknown_resource, "runs on unknown resource 'decode.side'"),
     (no_resource, "has no resource"),
     (made_up_op, "which is not an op of this trace"),
-    (not_an_op, "which is not an op of this trace"),
+    (not_an_op, "after= takes the Op that an earlier g.<op>(...) call returned, or a list of them, not 'qkv_proj'"),
     (cycle, "closes a dependency cycle"),
     (outside_stage, "is outside any stage"),
     (other_stage_sym, "uses prefill.mb0.tokens, a batch of another stage"),
@@ -159,6 +159,7 @@ def test_misuse_names_file_and_line(fn, message, deployment):
     assert isinstance(error, WorkflowError)
     assert message in str(error)
     assert_names_line(error, fn.__name__)
+    assert "contextlib" not in str(error)  # the body of `with g.stage(...)` runs inside contextlib
 
 
 def test_dependency_on_an_op_of_another_trace(deployment):

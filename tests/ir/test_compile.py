@@ -84,6 +84,32 @@ def test_reduced_program_equals_references(dag, seed):
                 assert costs[i] @ linear == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
+@settings(max_examples=150, deadline=None)
+@given(dags(), st.integers(0, 2**32 - 1))
+def test_scaled_nodes_weigh_their_multiple_of_the_template_cost(dag, seed):
+    """A node with a scale (the contention pass's SM-share nodes) weighs that multiple of its
+    template's cost, in the reduced program, the levelled reference and the critical path;
+    the gradient still splits the time exactly among the templates (Euler)."""
+    pred_lists, node_template = dag
+    rng = np.random.default_rng(seed)
+    scale = rng.choice([1.0, 0.15, 0.5, 2.0], size=len(pred_lists))
+    graph = event_graph(pred_lists, node_template)
+    for v, c in enumerate(scale):
+        if c != 1.0:
+            graph.graph.nodes[v]["scale"] = float(c)
+    compiled = CompiledStage(graph.validate(), None)
+    costs = random_costs(seed, 2, len(compiled.templates))
+    for i in range(2):
+        weights = costs[i, compiled.node_template] * compiled.node_scale
+        expected = longest_path(compiled.pred_lists, weights)
+        assert compiled.iteration_time(costs)[i] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert compiled.finish_times(costs)[i].max(initial=0.0) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert compiled.iteration_time_one(costs[i]) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        total, grad = compiled.program.gradient(costs[i])
+        assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert grad @ costs[i] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(dags(), st.integers(0, 2**32 - 1))
 @example(([[], [], [0, 1], [1], [2, 3], [2]], [0, 1, 2, 3, 0, 1]), 7)  # an N: never reduces
