@@ -124,23 +124,6 @@ def transforms(family: str) -> np.ndarray:
 # -- helpers of the row loops ------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _sorted_into(out, values, n):
-    """``values[:n]`` sorted ascending into ``out[:n]`` (insertion sort for short rows)."""
-    for j in range(n):
-        out[j] = values[j]
-    if n > 16:
-        out[:n].sort()
-        return
-    for i in range(1, n):
-        x = out[i]
-        j = i - 1
-        while j >= 0 and out[j] > x:
-            out[j + 1] = out[j]
-            j -= 1
-        out[j + 1] = x
-
-
-@njit(cache=True, error_model="numpy")
 def _quantile(ordered, n, p):
     """The linear-interpolated ``p`` quantile of ``ordered[:n]`` (numpy's default)."""
     position = p * (n - 1.0)
@@ -167,29 +150,19 @@ def _roofline_columns(out, o, work, flops, nbytes, peak, consts, quantization):
     work[1] = memory
 
 
+#: FlashAttention-3's causal forward tiles on Hopper by head size: (largest head size, query
+#: rows, keys for 2-byte KV, keys for 1-byte KV); larger heads take the last
+FA_TILES = ((64.0, 192.0, 128.0, 160.0), (96.0, 192.0, 144.0, 128.0), (128.0, 128.0, 128.0, 128.0),
+            (192.0, 128.0, 112.0, 160.0), (np.inf, 128.0, 80.0, 128.0))
+
+
 @njit(cache=True, error_model="numpy")
 def _fa_tiles(head_dim, kv_width):
-    """(query rows, keys) of a FlashAttention-3 causal forward tile on Hopper by head size,
-    for 2-byte and 1-byte (fp8) KV operands."""
-    if kv_width <= 1:
-        if head_dim <= 64:
-            return 192.0, 160.0
-        if head_dim <= 96:
-            return 192.0, 128.0
-        if head_dim <= 128:
-            return 128.0, 128.0
-        if head_dim <= 192:
-            return 128.0, 160.0
-        return 128.0, 128.0
-    if head_dim <= 64:
-        return 192.0, 128.0
-    if head_dim <= 96:
-        return 192.0, 144.0
-    if head_dim <= 128:
-        return 128.0, 128.0
-    if head_dim <= 192:
-        return 128.0, 112.0
-    return 128.0, 80.0
+    """(query rows, keys) of a FlashAttention-3 tile for ``head_dim`` and a KV of ``kv_width`` bytes."""
+    for limit, rows, keys, fp8_keys in FA_TILES:
+        if head_dim <= limit:
+            return rows, fp8_keys if kv_width <= 1 else keys
+    return 128.0, 80.0  # not reached: the last limit is infinite
 
 
 @njit(cache=True, error_model="numpy")
@@ -217,7 +190,7 @@ def _kv_splits(m_blocks, n_blocks, sm):
 # -- one row of each family: raw columns into ``out``, work into ``work`` --------------------------
 
 @njit(cache=True, error_model="numpy")
-def _attention_row(out, work, new, ctx, count, p, consts, kind, buf, ordered):
+def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
     """A batch of ``count`` sequences with ``new`` and ``ctx`` tokens. ``p``: heads, KV heads (1
     for MLA), head_dim (or MLA's kv_lora_rank, rope, nope, v dims), dtype code, KV dtype
     code, peak FLOP/s, KV width."""
@@ -261,8 +234,8 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf, ordered):
         if lo == hi:  # every sequence alike (a decode batch's new tokens): no sort
             out[at + 5] = out[at + 6] = lo
         else:
-            _sorted_into(ordered, buf[side], count)
-            out[at + 5], out[at + 6] = _quantile(ordered, count, 0.5), _quantile(ordered, count, 0.9)
+            buf[side, :count].sort()
+            out[at + 5], out[at + 6] = _quantile(buf[side], count, 0.5), _quantile(buf[side], count, 0.9)
     out[17], out[18], out[19], out[20] = pairs, prefill_q, decode_kv, heads
     dcode, kvcode, peak, kv_width = p[-4], p[-3], p[-2], p[-1]
     if mla:
@@ -312,7 +285,8 @@ def _moe_row(out, work, t, count, p, consts, ordered):
         peak_load = max(peak_load, t[j])
     floor_routed = max(routed, 1.0)
     # Gini over the loads sorted ascending: sum((2 rank - n - 1) load) / (n total)
-    _sorted_into(ordered, t, count)
+    ordered[:count] = t
+    ordered[:count].sort()
     gini = entropy = 0.0
     for j in range(count):
         gini += (2.0 * (j + 1) - n - 1) * ordered[j]
@@ -391,7 +365,6 @@ def _raw(kind, rows, a, b, lengths, per_row, consts, width):
         for r in range(rows):
             longest = max(longest, lengths[r])
     buf = np.empty((2, longest))
-    ordered = np.empty(longest)
     wide = per_row.shape[1] > 1
     start = 0
     for r in range(rows):
@@ -402,10 +375,10 @@ def _raw(kind, rows, a, b, lengths, per_row, consts, width):
                 empty[r] = True
                 continue
             if kind == MOE:
-                _moe_row(raw[r], work[r], a[start:start + count], count, p, consts, ordered)
+                _moe_row(raw[r], work[r], a[start:start + count], count, p, consts, buf[0])
             else:
                 _attention_row(raw[r], work[r], a[start:start + count], b[start:start + count], count, p, consts,
-                               kind, buf, ordered)
+                               kind, buf)
             start += count
         elif kind == GEMM:
             _gemm_row(raw[r], work[r], p, consts)
