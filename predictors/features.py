@@ -124,6 +124,22 @@ def transforms(family: str) -> np.ndarray:
 # -- helpers of the row loops ------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
+def _sort(values, n):
+    """``values[:n]`` sorted in place; short rows by insertion, where numba's sort costs more
+    to set up than to run."""
+    if n > 16:
+        values[:n].sort()
+        return
+    for i in range(1, n):
+        x = values[i]
+        j = i - 1
+        while j >= 0 and values[j] > x:
+            values[j + 1] = values[j]
+            j -= 1
+        values[j + 1] = x
+
+
+@njit(cache=True, error_model="numpy")
 def _quantile(ordered, n, p):
     """The linear-interpolated ``p`` quantile of ``ordered[:n]`` (numpy's default)."""
     position = p * (n - 1.0)
@@ -234,7 +250,7 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
         if lo == hi:  # every sequence alike (a decode batch's new tokens): no sort
             out[at + 5] = out[at + 6] = lo
         else:
-            buf[side, :count].sort()
+            _sort(buf[side], count)
             out[at + 5], out[at + 6] = _quantile(buf[side], count, 0.5), _quantile(buf[side], count, 0.9)
     out[17], out[18], out[19], out[20] = pairs, prefill_q, decode_kv, heads
     dcode, kvcode, peak, kv_width = p[-4], p[-3], p[-2], p[-1]
@@ -286,7 +302,7 @@ def _moe_row(out, work, t, count, p, consts, ordered):
     floor_routed = max(routed, 1.0)
     # Gini over the loads sorted ascending: sum((2 rank - n - 1) load) / (n total)
     ordered[:count] = t
-    ordered[:count].sort()
+    _sort(ordered, count)
     gini = entropy = 0.0
     for j in range(count):
         gini += (2.0 * (j + 1) - n - 1) * ordered[j]
@@ -545,12 +561,12 @@ def _per_row(columns: list, rows: int) -> np.ndarray:
     return out
 
 
-def _ragged(column: Sequence[Any], rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _ragged(column: Sequence[Any], rows: int) -> tuple[np.ndarray, list[int]]:
     """Flat float values and row lengths of a ragged column (of 1-D sequences)."""
     if rows == 1:
         flat = np.asarray(column[0], dtype=np.float64).ravel()
-        return flat, np.array([len(flat)], dtype=np.int64)
-    lengths = np.array([len(v) for v in column], dtype=np.int64)
+        return flat, [len(flat)]
+    lengths = [len(v) for v in column]
     try:
         flat = np.concatenate(column)
     except ValueError:  # a row given as a scalar or a nested sequence
@@ -580,13 +596,15 @@ class Featurizer:
         kind, tables = self.kind, self.tables
         a, b, lengths = _NONE, _NONE, _NO_LENGTHS
         if kind <= MLA_PREFILL:
-            a, lengths = _ragged(q["q_lens"], rows)
-            b, ctx_lengths = _ragged(q["ctx_lens"], rows)
-            if len(a) != len(b) or not np.array_equal(lengths, ctx_lengths):
+            a, counts = _ragged(q["q_lens"], rows)
+            b, ctx_counts = _ragged(q["ctx_lens"], rows)
+            if counts != ctx_counts or len(a) != len(b):
                 raise ValueError(f"{self.family} query: q_lens and ctx_lens differ in length in some row")
+            lengths = np.array(counts, dtype=np.int64)
             per_row = self.attention_rows(q, rows)
         elif kind == MOE:
-            a, lengths = _ragged(q["expert_tokens"], rows)
+            a, counts = _ragged(q["expert_tokens"], rows)
+            lengths = np.array(counts, dtype=np.int64)
             per_row = _per_row([*(_column(q[c]) for c in _MOE_SHAPE), *tables.dtype_columns(q["dtype"])], rows)
         elif kind == GEMM:
             per_row = _per_row([_column(q["m"]), _column(q["n"]), _column(q["k"]), *tables.dtype_columns(q["dtype"])],
