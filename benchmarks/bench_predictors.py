@@ -9,7 +9,8 @@ and the hit's cost per row. Attention is not memoized per row (the simulator mem
 it in buckets), so its hit costs what its miss does. Each figure is the median call of
 a pass, the least over ``--repeats`` passes (the machine is shared: the median skips
 preempted calls, the least pass is the least disturbed). The first run fits the models
-(cached for the next) and compiles the kernels (cached too).
+(cached for the next) and compiles the kernels (cached too); the first prediction's
+time (numba's import and the compiled kernels' load) is printed apart.
 """
 
 from __future__ import annotations
@@ -79,9 +80,12 @@ def main() -> None:
     model = fitted_cost_model(cfg, hw)
     print(f"load from cache: {time.perf_counter() - started:.3f} s")
     rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    model.predict(FAMILIES[0][0], FAMILIES[0][1](rng, 4))
+    print(f"first prediction (loads the compiled kernels): {time.perf_counter() - started:.3f} s")
     print(f"{'family':18} {'rows':>5} {'miss us/call':>13} {'hit us/call':>12} {'hit us/row':>11}")
     for family, make in FAMILIES:
-        model.predict(family, make(rng, 4))  # first call: loads the compiled kernels
+        model.predict(family, make(rng, 4))  # warm the family's memo and arrays
         for rows in (1, 16, 256):
             calls = args.calls if rows < 256 else max(5, args.calls // 10)
             miss = hit = float("inf")

@@ -30,7 +30,7 @@ ENV_VAR = "FRONTIER_DAG_CACHE"
 CONTRACT_MODULES = ("frontier_dag.cost.queries", "frontier_dag.cost.roofline")
 #: modules of this package that only use fitted models (prediction, evaluation): editing
 #: them changes no stored model, so they are left out of the key
-RUNTIME_MODULES = frozenset({"model.py", "fastpath.py", "registry.py", "evaluation.py"})
+RUNTIME_MODULES = frozenset({"model.py", "registry.py", "evaluation.py"})
 
 
 def cache_dir() -> Path:

@@ -31,10 +31,18 @@ from frontier_dag.cost.queries import (
     COLLECTIVE_FAMILIES,
     MLA_FAMILIES,
     QUERY_COLUMNS,
+    check_query,
 )
 from frontier_dag.errors import PredictorError
 
-from .features import feature_matrix, learn_vocab
+from .features import (
+    MLA_PREFILL,
+    Featurizer,
+    HardwareTables,
+    feature_matrix,
+    learn_vocab,
+    predict_rows,
+)
 from .forest import FlatForest
 
 #: a measured spread above this CV is an outlier-ridden timing, not kernel jitter
@@ -101,21 +109,50 @@ class FamilyModel:
 
     def predict(self, query: Mapping[str, Any], hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median latency (µs), its std (µs) and the out-of-range flag of each query row."""
-        X, _, work = feature_matrix(self.family, query, hw, self.vocab)
-        return self.predict_features(X, work)
+        return CompiledFamily(self, HardwareTables(hw)).predict(query, check_query(self.family, query))
 
-    def predict_features(self, X: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        baseline = calibrated_roofline(self.calibration, work)
-        # an unknown category is coded -1, below every code seen in training. Beyond the
-        # box a tree goes where it goes at the box's edge (its thresholds lie inside), so
-        # the forest gives the inefficiency of the nearest measured shapes unclipped.
-        outside = (self.low > X) | (self.high < X)
-        columns = self.range_columns
-        out_of_range = (outside if columns is None else outside[:, columns]).any(axis=1)
-        log_ratio, log_cv = self.forest.predict(X).T
-        latency = baseline * np.exp(log_ratio)
-        std = latency * np.exp(log_cv) if self.has_spread else np.zeros_like(latency)
-        return latency, std, out_of_range
+
+class CompiledFamily:
+    """A fitted family bound to one GPU: a query's features, range check, calibrated roofline
+    and forest walk in one compiled call (``features.predict_rows``).
+
+    An unknown category is coded -1, below every code seen in training. Beyond the box a
+    tree goes where it goes at the box's edge (its thresholds lie inside), so the forest
+    gives the inefficiency of the nearest measured shapes unclipped."""
+
+    def __init__(self, model: FamilyModel, tables: HardwareTables):
+        self.family, self.has_spread = model.family, model.has_spread
+        self.featurizer = Featurizer(model.family, tables, model.vocab)
+        checked = np.arange(len(model.names)) if model.range_columns is None else model.range_columns
+        box = np.array([checked, model.low[checked], model.high[checked]], dtype=np.float64)
+        forest = model.forest
+        spread = forest.spread if forest.spread is not None else np.zeros(0, dtype=np.float32)
+        self.model = (self.featurizer.transform, box, forest.nodes, spread, forest.roots, forest.depth,
+                      np.asarray(model.calibration, dtype=np.float64))
+
+    def predict(self, query: Mapping[str, Any], rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Latency (µs), std (µs) and out-of-range flag of each of the ``rows`` rows of ``query``."""
+        out = predict_rows(*self.featurizer.inputs(query, rows), *self.model)
+        factors = np.exp(out[:, :2])
+        latency = out[:, 2] * factors[:, 0]
+        std = latency * factors[:, 1] if self.has_spread else np.zeros(rows)
+        return latency, std, out[:, 3] != 0
+
+    def attention_pricer(self, constants: Mapping[str, Any]):
+        """``price(new, ctx, lengths)``: the latency (µs) and out-of-range flag of attention
+        rows that share ``constants`` (every query column but ``q_lens`` and ``ctx_lens``),
+        given as flat float64 lengths and int64 row lengths: ``predict``'s numbers without
+        building a query (the simulator's memo misses)."""
+        featurizer = self.featurizer
+        if featurizer.kind > MLA_PREFILL:
+            raise KeyError(f"{self.family} is not an attention family")
+        per_row, consts = featurizer.attention_rows({c: [v] for c, v in constants.items()}, 1), featurizer.tables.consts
+        kind, model = featurizer.kind, self.model
+
+        def price(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = predict_rows(kind, len(lengths), new, ctx, lengths, per_row, consts, *model)
+            return out[:, 2] * np.exp(out[:, :2])[:, 0], out[:, 3] != 0
+        return price
 
 
 def table_query(family: str, table: pd.DataFrame) -> dict[str, np.ndarray]:

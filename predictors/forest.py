@@ -1,11 +1,11 @@
-"""A fitted scikit-learn forest flattened into numpy arrays and walked vectorized.
+"""A fitted scikit-learn forest flattened into one array, for the compiled walk.
 
 sklearn's ``predict`` costs tens of microseconds of Python and validation per call
 before any tree is touched; the simulator asks for a handful of rows at a time, tens
-of thousands of times a second. Here every tree's nodes live in one set of arrays;
-a walk moves all (row, tree) pairs one level down per numpy step, leaves point to
-themselves, and the walk stops when every pair sits on a leaf. A leaf can carry
-several values (the mean log inefficiency and the mean log CV of its training rows),
+of thousands of times a second. Here every tree's nodes live in one array, which
+``features.walk_forest`` walks in the same compiled call that computes the features: every
+(row, tree) pair one level down per sweep, leaves pointing to themselves. A leaf can
+carry two values (the mean log inefficiency and the mean log CV of its training rows),
 so one walk yields both the estimate and its spread.
 
 Stored compactly, 16 bytes a node (four int32 words, ``FlatForest``): a float32
@@ -13,14 +13,11 @@ threshold, rounded down, which decides exactly as sklearn's float64 one for the
 float32-exact features it sees (x <= t iff x <= the largest float32 not above t), the
 split feature and the right child (sklearn stores trees depth first: a left child
 follows its parent); a leaf stores its first float32 value in the fourth word.
-The prediction path walks these words in compiled loops (``fastpath``); the numpy walk
-below (``leaves``, the reference and the fallback without numba) builds its per-slot
-arrays (20 bytes a node) on first use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +36,6 @@ class FlatForest:
     spread: np.ndarray | None
     roots: np.ndarray
     depth: int
-    _walk: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_arrays(cls, feature: np.ndarray, threshold: np.ndarray, right: np.ndarray, values: np.ndarray,
@@ -93,59 +89,6 @@ class FlatForest:
         return cls.from_arrays(np.concatenate(features), np.concatenate(thresholds).astype(np.float32),
                                np.concatenate(rights), np.concatenate(values).astype(np.float32), roots, depth)
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_walk": None}
-
-    @property
-    def n_trees(self) -> int:
-        return len(self.roots)
-
     @property
     def threshold(self) -> np.ndarray:
         return self.nodes.view(np.float32)[:, 0]
-
-    @property
-    def feature(self) -> np.ndarray:
-        return self.nodes[:, 1]
-
-    @property
-    def right(self) -> np.ndarray:
-        return self.nodes[:, 2]
-
-    @property
-    def values(self) -> np.ndarray:
-        """Leaf values, nodes x 2 (meaningless at internal nodes)."""
-        spread = self.spread if self.spread is not None else np.zeros(len(self.nodes), dtype=np.float32)
-        return np.column_stack([self.nodes.view(np.float32)[:, 3], spread])
-
-    def _slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Node i owns slots 2i (taken when x <= threshold) and 2i + 1: per slot, the
-        node's feature and threshold and the slot of the child it leads to. Indexing
-        by slot saves a multiply per level."""
-        if self._walk is None:  # built once per forest, on first use
-            nodes = np.arange(len(self.nodes), dtype=np.int32)
-            leaf = np.isinf(self.threshold)
-            left = np.where(leaf, nodes, nodes + 1)
-            child = 2 * np.column_stack([left, self.right]).ravel()
-            threshold = np.where(leaf, np.inf, self.threshold).astype(np.float32)
-            self._walk = (np.repeat(np.where(leaf, 0, self.feature), 2), np.repeat(threshold, 2), child)
-        return self._walk
-
-    def leaves(self, X: np.ndarray) -> np.ndarray:
-        """Leaf node of every (row, tree) pair, shape rows x trees."""
-        rows, width = X.shape
-        feature, threshold, child = self._slots()
-        flat_x = np.ascontiguousarray(X, dtype=float).ravel()
-        slot = np.tile(2 * self.roots, rows)
-        base = None if rows == 1 else np.repeat(np.arange(rows) * width, self.n_trees)
-        for level in range(self.depth):
-            split = feature[slot] if base is None else feature[slot] + base
-            slot = child[slot + (flat_x[split] > threshold[slot])]
-            # the check costs a step; most paths end above the deepest leaf
-            if level % 4 == 3 and np.isinf(threshold[slot]).all():
-                break
-        return (slot // 2).reshape(rows, self.n_trees)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Mean over trees of each leaf value: rows x outputs."""
-        return self.values[self.leaves(X)].mean(axis=1, dtype=float)

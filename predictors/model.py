@@ -6,9 +6,8 @@ keyed on the row's exact inputs (ragged expert loads by their bytes); only the m
 are featurized and walked through the flattened forest, in one batch. Attention and
 MLA rows are not memoized here: the simulator memoizes them itself (in 0.5% buckets
 of the batch's sums) and asks for rows it has not priced, and exact keys over every
-sequence's lengths would cost kilobytes a row. The miss path runs the compiled
-features and walk of ``fastpath`` (numba); without numba, ``features.py`` and
-``FlatForest.leaves`` give the same numbers 10-20x slower.
+sequence's lengths would cost kilobytes a row. The miss path is one compiled call
+per batch (``fitting.CompiledFamily``): features, range check and forest walk.
 
 Families without a profile fall back to the roofline and say so (``source``), except
 ``attention_mixed`` when the prefill and decode families are fitted (aiconfigurator
@@ -25,7 +24,6 @@ log-normal with the predicted median and spread instead of returning the median.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,21 +40,13 @@ from frontier_dag.cost.queries import (
 )
 from frontier_dag.cost.roofline import roofline_us
 
+from .features import HardwareTables
 from .fitted_set import FittedSet
+from .fitting import CompiledFamily
 
 MEMO_SIZE = 1 << 16
 #: families whose rows list every sequence's lengths: priced without a per-row memo
 PER_SEQUENCE_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES})
-
-
-def _load_fastpath():
-    """The compiled path, or None (with a warning) where numba is missing."""
-    try:
-        from . import fastpath
-    except ImportError as error:  # a stale environment; `pip install -e .` brings numba
-        warnings.warn(f"numba unavailable ({error}); fitted predictors run 10-20x slower", stacklevel=3)
-        return None
-    return fastpath
 
 
 class FittedCostModel:
@@ -73,9 +63,8 @@ class FittedCostModel:
         self.out_of_range_count = 0
         self._memo: dict[str, dict] = {f: {} for f in fitted.models if f not in PER_SEQUENCE_FAMILIES}
         self._columns = {f: tuple((c, c in RAGGED_COLUMNS) for c in QUERY_COLUMNS[f]) for f in QUERY_COLUMNS}
-        self._compiled: dict[str, Any] = {}
-        self._fastpath: Any = False  # loaded on the first prediction (numba's import takes 0.5 s)
-        self._tables = None
+        self._compiled: dict[str, CompiledFamily] = {}
+        self._tables = HardwareTables(self.hardware)
 
     # -- the protocol ----------------------------------------------------------------------------
     @property
@@ -99,17 +88,12 @@ class FittedCostModel:
 
     def ragged_pricer(self, family: str, constants: Mapping[str, Any]):
         """A direct pricer of ``family``'s attention rows that share ``constants`` (see
-        ``fastpath.CompiledFamily.attention_pricer``), counting out-of-range rows as
-        ``predict`` does; None where ``predict`` would not take the compiled path (no model,
-        no numba, or jitter, which samples every call)."""
+        ``fitting.CompiledFamily.attention_pricer``), counting out-of-range rows as
+        ``predict`` does; None where ``predict`` would not price them so (no model, or
+        jitter, which samples every call)."""
         if self.jitter or family not in PER_SEQUENCE_FAMILIES or family not in self.fitted.models:
             return None
-        compiled = self._compiled.get(family, False)
-        if compiled is False:
-            compiled = self._compiled[family] = self._compile(family)
-        if compiled is None:
-            return None
-        price = compiled.attention_pricer(constants)
+        price = self._compiled_family(family).attention_pricer(constants)
 
         def counted(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             latency, out_of_range = price(new, ctx, lengths)
@@ -145,22 +129,13 @@ class FittedCostModel:
         """Latency, std and out-of-range flags of every row, without the memo."""
         if rows == 0:
             return np.empty(0), np.empty(0), np.zeros(0, dtype=bool)
-        compiled = self._compiled.get(family, False)
-        if compiled is False:
-            compiled = self._compiled[family] = self._compile(family)
-        if compiled is None:
-            return self.fitted.models[family].predict(query, self.hardware)
-        return compiled.predict(query, rows)
+        return self._compiled_family(family).predict(query, rows)
 
-    def _compile(self, family: str):
-        if self._fastpath is False:
-            self._fastpath = _load_fastpath()
-            if self._fastpath is not None:
-                self._tables = self._fastpath.HardwareTables(self.hardware)
-        fp = self._fastpath
-        if fp is None or family not in fp.FAST_FAMILIES:
-            return None
-        return fp.CompiledFamily(self.fitted.models[family], self._tables)
+    def _compiled_family(self, family: str) -> CompiledFamily:
+        compiled = self._compiled.get(family)
+        if compiled is None:
+            compiled = self._compiled[family] = CompiledFamily(self.fitted.models[family], self._tables)
+        return compiled
 
     def _keys(self, family: str, query: Mapping[str, Sequence[Any]]) -> list:
         columns = []

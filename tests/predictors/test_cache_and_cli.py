@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from frontier_dag.cli.main import cli
 from frontier_dag.config import load_hardware
 from frontier_dag.config.run import PredictorConfig
+from frontier_dag.predictors import cache
 from frontier_dag.predictors.fitted_set import fitted_set
 from frontier_dag.predictors.fitting import FitSettings
 from frontier_dag.predictors.registry import cost_model_for
@@ -25,6 +27,17 @@ def copy_fixture(fixtures, tmp_path):
     target = tmp_path / "profiles"
     shutil.copytree(fixtures / "tiny_profile", target)
     return target
+
+
+def test_the_cache_key_covers_what_a_model_means():
+    """The features (their compiled loops, names and codes), the fitting and the forest's
+    layout are hashed into the key; the modules left out only use fitted models."""
+    package = Path(cache.__file__).parent
+    keyed = {f.name for f in package.glob("*.py")} - cache.RUNTIME_MODULES
+    assert {"features.py", "fitting.py", "forest.py"} <= keyed
+    for name in cache.RUNTIME_MODULES:
+        source = (package / name).read_text()
+        assert "njit" not in source and "names(" not in source, name
 
 
 def test_cache_hit_and_invalidation(fixtures, tmp_path, cache_dir):

@@ -10,8 +10,14 @@ from sklearn.ensemble import ExtraTreesRegressor
 from frontier_dag.config import load_hardware
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.predictors.evaluation import evaluate, held_out_mask
+from frontier_dag.predictors.features import feature_matrix, walk_forest
 from frontier_dag.predictors.fitted_set import fit_profiles
-from frontier_dag.predictors.fitting import FitSettings, fit_family, table_query
+from frontier_dag.predictors.fitting import (
+    FitSettings,
+    calibrated_roofline,
+    fit_family,
+    table_query,
+)
 from frontier_dag.predictors.forest import FlatForest
 from frontier_dag.predictors.model import FittedCostModel
 from frontier_dag.predictors.schema import read_profile_dir
@@ -31,6 +37,11 @@ def fitted(profiles):
     return fit_profiles(profiles, SMALL)
 
 
+def walk(flat: FlatForest, X: np.ndarray) -> np.ndarray:
+    """The compiled walk's leaf of every (row, tree) pair (it reads a last column of zeros at leaves)."""
+    return walk_forest(np.column_stack([X, np.zeros(len(X))]).astype(np.float32), flat.nodes, flat.roots, flat.depth)
+
+
 def test_flat_forest_matches_sklearn():
     rng = np.random.default_rng(0)
     X = rng.random((500, 4)).astype(np.float32).astype(float)
@@ -38,10 +49,28 @@ def test_flat_forest_matches_sklearn():
     forest = ExtraTreesRegressor(n_estimators=5, random_state=0).fit(X, y)
     flat = FlatForest.from_sklearn(forest)
     test = rng.random((50, 4)).astype(np.float32).astype(float)
+    leaf_values = flat.nodes.view(np.float32)[:, 3].astype(float)
     for points in (X, test, test[:1]):  # training points sit exactly on split values
         expected = np.stack([e.apply(points.astype(np.float32)) for e in forest.estimators_], axis=1) + flat.roots
-        assert np.array_equal(flat.leaves(points), expected)
-        assert np.allclose(flat.predict(points)[:, 0], forest.predict(points), rtol=1e-6)
+        leaves = walk(flat, points)
+        assert np.array_equal(leaves, expected)
+        assert np.allclose(leaf_values[leaves].mean(axis=1), forest.predict(points), rtol=1e-6)
+
+
+def test_a_prediction_is_the_calibrated_roofline_times_the_forest_mean(fitted):
+    """One compiled call featurizes, range-checks, walks and scales: the same as the steps apart."""
+    model, hw = fitted.models["gemm"], fitted.hardware_config
+    query = {"m": [64, 700, 65536], "n": [4096, 1024, 4096], "k": [4096] * 3, "dtype": ["bf16", "bf16", "fp4"]}
+    X, _, work = feature_matrix("gemm", query, hw, model.vocab)
+    leaves = walk(model.forest, X)
+    log_ratio = model.forest.nodes.view(np.float32)[:, 3].astype(float)[leaves].mean(axis=1)
+    log_cv = model.forest.spread.astype(float)[leaves].mean(axis=1)  # the fixture's GEMMs have a spread
+    latency, std, out_of_range = model.predict(query, hw)
+    assert latency == pytest.approx(calibrated_roofline(model.calibration, work) * np.exp(log_ratio), rel=1e-12)
+    assert std == pytest.approx(latency * np.exp(log_cv), rel=1e-12)
+    box = model.range_columns
+    assert list(out_of_range) == list(((X[:, box] < model.low[box]) | (X[:, box] > model.high[box])).any(axis=1))
+    assert list(out_of_range) == [False, False, True]  # 64k rows and fp4 were never measured
 
 
 def test_held_out_accuracy_on_unseen_shapes(profiles):

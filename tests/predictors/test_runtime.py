@@ -76,7 +76,6 @@ def test_out_of_range_means_a_size_outside_the_measured_ones():
 def test_the_direct_attention_pricer_gives_what_predict_gives(uniform_attention):
     """The simulator's memo misses call ragged_pricer on flat arrays: the same latencies and
     out-of-range flags as predict, bit for bit, with the same out-of-range count."""
-    pytest.importorskip("frontier_dag.predictors.fastpath")
     constants = {"num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "dtype": "bf16", "kv_dtype": "bf16"}
     for family, q_lens, ctx_lens in (
             ("attention_decode", [[1] * 3, [1] * 5, [1]], [[50, 900, 40_000], [10, 20, 30, 40, 50], [7]]),
@@ -92,3 +91,20 @@ def test_the_direct_attention_pricer_gives_what_predict_gives(uniform_attention)
             assert out_of_range[0] and direct.out_of_range_count >= 1
     assert FittedCostModel(uniform_attention, jitter=True).ragged_pricer("attention_decode", constants) is None
     assert FittedCostModel(uniform_attention).ragged_pricer("gemm", constants) is None
+
+
+def test_constant_columns_empty_rows_and_uneven_lengths(uniform_attention):
+    """Columns given once for every row price as per-row ones; a row without sequences costs
+    nothing; q_lens and ctx_lens of different lengths are an error."""
+    model = FittedCostModel(uniform_attention)
+    rows = attention_rows([[1] * 3, [1] * 5, [1]], [[50, 900, 4000], [10, 20, 30, 40, 50], [7]])
+    per_row = model.predict("attention_decode", rows).latency_us
+    alone = [model.predict("attention_decode", {c: v[i:i + 1] for c, v in rows.items()}).latency_us[0]
+             for i in range(3)]
+    assert list(per_row) == alone  # a row's price does not depend on its batch
+    empty = {**rows, "q_lens": [*rows["q_lens"][:2], np.zeros(0, dtype=np.int64)],
+             "ctx_lens": [*rows["ctx_lens"][:2], np.zeros(0, dtype=np.int64)]}
+    got = model.predict("attention_decode", empty)
+    assert list(got.latency_us[:2]) == list(per_row[:2]) and got.latency_us[2] == 0 and not got.out_of_range[2]
+    with pytest.raises(ValueError, match="differ in length"):
+        model.predict("attention_decode", {**rows, "ctx_lens": [c[:-1] for c in rows["ctx_lens"]]})
