@@ -132,7 +132,7 @@ def _inputs(result: RunResult) -> tuple[tuple[InputFile, ...], dict[str, Any]]:
                                   "cannot be written: re-run the simulation")
     if not inputs:
         return inputs, result.summary
-    records = recorded(inputs)
+    records = recorded(inputs, in_run_dir=True)
     for kind, record in records.items():  # a run read back keeps the paths its config first gave
         if isinstance(before.get(kind), dict) and before[kind].get("given"):
             record["given"] = before[kind]["given"]

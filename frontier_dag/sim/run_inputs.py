@@ -3,7 +3,7 @@
 A config may name three files: ``workflow.path`` (a Python file of workflows),
 ``model`` (a Hugging Face config.json) and ``workload.trace.path`` (a request trace).
 ``read_inputs`` reads them when a run starts and keeps their sha256; the summary records
-the hashes under ``inputs``. A run directory keeps a copy of the workflow file and of the
+the hashes under ``inputs`` (so does each record of a sweep). A run directory keeps a copy of the workflow file and of the
 model's config.json under ``RUN/inputs/`` and its config.yaml names the copies, so the
 analysis of a run rebuilds its iterations from the files that were simulated, wherever the
 directory is moved and whatever becomes of the originals. The trace is not copied: the
@@ -45,8 +45,11 @@ class InputFile:
     content: bytes | None = None
     copy: str | None = None
 
-    def record(self) -> dict[str, Any]:
-        return {"given": self.given, "sha256": self.sha256, "copy": self.copy}
+    def record(self, in_run_dir: bool = False) -> dict[str, Any]:
+        """What a summary records: the path given and the sha256, and in a run directory where
+        the copy is (None: not copied)."""
+        out = {"given": self.given, "sha256": self.sha256}
+        return {**out, "copy": self.copy} if in_run_dir else out
 
 
 def sha256_of(path: Path) -> str:
@@ -98,7 +101,7 @@ def changed(config: RunConfig, origin: Origin, records: dict[str, Any]) -> list[
     out = []
     for kind, path in now.items():
         record = records.get(kind)
-        if path is None or not isinstance(record, dict) or record.get("copy") is None:
+        if path is None or not isinstance(record, dict):
             continue
         found = sha256_of(path) if path.is_file() else None
         if found != record.get("sha256"):
@@ -106,9 +109,10 @@ def changed(config: RunConfig, origin: Origin, records: dict[str, Any]) -> list[
     return out
 
 
-def recorded(inputs: tuple[InputFile, ...]) -> dict[str, dict[str, Any]]:
-    """What a summary records of the input files: kind -> ``{given, sha256, copy}``."""
-    return {f.kind: f.record() for f in inputs}
+def recorded(inputs: tuple[InputFile, ...], in_run_dir: bool = False) -> dict[str, dict[str, Any]]:
+    """What a summary records of the input files: kind -> ``{given, sha256}`` (and ``copy``
+    in a run directory)."""
+    return {f.kind: f.record(in_run_dir) for f in inputs}
 
 
 def in_run_dir(config: RunConfig, inputs: tuple[InputFile, ...]) -> RunConfig:

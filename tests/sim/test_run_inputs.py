@@ -207,7 +207,8 @@ def test_a_run_read_back_and_saved_again_keeps_its_copies_and_id(simulated, tmp_
 def test_a_run_in_memory_refuses_a_workflow_edited_since(tmp_path):
     config = project(tmp_path)
     run = fd.simulate(config)
-    assert run.summary["inputs"]["workflow"]["copy"] == "inputs/workflow/my_pd.py"
+    assert run.summary["inputs"]["workflow"] == {"given": "strategies/my_pd.py",
+                                                 "sha256": hashlib.sha256(WORKFLOW.encode()).hexdigest()}
     (tmp_path / "strategies/my_pd.py").write_text(EDITED)
     with pytest.raises(RunDataError, match="my_pd.py \\(workflow\\) changed since the run read it"):
         run.critical_path()
@@ -276,3 +277,4 @@ def test_a_sweep_of_a_workflow_file_records_its_hash(tmp_path):
     results = load_results(tmp_path / "s")
     digest = hashlib.sha256(WORKFLOW.encode()).hexdigest()
     assert list(results["status"]) == ["ok", "ok"] and set(results["inputs.workflow.sha256"]) == {digest}
+    assert set(results["inputs.workflow.given"]) == {"strategies/my_pd.py"} and "inputs.workflow.copy" not in results
