@@ -65,8 +65,13 @@ _CONFIG_HEADER = "# frontier-dag run "
 
 def run_id(config_yaml: str, summary: dict[str, Any]) -> str:
     """The id of a run: sha256 over its resolved config and its summary less the wall time
-    (which records the sha256 of the files the run read). Readers compute it again."""
+    (which records the sha256 of the files the run read; the paths they were given by are
+    left out, so simulating a run's own config.yaml again gives its id). Readers compute it
+    again."""
     stable = {k: v for k, v in summary.items() if k not in ("wall_time_s", "run_id")}
+    if isinstance(stable.get(SUMMARY_KEY), dict):  # the files by content: a re-run of RUN/config.yaml has the same id
+        stable[SUMMARY_KEY] = {kind: {k: v for k, v in record.items() if k != "given"} if isinstance(record, dict)
+                               else record for kind, record in stable[SUMMARY_KEY].items()}
     # as summary.json reads back (integer keys become strings), so that a reader can check it
     stable = json.loads(json.dumps(stable, default=_json_default))
     digest = hashlib.sha256(config_yaml.encode())

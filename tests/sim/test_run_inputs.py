@@ -197,6 +197,13 @@ def test_a_run_written_before_copies_says_how_to_fix_it(simulated, tmp_path):
     assert f"copy the file to {run / 'strategies/my_pd.py'}" in result.output
 
 
+def test_simulating_the_runs_own_config_again_gives_its_id(simulated, tmp_path):
+    result = invoke("simulate", simulated["run"] / "config.yaml", "--out", tmp_path / "again", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert read_run(tmp_path / "again").run_id == read_run(simulated["run"]).run_id
+    assert read_run(tmp_path / "again").inputs["workflow"]["given"] == "inputs/workflow/my_pd.py"
+
+
 def test_a_run_read_back_and_saved_again_keeps_its_copies_and_id(simulated, tmp_path):
     again = fd.load_run(simulated["run"]).save(tmp_path / "again")
     assert (again / "inputs/workflow/my_pd.py").read_text() == WORKFLOW
