@@ -71,13 +71,13 @@ class RebuiltIteration:
 
 
 #: How far a rebuilt iteration's time may be from the recorded one before it is a warning.
-#: On the examples (150 requests; each pool's slowest, median and 25 random iterations),
-#: rebuilt iterations were within 0.4% of their records for dense models (co-located with
-#: chunked 30k-token prompts, PD, AF), 1.5% for PD with per-layer KV streaming, 2.4% for
-#: EP-MoE (routing drawn afresh) and 5.9% for AF + EP-MoE DeepSeek-V3 (routing, and the
-#: rebuilt batch's split over attention-DP ranks and micro-batches). 10% is above all of
-#: those, and below what a changed DAG or changed prices give (another predictor's times,
-#: a layer's op added or removed).
+#: On the examples (``python benchmarks/bench_rebuild.py``: 150 requests; each pool's
+#: slowest, median and 25 random iterations) rebuilt iterations were within 0.5% of their
+#: records for dense models (co-located, also with chunked 30k-token prompts; PD; AF),
+#: 2.1% for EP-MoE (routing drawn afresh) and 5.9% for AF + EP-MoE DeepSeek-V3 (routing
+#: drawn afresh for decode batches of a few tokens over 256 experts). 10% is above
+#: all of those, and below what a changed DAG or changed prices give (another GPU's
+#: roofline: -44% on a decode iteration of examples/pd_llama3_70b.yaml).
 TOLERANCE = 0.10
 
 

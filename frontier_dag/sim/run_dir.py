@@ -11,10 +11,11 @@ belong together.
 
 The run id is a hash of the resolved config and the summary (less the wall time; with the
 sha256 of each input file), so a re-run of the same config and seed writes the same id,
-and the files of two different runs never pass for one. A run is written into a hidden sibling directory and renamed
-into place (``--overwrite`` swaps the whole directory), so a kill never leaves half a run,
-and nothing of a previous run (its plots) survives a re-run. Readers check every file and
-the ids, and turn a bad file into an error that names it.
+and the files of two different runs never pass for one. A run is written into a hidden
+sibling directory and renamed into place (``--overwrite`` swaps the whole directory), so a
+kill never leaves half a run, and nothing of a previous run (its plots) survives a re-run.
+Readers check every file, every copy and the ids (computing the id again), and turn a bad
+file into an error that names it.
 """
 
 from __future__ import annotations
