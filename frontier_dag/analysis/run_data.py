@@ -17,7 +17,7 @@ import pandas as pd
 
 from frontier_dag.config.run import Origin, RunConfig
 from frontier_dag.cost.queries import CATEGORIES
-from frontier_dag.errors import FrontierDagError
+from frontier_dag.errors import FrontierDagError, RunDataError
 
 #: Per-iteration category columns of iterations.parquet (they sum to duration_us).
 CATEGORY_COLUMNS = tuple(f"{c}_us" for c in CATEGORIES)
@@ -111,7 +111,13 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
     still in memory passes them directly)."""
     from frontier_dag.dsl import trace_config
     from frontier_dag.sim.run_dir import unreadable
+    from frontier_dag.sim.run_inputs import SUMMARY_KEY, changed
 
+    gone = changed(config, origin, summary.get(SUMMARY_KEY) or {})
+    if gone:
+        raise RunDataError(f"{run_dir or origin.name}: {'; '.join(gone)}, and the analysis rebuilds the run's "
+                           "iterations from it; analyse the run directory the run was saved to (it keeps a copy: "
+                           "`--out RUN_DIR`, `Run.save`), or simulate again")
     deployment, graph = trace_config(config, origin)
     name_of_role = {p.role: name for name, p in deployment.pools.items()}
     pools: dict[str, PoolInfo] = {}

@@ -26,6 +26,7 @@ class RunAnalysis:
         self.graph = RecordedGraph(self.run)
         self.times = ChainTimes(self.run)
         self._splits: Splits | None = None
+        self._rebuilt: list[dict[str, Any]] | None = None
 
     @property
     def splits(self) -> Splits:
@@ -34,6 +35,15 @@ class RunAnalysis:
             multi = any(len(p.members) > 1 for p in self.run.pools.values())
             self._splits = member_splits(self.run) if multi else {}
         return self._splits
+
+    @property
+    def rebuilt(self) -> list[dict[str, Any]]:
+        """The slowest iteration of each pool rebuilt and checked against its record."""
+        if self._rebuilt is None:
+            from frontier_dag.analysis.rebuild import check_rebuilt
+
+            self._rebuilt = check_rebuilt(self.run)
+        return self._rebuilt
 
     def path(self, request: int | None = None) -> PathReport:
         return critical_path(self.graph, self.times, request)
@@ -87,7 +97,8 @@ def run_report(source: str | Path | RunAnalysis, request: int | None = None, wha
         "pool_split": ("estimated: each multi-pool stage's categories divided among its pools as in a rebuilt "
                        "iteration of median duration" if analysis.splits else None),
         "checks": {"attributed_iterations": run.attributed, "unexplained_starts": graph.unexplained,
-                   "inconsistent_starts": graph.mismatched},
+                   "inconsistent_starts": graph.mismatched, "rebuilt_iterations": analysis.rebuilt},
+        "warnings": [c["warning"] for c in analysis.rebuilt if c.get("warning")],
     }
     if path.scope == "run":
         report["tail"] = analysis.tail()

@@ -75,4 +75,6 @@ def simulate(config, out, overwrite, progress, plots, as_json, overrides) -> Non
         click.echo(json.dumps(result.summary, indent=2, default=float))
     else:
         click.echo(format_summary(result.summary))
-        click.echo(f"wrote {out}/summary.json, requests.parquet, iterations.parquet, config.yaml")
+        copies = [f.copy for f in result.inputs if f.copy]
+        click.echo(f"wrote {out}/summary.json, requests.parquet, iterations.parquet, config.yaml"
+                   + "".join(f", {c}" for c in copies))

@@ -1,11 +1,14 @@
 """The workflow registry: ``@workflow`` registers a strategy under a name.
 
 Built-in workflows register when ``frontier_dag.workflows`` is imported; a user's
-own file registers when a config names it with ``workflow.path``.
+own file registers when a config names it with ``workflow.path``. A file's workflows
+belong to that file: two files (a workflow and its copy in a run directory, or two
+versions of it) may define the same name, and the config's path says which it means.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -81,6 +84,10 @@ class WorkflowDef:
 
 
 _REGISTRY: dict[str, WorkflowDef] = {}
+#: The workflows of each user file imported, by module name.
+_FILES: dict[str, dict[str, WorkflowDef]] = {}
+#: Where ``@workflow`` registers while a user's file is being imported.
+_loading: dict[str, WorkflowDef] | None = None
 
 
 def workflow(name: str, description: str, params: dict[str, Param] | None = None):
@@ -92,6 +99,9 @@ def workflow(name: str, description: str, params: dict[str, Param] | None = None
 
     def register(fn: Callable[..., None]) -> Callable[..., None]:
         source = inspect.getsourcefile(fn) or ""
+        if _loading is not None:
+            _loading[name] = WorkflowDef(name, description, fn, dict(params or {}), source)
+            return fn
         if name in _REGISTRY and _REGISTRY[name].source != source:
             raise WorkflowError(f"{source}: workflow {name!r} is already defined in {_REGISTRY[name].source}")
         _REGISTRY[name] = WorkflowDef(name, description, fn, dict(params or {}), source)
@@ -115,31 +125,58 @@ def list_workflows() -> list[WorkflowDef]:
     return sorted(_REGISTRY.values(), key=lambda w: w.name)
 
 
+def module_name(path: str | Path, content: bytes) -> str:
+    """The module a workflow file is imported as: a hash of where it is and what it holds,
+    the same in every process. The copy in a run directory is a module of its own (its
+    functions' file:line name the copy), and an edited file is imported afresh."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode() + b"\0" + content).hexdigest()[:16]
+    return f"frontier_dag_user_workflow_{digest}"
+
+
 def load_workflow_file(path: str | Path) -> list[str]:
-    """Import a Python file that defines workflows; return the names it registered."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"workflow.path: no such file {path}")
-    before = set(_REGISTRY)
-    module_name = f"frontier_dag_user_workflow_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    """Import a Python file that defines workflows (once per content); return the names it
+    defines."""
+    return sorted(_file_workflows(Path(path)))
+
+
+def _file_workflows(path: Path) -> dict[str, WorkflowDef]:
+    global _loading
+    try:
+        content = path.read_bytes()
+    except OSError:
+        raise ConfigError(f"workflow.path: no such file {path}") from None
+    name = module_name(path, content)
+    if name in _FILES:
+        return _FILES[name]
+    _load_builtins()  # first, so that only the file's own workflows register as its
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    sys.modules[name] = module
+    found: dict[str, WorkflowDef] = {}
+    outer, _loading = _loading, found
     try:
         spec.loader.exec_module(module)
     except WorkflowError:
+        del sys.modules[name]
         raise
     except Exception as exc:  # a user's file: report where it broke, not our traceback
+        del sys.modules[name]
         raise WorkflowError(f"{path}: importing the workflow file failed: {type(exc).__name__}: {exc}") from exc
-    return sorted(set(_REGISTRY) - before) or [w.name for w in _REGISTRY.values() if w.source == str(path.resolve())]
+    finally:
+        _loading = outer
+    _FILES[name] = found
+    return found
 
 
 def get_workflow(name: str, path: str | Path | None = None) -> WorkflowDef:
-    if path is not None:
-        load_workflow_file(path)
+    """The workflow ``name``: defined in the file ``path`` when given, else a built-in."""
+    own = _file_workflows(Path(path)) if path is not None else {}
+    if name in own:
+        return own[name]
     _load_builtins()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"workflow.name: unknown workflow {name!r}; built-in workflows are {known} "
+        defines = f"; {path} defines {', '.join(sorted(own)) or 'none'}" if path is not None else ""
+        raise ConfigError(f"workflow.name: unknown workflow {name!r}; built-in workflows are {known}{defines} "
                           "(or set workflow.path to a file that defines it)")
     return _REGISTRY[name]

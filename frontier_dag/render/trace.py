@@ -57,6 +57,7 @@ class TraceBuilder:
         self.max_slices, self.max_points, self.max_flows = max_slices, max_counter_points, max_flows
         self.events: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.rebuilt: list[dict[str, Any]] = []  # the rebuilt iterations checked against their records
         self.pid = {name: i + 1 for i, name in enumerate(run.pools)}
         self.slice_of: dict[int, tuple[int, int, float, float]] = {}  # iteration row -> (pid, tid, its ts, dur)
 
@@ -228,7 +229,8 @@ class TraceBuilder:
     def document(self) -> dict[str, Any]:
         summary = self.run.summary
         return {"traceEvents": self.events, "displayTimeUnit": "ms",
-                "metadata": {"run_dir": str(self.run.run_dir), "notes": self.notes,
+                "metadata": {"run_dir": str(self.run.run_dir), "notes": self.notes, "rebuilt_iterations": self.rebuilt,
+                             "warnings": [c["warning"] for c in self.rebuilt if c["warning"]],
                              "num_requests": summary.get("num_requests"), "iterations": summary.get("iterations")}}
 
 
@@ -267,7 +269,10 @@ def build_trace(run: RunData, *, cost_model=None, detail: bool = True, window_s:
     builder.counters()
     if detail:
         for k, row in enumerate(slowest_iterations(run).values()):
-            builder.detail(rebuild_iteration(run, row, cost_model), k)
+            rebuilt = rebuild_iteration(run, row, cost_model)
+            builder.detail(rebuilt, k)
+            if cost_model is None:  # priced as the run was: the times compare
+                builder.rebuilt.append(rebuilt.check())
     return builder.document()
 
 

@@ -14,6 +14,7 @@ from frontier_dag.sim.assembly import Assembly
 from frontier_dag.sim.controller import GlobalController
 from frontier_dag.sim.events import EventQueue
 from frontier_dag.sim.run_dir import RUN_FILES, check_run_dir, write_run  # noqa: F401  (the run directory's API)
+from frontier_dag.sim.run_inputs import SUMMARY_KEY, InputFile, read_inputs, recorded
 from frontier_dag.sim.state import RequestTable
 from frontier_dag.sim.summary import summarize
 from frontier_dag.sim.workload import generate_requests
@@ -26,6 +27,7 @@ class RunResult:
     requests: pd.DataFrame
     iterations: pd.DataFrame
     summary: dict[str, Any]
+    inputs: tuple[InputFile, ...] = ()  # the files the run read (a run directory keeps copies)
 
     @property
     def config(self) -> RunConfig:
@@ -39,6 +41,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     started = time.perf_counter()
     deployment, graph, cost_model = assembly.deployment, assembly.graph, assembly.cost_model
     config = deployment.config
+    inputs = read_inputs(config, deployment.origin)
     requests = generate_requests(config.workload, config.seed, deployment.origin.base_dir)
     notes = check_generated(config, deployment, requests)
     table = RequestTable(requests)
@@ -95,7 +98,9 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     # context, then what the traced strategy does not do as it says. One per line, empty when
     # none (a string, so that sweep tables hold it as they hold every other summary field)
     summary["warnings"] = "\n".join([*deployment.warnings, *notes, *graph.warnings])
-    return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary)
+    if inputs:
+        summary[SUMMARY_KEY] = recorded(inputs)
+    return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary, inputs)
 
 
 def check_generated(config: RunConfig, deployment: Deployment, requests) -> list[str]:

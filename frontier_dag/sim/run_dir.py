@@ -5,14 +5,17 @@ belong together.
     RUN/requests.parquet    one row per request; ``frontier_dag.run_id`` in the schema metadata
     RUN/iterations.parquet  one row per iteration; the same metadata
     RUN/config.yaml         the resolved config; its first line is ``# frontier-dag run RUN_ID``
+    RUN/inputs/             copies of the workflow file and the model's config.json the run
+                            read, which config.yaml names (see ``run_inputs``)
     RUN/plots/              with ``simulate --plots``
 
-The run id is a hash of the resolved config and the summary (less the wall time), so a
-re-run of the same config and seed writes the same id, and the files of two different
-runs never pass for one. A run is written into a hidden sibling directory and renamed
-into place (``--overwrite`` swaps the whole directory), so a kill never leaves half a run,
-and nothing of a previous run (its plots) survives a re-run. Readers check every file and
-the ids, and turn a bad file into an error that names it.
+The run id is a hash of the resolved config and the summary (less the wall time; with the
+sha256 of each input file), so a re-run of the same config and seed writes the same id,
+and the files of two different runs never pass for one. A run is written into a hidden
+sibling directory and renamed into place (``--overwrite`` swaps the whole directory), so a
+kill never leaves half a run, and nothing of a previous run (its plots) survives a re-run.
+Readers check every file, every copy and the ids (computing the id again), and turn a bad
+file into an error that names it.
 """
 
 from __future__ import annotations
@@ -30,14 +33,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from frontier_dag.config.run import RunConfig, load_run_config
+from frontier_dag.config.run import Origin, RunConfig, load_run_config
 from frontier_dag.errors import ConfigError, RunDataError, SimulationError
+from frontier_dag.sim.run_inputs import (
+    INPUTS_DIR,
+    SUMMARY_KEY,
+    InputFile,
+    in_run_dir,
+    model_file,
+    read_inputs,
+    recorded,
+    sha256_of,
+    write_copies,
+)
 
 if TYPE_CHECKING:
     from frontier_dag.sim.run import RunResult
 
 #: The files a run directory holds (a directory holding anything else is not a run's).
-RUN_FILES = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml", "plots", "trace.json")
+RUN_FILES = ("summary.json", "requests.parquet", "iterations.parquet", "config.yaml", "inputs", "plots", "trace.json")
 #: The files every run has, in the order they are checked.
 DATA_FILES = ("config.yaml", "summary.json", "requests.parquet", "iterations.parquet")
 #: Columns the analysis reads, by table.
@@ -51,10 +65,18 @@ _CONFIG_HEADER = "# frontier-dag run "
 
 
 def run_id(config_yaml: str, summary: dict[str, Any]) -> str:
-    """The id of a run: sha256 over its resolved config and its summary less the wall time."""
+    """The id of a run: sha256 over its resolved config and its summary less the wall time
+    (which records the sha256 of the files the run read; the paths they were given by are
+    left out, so simulating a run's own config.yaml again gives its id). Readers compute it
+    again."""
     stable = {k: v for k, v in summary.items() if k not in ("wall_time_s", "run_id")}
+    if isinstance(stable.get(SUMMARY_KEY), dict):  # the files by content: a re-run of RUN/config.yaml has the same id
+        stable[SUMMARY_KEY] = {kind: {k: v for k, v in record.items() if k != "given"} if isinstance(record, dict)
+                               else record for kind, record in stable[SUMMARY_KEY].items()}
+    # as summary.json reads back (integer keys become strings), so that a reader can check it
+    stable = json.loads(json.dumps(stable, default=_json_default))
     digest = hashlib.sha256(config_yaml.encode())
-    digest.update(json.dumps(stable, sort_keys=True, default=_json_default).encode())
+    digest.update(json.dumps(stable, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -84,12 +106,14 @@ def write_run(result: RunResult, out: Path, overwrite: bool = False,
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        config_yaml = result.config.to_yaml()
-        rid = run_id(config_yaml, result.summary)
+        inputs, summary = _inputs(result)
+        config_yaml = in_run_dir(result.config, inputs).to_yaml()
+        rid = run_id(config_yaml, summary)
+        write_copies(staging, inputs)
         (staging / "config.yaml").write_text(f"{_CONFIG_HEADER}{rid}\n{config_yaml}")
         _write_parquet(result.requests, staging / "requests.parquet", rid)
         _write_parquet(result.iterations, staging / "iterations.parquet", rid)
-        summary = {"run_id": rid, **result.summary}
+        summary = {"run_id": rid, **summary}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         if extras is not None:
             extras(staging)
@@ -98,6 +122,27 @@ def write_run(result: RunResult, out: Path, overwrite: bool = False,
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return rid
+
+
+def _inputs(result: RunResult) -> tuple[tuple[InputFile, ...], dict[str, Any]]:
+    """The input files to copy and the summary that records them. A run read back from its
+    directory (``frontier_dag.api.load_run``) carries no contents: its copies are read again,
+    and must still be what the run recorded."""
+    inputs = result.inputs or read_inputs(result.config, result.deployment.origin)
+    before = result.summary.get(SUMMARY_KEY) or {}
+    for f in inputs:
+        was = before.get(f.kind)
+        if isinstance(was, dict) and was.get("sha256") not in (None, f.sha256):
+            raise SimulationError(f"{f.path} ({f.kind}) is not the file this run read: its sha256 is "
+                                  f"{f.sha256[:12]}..., the run recorded {str(was['sha256'])[:12]}...; the copy "
+                                  "cannot be written: re-run the simulation")
+    if not inputs:
+        return inputs, result.summary
+    records = recorded(inputs, in_run_dir=True)
+    for kind, record in records.items():  # a run read back keeps the paths its config first gave
+        if isinstance(before.get(kind), dict) and before[kind].get("given"):
+            record["given"] = before[kind]["given"]
+    return inputs, {**result.summary, SUMMARY_KEY: records}
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path, rid: str) -> None:
@@ -136,6 +181,7 @@ class RunFiles:
     requests: pd.DataFrame
     iterations: pd.DataFrame
     run_id: str | None  # None for a run written before runs had ids
+    inputs: dict[str, dict[str, Any]]  # the files the run read: kind -> {given, sha256, copy}
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
@@ -161,6 +207,7 @@ def read_run(run_dir: str | Path) -> RunFiles:
     if not isinstance(summary, dict):
         raise unreadable(run_dir, "summary.json", f"a JSON {type(summary).__name__}, not an object")
     ids["summary.json"] = summary.get("run_id")
+    inputs = check_inputs(run_dir, config, summary)
     tables = {}
     for name, columns in (("requests.parquet", REQUEST_COLUMNS), ("iterations.parquet", ITERATION_COLUMNS)):
         frame, ids[name] = _read(run_dir, name, _read_parquet)
@@ -175,7 +222,56 @@ def read_run(run_dir: str | Path) -> RunFiles:
         expected = summary.get(key)
         if isinstance(expected, int) and expected != rows:
             raise unreadable(run_dir, name, f"{rows:,} rows where summary.json says {key} = {expected:,}")
-    return RunFiles(config, summary, requests, iterations, rid)
+    if rid is not None and first.startswith(_CONFIG_HEADER) and run_id(config_text.split("\n", 1)[-1], summary) != rid:
+        raise RunDataError(f"{run_dir}: config.yaml or summary.json was edited after the run (they no longer hash to "
+                           f"its id {rid}), so its analysis would not describe the run simulated; re-run "
+                           "`frontier-dag simulate CONFIG --out RUN_DIR --overwrite` to write the run again")
+    return RunFiles(config, summary, requests, iterations, rid, inputs)
+
+
+def check_inputs(run_dir: Path, config: RunConfig, summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The input files summary.json records, after checking that each copy is in the run
+    directory, unchanged (its sha256), and the file config.yaml names."""
+    records = summary.get(SUMMARY_KEY) or {}
+    if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
+        raise unreadable(run_dir, "summary.json", f"{SUMMARY_KEY} is not a mapping of input files")
+    named = {"workflow": (config.workflow.path, "workflow.path"),
+             "model": (config.model if isinstance(config.model, str) else None, "model")}
+    for kind, record in records.items():
+        copy = record.get("copy")
+        if copy is None:
+            continue
+        parts = Path(str(copy)).parts
+        if Path(str(copy)).is_absolute() or ".." in parts or parts[:1] != (INPUTS_DIR,):
+            raise unreadable(run_dir, "summary.json", f"{SUMMARY_KEY}.{kind}.copy {copy!r} is not a file under "
+                                                      f"{INPUTS_DIR}/")
+        path = run_dir / copy
+        if not path.is_file():
+            raise RunDataError(f"{path} is missing: the run's copy of its {kind} file ({record.get('given')}); a run "
+                               "directory is moved or copied whole. Re-run `frontier-dag simulate CONFIG --out RUN_DIR "
+                               "--overwrite` to write the run again")
+        found = sha256_of(path)
+        if found != record.get("sha256"):
+            raise RunDataError(f"{path} was changed after the run: its sha256 is {found[:12]}..., the run read "
+                               f"{str(record.get('sha256'))[:12]}...; the analysis would not describe this run. "
+                               "Restore the file, or re-run the simulation with the changed one")
+        value, key = named.get(kind, (copy, kind))
+        if value != copy:
+            raise unreadable(run_dir, "config.yaml", f"{key} is {value!r}, not the run's copy {copy!r}")
+    for kind, (value, key) in named.items():
+        if value is not None and kind not in records and _names_file(config, kind, run_dir):
+            raise RunDataError(f"{run_dir}: config.yaml names {key}: {value}, and the run directory holds no copy of it "
+                               "(it was written before runs kept their workflow and model files); re-run "
+                               "`frontier-dag simulate CONFIG --out RUN_DIR --overwrite`, or copy the file to "
+                               f"{run_dir / value}")
+    return records
+
+
+def _names_file(config: RunConfig, kind: str, run_dir: Path) -> bool:
+    """Whether config.yaml names a ``kind`` file that is not where it says (from the run directory)."""
+    origin = Origin.of_file(run_dir / "config.yaml")
+    path = origin.path(config.workflow.path) if kind == "workflow" else model_file(config, origin)
+    return path is not None and not path.is_file()
 
 
 def _read(run_dir: Path, name: str, reader: Callable[[Path], Any]) -> Any:
