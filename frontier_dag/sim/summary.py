@@ -1,4 +1,5 @@
-"""The run summary: latency percentiles, throughput, goodput, utilisation, waits."""
+"""The run summary: latency percentiles, throughput, goodput, utilisation, waits; over the
+whole run and, under ``steady``, over the steady window (``frontier_dag.sim.steady``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ import numpy as np
 
 from frontier_dag.config.run import Deployment
 from frontier_dag.sim.state import RequestTable
-
-
-def percentiles(values: np.ndarray) -> dict[str, float | None]:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+from frontier_dag.sim.steady import TokenTimes, find_window, percentiles, steady_figures
 
 
 def summarize(deployment: Deployment, table: RequestTable, controller, wall_time_s: float) -> dict[str, Any]:
@@ -44,6 +38,10 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     gpus = deployment.total_gpus
     usage = [w.replicas[0].predictor.coster.usage for w in controller.workers.values()]
     out_of_range = sum(u.out_of_range for u in usage)
+    tokens = TokenTimes.of(controller.log.to_frame(), frame)
+    steady = steady_figures(frame, tokens, find_window(frame, tokens, cfg.workload), gpus=gpus,
+                            slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms, clients=cfg.workload.clients,
+                            warmup_requests=cfg.workload.warmup_requests)
     return {
         "num_requests": int(table.n),
         "num_completed": int(np.isfinite(table.finish).sum()),
@@ -60,6 +58,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "e2e_ms": percentiles(done["e2e_ms"].to_numpy()),
         "goodput_requests_per_s": len(good) / window,
         "slo": {"ttft_ms": cfg.slo.ttft_ms, "tpot_ms": cfg.slo.tpot_ms, "attained": len(good) / max(len(done), 1)},
+        "steady": steady,
         "utilization": utilization,
         "kv_peak_usage": kv_peak,
         "kv_transfer_wait_s": transfer_wait,

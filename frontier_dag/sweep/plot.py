@@ -1,6 +1,6 @@
 """The Pareto figure: tokens/s/GPU against tokens/s/user per strategy with its frontier,
 the TPOT SLA line and the best points labelled; beside it, TTFT against tokens/s/user
-with the TTFT SLA line."""
+with the TTFT SLA line. Figures are the points' steady-window ones (a note says so)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def draw(front: Frontier, out: Path, title: str = "") -> Path:
     right.set_ylabel(f"TTFT {p} (ms)")
     right.set_title("time to first token", fontsize=10)
     right.legend(fontsize=8)
-    fig.tight_layout()
+    fig.text(0.005, 0.005, f"figures: {front.figures} (warm-up and drain left out; see docs/simulation.md)",
+             fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)
