@@ -6,8 +6,12 @@ One drawing with two parts:
   the KV link and the hand-off waits of PD, each with its share of the run's critical path
   (the request that finished last) and of the p99-TTFT and p99-TPOT requests' time. Edges
   into a stage that holds part of the critical path are red, thicker with the share;
-* the slowest iteration of the run rebuilt as its DAG (``frontier_dag.analysis.rebuild``)
-  with its critical path in red, as ``frontier-dag render CONFIG`` draws one.
+* the representative iteration of the bottleneck pool (the pool with the largest share of
+  the critical path): its iteration of median duration, rebuilt as its DAG
+  (``frontier_dag.analysis.rebuild``) with its critical path in red, as ``frontier-dag
+  render CONFIG`` draws one.
+
+Transfers are named by the workflow's own ops (``a2f / f2a``, ``kv_cache``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from frontier_dag.analysis.rebuild import rebuild_iteration
 from frontier_dag.analysis.run_report import RunAnalysis
+from frontier_dag.ir.graph import EventGraph
 from frontier_dag.render.graphviz import CRITICAL, POOL_COLORS, _fmt_us, iteration_dot, write
 
 
@@ -47,8 +52,39 @@ def _wait_stats(seconds: np.ndarray) -> str:
 WAITS = ("queueing", "backpressure", "memory_waits", "kv_transfer")
 
 
-def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
-    """The stage-level view (a cluster to embed) and the run-path shares it drew."""
+def transfer_ops(graph: EventGraph, roles: set[str]) -> str:
+    """The names of the workflow's transfer ops on links between the pools of ``roles``."""
+    ops = set()
+    for _, a in graph.graph.nodes(data=True):
+        resource = graph.resources[a["resource"]]
+        if resource.kind == "link" and {resource.pool, resource.dst} <= roles:
+            ops.add(a["op"])
+    return " / ".join(sorted(ops))
+
+
+def bottleneck_pool(analysis: RunAnalysis, path_pools: dict[str, dict[str, float]]) -> tuple[str, float]:
+    """The pool (of those that run iterations) with the largest share of the critical path,
+    its members' included; by utilisation where the run has no attribution. And the share."""
+    run = analysis.run
+    shares = {name: sum(_share(path_pools, m, exclude=WAITS) for m in pool.members) for name, pool in run.pools.items()}
+    if max(shares.values(), default=0.0) <= 0.0:
+        busy = run.summary.get("utilization", {})
+        return max(run.pools, key=lambda name: busy.get(name, 0.0)), 0.0
+    name = max(shares, key=shares.get)
+    return name, shares[name]
+
+
+def median_iteration(run, pool: str) -> tuple[int, int]:
+    """Row of the iteration of median duration of ``pool`` (the lower middle one), and how
+    many iterations the pool ran."""
+    rows = np.flatnonzero(run.iterations["pool"].astype(str).to_numpy() == pool)
+    order = rows[np.argsort(run.iterations["duration_us"].to_numpy()[rows], kind="stable")]
+    return int(order[(len(order) - 1) // 2]), len(order)
+
+
+def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digraph, dict]:
+    """The stage-level view (a cluster to embed) and the run-path shares it drew; ``graph``
+    is the run's traced workflow (for the names of its transfers)."""
     run = analysis.run
     path = analysis.path()
     tail = analysis.tail()
@@ -102,7 +138,8 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
                                          f"critical path {_pct(share_m)}: {_top(path_pools.get(member, {}), WAITS)}\n"
                                          f"{tails(member, exclude=WAITS)}",
                    shape="box", style="rounded,filled", fillcolor=POOL_COLORS.get(cfg.role, "#f4f4f4"))
-            attrs = {"label": f"A2F / F2A {_pct(link)}", "fontsize": "9", "dir": "both"}
+            names = transfer_ops(graph, {pool.role, cfg.role}) or "steps with"
+            attrs = {"label": f"{names} {_pct(link)}", "fontsize": "9", "dir": "both"}
             if link + share_m > 0.0005:
                 attrs.update(color=CRITICAL, penwidth=f"{1.2 + 8 * (link + share_m):.2f}", fontcolor=CRITICAL)
             g.edge(f"s_pool_{name}", f"s_member_{member}", **attrs)
@@ -114,7 +151,10 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
             edge(last, "s_backpressure", bp)
             link = run.link or "link"
             kv = _share(path_pools, link, ("kv_transfer",))
-            g.node("s_link", f"link {link}\nKV transfer {_wait_stats(rq['transfer_s'].to_numpy())}\n"
+            moves = sorted({a["op"] for _, a in graph.graph.nodes(data=True)
+                            if graph.stages[a["stage"]].serves == "transfer"})
+            what = f"KV transfer ({' / '.join(moves)})" if moves else "KV transfer (streamed with the prefill)"
+            g.node("s_link", f"link {link}\n{what} {_wait_stats(rq['transfer_s'].to_numpy())}\n"
                              f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds")
             edge("s_backpressure", "s_link", kv)
             dq = _share(path_pools, dec, ("queueing",))
@@ -131,28 +171,37 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
 
 def render_bottlenecks(run_dir: Path, out: Path, cost_model=None) -> list[str]:
     """Draw the bottleneck view of the run in ``run_dir`` into ``out`` (.svg, .png or .dot)."""
-    analysis = RunAnalysis(run_dir)
+    return write(bottleneck_dot(RunAnalysis(run_dir), cost_model), Path(out))
+
+
+def bottleneck_dot(analysis: RunAnalysis, cost_model=None) -> graphviz.Digraph:
+    """The bottleneck view of an analysed run as a DOT graph."""
+    from frontier_dag.dsl import trace_config
+
     run = analysis.run
-    stages, _ = stage_graph(analysis)
+    _, graph = trace_config(run.config)
+    stages, path_pools = stage_graph(analysis, graph)
     dot = graphviz.Digraph("bottlenecks", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
                                                       "compound": "true", "label": f"bottlenecks of {run.run_dir}",
                                                       "labelloc": "t"},
                            node_attr={"fontname": "Helvetica", "fontsize": "9"},
                            edge_attr={"color": "#888888", "arrowsize": "0.6"})
     dot.subgraph(stages)
-    notes: list[str] = []
     it = run.iterations
     if len(it):
-        row = int(np.argmax(it["duration_us"].to_numpy()))
+        pool, share = bottleneck_pool(analysis, path_pools)
+        row, count = median_iteration(run, pool)
         rebuilt = rebuild_iteration(run, row, cost_model)
-        sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=1, ranks=4)
-        sub.name = "cluster_slowest_iteration"
+        sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=0, ranks=4)
+        sub.name = "cluster_representative_iteration"
         seqs, prefill = int(it["num_seqs"].iat[row]), int(it["prefill_tokens"].iat[row])
-        sub.graph_attr.update(label=f"slowest iteration: {rebuilt.pool}[{rebuilt.replica}] at "
+        why = f"{_pct(share)} of the critical path" if share > 0 else "the busiest; the run has no attribution"
+        sub.graph_attr.update(label=f"representative iteration of the bottleneck pool {pool} ({why}): the median of "
+                                    f"its {count:,} iterations, {rebuilt.pool}[{rebuilt.replica}] at "
                                     f"{rebuilt.start_us / 1e6:,.3f} s, {seqs} seqs, {prefill} prefill tokens: recorded "
                                     f"{_fmt_us(rebuilt.recorded_us)}, rebuilt DAG {_fmt_us(rebuilt.report.iteration_time_us)}",
                               style="rounded", color="#999999")
         sub.graph_attr.pop("rankdir", None)
         sub.graph_attr.pop("labelloc", None)
         dot.subgraph(sub)
-    return notes + write(dot, Path(out))
+    return dot

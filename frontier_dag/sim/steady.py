@@ -130,8 +130,17 @@ def _bins(tokens: TokenTimes, start: float, end: float) -> int:
     return int(np.clip(events // 4, 2 * BATCH, BINS))
 
 
+def _enough(total: int, in_window: int, drain_share: float) -> int:
+    """Requests for a window whose drain share is 1/5: the requests that finish in the drain
+    are about as many whatever the run's length (the clients, or the queue at the end)."""
+    draining = drain_share * in_window
+    needed = total - in_window + 5 * draining
+    scale = 10 ** max(0, len(str(int(needed))) - 2)
+    return int(-(-needed // scale) * scale)
+
+
 def steady_figures(requests: pd.DataFrame, tokens: TokenTimes, window: Window, *, gpus: int, slo_ttft_ms: float,
-                   slo_tpot_ms: float, clients: int | None, warmup_requests: int = 0) -> dict[str, Any]:
+                   slo_tpot_ms: float, warmup_requests: int = 0) -> dict[str, Any]:
     """Throughput, latency and goodput over ``window``; the whole run's keys with ``steady`` meaning."""
     t0, t1, span = window.start_s, window.end_s, max(window.length_s, 1e-12)
     arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
@@ -154,9 +163,9 @@ def steady_figures(requests: pd.DataFrame, tokens: TokenTimes, window: Window, *
     if window.chosen == "whole run":
         warnings.append(window.how)
     if drain_share > DRAIN_SHARE_WARNING:
-        more = f" (to {5 * clients:,} or more: 5 x clients)" if clients else ""
         warnings.append(f"{drain_share * 100:.0f}% of the window's requests finish after it, in the drain: their "
-                        f"latency is measured at a falling load; raise workload.num_requests{more}")
+                        f"latency is measured at a falling load; raise workload.num_requests to about "
+                        f"{_enough(len(requests), len(lat), drain_share):,}")
     requests_per_s = float(finished.sum()) / span
     return {
         "start_s": t0,

@@ -40,7 +40,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     out_of_range = sum(u.out_of_range for u in usage)
     tokens = TokenTimes.of(controller.log.to_frame(), frame)
     steady = steady_figures(frame, tokens, find_window(frame, tokens, cfg.workload), gpus=gpus,
-                            slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms, clients=cfg.workload.clients,
+                            slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms,
                             warmup_requests=cfg.workload.warmup_requests)
     return {
         "num_requests": int(table.n),

@@ -95,7 +95,10 @@ def test_a_run_without_a_steady_state_says_so():
 def test_a_short_closed_loop_warns_that_its_latency_leans_on_the_drain():
     s = simulate(closed_loop(160, clients=64), attribute=False).summary["steady"]
     assert s["drain_share"] > 0.25
-    assert any("raise workload.num_requests (to 320 or more" in w for w in s["warnings"])
+    advice = next(w for w in s["warnings"] if "raise workload.num_requests to about" in w)
+    suggested = int(advice.rsplit(" ", 1)[1].replace(",", ""))
+    assert 300 <= suggested <= 600
+    assert simulate(closed_loop(suggested, clients=64), attribute=False).summary["steady"]["warnings"] == []
 
 
 def test_mser_drops_the_transient_and_nothing_of_a_stationary_series():
