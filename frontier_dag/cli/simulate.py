@@ -15,6 +15,22 @@ def _cells(row: dict | None) -> str:
     return "".join(f"{row[k]:>9.1f}" if row.get(k) is not None else f"{'-':>9}" for k in ("mean", "p50", "p90", "p99"))
 
 
+def _prices(s: dict) -> str:
+    """Where the operator prices came from (prices used, memo hits included) and which were
+    outside the profiled range, per pool and operator family."""
+    priced = sum(s["predictor_sources"].values()) or 1
+    sources = ", ".join(f"{k} {v / priced * 100:.0f}%" for k, v in sorted(s["predictor_sources"].items(), key=lambda kv: -kv[1]))
+    line = f"operator prices: {sources} of {priced:,} used; {s['predictor_out_of_range']:,} outside the profiled range"
+    where = sorted(((n, f"{pool} {family}") for pool, families in s.get("predictor_out_of_range_by", {}).items()
+                    for family, n in families.items()), reverse=True)
+    if where:
+        shown = ", ".join(f"{name} {n:,}" for n, name in where[:4])
+        line += f" ({shown}{', ...' if len(where) > 4 else ''})"
+    if s["preemptions"]:
+        line += f"; {s['preemptions']:,} preemptions"
+    return line
+
+
 def format_summary(s: dict) -> str:
     """The summary as a short table for the terminal: the steady window beside the whole run."""
     steady = s.get("steady") or {}
@@ -55,10 +71,7 @@ def format_summary(s: dict) -> str:
             extra.append(f"backpressure stall {s['backpressure_stall_s'][pool]:,.1f} s")
         lines.append(f"pool {pool}: busy {util * 100:.1f}%, KV peak {s['kv_peak_usage'][pool] * 100:.1f}%"
                      + (", " + ", ".join(extra) if extra else ""))
-    priced = sum(s["predictor_sources"].values()) or 1
-    sources = ", ".join(f"{k} {v / priced * 100:.0f}%" for k, v in sorted(s["predictor_sources"].items(), key=lambda kv: -kv[1]))
-    lines.append(f"operator prices: {sources}; {s['predictor_out_of_range']:,} outside the profiled range"
-                 + (f"; {s['preemptions']:,} preemptions" if s["preemptions"] else ""))
+    lines.append(_prices(s))
     lines += [f"warning: {w}" for w in steady.get("warnings", [])]
     return "\n".join(lines)
 

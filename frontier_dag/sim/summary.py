@@ -36,8 +36,10 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     if controller.decode is not None and any(r.serves == "prefill" for r in controller.entry.replicas):
         transfer_wait[controller.entry.name] = float(waits.sum())
     gpus = deployment.total_gpus
-    usage = [w.replicas[0].predictor.coster.usage for w in controller.workers.values()]
-    out_of_range = sum(u.out_of_range for u in usage)
+    # replicas of a pool share one predictor; the transfer stage has its own
+    usage = {name: w.replicas[0].predictor.coster.usage for name, w in controller.workers.items()}
+    if controller.transfer is not None:
+        usage[controller.transfer.stage] = controller.transfer.coster.usage
     tokens = TokenTimes.of(controller.log.to_frame(), frame)
     steady = steady_figures(frame, tokens, find_window(frame, tokens, cfg.workload), gpus=gpus,
                             slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms,
@@ -65,16 +67,20 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "backpressure_stall_s": stall,
         "preemptions": int(table.preemptions.sum()),
         "prefix_cached_tokens": int(table.cached_tokens.sum()),
-        "predictor_out_of_range": int(out_of_range),
-        "predictor_sources": _merge_sources(usage),
+        "predictor_out_of_range": int(sum(u.out_of_range for u in usage.values())),
+        "predictor_sources": _merge_sources(usage.values()),
+        "predictor_prices_by": {name: dict(sorted(u.by_family().items())) for name, u in usage.items()},
+        "predictor_out_of_range_by": {name: {f: int(n) for f, n in sorted(u.out_of_range_by.items()) if n}
+                                      for name, u in usage.items()},
         "gpus": gpus,
         "seed": cfg.seed,
     }
 
 
 def _merge_sources(usages) -> dict[str, int]:
-    merged: dict[str, int] = {}
+    """Prices used per source (memo hits included), over every stage."""
+    merged: dict[str, float] = {}
     for u in usages:
-        for k, v in u.sources.items():
-            merged[k] = merged.get(k, 0) + v
-    return merged
+        for k, v in u.by_source().items():
+            merged[k] = merged.get(k, 0.0) + v
+    return {k: int(round(v)) for k, v in sorted(merged.items(), key=lambda kv: -kv[1])}
