@@ -92,7 +92,7 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
     tail_pools = {k: tail[k]["by_pool"] for k in ("ttft_p99", "tpot_p99") if k in tail}
     summary, rq = run.summary, run.requests
     g = graphviz.Digraph(name="cluster_stages")
-    g.attr(label=f"stages of {run.run_dir.name}: shares of the critical path (request {path.request}, the last to "
+    g.attr(label=f"stages of {run.run_dir.name}: shares of the critical path\n(request {path.request}, the last to "
                  f"finish: {_fmt_us(path.length_us)})", style="rounded", color="#999999", fontname="Helvetica")
 
     def tails(pool: str, cats: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> str:
@@ -164,7 +164,7 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
             edge("s_link", "s_decode_queue", dq)
             last = "s_decode_queue"
     tput = summary.get("output_tokens_per_s")
-    g.node("s_done", "done" + (f"\n{tput:,.0f} output tokens/s" if tput else ""), shape="doublecircle")
+    g.node("s_done", "done" + (f"\n{tput:,.0f} output tokens/s" if tput else ""), shape="box", style="rounded,bold")
     edge(last, "s_done", 0.0)
     return g, path_pools
 
@@ -174,34 +174,53 @@ def render_bottlenecks(run_dir: Path, out: Path, cost_model=None) -> list[str]:
     return write(bottleneck_dot(RunAnalysis(run_dir), cost_model), Path(out))
 
 
-def bottleneck_dot(analysis: RunAnalysis, cost_model=None) -> graphviz.Digraph:
-    """The bottleneck view of an analysed run as a DOT graph."""
+def _canvas(name: str, title: str) -> graphviz.Digraph:
+    return graphviz.Digraph(name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
+                                              "compound": "true", "label": title, "labelloc": "t", "ranksep": "0.35"},
+                            node_attr={"fontname": "Helvetica", "fontsize": "9"},
+                            edge_attr={"color": "#888888", "arrowsize": "0.6"})
+
+
+def bottleneck_parts(analysis: RunAnalysis, cost_model=None) -> tuple[graphviz.Digraph, graphviz.Digraph | None]:
+    """The two parts of the bottleneck view as clusters: the stages, and the bottleneck pool's
+    representative iteration (None for a run without iterations)."""
     from frontier_dag.dsl import trace_config
 
     run = analysis.run
     _, graph = trace_config(run.config)
     stages, path_pools = stage_graph(analysis, graph)
-    dot = graphviz.Digraph("bottlenecks", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
-                                                      "compound": "true", "label": f"bottlenecks of {run.run_dir}",
-                                                      "labelloc": "t"},
-                           node_attr={"fontname": "Helvetica", "fontsize": "9"},
-                           edge_attr={"color": "#888888", "arrowsize": "0.6"})
-    dot.subgraph(stages)
     it = run.iterations
-    if len(it):
-        pool, share = bottleneck_pool(analysis, path_pools)
-        row, count = median_iteration(run, pool)
-        rebuilt = rebuild_iteration(run, row, cost_model)
-        sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=0, ranks=4)
-        sub.name = "cluster_representative_iteration"
-        seqs, prefill = int(it["num_seqs"].iat[row]), int(it["prefill_tokens"].iat[row])
-        why = f"{_pct(share)} of the critical path" if share > 0 else "the busiest; the run has no attribution"
-        sub.graph_attr.update(label=f"representative iteration of the bottleneck pool {pool} ({why}): the median of "
-                                    f"its {count:,} iterations, {rebuilt.pool}[{rebuilt.replica}] at "
-                                    f"{rebuilt.start_us / 1e6:,.3f} s, {seqs} seqs, {prefill} prefill tokens: recorded "
-                                    f"{_fmt_us(rebuilt.recorded_us)}, rebuilt DAG {_fmt_us(rebuilt.report.iteration_time_us)}",
-                              style="rounded", color="#999999")
-        sub.graph_attr.pop("rankdir", None)
-        sub.graph_attr.pop("labelloc", None)
-        dot.subgraph(sub)
+    if not len(it):
+        return stages, None
+    pool, share = bottleneck_pool(analysis, path_pools)
+    row, count = median_iteration(run, pool)
+    rebuilt = rebuild_iteration(run, row, cost_model)
+    sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=0, ranks=4)
+    sub.name = "cluster_representative_iteration"
+    seqs, prefill = int(it["num_seqs"].iat[row]), int(it["prefill_tokens"].iat[row])
+    why = f"{_pct(share)} of the critical path" if share > 0 else "the busiest; the run has no attribution"
+    sub.graph_attr.update(label=f"representative iteration of the bottleneck pool {pool} ({why})\n"
+                                f"the median of its {count:,} iterations: {rebuilt.pool}[{rebuilt.replica}] at "
+                                f"{rebuilt.start_us / 1e6:,.3f} s, {seqs} seqs, {prefill} prefill tokens\n"
+                                f"recorded {_fmt_us(rebuilt.recorded_us)}, rebuilt DAG "
+                                f"{_fmt_us(rebuilt.report.iteration_time_us)}",
+                          style="rounded", color="#999999")
+    sub.graph_attr.pop("rankdir", None)
+    sub.graph_attr.pop("labelloc", None)
+    return stages, sub
+
+
+def bottleneck_dot(analysis: RunAnalysis, cost_model=None) -> graphviz.Digraph:
+    """The bottleneck view of an analysed run as one DOT graph."""
+    dot = _canvas("bottlenecks", f"bottlenecks of {analysis.run.run_dir}")
+    for part in bottleneck_parts(analysis, cost_model):
+        if part is not None:
+            dot.subgraph(part)
+    return dot
+
+
+def standalone(part: graphviz.Digraph) -> graphviz.Digraph:
+    """One part of the view as a graph of its own (to draw apart)."""
+    dot = _canvas(part.name.removeprefix("cluster_"), "")
+    dot.subgraph(part)
     return dot
