@@ -154,8 +154,8 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
             moves = sorted({a["op"] for _, a in graph.graph.nodes(data=True)
                             if graph.stages[a["stage"]].serves == "transfer"})
             what = f"KV transfer ({' / '.join(moves)})" if moves else "KV transfer (streamed with the prefill)"
-            g.node("s_link", f"link {link}\n{what} {_wait_stats(rq['transfer_s'].to_numpy())}\n"
-                             f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds")
+            g.node("s_link", f"link {link}\n{what}\n{_wait_stats(rq['transfer_s'].to_numpy())}\n"
+                             f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds", margin="0.25,0.05")
             edge("s_backpressure", "s_link", kv)
             dq = _share(path_pools, dec, ("queueing",))
             g.node("s_decode_queue", f"KV arrived, waiting for a {dec} batch\n"
@@ -163,8 +163,10 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
                    shape="cylinder")
             edge("s_link", "s_decode_queue", dq)
             last = "s_decode_queue"
+    steady = (summary.get("steady") or {}).get("output_tokens_per_s")
     tput = summary.get("output_tokens_per_s")
-    g.node("s_done", "done" + (f"\n{tput:,.0f} output tokens/s" if tput else ""), shape="box", style="rounded,bold")
+    done = f"\n{steady:,.0f} output tokens/s (steady window)" if steady else f"\n{tput:,.0f} output tokens/s" if tput else ""
+    g.node("s_done", "done" + done, shape="box", style="rounded,bold")
     edge(last, "s_done", 0.0)
     return g, path_pools
 

@@ -75,6 +75,19 @@ def _table(rows: list[tuple[str, str, str, bool]]) -> str:
     return f'<<table border="0" cellspacing="0" cellpadding="1">{"".join(cells)}</table>>'
 
 
+def _stage_label(stage: str, graph: EventGraph, deployment: Deployment, report: IterationReport,
+                 attrs: list[dict]) -> str:
+    """A stage box's title: its time, its pools and its links."""
+    spec = graph.stages[stage]
+    role_to_name = {p.role: name for name, p in deployment.pools.items()}
+    links = sorted({graph.resources[a["resource"]].name.removeprefix("link:") for a in attrs
+                    if a["stage"] == stage and graph.resources[a["resource"]].kind == "link"})
+    parts = [f"stage {stage}: {_fmt_us(report.stage_times_us.get(stage, 0.0))}"]
+    if spec.serves != "transfer":
+        parts += [pool_title(role_to_name[r], deployment) for r in spec.pools if r in role_to_name]
+    return "\n".join(parts + [f"link {link}" for link in links])
+
+
 def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationReport, layers: int = 0,
                   ranks: int = 4, stage: str | None = None, direction: str = "TB") -> graphviz.Digraph:
     """The DOT graph of one iteration: the first ``layers`` layers of each stage apart, the
@@ -95,7 +108,6 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
     plain = {key for key, a in first.items()
              if a["kind"] != "sync" and graph.resources[a["resource"]].kind != "link" and not folded.groups[key].folded_ranks}
     boxes = chains(folded, edges, {key: a["resource"] for key, a in first.items()}, plain)
-    role_to_name = {p.role: name for name, p in deployment.pools.items()}
     time = report.stage_times_us[stage] if stage is not None else report.iteration_time_us
     title = f"{graph.name}" + (f", stage {stage}" if stage else "") + f": iteration {_fmt_us(time)}"
     dot = graphviz.Digraph(graph.name, graph_attr={"rankdir": direction, "fontname": "Helvetica", "fontsize": "11",
@@ -115,7 +127,7 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
         micro_batches = graph.stages[a["stage"]].micro_batches
         rows = [(*_row(graph, report, folded.groups[key], micro_batches), on_path[key]) for key in chain]
         # a chain's ops mostly share their slack: say it where it changes
-        rows = [(n, t, note if i == 0 or note != rows[i - 1][2] else "", c) for i, (n, t, note, c) in enumerate(rows)]
+        rows = [(n, t, note if j == 0 or note != rows[j - 1][2] else "", c) for j, (n, t, note, c) in enumerate(rows)]
         many_pools = len(graph.stages[a["stage"]].pools) > 1
         fill = LINK_COLOR if resource.kind == "link" else POOL_COLORS.get(resource.pool, "#f4f4f4") if many_pools else "white"
         node = {"label": _table(rows), "fillcolor": fill}
@@ -131,15 +143,10 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
         placed[a["stage"]][folded.groups[chain[0]].run].append(node_id)
     for stage_name, runs in placed.items():
         spec = graph.stages[stage_name]
-        pools = [role_to_name[r] for r in spec.pools if r in role_to_name]
-        links = sorted({graph.resources[a["resource"]].name.removeprefix("link:") for a in attrs
-                        if a["stage"] == stage_name and graph.resources[a["resource"]].kind == "link"})
-        parts = [f"stage {stage_name}: {_fmt_us(report.stage_times_us.get(stage_name, 0.0))}"]
-        parts += [pool_title(name, deployment) for name in pools if spec.serves != "transfer"]
-        parts += [f"link {link}" for link in links]
         with dot.subgraph(name=f"cluster_stage_{stage_name}") as box:
             single = len(spec.pools) == 1 and spec.serves != "transfer"
-            box.attr(label="\n".join(parts), style="filled,rounded", fontsize="10", color="#bbbbbb",
+            box.attr(label=_stage_label(stage_name, graph, deployment, report, attrs), style="filled,rounded",
+                     fontsize="10", color="#bbbbbb",
                      fillcolor=POOL_COLORS.get(spec.pools[0], "#f4f4f4") if single else "#fafafa")
             for run, node_ids in runs.items():
                 if run is None:
