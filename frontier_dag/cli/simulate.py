@@ -10,6 +10,11 @@ import click
 from frontier_dag.cli.options import json_option, set_option
 
 
+def warning_lines(steady: dict) -> list[str]:
+    """The steady window's warnings (one per line of its ``warnings``)."""
+    return [w for w in (steady.get("warnings") or "").splitlines() if w]
+
+
 def _cells(row: dict | None) -> str:
     row = row or {}
     return "".join(f"{row[k]:>9.1f}" if row.get(k) is not None else f"{'-':>9}" for k in ("mean", "p50", "p90", "p99"))
@@ -72,7 +77,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"pool {pool}: busy {util * 100:.1f}%, KV peak {s['kv_peak_usage'][pool] * 100:.1f}%"
                      + (", " + ", ".join(extra) if extra else ""))
     lines.append(_prices(s))
-    lines += [f"warning: {w}" for w in steady.get("warnings", [])]
+    lines += [f"warning: {w}" for w in warning_lines(steady)]
     return "\n".join(lines)
 
 

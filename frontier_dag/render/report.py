@@ -92,7 +92,7 @@ def glance(analysis: RunAnalysis, steady: dict, bottleneck: tuple[str, float]) -
 
 def read_with_care(analysis: RunAnalysis, steady: dict, note: str) -> list[str]:
     s = analysis.run.summary
-    lines = list(steady.get("warnings", []))
+    lines = [w for w in (steady.get("warnings") or "").splitlines() if w]
     if note:
         lines.append(note)
     oor = s.get("predictor_out_of_range", 0)

@@ -185,5 +185,6 @@ def steady_figures(requests: pd.DataFrame, tokens: TokenTimes, window: Window, *
         "goodput_requests_per_s": requests_per_s * attained,
         "slo_attained": attained,
         "drain_share": drain_share,
-        "warnings": warnings,
+        # one per line, "" when none: a plain string in sweep tables as in the JSON
+        "warnings": "\n".join(warnings),
     }

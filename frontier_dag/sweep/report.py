@@ -100,10 +100,7 @@ def _points_section(results: pd.DataFrame, front: frontier.Frontier) -> str:
 
 def _warnings(row: pd.Series) -> str:
     value = row.get("steady.warnings")
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    items = list(value) if not isinstance(value, str) else [value]
-    return "; ".join(str(w) for w in items)
+    return value.replace("\n", "; ") if isinstance(value, str) else ""
 
 
 def _unfinished_section(results: pd.DataFrame) -> str:
