@@ -25,11 +25,10 @@ def report(target, out, overwrite, what_if, percentile) -> None:
     """Write one HTML page for a run directory (summary, latency, time series, critical path,
     bottleneck drawing, pools, config) or a sweep directory (Pareto frontier, points).
     The page needs no network access to open."""
-    from frontier_dag.render.report import run_page, write_page
+    from frontier_dag.render.report import check_page_path, run_page, write_page
 
     directory = Path(target)
-    if out and Path(out).exists() and not overwrite:
-        raise FrontierDagError(f"--out {out} exists; choose another file or pass --overwrite")
+    check_page_path(Path(out), overwrite)  # before the page is computed (seconds to minutes)
     if is_sweep(directory):
         from frontier_dag.sweep.report import sweep_page
 

@@ -223,20 +223,22 @@ def pools_section(analysis: RunAnalysis, plt) -> str:
     run, s = analysis.run, analysis.run.summary
     rows = []
     for name, pool in run.config.cluster.pools.items():
-        logged = run.pools.get(name)
-        stage_pool = next((p for p in run.pools.values() if name in p.members), None)
-        busy = s.get("utilization", {}).get(stage_pool.name if stage_pool else name)
-        priced = s.get("predictor_prices_by", {}).get(stage_pool.name if stage_pool else name, {})
-        oor = s.get("predictor_out_of_range_by", {}).get(stage_pool.name if stage_pool else name, {})
-        iterations = int((run.iterations["pool"].astype(str) == name).sum()) if logged else 0
+        # the pool that logs the iterations, busy time and prices of this pool's stage
+        stage = next((p for p in run.pools.values() if name in p.members), None)
+        owner = stage.name if stage else name
+        logs = owner == name
+        priced = sum(s.get("predictor_prices_by", {}).get(owner, {}).values())
+        outside = sum(s.get("predictor_out_of_range_by", {}).get(owner, {}).values())
+        busy = s.get("utilization", {}).get(owner)
+        kv_peak = s.get("kv_peak_usage", {}).get(name)
+        iterations = int((run.iterations["pool"].astype(str) == name).sum())
         rows.append((name, pool.role, f"{pool.gpus}", f"{pool.replicas}", f"tp {pool.tp}, ep {pool.ep}",
                      share_bar(busy) if busy is not None else "-",
-                     f"{s.get('kv_peak_usage', {}).get(name, 0) * 100:.1f}%" if name in s.get("kv_peak_usage", {}) else "-",
+                     f"{kv_peak * 100:.1f}%" if kv_peak is not None else "-",
                      f"{s.get('backpressure_stall_s', {}).get(name, 0):,.2f} s",
                      f"{s.get('kv_transfer_wait_s', {}).get(name, 0):,.2f} s",
-                     f"{iterations:,}" if logged else f"steps with {stage_pool.name}" if stage_pool else "-",
-                     f"{sum(oor.values()):,} of {sum(priced.values()):,}" if priced and logged
-                     else f"with {stage_pool.name}" if stage_pool and not logged else "-"))
+                     f"{iterations:,}" if logs else f"steps with {owner}",
+                     (f"{outside:,} of {priced:,}" if priced else "-") if logs else f"with {owner}"))
     note = ('<p class="note">busy: the share of the run its replicas ran iterations; a stage that steps several pools '
             "together (AF) logs its iterations, busy time and prices under its first pool. Out of range: operator "
             "prices used from outside the profiled range.</p>")
@@ -280,15 +282,23 @@ def run_page(run_dir: str | Path, what_if: float = 2.0, cost_model=None) -> str:
     return page(f"frontier-dag run {run.run_dir.name}", describe(analysis), sections)
 
 
-def write_page(html: str, out: Path, overwrite: bool = False) -> Path:
-    """Write ``html`` to ``out`` (.html), never over an existing file unless ``overwrite``."""
+def check_page_path(out: Path, overwrite: bool = False) -> None:
+    """Refuse, before anything is computed, a page name that is not .html, a directory, or
+    an existing file without ``overwrite``."""
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise FrontierDagError(f"--out {out}: the report is an HTML file; give a name ending in .html")
+    if out.is_dir():
+        raise FrontierDagError(f"--out {out} is a directory; give a file name ending in .html")
     if out.exists() and not overwrite:
         raise FrontierDagError(f"--out {out} exists; choose another file or pass --overwrite")
-    if out.exists() and out.is_dir():
-        raise FrontierDagError(f"--out {out} is a directory; give a file name ending in .html")
+
+
+def write_page(html: str, out: Path, overwrite: bool = False) -> Path:
+    """Write ``html`` to ``out`` (.html) through a temporary file, never over an existing
+    file unless ``overwrite``."""
+    out = Path(out)
+    check_page_path(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text(html, encoding="utf-8")
@@ -296,4 +306,4 @@ def write_page(html: str, out: Path, overwrite: bool = False) -> Path:
     return out
 
 
-__all__ = ["run_page", "write_page"]
+__all__ = ["check_page_path", "run_page", "write_page"]
