@@ -4,6 +4,7 @@ points that did not finish grouped by reason. Self-contained, as a run's page.""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -104,15 +105,23 @@ def _warnings(row: pd.Series) -> str:
 
 
 def _unfinished_section(results: pd.DataFrame) -> str:
+    """The points that did not finish, grouped by status and reason (reasons that differ only
+    in their numbers are one group, shown by its first example)."""
     if "status" not in results.columns:
         return "<p>All points finished.</p>"
     rest = results[results["status"] != "ok"]
     if rest.empty:
         return "<p>Every point finished.</p>"
-    reasons = rest.fillna({"reason": "(no reason recorded)"}).groupby(["status", "reason"]).size()
-    rows = [(status, f"{n:,}", reason) for (status, reason), n in reasons.sort_values(ascending=False).items()]
+    groups: dict[tuple[str, str], list] = {}
+    for _, row in rest.iterrows():
+        reason = row.get("reason") if isinstance(row.get("reason"), str) else "(no reason recorded)"
+        groups.setdefault((row["status"], re.sub(r"\d[\d,.]*", "N", reason)), []).append((reason, row["point_id"]))
+    rows = []
+    for (status, _), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        ids = ", ".join(pid for _, pid in members[:6]) + (", ..." if len(members) > 6 else "")
+        rows.append((status, f"{len(members):,}", members[0][0] + (" (and the like)" if len(members) > 1 else ""), ids))
     lines = []
     if (rest["status"] == "failed").any():
         lines.append("some points failed: run them again with frontier-dag sweep SWEEP.yaml --out DIR --resume "
                      "--retry-failed")
-    return warnings_box(lines) + table(("status", "points", "reason"), rows, text_columns=(0, 2))
+    return warnings_box(lines) + table(("status", "points", "reason", "points' ids"), rows, text_columns=(0, 2, 3))
