@@ -72,15 +72,21 @@ def with_batch_options(fn):
 @click.command()
 @click.argument("target")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output file: .svg, .png or .dot.")
-@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1), help="Layers drawn in full; later layers fold into one box.")
+@click.option("--layers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Layers of each stage drawn one by one; the others fold: each run of identical layers is drawn "
+                   "once, in a box with its count.")
 @click.option("--ranks", default=4, show_default=True, type=click.IntRange(min=1), help="EP ranks drawn per layer (slowest first).")
+@click.option("--stage", default=None, help="Draw this stage only (a name from the workflow, e.g. decode).")
+@click.option("--direction", type=click.Choice(["TB", "LR"], case_sensitive=False), default="TB", show_default=True,
+              help="TB: stages side by side, each top-down; LR: each stage left to right, stages one above the other.")
 @click.option("--bottlenecks", is_flag=True,
               help="TARGET is a run directory: draw its bottleneck view (stages with their shares of the critical "
-                   "path, and the slowest iteration's DAG).")
+                   "path, and the bottleneck pool's median iteration as its DAG).")
 @overwrite_option
 @with_batch_options
 @set_option
-def render(target, out, layers, ranks, bottlenecks, overwrite, config_path, batch_size, context, overrides) -> None:
+def render(target, out, layers, ranks, stage, direction, bottlenecks, overwrite, config_path, batch_size, context,
+           overrides) -> None:
     """Draw one iteration of TARGET (a config YAML, or a workflow name with --config) with its
     critical path highlighted. A run directory as TARGET (with or without --bottlenecks) draws
     the run's bottleneck view."""
@@ -92,13 +98,17 @@ def render(target, out, layers, ranks, bottlenecks, overwrite, config_path, batc
     beside = () if Path(out).suffix.lower() == ".dot" else (Path(out).with_suffix(".dot"),)
     check_out_file(out, overwrite, also=beside, inputs=tuple(Path(p) for p in (target, config_path) if p))
     if Path(target).is_dir():
+        if stage is not None:
+            raise FrontierDagError(f"render {target} --stage {stage}: --stage draws one stage of a config's iteration; "
+                                   "a run directory's drawing shows its bottleneck pool's iteration")
         _require("frontier_dag.render.bottlenecks", "render RUN_DIR --bottlenecks")
         from frontier_dag.render.bottlenecks import render_bottlenecks
 
         notes = render_bottlenecks(Path(target), Path(out))
     else:
         deployment, graph, report = load_iteration(target, config_path, overrides, batch_size, context)
-        notes = write(iteration_dot(graph, deployment, report, layers=layers, ranks=ranks), Path(out))
+        notes = write(iteration_dot(graph, deployment, report, layers=layers, ranks=ranks, stage=stage,
+                                    direction=direction.upper()), Path(out))
     for note in notes:
         click.secho(note, fg="yellow", err=True)
     click.echo(f"wrote {out}" if not notes else f"wrote {Path(out).with_suffix('.dot')}")

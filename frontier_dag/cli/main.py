@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "profile": "frontier_dag.cli.profile:profile",
     "sweep": "frontier_dag.cli.sweep:sweep",
     "pareto": "frontier_dag.cli.sweep:pareto",
+    "report": "frontier_dag.cli.report:report",
 }
 
 

@@ -10,25 +10,67 @@ import click
 from frontier_dag.cli.options import json_option, set_option
 
 
+def warning_lines(steady: dict) -> list[str]:
+    """The steady window's warnings (one per line of its ``warnings``)."""
+    return [w for w in (steady.get("warnings") or "").splitlines() if w]
+
+
+def _cells(row: dict | None) -> str:
+    row = row or {}
+    return "".join(f"{row[k]:>9.1f}" if row.get(k) is not None else f"{'-':>9}" for k in ("mean", "p50", "p90", "p99"))
+
+
+def _prices(s: dict) -> str:
+    """Where the operator prices came from (prices used, memo hits included) and which were
+    outside the profiled range, per pool and operator family."""
+    priced = sum(s["predictor_sources"].values()) or 1
+    sources = ", ".join(f"{k} {v / priced * 100:.0f}%" for k, v in sorted(s["predictor_sources"].items(), key=lambda kv: -kv[1]))
+    line = f"operator prices: {sources} of {priced:,} used; {s['predictor_out_of_range']:,} outside the profiled range"
+    where = sorted(((n, f"{pool} {family}") for pool, families in s.get("predictor_out_of_range_by", {}).items()
+                    for family, n in families.items()), reverse=True)
+    if where:
+        shown = ", ".join(f"{name} {n:,}" for n, name in where[:4])
+        line += f" ({shown}{', ...' if len(where) > 4 else ''})"
+    if s["preemptions"]:
+        line += f"; {s['preemptions']:,} preemptions"
+    return line
+
+
 def format_summary(s: dict) -> str:
-    """The summary as a short table for the terminal."""
-    lines = [
-        f"{s['num_completed']:,} of {s['num_requests']:,} requests in {s['simulated_time_s']:,.1f} s simulated "
-        f"({s['iterations']:,} iterations, {s['wall_time_s']:.1f} s wall)",
-        f"{'':<10}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
-    ]
+    """The summary as a short table for the terminal: the steady window beside the whole run."""
+    steady = s.get("steady") or {}
+    lines = [f"{s['num_completed']:,} of {s['num_requests']:,} requests in {s['simulated_time_s']:,.1f} s simulated "
+             f"({s['iterations']:,} iterations, {s['wall_time_s']:.1f} s wall)"]
+    if steady:
+        lines.append(f"steady window {steady['start_s']:,.2f}-{steady['end_s']:,.2f} s: {steady['how']}")
+    head = f"{'steady (' + format(steady.get('num_requests', 0), ',') + ' requests)':<37}" if steady else ""
+    lines.append(f"{'':<10}{head}whole run ({s.get('num_measured', s['num_completed']):,} requests)")
+    stats = "".join(f"{k:>9}" for k in ("mean", "p50", "p90", "p99"))
+    lines.append(f"{'':<10}{(stats + ' ') if steady else ''}{stats}")
     for key, name in (("ttft_ms", "TTFT ms"), ("tpot_ms", "TPOT ms"), ("e2e_ms", "E2E ms")):
-        row = s[key]
-        cells = "".join(f"{row[k]:>10.1f}" if row[k] is not None else f"{'-':>10}" for k in ("mean", "p50", "p90", "p99"))
-        lines.append(f"{name:<10}{cells}")
+        lines.append(f"{name:<10}" + (_cells(steady.get(key)) + " " if steady else "") + _cells(s[key]))
     slo = s["slo"]
-    lines.append(f"throughput {s['throughput_tokens_per_s']:,.0f} tokens/s, {s['output_tokens_per_s']:,.0f} output tokens/s "
-                 f"({s['output_tokens_per_s_per_gpu']:,.1f} per GPU, {s['gpus']} GPUs)")
-    lines.append(f"goodput {s['goodput_requests_per_s']:,.2f} requests/s meet TTFT <= {slo['ttft_ms']:g} ms and "
-                 f"TPOT <= {slo['tpot_ms']:g} ms ({slo['attained'] * 100:.1f}% of requests)")
+    gpus = f"{s['gpus']} GPUs"
+
+    def rates(f: dict) -> str:
+        return (f"{f['output_tokens_per_s_per_gpu']:,.1f} output tokens/s per GPU ({f['output_tokens_per_s']:,.0f} "
+                f"output, {f['throughput_tokens_per_s']:,.0f} in all)")
+
+    def goodput(f: dict, attained: float) -> str:
+        return f"{f['goodput_requests_per_s']:,.2f} requests/s ({attained * 100:.1f}%)"
+
+    if steady:
+        lines.append(f"throughput  steady {rates(steady)}; {gpus}")
+        lines.append(f"{'':<12}whole run {rates(s)}")
+        lines.append(f"goodput  steady {goodput(steady, steady['slo_attained'])}, whole run "
+                     f"{goodput(s, slo['attained'])} meet TTFT <= {slo['ttft_ms']:g} ms and TPOT <= {slo['tpot_ms']:g} ms")
+    else:
+        lines.append(f"throughput {rates(s)}; {gpus}")
+        lines.append(f"goodput {goodput(s, slo['attained'])} meet TTFT <= {slo['ttft_ms']:g} ms and "
+                     f"TPOT <= {slo['tpot_ms']:g} ms")
     if s.get("cost"):
         lines.append(f"cost {s['cost']['per_hour']:,.2f} per hour: {s['cost']['output_tokens_per_unit']:,.0f} output "
-                     "tokens per unit of currency")
+                     "tokens per unit of currency (whole run)")
     for pool, util in s["utilization"].items():
         gpu = s.get("pools", {}).get(pool, {}).get("gpu")
         extra = [] if gpu is None else [f"{s['pools'][pool]['gpus']} x {gpu}"]
@@ -38,10 +80,8 @@ def format_summary(s: dict) -> str:
             extra.append(f"backpressure stall {s['backpressure_stall_s'][pool]:,.1f} s")
         lines.append(f"pool {pool}: busy {util * 100:.1f}%, KV peak {s['kv_peak_usage'][pool] * 100:.1f}%"
                      + (", " + ", ".join(extra) if extra else ""))
-    priced = sum(s["predictor_sources"].values()) or 1
-    sources = ", ".join(f"{k} {v / priced * 100:.0f}%" for k, v in sorted(s["predictor_sources"].items(), key=lambda kv: -kv[1]))
-    lines.append(f"operator prices: {sources}; {s['predictor_out_of_range']:,} outside the profiled range"
-                 + (f"; {s['preemptions']:,} preemptions" if s["preemptions"] else ""))
+    lines.append(_prices(s))
+    lines += [f"warning: {w}" for w in warning_lines(steady)]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from frontier_dag.config.loading import Strict, positive_at_most
 
@@ -68,6 +68,21 @@ class TraceConfig(Strict):
     block_tokens: PositiveInt = Field(512, description="tokens per Mooncake hash id")
 
 
+class MeasureConfig(Strict):
+    """The steady window of the summary's ``steady`` figures, in seconds of simulated time.
+    ``auto`` starts it where the warm-up ends (detected) and ends it at the last arrival
+    (after it the load drains away); a number fixes that end (docs/simulation.md)."""
+
+    start_s: NonNegativeFloat | Literal["auto"] = "auto"
+    end_s: PositiveFloat | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MeasureConfig:
+        if isinstance(self.start_s, float) and isinstance(self.end_s, float) and self.start_s >= self.end_s:
+            raise ValueError(f"start_s={self.start_s:g} is not before end_s={self.end_s:g}; the window needs start_s < end_s")
+        return self
+
+
 class WorkloadConfig(Strict):
     """Open loop (``arrival``) or closed loop (``clients``), with token-count models.
     Given a ``trace``, lengths not written in the config come from the trace."""
@@ -82,6 +97,7 @@ class WorkloadConfig(Strict):
     trace: TraceConfig | None = None
     num_requests: RequestCount = 1000
     warmup_requests: int = Field(0, ge=0, description="left out of the summary statistics")
+    measure: MeasureConfig = Field(MeasureConfig(), description="the steady window of summary.steady")
 
     @model_validator(mode="after")
     def _one_loop(self) -> WorkloadConfig:

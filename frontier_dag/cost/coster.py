@@ -213,13 +213,55 @@ def windowed_batch(q: np.ndarray, ctx: np.ndarray, window: int) -> tuple[np.ndar
             np.concatenate([ctx[~long], np.zeros(len(extra), dtype=ctx.dtype)]))
 
 
+#: A memoised price's out-of-range templates: ``((family, count), ...)``, empty when none.
+OutOfRange = tuple[tuple[str, int], ...]
+
+
 @dataclass
 class UsageCounter:
-    """How many template prices came from outside the fitted data, and from which sources."""
+    """The prices a stage used, memo hits included, per operator family: how many, how many
+    came from outside the data the model was fitted on, and which source priced the family.
 
-    priced: int = 0
-    out_of_range: int = 0
-    sources: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    The scalar templates are priced together (a memoised vector): each use of them counts
+    ``scalar_families`` prices at once, so the hot loop adds one number, not one per family.
+    """
+
+    scalar_families: dict[str, int] = field(default_factory=dict)  # family -> scalar templates of it
+    scalar_uses: int = 0  # iterations (or decode steps) that used the scalar templates' prices
+    uses: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # family -> other prices used
+    out_of_range_by: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # family -> prices used
+    #: family -> source -> rows that source priced (memo misses): which source a family's prices come from
+    sources_of: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+
+    def add_out_of_range(self, flagged: OutOfRange, times: int = 1) -> None:
+        for family, count in flagged:
+            self.out_of_range_by[family] += count * times
+
+    def by_family(self) -> dict[str, int]:
+        """Prices used per family."""
+        used = defaultdict(int, self.uses)
+        for family, count in self.scalar_families.items():
+            used[family] += count * self.scalar_uses
+        return {f: n for f, n in used.items() if n}
+
+    @property
+    def priced(self) -> int:
+        return sum(self.by_family().values())
+
+    @property
+    def out_of_range(self) -> int:
+        return sum(self.out_of_range_by.values())
+
+    def by_source(self) -> dict[str, float]:
+        """Prices used per source: each family's prices split over the sources that priced it
+        (in proportion to the rows each priced; a family has one source in practice)."""
+        out: dict[str, float] = defaultdict(float)
+        for family, used in self.by_family().items():
+            sources = self.sources_of.get(family) or {"unpriced": 1}
+            total = sum(sources.values())
+            for source, rows in sources.items():
+                out[source] += used * rows / total
+        return dict(out)
 
 
 class StageCoster:
@@ -230,7 +272,6 @@ class StageCoster:
         self.stage = stage
         self.critical_ranks = critical_ranks
         self.cost_model = cost_model
-        self.usage = UsageCounter()
         templates = [graph.templates[t] for t in stage.templates.tolist()]
         self.num_templates = len(templates)
         # the model of each template's GPU (pools may run on different GPUs)
@@ -260,6 +301,11 @@ class StageCoster:
         #: the batch statistics the scalar templates depend on
         self.scalar_variables = self._variables
         self.num_scalar = sum(len(v) for v in self._scalar.values())
+        families: dict[str, int] = defaultdict(int)
+        for members in self._scalar.values():
+            for _, family, _ in members:
+                families[family] += 1
+        self.usage = UsageCounter(scalar_families=dict(families))
         # the distinct (family, fields) of each group and, per member, which one it is: the
         # layers of a model repeat the same few shapes, priced once each
         self._shapes: dict[tuple[str, ...], tuple[list[tuple[str, dict]], np.ndarray, np.ndarray]] = {}
@@ -279,7 +325,7 @@ class StageCoster:
         # scalar prices memoised per group of templates reading the same statistics
         self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
-        self._attention_memo: dict[tuple, tuple[float, int]] = {}
+        self._attention_memo: dict[tuple, tuple[float, int, str]] = {}
         self._pricers: dict[tuple[str, int], object] = {}  # (family, template) -> direct pricer or None
         # without measured mixed batches, a mixed batch is priced as its two parts
         self._mixed_measured = ["attention_mixed" in getattr(m, "measured_families", ()) for m in self._model_of]
@@ -296,16 +342,17 @@ class StageCoster:
             self._memo[key] = cached
         scalar_costs, scalar_oor = cached
         out += scalar_costs
-        self.usage.priced += self.num_scalar
-        self.usage.out_of_range += scalar_oor
+        self.usage.scalar_uses += 1
+        if scalar_oor:
+            self.usage.add_out_of_range(scalar_oor)
         if self._attention:
             self._price_attention(batches, out)
         if self._experts:
             self._price_experts(env, batches, out)
         return out
 
-    def scalar_costs(self, env: dict[str, int]) -> tuple[np.ndarray, int]:
-        """Prices of the scalar templates (zero elsewhere) and how many are out of range,
+    def scalar_costs(self, env: dict[str, int]) -> tuple[np.ndarray, OutOfRange]:
+        """Prices of the scalar templates (zero elsewhere) and which are out of range,
         memoised on the statistics they depend on."""
         key = tuple(env[v] for v in self._variables)
         cached = self._memo.get(key)
@@ -315,9 +362,9 @@ class StageCoster:
         return cached
 
     # -- the three kinds -----------------------------------------------------------------------
-    def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, int]:
+    def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, OutOfRange]:
         out = np.zeros(self.num_templates)
-        oor = 0
+        oor: OutOfRange = ()
         missing = [reads for reads in self._scalar if tuple(env[v] for v in reads) not in self._group_memo[reads]]
         if missing:
             self._price_groups(missing, env)
@@ -364,11 +411,12 @@ class StageCoster:
             for row, (reads, j, _, k, _) in enumerate(items):
                 prices[reads][j, k] = latency[row]
                 flags[reads][j, k] = out_of_range[row]
-                self.usage.sources[pred.source] += int(self._shapes[reads][2][k])  # per template priced
+                self.usage.sources_of[family][pred.source] += int(self._shapes[reads][2][k])  # per template priced
         for reads in groups:
-            memo, (_, which, count) = self._group_memo[reads], self._shapes[reads]
+            memo, (shapes, which, count) = self._group_memo[reads], self._shapes[reads]
             for j, point in enumerate(points[reads]):
-                memo.setdefault(tuple(point[v] for v in reads), (prices[reads][j][which], int(flags[reads][j] @ count)))
+                flagged = tuple((shapes[k][0], int(count[k])) for k in np.flatnonzero(flags[reads][j]).tolist())
+                memo.setdefault(tuple(point[v] for v in reads), (prices[reads][j][which], flagged))
 
     def _price_attention(self, batches: dict[str, MicroBatchLoad], out: np.ndarray) -> None:
         for index, kind, batch, dp, fields in self._attention:
@@ -387,7 +435,7 @@ class StageCoster:
         return self._attention
 
     @property
-    def attention_memo(self) -> dict[tuple, tuple[float, int]]:
+    def attention_memo(self) -> dict[tuple, tuple[float, int, str]]:
         return self._attention_memo
 
     def attention_price(self, index: int, load: MicroBatchLoad) -> float:
@@ -406,8 +454,9 @@ class StageCoster:
                 return self._split_mixed_price(index, fields, summary, None, None, load)  # memoised by part
             hit = self._attention_memo.get((index, *attention_key(summary)))
             if hit is not None:  # the common case, kept short
-                self.usage.priced += 1
-                self.usage.out_of_range += hit[1]
+                self.usage.uses[hit[2]] += 1
+                if hit[1]:
+                    self.usage.out_of_range_by[hit[2]] += 1
                 return hit[0]
         window = fields.get("window")
         if dp > 1 or window:
@@ -456,8 +505,9 @@ class StageCoster:
                 chosen = (q == 1) if select else (q > 1)
                 price += self._memo_price(family, index, fields, part, q[chosen], ctx[chosen])
             else:
-                self.usage.priced += 1
-                self.usage.out_of_range += hit[1]
+                self.usage.uses[hit[2]] += 1
+                if hit[1]:
+                    self.usage.out_of_range_by[hit[2]] += 1
                 price += hit[0]
         return price
 
@@ -479,25 +529,26 @@ class StageCoster:
         else:
             key = (index, *attention_key(summary)) if family.startswith("attention") else (index, family, *attention_key(summary))
         hit = self._attention_memo.get(key)
-        self.usage.priced += 1
         if hit is None:
             if q is None:
                 q, ctx = load.q, load.ctx
             self._bound_memo()
             shifts = self._decode_shifts(summary) if summary.prefill_seqs == 0 and ATTENTION_MEMO_RESOLUTION > 0 else [0]
             latency, flagged, source = self._predict_rows(family, index, fields, q, ctx, shifts)
-            self._attention_memo.setdefault(key, (latency[0], int(flagged[0])))
+            self._attention_memo.setdefault(key, (latency[0], int(flagged[0]), family))
             head = (index,) if family.startswith("attention") else (index, family)
             for j in range(1, len(shifts)):  # the same decode batch, some steps ahead
                 ahead = head + decode_key(summary.seqs, summary.ctx_tokens + shifts[j] * summary.seqs,
                                           summary.ctx_max + shifts[j])
-                self._attention_memo.setdefault(ahead, (latency[j], int(flagged[j])))
+                self._attention_memo.setdefault(ahead, (latency[j], int(flagged[j]), family))
             hit = self._attention_memo[key]
-            self.usage.sources[source] += 1
-        self.usage.out_of_range += hit[1]
+            self.usage.sources_of[family][source] += 1
+        self.usage.uses[hit[2]] += 1
+        if hit[1]:
+            self.usage.out_of_range_by[hit[2]] += 1
         return hit[0]
 
-    def memoize_decodes(self, index: int, keys: list[tuple], ctx: np.ndarray, n: int) -> dict[tuple, tuple[float, int]]:
+    def memoize_decodes(self, index: int, keys: list[tuple], ctx: np.ndarray, n: int) -> dict[tuple, tuple[float, int, str]]:
         """Price, in one call, decode batches of plain attention template ``index`` that the
         memo lacks: batch i has memo key ``keys[i]`` (``decode_key``) and ``n`` sequences of
         one new token each, whose cached tokens are ``ctx[i * n:(i + 1) * n]``. Returns and
@@ -507,9 +558,9 @@ class StageCoster:
         latency, flagged, source = self._price_flat("attention_decode", index, self._attention_fields[index],
                                                     np.ones(len(ctx), dtype=np.int64), ctx, rows)
         memo = self._attention_memo
-        entries = {key: memo.setdefault((index, *key), (price, int(flag)))
+        entries = {key: memo.setdefault((index, *key), (price, int(flag), "attention_decode"))
                    for key, price, flag in zip(keys, latency, flagged, strict=True)}
-        self.usage.sources[source] += rows
+        self.usage.sources_of["attention_decode"][source] += rows
         return entries
 
     def _bound_memo(self) -> None:
@@ -584,9 +635,9 @@ class StageCoster:
                 floor[priced] = price
                 price = floor
             out[idx] = np.where(busy, price, 0.0)
-            self.usage.priced += len(idx)
-            self.usage.out_of_range += int(np.count_nonzero(pred.out_of_range[inverse]))
-            self.usage.sources[pred.source] += len(idx)
+            self.usage.uses[family] += len(idx)
+            self.usage.out_of_range_by[family] += int(np.count_nonzero(pred.out_of_range[inverse]))
+            self.usage.sources_of[family][pred.source] += len(idx)
 
     # -- guards ---------------------------------------------------------------------------------
     def _check_sizes(self, family: str, query: dict[str, list], template_of_row) -> None:

@@ -6,8 +6,12 @@ One drawing with two parts:
   the KV link and the hand-off waits of PD, each with its share of the run's critical path
   (the request that finished last) and of the p99-TTFT and p99-TPOT requests' time. Edges
   into a stage that holds part of the critical path are red, thicker with the share;
-* the slowest iteration of the run rebuilt as its DAG (``frontier_dag.analysis.rebuild``)
-  with its critical path in red, as ``frontier-dag render CONFIG`` draws one.
+* the representative iteration of the bottleneck pool (the pool with the largest share of
+  the critical path): its iteration of median duration, rebuilt as its DAG
+  (``frontier_dag.analysis.rebuild``) with its critical path in red, as ``frontier-dag
+  render CONFIG`` draws one.
+
+Transfers are named by the workflow's own ops (``a2f / f2a``, ``kv_cache``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from frontier_dag.analysis.rebuild import rebuild_iteration
 from frontier_dag.analysis.run_data import RunData
 from frontier_dag.analysis.run_report import RunAnalysis
+from frontier_dag.ir.graph import EventGraph
 from frontier_dag.render.graphviz import CRITICAL, POOL_COLORS, _fmt_us, iteration_dot, write
 
 
@@ -48,8 +53,39 @@ def _wait_stats(seconds: np.ndarray) -> str:
 WAITS = ("queueing", "backpressure", "memory_waits", "kv_transfer")
 
 
-def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
-    """The stage-level view (a cluster to embed) and the run-path shares it drew."""
+def transfer_ops(graph: EventGraph, roles: set[str]) -> str:
+    """The names of the workflow's transfer ops on links between the pools of ``roles``."""
+    ops = set()
+    for _, a in graph.graph.nodes(data=True):
+        resource = graph.resources[a["resource"]]
+        if resource.kind == "link" and {resource.pool, resource.dst} <= roles:
+            ops.add(a["op"])
+    return " / ".join(sorted(ops))
+
+
+def bottleneck_pool(analysis: RunAnalysis, path_pools: dict[str, dict[str, float]]) -> tuple[str, float]:
+    """The pool (of those that run iterations) with the largest share of the critical path,
+    its members' included; by utilisation where the run has no attribution. And the share."""
+    run = analysis.run
+    shares = {name: sum(_share(path_pools, m, exclude=WAITS) for m in pool.members) for name, pool in run.pools.items()}
+    if max(shares.values(), default=0.0) <= 0.0:
+        busy = run.summary.get("utilization", {})
+        return max(run.pools, key=lambda name: busy.get(name, 0.0)), 0.0
+    name = max(shares, key=shares.get)
+    return name, shares[name]
+
+
+def median_iteration(run, pool: str) -> tuple[int, int]:
+    """Row of the iteration of median duration of ``pool`` (the lower middle one), and how
+    many iterations the pool ran."""
+    rows = np.flatnonzero(run.iterations["pool"].astype(str).to_numpy() == pool)
+    order = rows[np.argsort(run.iterations["duration_us"].to_numpy()[rows], kind="stable")]
+    return int(order[(len(order) - 1) // 2]), len(order)
+
+
+def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digraph, dict]:
+    """The stage-level view (a cluster to embed) and the run-path shares it drew; ``graph``
+    is the run's traced workflow (for the names of its transfers)."""
     run = analysis.run
     path = analysis.path()
     tail = analysis.tail()
@@ -57,7 +93,7 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
     tail_pools = {k: tail[k]["by_pool"] for k in ("ttft_p99", "tpot_p99") if k in tail}
     summary, rq = run.summary, run.requests
     g = graphviz.Digraph(name="cluster_stages")
-    g.attr(label=f"stages of {Path(run.label).name}: shares of the critical path (request {path.request}, the last to "
+    g.attr(label=f"stages of {Path(run.label).name}: shares of the critical path\n(request {path.request}, the last to "
                  f"finish: {_fmt_us(path.length_us)})", style="rounded", color="#999999", fontname="Helvetica")
 
     def tails(pool: str, cats: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> str:
@@ -103,7 +139,8 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
                                          f"critical path {_pct(share_m)}: {_top(path_pools.get(member, {}), WAITS)}\n"
                                          f"{tails(member, exclude=WAITS)}",
                    shape="box", style="rounded,filled", fillcolor=POOL_COLORS.get(cfg.role, "#f4f4f4"))
-            attrs = {"label": f"A2F / F2A {_pct(link)}", "fontsize": "9", "dir": "both"}
+            names = transfer_ops(graph, {pool.role, cfg.role}) or "steps with"
+            attrs = {"label": f"{names} {_pct(link)}", "fontsize": "9", "dir": "both"}
             if link + share_m > 0.0005:
                 attrs.update(color=CRITICAL, penwidth=f"{1.2 + 8 * (link + share_m):.2f}", fontcolor=CRITICAL)
             g.edge(f"s_pool_{name}", f"s_member_{member}", **attrs)
@@ -115,8 +152,11 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
             edge(last, "s_backpressure", bp)
             link = run.link or "link"
             kv = _share(path_pools, link, ("kv_transfer",))
-            g.node("s_link", f"link {link}\nKV transfer {_wait_stats(rq['transfer_s'].to_numpy())}\n"
-                             f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds")
+            moves = sorted({a["op"] for _, a in graph.graph.nodes(data=True)
+                            if graph.stages[a["stage"]].serves == "transfer"})
+            what = f"KV transfer ({' / '.join(moves)})" if moves else "KV transfer (streamed with the prefill)"
+            g.node("s_link", f"link {link}\n{what}\n{_wait_stats(rq['transfer_s'].to_numpy())}\n"
+                             f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds", margin="0.25,0.05")
             edge("s_backpressure", "s_link", kv)
             dq = _share(path_pools, dec, ("queueing",))
             g.node("s_decode_queue", f"KV arrived, waiting for a {dec} batch\n"
@@ -124,8 +164,10 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
                    shape="cylinder")
             edge("s_link", "s_decode_queue", dq)
             last = "s_decode_queue"
+    steady = (summary.get("steady") or {}).get("output_tokens_per_s")
     tput = summary.get("output_tokens_per_s")
-    g.node("s_done", "done" + (f"\n{tput:,.0f} output tokens/s" if tput else ""), shape="doublecircle")
+    done = f"\n{steady:,.0f} output tokens/s (steady window)" if steady else f"\n{tput:,.0f} output tokens/s" if tput else ""
+    g.node("s_done", "done" + done, shape="box", style="rounded,bold")
     edge(last, "s_done", 0.0)
     return g, path_pools
 
@@ -133,28 +175,56 @@ def stage_graph(analysis: RunAnalysis) -> tuple[graphviz.Digraph, dict]:
 def render_bottlenecks(run: Path | RunData, out: Path, cost_model=None) -> list[str]:
     """Draw the bottleneck view of a run (its directory, or its data) into ``out`` (.svg, .png
     or .dot)."""
-    analysis = RunAnalysis(run)
+    return write(bottleneck_dot(RunAnalysis(run), cost_model), Path(out))
+
+
+def _canvas(name: str, title: str) -> graphviz.Digraph:
+    return graphviz.Digraph(name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
+                                              "compound": "true", "label": title, "labelloc": "t", "ranksep": "0.35"},
+                            node_attr={"fontname": "Helvetica", "fontsize": "9"},
+                            edge_attr={"color": "#888888", "arrowsize": "0.6"})
+
+
+def bottleneck_parts(analysis: RunAnalysis, cost_model=None) -> tuple[graphviz.Digraph, graphviz.Digraph | None]:
+    """The two parts of the bottleneck view as clusters: the stages, and the bottleneck pool's
+    representative iteration (None for a run without iterations)."""
+    from frontier_dag.dsl import trace_config
+
     run = analysis.run
-    stages, _ = stage_graph(analysis)
-    dot = graphviz.Digraph("bottlenecks", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
-                                                      "compound": "true", "label": f"bottlenecks of {run.label}",
-                                                      "labelloc": "t"},
-                           node_attr={"fontname": "Helvetica", "fontsize": "9"},
-                           edge_attr={"color": "#888888", "arrowsize": "0.6"})
-    dot.subgraph(stages)
-    notes: list[str] = []
+    _, graph = trace_config(run.config, run.origin)
+    stages, path_pools = stage_graph(analysis, graph)
     it = run.iterations
-    if len(it):
-        row = int(np.argmax(it["duration_us"].to_numpy()))
-        rebuilt = rebuild_iteration(run, row, cost_model)
-        sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=1, ranks=4)
-        sub.name = "cluster_slowest_iteration"
-        seqs, prefill = int(it["num_seqs"].iat[row]), int(it["prefill_tokens"].iat[row])
-        sub.graph_attr.update(label=f"slowest iteration: {rebuilt.pool}[{rebuilt.replica}] at "
-                                    f"{rebuilt.start_us / 1e6:,.3f} s, {seqs} seqs, {prefill} prefill tokens: recorded "
-                                    f"{_fmt_us(rebuilt.recorded_us)}, rebuilt DAG {_fmt_us(rebuilt.report.iteration_time_us)}",
-                              style="rounded", color="#999999")
-        sub.graph_attr.pop("rankdir", None)
-        sub.graph_attr.pop("labelloc", None)
-        dot.subgraph(sub)
-    return notes + write(dot, Path(out))
+    if not len(it):
+        return stages, None
+    pool, share = bottleneck_pool(analysis, path_pools)
+    row, count = median_iteration(run, pool)
+    rebuilt = rebuild_iteration(run, row, cost_model)
+    sub = iteration_dot(rebuilt.graph, rebuilt.deployment, rebuilt.report, layers=0, ranks=4)
+    sub.name = "cluster_representative_iteration"
+    seqs, prefill = int(it["num_seqs"].iat[row]), int(it["prefill_tokens"].iat[row])
+    why = f"{_pct(share)} of the critical path" if share > 0 else "the busiest; the run has no attribution"
+    sub.graph_attr.update(label=f"representative iteration of the bottleneck pool {pool} ({why})\n"
+                                f"the median of its {count:,} iterations: {rebuilt.pool}[{rebuilt.replica}] at "
+                                f"{rebuilt.start_us / 1e6:,.3f} s, {seqs} seqs, {prefill} prefill tokens\n"
+                                f"recorded {_fmt_us(rebuilt.recorded_us)}, rebuilt DAG "
+                                f"{_fmt_us(rebuilt.report.iteration_time_us)}",
+                          style="rounded", color="#999999")
+    sub.graph_attr.pop("rankdir", None)
+    sub.graph_attr.pop("labelloc", None)
+    return stages, sub
+
+
+def bottleneck_dot(analysis: RunAnalysis, cost_model=None) -> graphviz.Digraph:
+    """The bottleneck view of an analysed run as one DOT graph."""
+    dot = _canvas("bottlenecks", f"bottlenecks of {analysis.run.label}")
+    for part in bottleneck_parts(analysis, cost_model):
+        if part is not None:
+            dot.subgraph(part)
+    return dot
+
+
+def standalone(part: graphviz.Digraph) -> graphviz.Digraph:
+    """One part of the view as a graph of its own (to draw apart)."""
+    dot = _canvas(part.name.removeprefix("cluster_"), "")
+    dot.subgraph(part)
+    return dot

@@ -1,8 +1,11 @@
-"""Graphviz views of an iteration: pools as clusters, the critical path bold and red.
+"""Graphviz views of an iteration: a box per stage, the critical path bold and red.
 
-Big graphs are folded for reading: layers from ``layers`` on become one box per
-stage, resource and micro-batch (``layers 2-31 x30``), and per layer only the
-``ranks`` slowest EP ranks are drawn, the rest folded into one node.
+Drawings stay readable for big models (``frontier_dag.render.fold``): each run of identical
+layers is drawn once, in a box labelled with its layer range and count (``layers 0-79
+x80``), and per layer only the ``ranks`` slowest EP ranks of an op are drawn. Stages sit
+side by side (``direction="TB"``, each stage top-down) or one above the other
+(``direction="LR"``, each stage left to right); ``stage`` draws one stage. Nodes are
+filled with their pool's colour; the stage's box names its pools.
 """
 
 from __future__ import annotations
@@ -18,104 +21,157 @@ from frontier_dag.analysis.iteration import IterationReport
 from frontier_dag.config.run import Deployment
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.ir.graph import EventGraph
+from frontier_dag.render.fold import Group, chains, drawn_edges, fold
 
 CRITICAL = "#d62728"
 POOL_COLORS = {"colocated": "#eef5fb", "prefill": "#eef7ee", "decode": "#fdf3e7", "attention": "#f3eefa", "ffn": "#fbeef3"}
+LINK_COLOR = "#f0f0f0"
+DIRECTIONS = ("TB", "LR")
 
 
 def _fmt_us(value: float) -> str:
     return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.1f} µs"
 
 
-def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationReport,
-                  layers: int = 2, ranks: int = 4) -> graphviz.Digraph:
-    """The DOT graph of one iteration, folded by ``layers`` and ``ranks``."""
-    compiled = report.compiled
-    critical = set(report.path_positions)
-    # group positions into display nodes
-    group_of: dict[int, tuple] = {}
-    for v, node in enumerate(compiled.nodes):
-        a = graph.graph.nodes[node]
-        if a["layer"] is not None and a["layer"] >= layers:
-            # folded layers: one box per stream, and one for all EP ranks of a pool together
-            # (a box per rank would put every rank back on the drawing)
-            resource = graph.resources[a["resource"]]
-            stream = a["resource"] if resource.rank is None else f"{resource.pool}.ep_rank[*]"
-            group_of[v] = ("layers", a["stage"], stream, a["micro_batch"])
-        else:
-            group_of[v] = ("node", v)
-    # fold EP ranks beyond the slowest `ranks` of each (stage, layer, micro-batch)
-    by_rank_group: dict[tuple, list[int]] = defaultdict(list)
-    for v, node in enumerate(compiled.nodes):
-        a = graph.graph.nodes[node]
-        if group_of[v][0] == "node" and graph.resources[a["resource"]].rank is not None:
-            by_rank_group[(a["stage"], a["layer"], a["micro_batch"], a["op"])].append(v)
-    for key, members in by_rank_group.items():
-        members.sort(key=lambda v: (v not in critical, -report.duration_us[v]))
-        for v in members[ranks:]:
-            group_of[v] = ("ranks",) + key
-    members_of: dict[tuple, list[int]] = defaultdict(list)
-    for v, g in group_of.items():
-        members_of[g].append(v)
+def pool_title(name: str, deployment: Deployment) -> str:
+    pool = deployment.pools[name]
+    dp = "" if pool.role == "ffn" else f", dp {pool.attention_dp}"  # an FFN pool has no attention
+    gpu = deployment.pool_hardware[name].name
+    return f"pool {name} ({pool.role}): {pool.gpus} x {gpu}, tp {pool.dense_tp}, ep {pool.ep}{dp}, x{pool.replicas}"
 
-    dot = graphviz.Digraph(graph.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11",
-                                                    "label": f"{graph.name}: iteration {_fmt_us(report.iteration_time_us)}",
-                                                    "labelloc": "t"},
+
+def _row(graph: EventGraph, report: IterationReport, group: Group, micro_batches: int) -> tuple[str, str, str]:
+    """(name, time, note) of a drawn op."""
+    first = graph.graph.nodes[report.compiled.nodes[group.members[0]]]
+    name = first["op"]
+    if first["micro_batch"] is not None and micro_batches > 1:
+        name += f" mb{first['micro_batch']}"
+    if group.folded_ranks:
+        return f"{name} +{group.folded_ranks} ranks", f"≤ {_fmt_us(group.per_layer_us(report))}", ""
+    if group.rank is not None:
+        name += f" rank {group.rank}"
+    slack = group.slack_us(report)
+    note = f"slack {_fmt_us(slack)}" if slack > 1e-3 * max(report.iteration_time_us, 1e-9) else ""
+    return name, _fmt_us(group.per_layer_us(report)), note
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _table(rows: list[tuple[str, str, str, bool]]) -> str:
+    """An HTML-like label: one row per op, its name left, its time right, critical ones red;
+    a single op on two lines (name over time) to keep side-by-side ops narrow."""
+    if len(rows) == 1:
+        name, time, note, on_path = rows[0]
+        color = f' color="{CRITICAL}"' if on_path else ""
+        below = _html(time) + (f'<br/><font point-size="8">{_html(note)}</font>' if note else "")
+        return f'<<font{color}>{_html(name)}<br/>{below}</font>>'
+    cells = []
+    for name, time, note, on_path in rows:
+        color = f' color="{CRITICAL}"' if on_path else ""
+        extra = f'<td align="right"><font{color} point-size="8">{_html(note)}</font></td>' if note else "<td></td>"
+        cells.append(f'<tr><td align="left"><font{color}>{_html(name)}</font></td>'
+                     f'<td align="right"><font{color}>{_html(time)}</font></td>{extra}</tr>')
+    return f'<<table border="0" cellspacing="0" cellpadding="1">{"".join(cells)}</table>>'
+
+
+def _stage_label(stage: str, graph: EventGraph, deployment: Deployment, report: IterationReport,
+                 attrs: list[dict]) -> str:
+    """A stage box's title: its time, its pools and its links."""
+    spec = graph.stages[stage]
+    role_to_name = {p.role: name for name, p in deployment.pools.items()}
+    links = sorted({graph.resources[a["resource"]].name.removeprefix("link:") for a in attrs
+                    if a["stage"] == stage and graph.resources[a["resource"]].kind == "link"})
+    parts = [f"stage {stage}: {_fmt_us(report.stage_times_us.get(stage, 0.0))}"]
+    if spec.serves != "transfer":
+        parts += [pool_title(role_to_name[r], deployment) for r in spec.pools if r in role_to_name]
+    return "\n".join(parts + [f"link {link}" for link in links])
+
+
+def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationReport, layers: int = 0,
+                  ranks: int = 4, stage: str | None = None, direction: str = "TB") -> graphviz.Digraph:
+    """The DOT graph of one iteration: the first ``layers`` layers of each stage apart, the
+    rest folded into runs of identical layers; ``stage`` alone, when given."""
+    if stage is not None and stage not in graph.stages:
+        raise FrontierDagError(f"--stage {stage}: {graph.name} has no such stage; its stages are "
+                               f"{', '.join(graph.stages)}")
+    if direction not in DIRECTIONS:
+        raise FrontierDagError(f"direction {direction!r}: use TB (top-down) or LR (left to right)")
+    compiled = report.compiled
+    attrs = [graph.graph.nodes[n] for n in compiled.nodes]
+    positions = [v for v, a in enumerate(attrs) if stage is None or a["stage"] == stage]
+    folded = fold(graph, report, positions, layers=layers, ranks=ranks)
+    edges = drawn_edges(folded, report)
+    critical = set(report.path_positions)
+    first = {key: attrs[group.members[0]] for key, group in folded.groups.items()}
+    on_path = {key: any(m in critical for m in group.members) for key, group in folded.groups.items()}
+    plain = {key for key, a in first.items()
+             if a["kind"] != "sync" and graph.resources[a["resource"]].kind != "link" and not folded.groups[key].folded_ranks}
+    boxes = chains(folded, edges, {key: a["resource"] for key, a in first.items()}, plain)
+    time = report.stage_times_us[stage] if stage is not None else report.iteration_time_us
+    title = f"{graph.name}" + (f", stage {stage}" if stage else "") + f": iteration {_fmt_us(time)}"
+    dot = graphviz.Digraph(graph.name, graph_attr={"rankdir": direction, "fontname": "Helvetica", "fontsize": "11",
+                                                    "label": title, "labelloc": "t", "newrank": "true",
+                                                    "nodesep": "0.15", "ranksep": "0.22"},
                            node_attr={"shape": "box", "style": "rounded,filled", "fillcolor": "white",
-                                      "fontname": "Helvetica", "fontsize": "9"},
-                           edge_attr={"color": "#888888", "arrowsize": "0.6"})
-    ids = {g: f"g{i}" for i, g in enumerate(members_of)}
-    clusters: dict[str, list[str]] = defaultdict(list)
-    for g, members in members_of.items():
-        first = graph.graph.nodes[compiled.nodes[members[0]]]
-        resource = graph.resources[first["resource"]]
-        on_path = any(v in critical for v in members)
-        if g[0] == "node":
-            v = members[0]
-            where = " ".join(x for x in (f"L{first['layer']}" if first["layer"] is not None else "",
-                                         f"mb{first['micro_batch']}" if first["micro_batch"] is not None else "") if x)
-            label = f"{first['op']}\n{where}\n{_fmt_us(report.duration_us[v])}  slack {_fmt_us(report.slack_us[v])}".replace("\n\n", "\n")
-        elif g[0] == "layers":
-            layer_ids = sorted({graph.graph.nodes[compiled.nodes[v]]["layer"] for v in members})
-            busy = sum(report.duration_us[v] for v in members)
-            label = f"{g[2]} layers {layer_ids[0]}-{layer_ids[-1]} x{len(layer_ids)}\n{len(members)} ops, busy {_fmt_us(busy)}"
-        else:
-            slowest = max(report.duration_us[v] for v in members)
-            label = f"{first['op']} L{first['layer']}\n+{len(members)} more ranks\nslowest {_fmt_us(slowest)}"
-        attrs = {"label": label}
-        if on_path:
-            attrs.update(color=CRITICAL, penwidth="2.5", fontcolor=CRITICAL)
-        if first["kind"] == "sync":
-            attrs.update(shape="diamond")
+                                      "fontname": "Helvetica", "fontsize": "9", "margin": "0.06,0.03",
+                                      "height": "0.3"},
+                           edge_attr={"color": "#888888", "arrowsize": "0.5"})
+    box_of: dict[tuple, str] = {}
+    # stage -> run (None: outside the layers) -> node ids
+    placed: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    for i, chain in enumerate(boxes):
+        node_id = f"g{i}"
+        a = first[chain[0]]
+        resource = graph.resources[a["resource"]]
+        micro_batches = graph.stages[a["stage"]].micro_batches
+        rows = [(*_row(graph, report, folded.groups[key], micro_batches), on_path[key]) for key in chain]
+        # a chain's ops mostly share their slack: say it where it changes
+        rows = [(n, t, note if j == 0 or note != rows[j - 1][2] else "", c) for j, (n, t, note, c) in enumerate(rows)]
+        many_pools = len(graph.stages[a["stage"]].pools) > 1
+        fill = LINK_COLOR if resource.kind == "link" else POOL_COLORS.get(resource.pool, "#f4f4f4") if many_pools else "white"
+        node = {"label": _table(rows), "fillcolor": fill}
+        if any(on_path[key] for key in chain):
+            node.update(color=CRITICAL, penwidth="2.2")
+        if a["kind"] == "sync":
+            node.update(shape="diamond", label=f"{rows[0][0]}", fontcolor=CRITICAL if rows[0][3] else "black")
         if resource.kind == "link":
-            attrs.update(shape="cds")
-        dot.node(ids[g], **attrs)
-        clusters[f"link {resource.name.removeprefix('link:')}" if resource.kind == "link" else resource.pool].append(ids[g])
-    pools = {p.role: (name, p) for name, p in deployment.pools.items()}
-    for cluster, node_ids in clusters.items():
-        with dot.subgraph(name=f"cluster_{cluster}") as sub:
-            if cluster in pools:
-                name, pool = pools[cluster]
-                dp = "" if pool.role == "ffn" else f", dp {pool.attention_dp}"  # an FFN pool has no attention
-                gpu = deployment.pool_hardware[name].name
-                title = f"pool {name} ({cluster}): {pool.gpus} x {gpu}, tp {pool.tp}, ep {pool.ep}{dp}, x{pool.replicas}"
-            else:
-                title = cluster
-            sub.attr(label=title, style="filled,rounded", fillcolor=POOL_COLORS.get(cluster, "#f4f4f4"), color="#bbbbbb")
-            for node_id in node_ids:
-                sub.node(node_id)
-    seen = set()
-    path_edges = set(zip(report.path_positions, report.path_positions[1:], strict=False))
-    for v, preds in enumerate(compiled.pred_lists):
-        for u in preds:
-            a, b = group_of[u], group_of[v]
-            if a == b or (a, b) in seen:
-                continue
-            seen.add((a, b))
-            if (u, v) in path_edges:
-                dot.edge(ids[a], ids[b], color=CRITICAL, penwidth="2.5")
-            else:
-                dot.edge(ids[a], ids[b])
+            node.update(shape="cds", margin="0.2,0.04")
+        dot.node(node_id, **node)
+        for key in chain:
+            box_of[key] = node_id
+        placed[a["stage"]][folded.groups[chain[0]].run].append(node_id)
+    for stage_name, runs in placed.items():
+        spec = graph.stages[stage_name]
+        with dot.subgraph(name=f"cluster_stage_{stage_name}") as box:
+            single = len(spec.pools) == 1 and spec.serves != "transfer"
+            box.attr(label=_stage_label(stage_name, graph, deployment, report, attrs), style="filled,rounded",
+                     fontsize="10", color="#bbbbbb",
+                     fillcolor=POOL_COLORS.get(spec.pools[0], "#f4f4f4") if single else "#fafafa")
+            for run, node_ids in runs.items():
+                if run is None:
+                    for node_id in node_ids:
+                        box.node(node_id)
+                    continue
+                path_us = sum(float(report.duration_us[v]) for v in critical if folded.run_of.get(v) == run)
+                label = run.label + (f": {_fmt_us(path_us / run.count)} a layer, {_fmt_us(path_us)} on the "
+                                     "critical path" if path_us else "")
+                with box.subgraph(name=f"cluster_run_{stage_name}_{run.first}") as inner:
+                    inner.attr(label=label, style="dashed,rounded", color="#777777", fillcolor="none", fontsize="9")
+                    for node_id in node_ids:
+                        inner.node(node_id)
+    drawn = set()
+    for (a, b), critical_edge in edges.items():
+        u, v = box_of[a], box_of[b]
+        if u == v or (u, v) in drawn:
+            continue
+        drawn.add((u, v))
+        edge = {"color": CRITICAL, "penwidth": "2.2"} if critical_edge else {}
+        if first[a]["stage"] != first[b]["stage"]:
+            # stages are separate iterations: the hand-off between them must not stack them
+            edge.update(constraint="false", style="dashed")
+        dot.edge(u, v, **edge)
     return dot
 
 

@@ -1,11 +1,15 @@
 """Plots of a finished run (matplotlib, Agg backend), as PNG and SVG in ``RUN_DIR/plots``:
 
 * ``latency_cdf``: TTFT, TPOT and E2E CDFs with p50, p99 and the SLO;
-* ``throughput_queue``: output tokens/s over time, and requests waiting per queue;
+* ``throughput_queue``: output tokens/s over time, and requests waiting per queue, with the
+  summary's steady window shaded;
 * ``kv_usage``: KV-cache usage over time per pool (each replica; the pool's mean when it
   has more than eight);
 * ``attribution``: stacked bars of where the time goes: the run's critical path, and the
   requests at the median and in the tail (p99) of TTFT and TPOT.
+
+Each plot is a function of the run and pyplot that returns its figure; ``draw_run_plots``
+saves them, ``frontier_dag.render.report`` embeds them in a page.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def latency_cdfs(run: RunData, out_dir: Path, plt) -> list[Path]:
+def latency_cdfs(run: RunData, plt):
     rq = run.requests.iloc[run.config.workload.warmup_requests:]
     slo = {"ttft_ms": run.config.slo.ttft_ms, "tpot_ms": run.config.slo.tpot_ms}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -48,18 +52,22 @@ def latency_cdfs(run: RunData, out_dir: Path, plt) -> list[Path]:
             for q, style in ((50, ":"), (99, "--")):
                 v = np.percentile(values, q)
                 ax.axvline(v, color="#555555", linestyle=style, linewidth=1, label=f"p{q} {v:,.1f} ms")
-        if col in slo:
+        right = float(values.max()) * 1.05 if len(values) else None
+        if col in slo and (right is None or slo[col] <= 2 * right):
             ax.axvline(slo[col], color="#d62728", linewidth=1, label=f"SLO {slo[col]:g} ms")
+        elif col in slo:  # far beyond every request: say so rather than squash the curve
+            ax.set_xlim(0, right)
+            ax.plot([], [], color="#d62728", linewidth=1, label=f"SLO {slo[col]:g} ms (off the right)")
         ax.set_xlabel(f"{title} (ms)")
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("fraction of requests")
     fig.suptitle(f"latency CDFs ({len(rq):,} requests)")
-    return _save(fig, out_dir, "latency_cdf")
+    return fig
 
 
-def throughput_and_queues(run: RunData, out_dir: Path, plt) -> list[Path]:
+def throughput_and_queues(run: RunData, plt):
     rq, it = run.requests, run.iterations
     end = float(np.nanmax(rq["finish_s"].to_numpy())) if np.isfinite(rq["finish_s"].to_numpy()).any() else 1.0
     bins = np.linspace(0.0, max(end, 1e-9), min(200, max(10, len(it) // 20)) + 1)
@@ -84,13 +92,18 @@ def throughput_and_queues(run: RunData, out_dir: Path, plt) -> list[Path]:
     bottom.set_ylabel("requests waiting")
     bottom.set_xlabel("simulated time (s)")
     bottom.grid(alpha=0.3)
+    steady = run.summary.get("steady") or {}
+    if steady.get("chosen") in ("detected", "configured"):
+        for ax in (top, bottom):
+            ax.axvspan(steady["start_s"], steady["end_s"], color="#2ca02c", alpha=0.08, linewidth=0)
+        top.text(steady["start_s"], top.get_ylim()[1], " steady window", color="#2ca02c", fontsize=8, va="top")
     if bottom.lines:
         bottom.legend(fontsize=8)
     fig.suptitle("throughput and queues")
-    return _save(fig, out_dir, "throughput_queue")
+    return fig
 
 
-def kv_usage(run: RunData, out_dir: Path, plt) -> list[Path]:
+def kv_usage(run: RunData, plt):
     it = run.iterations
     fig, axes = plt.subplots(len(run.pools), 1, figsize=(11, 2.6 * len(run.pools)), sharex=True, squeeze=False)
     end = it["start_s"].to_numpy() + it["duration_us"].to_numpy() * 1e-6
@@ -110,7 +123,7 @@ def kv_usage(run: RunData, out_dir: Path, plt) -> list[Path]:
         ax.legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("simulated time (s)")
     fig.suptitle("KV-cache usage per pool (fraction of blocks)")
-    return _save(fig, out_dir, "kv_usage")
+    return fig
 
 
 def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -118,11 +131,11 @@ def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, kernel, mode="same")
 
 
-def attribution_bars(run: RunData, out_dir: Path, plt) -> list[Path]:
+def attribution_bars(run: RunData, plt, analysis=None):
     from frontier_dag.analysis.run_path import RUN_CATEGORIES
     from frontier_dag.analysis.run_report import RunAnalysis
 
-    analysis = RunAnalysis(run)
+    analysis = analysis or RunAnalysis(run)
     path = analysis.path()
     groups = [(f"critical path\n(request {path.request})", path.attribution)]
     for key, group in analysis.tail().items():
@@ -141,23 +154,34 @@ def attribution_bars(run: RunData, out_dir: Path, plt) -> list[Path]:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.suptitle("where the time goes")
-    return _save(fig, out_dir, "attribution")
+    return fig
 
 
-def draw_run_plots(run_dir: str | Path) -> list[Path]:
-    """Draw every plot of the run in ``run_dir`` into ``run_dir/plots``; the files written."""
+#: The plots of a run, by file name.
+PLOTS = {"latency_cdf": latency_cdfs, "throughput_queue": throughput_and_queues, "kv_usage": kv_usage,
+         "attribution": attribution_bars}
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def draw_run_plots(run_dir: str | Path) -> list[Path]:
+    """Draw every plot of the run in ``run_dir`` into ``run_dir/plots``; the files written."""
+    plt = pyplot()
     run = load_run(run_dir)
     out_dir = Path(run_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    for draw in (latency_cdfs, throughput_and_queues, kv_usage, attribution_bars):
+    for name, draw in PLOTS.items():
         try:
-            paths += draw(run, out_dir, plt)
+            paths += _save(draw(run, plt), out_dir, name)
         finally:
             plt.close("all")
     return paths

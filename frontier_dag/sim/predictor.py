@@ -97,16 +97,17 @@ class ExecutionPredictor:
             return self._time([load])
         # the hot path: a memoised weighted sum of scalar prices plus the attention prices
         entry = self._scalar_entry(summary.stats(kv_out_tokens))
-        self.coster.usage.priced += self.coster.num_scalar
-        self.coster.usage.out_of_range += entry[2]
+        self.coster.usage.scalar_uses += 1
+        if entry[2]:
+            self.coster.usage.add_out_of_range(entry[2])
         attention = self.coster.attention_time({self._batch_keys[0]: load}, self.linear)
         cats = entry[1]
         self.last_categories = (cats[0] + attention, *cats[1:7], self.overhead_us)
         return entry[0] + attention + self.overhead_us
 
-    def _scalar_entry(self, stats: tuple[int, ...]) -> tuple[float, tuple[float, ...], int]:
+    def _scalar_entry(self, stats: tuple[int, ...]) -> tuple[float, tuple[float, ...], tuple]:
         """A linear stage's scalar part for batch statistics ``stats``: its weighted sum, that
-        sum by category, and how many of its prices are out of range (memoised)."""
+        sum by category, and which of its prices are out of range (memoised)."""
         key = self._scalar_key(stats)
         entry = self._scalar_memo.get(key)
         if entry is None:
@@ -154,7 +155,7 @@ class ExecutionPredictor:
             if missing:
                 ctx = materialize([first_step[key] for key in missing])
                 entries.update(self.coster.memoize_decodes(index, missing, ctx, n))
-            for key, (price, flag) in entries.items():
+            for key, (price, flag, _) in entries.items():
                 attention[key] += coef * price
                 if flag:
                     flagged += members * keys.count(key)
@@ -163,8 +164,11 @@ class ExecutionPredictor:
         cats = scalar[1]
         columns = [[cats[0] + attention[key] for key in keys], *cats[1:7], self.overhead_us]
         steps = len(keys)
-        usage.priced += steps * (self.coster.num_scalar + self._attention_members)
-        usage.out_of_range += flagged + steps * scalar[2]
+        usage.scalar_uses += steps
+        usage.uses["attention_decode"] += steps * self._attention_members
+        usage.out_of_range_by["attention_decode"] += flagged
+        if scalar[2]:
+            usage.add_out_of_range(scalar[2], steps)
         return durations, columns
 
     def _group_attention(self) -> list[tuple[int, float, int]]:

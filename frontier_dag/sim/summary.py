@@ -1,4 +1,5 @@
-"""The run summary: latency percentiles, throughput, goodput, utilisation, waits."""
+"""The run summary: latency percentiles, throughput, goodput, utilisation, waits; over the
+whole run and, under ``steady``, over the steady window (``frontier_dag.sim.steady``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ import numpy as np
 
 from frontier_dag.config.run import Deployment
 from frontier_dag.sim.state import RequestTable
-
-
-def percentiles(values: np.ndarray) -> dict[str, float | None]:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+from frontier_dag.sim.steady import TokenTimes, find_window, percentiles, steady_figures
 
 
 def summarize(deployment: Deployment, table: RequestTable, controller, wall_time_s: float) -> dict[str, Any]:
@@ -42,8 +36,14 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     if controller.decode is not None and any(r.serves == "prefill" for r in controller.entry.replicas):
         transfer_wait[controller.entry.name] = float(waits.sum())
     gpus = deployment.total_gpus
-    usage = [w.replicas[0].predictor.coster.usage for w in controller.workers.values()]
-    out_of_range = sum(u.out_of_range for u in usage)
+    # replicas of a pool share one predictor; the transfer stage has its own
+    usage = {name: w.replicas[0].predictor.coster.usage for name, w in controller.workers.items()}
+    if controller.transfer is not None:
+        usage[controller.transfer.stage] = controller.transfer.coster.usage
+    tokens = TokenTimes.of(controller.log.to_frame(), frame)
+    steady = steady_figures(frame, tokens, find_window(frame, tokens, cfg.workload), gpus=gpus,
+                            slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms,
+                            warmup_requests=cfg.workload.warmup_requests)
     return {
         "num_requests": int(table.n),
         "num_completed": int(np.isfinite(table.finish).sum()),
@@ -60,14 +60,18 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "e2e_ms": percentiles(done["e2e_ms"].to_numpy()),
         "goodput_requests_per_s": len(good) / window,
         "slo": {"ttft_ms": cfg.slo.ttft_ms, "tpot_ms": cfg.slo.tpot_ms, "attained": len(good) / max(len(done), 1)},
+        "steady": steady,
         "utilization": utilization,
         "kv_peak_usage": kv_peak,
         "kv_transfer_wait_s": transfer_wait,
         "backpressure_stall_s": stall,
         "preemptions": int(table.preemptions.sum()),
         "prefix_cached_tokens": int(table.cached_tokens.sum()),
-        "predictor_out_of_range": int(out_of_range),
-        "predictor_sources": _merge_sources(usage),
+        "predictor_out_of_range": int(sum(u.out_of_range for u in usage.values())),
+        "predictor_sources": _merge_sources(usage.values()),
+        "predictor_prices_by": {name: dict(sorted(u.by_family().items())) for name, u in usage.items()},
+        "predictor_out_of_range_by": {name: {f: int(n) for f, n in sorted(u.out_of_range_by.items()) if n}
+                                      for name, u in usage.items()},
         "gpus": gpus,
         "pools": fleet(deployment),
         "cost": cost(deployment, out_tokens / window),
@@ -97,8 +101,9 @@ def cost(deployment: Deployment, output_tokens_per_s: float) -> dict[str, Any] |
 
 
 def _merge_sources(usages) -> dict[str, int]:
-    merged: dict[str, int] = {}
+    """Prices used per source (memo hits included), over every stage."""
+    merged: dict[str, float] = {}
     for u in usages:
-        for k, v in u.sources.items():
-            merged[k] = merged.get(k, 0) + v
-    return merged
+        for k, v in u.by_source().items():
+            merged[k] = merged.get(k, 0.0) + v
+    return {k: int(round(v)) for k, v in sorted(merged.items(), key=lambda kv: -kv[1])}

@@ -6,6 +6,10 @@ A point *meets the TTFT SLA* when its TTFT percentile is within ``slo.ttft_ms``,
 the point's own config unless given). The frontier of a strategy is the set of its
 points meeting the TTFT SLA that no other such point beats on both axes; its best point
 is the frontier point with the most tokens/s/GPU that meets the whole SLA.
+
+Every figure is the point's steady-window one (``steady.*`` of its summary: warm-up and
+drain left out, see ``frontier_dag.sim.steady``); points recorded before summaries had a
+steady window fall back to their whole-run figures, and the frontier says how many did.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 from frontier_dag.errors import FrontierDagError
 
 X, Y = "tokens_per_s_per_user", "tokens_per_s_per_gpu"
+Y_COLUMN = "output_tokens_per_s_per_gpu"  # the summary's name for Y
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -51,6 +56,16 @@ class Frontier:
     by: str
     axes: list[str] = field(default_factory=list)  # the axis columns that vary
     order: list[str] = field(default_factory=list)  # strategies in the sweep file's order
+    whole_run: int = 0  # points without steady figures, read from their whole-run ones
+
+    @property
+    def figures(self) -> str:
+        """Which figures the frontier compares, in words."""
+        if not self.whole_run:
+            return "steady window"
+        if self.whole_run == len(self.table):
+            return "whole run (the points predate steady-window figures)"
+        return f"steady window; whole run for {self.whole_run} points that predate it"
 
     @property
     def strategies(self) -> list[str]:
@@ -81,19 +96,18 @@ def compute(results: pd.DataFrame, *, percentile: str = "p90", ttft_ms: float | 
         choices = ", ".join(c for c in results.columns if c in ("strategy", "workflow") or c.startswith("axis."))
         raise FrontierDagError(f"--by {by}: no such column in the results; use one of {choices}")
     ok = results[results["status"] == "ok"].copy() if "status" in results.columns else results.copy()
-    tpot_col, ttft_col = f"tpot_ms.{percentile}", f"ttft_ms.{percentile}"
-    for column in (tpot_col, ttft_col, "output_tokens_per_s_per_gpu"):
-        if column not in ok.columns:
+    # a point's steady-window figures where its summary has them, else all its whole-run ones
+    steady = _column(ok, f"steady.{Y_COLUMN}").notna()
+    for name, column in (("tpot", f"tpot_ms.{percentile}"), ("ttft", f"ttft_ms.{percentile}"), (Y, Y_COLUMN)):
+        if column not in ok.columns and f"steady.{column}" not in ok.columns:
             raise FrontierDagError(f"the results have no column {column}: no point finished, "
                                    "or they do not come from frontier-dag sweep")
+        ok[name] = _column(ok, f"steady.{column}").where(steady, _column(ok, column))
     ttft_sla = ttft_ms if ttft_ms is not None else _sla(ok, "slo.ttft_ms", 2000.0)
     tpot_sla = tpot_ms if tpot_ms is not None else _sla(ok, "slo.tpot_ms", 50.0)
-    tpot = pd.to_numeric(ok[tpot_col], errors="coerce")
-    ok[X] = 1000.0 / tpot.where(tpot > 0)
-    ok[Y] = pd.to_numeric(ok["output_tokens_per_s_per_gpu"], errors="coerce")
-    ok = ok[np.isfinite(ok[X]) & np.isfinite(ok[Y])].copy()
-    ok["ttft"] = pd.to_numeric(ok[ttft_col], errors="coerce")
-    ok["tpot"] = pd.to_numeric(ok[tpot_col], errors="coerce")
+    ok[X] = 1000.0 / ok["tpot"].where(ok["tpot"] > 0)
+    keep = np.isfinite(ok[X]) & np.isfinite(ok[Y])
+    ok = ok[keep].copy()
     ok["meets_ttft"] = ok["ttft"] <= ttft_sla
     ok["meets_sla"] = ok["meets_ttft"] & (ok["tpot"] <= tpot_sla)
     ok["group"] = ok[by].astype(str)
@@ -103,7 +117,14 @@ def compute(results: pd.DataFrame, *, percentile: str = "p90", ttft_ms: float | 
     axes = [c for c in ok.columns if c.startswith("axis.") and c != by and ok[c].astype(str).nunique() > 1
             and not (ok[c].astype(str) == ok["group"]).all()]
     return Frontier(ok.reset_index(drop=True), float(ttft_sla), float(tpot_sla), percentile, by, axes,
-                    [str(s) for s in order or []])
+                    [str(s) for s in order or []], int((~steady[keep]).sum()))
+
+
+def _column(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` as numbers; NaN throughout where the table lacks it."""
+    if column not in frame.columns:
+        return pd.Series(np.nan, index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce")
 
 
 def _sla(frame: pd.DataFrame, column: str, default: float) -> float:
@@ -139,6 +160,7 @@ def report(front: Frontier, top: int = 10) -> dict[str, Any]:
     return {
         "sla": {"ttft_ms": front.ttft_ms, "tpot_ms": front.tpot_ms, "percentile": front.percentile,
                 "min_tokens_per_s_per_user": 1000.0 / front.tpot_ms},
+        "figures": front.figures,
         "by": front.by,
         "points": int(len(front.table)),
         "frontier": {s: [point(r) for _, r in front.frontier(s).iterrows()] for s in front.strategies},
@@ -160,7 +182,7 @@ def format_table(front: Frontier, top: int = 10) -> str:
     p = front.percentile
     lines = [f"SLA: TTFT {p} <= {front.ttft_ms:g} ms, TPOT {p} <= {front.tpot_ms:g} ms "
              f"(>= {1000 / front.tpot_ms:.1f} tokens/s/user); {len(front.table)} finished points, "
-             f"{int(front.table['meets_sla'].sum())} meet it"]
+             f"{int(front.table['meets_sla'].sum())} meet it; figures: {front.figures}"]
     if rows.empty:
         lines.append("no point meets the SLA")
         return "\n".join(lines)

@@ -1,9 +1,10 @@
 """The Pareto figure: tokens/s/GPU against tokens/s/user per strategy with its frontier,
 the TPOT SLA line and the best points labelled; beside it, TTFT against tokens/s/user
-with the TTFT SLA line."""
+with the TTFT SLA line. Figures are the points' steady-window ones (a note says so)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from frontier_dag.sweep.pareto import Frontier, X, Y, label
@@ -32,9 +33,11 @@ def draw(front: Frontier, out: Path, title: str = "") -> Path:
         right.scatter(rows[X], rows["ttft"], s=18, color=color, alpha=0.7, label=strategy)
         for _, row in best[best["group"] == strategy].iterrows():
             left.scatter([row[X]], [row[Y]], s=140, marker="*", color=color, edgecolors="black", zorder=5)
-            text = f"{strategy}: {row[Y]:,.0f} tok/s/GPU\n{label(row, front.axes)}"
-            left.annotate(text, (row[X], row[Y]), xytext=(8, 8), textcoords="offset points", fontsize=8,
-                          bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "alpha": 0.9})
+            # below and right of the star, the config wrapped short, so that close stars' labels do not collide
+            config = textwrap.fill(label(row, front.axes), 26)
+            text = f"{strategy}: {row[Y]:,.0f} tok/s/GPU\n{config}"
+            left.annotate(text, (row[X], row[Y]), xytext=(9, -9), textcoords="offset points", fontsize=8, va="top",
+                          bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "alpha": 0.9}, zorder=6)
     for axis in (left, right):
         axis.axvline(sla_x, color="crimson", linestyle="--", linewidth=1.2)
         axis.set_xlabel(f"output tokens/s per user (1000 / TPOT {p})")
@@ -43,7 +46,7 @@ def draw(front: Frontier, out: Path, title: str = "") -> Path:
     left.set_ylim(0, ymax)
     left.text(sla_x, ymax, f" TPOT {p} <= {front.tpot_ms:g} ms", color="crimson", fontsize=8, va="top")
     left.set_ylabel("output tokens/s per GPU")
-    left.legend(loc="upper right", fontsize=8, title="filled: TTFT SLA met; hollow: missed", title_fontsize=7)
+    left.legend(loc="lower left", fontsize=8, title="filled: TTFT SLA met; hollow: missed", title_fontsize=7)
     left.set_title(title or "Pareto frontier per strategy", fontsize=10)
     right.axhline(front.ttft_ms, color="crimson", linestyle="--", linewidth=1.2)
     right.text(right.get_xlim()[0], front.ttft_ms, f" TTFT {p} <= {front.ttft_ms:g} ms", color="crimson",
@@ -53,7 +56,9 @@ def draw(front: Frontier, out: Path, title: str = "") -> Path:
     right.set_ylabel(f"TTFT {p} (ms)")
     right.set_title("time to first token", fontsize=10)
     right.legend(fontsize=8)
-    fig.tight_layout()
+    fig.text(0.005, 0.005, f"figures: {front.figures} (warm-up and drain left out; see docs/simulation.md)",
+             fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)

@@ -136,3 +136,21 @@ def af_run(tmp_path: Path) -> Path:
         iteration("attention", 0, 2000, decode_seqs=1, dense_gemm=300, transfers=200),
     ]
     return write_run(tmp_path / "af", config, requests, iterations)
+
+
+def pd_decode_bound_run(tmp_path: Path) -> Path:
+    """PD whose slowest iteration is a prefill (P0, 1000 µs) but whose critical path is mostly
+    decode: r0 prefills in P0, transfers [1000, 1100] and decodes five steps of 300, 400, 500,
+    400 and 350 µs (median 400) to 3050."""
+    config = make_config(TINY_DENSE, {"prefill": {"role": "prefill", "gpus": 1}, "decode": {"role": "decode", "gpus": 1}},
+                         "pd")
+    requests = [request(0, 0, 1000, 3050, output=6, transfer_start=1000, transfer_end=1100, decode_admitted=1100,
+                        decode_replica=0)]
+    iterations = [iteration("prefill", 0, 0, "arrival", 0, prefill_tokens=64, dense_gemm=1000)]
+    start = 1100
+    for k, duration in enumerate((300, 400, 500, 400, 350)):
+        iteration_row = iteration("decode", 0, start, "kv_arrived" if k == 0 else "continue", 0 if k == 0 else -1,
+                                  decode_seqs=1, dense_gemm=duration)
+        iterations.append(iteration_row)
+        start += duration
+    return write_run(tmp_path / "pd_decode_bound", config, requests, iterations)

@@ -108,7 +108,15 @@ def test_render_without_dot_says_so_and_writes_the_dot_file(config, tmp_path, mo
 def test_render_dot_output(config, tmp_path):
     out = tmp_path / "graph.dot"
     assert invoke("render", config, "--out", out).exit_code == 0
-    assert "cluster_prefill" in out.read_text()
+    assert "cluster_stage_prefill" in out.read_text()
+
+
+def test_render_one_stage_left_to_right(config, tmp_path):
+    out = tmp_path / "decode.dot"
+    assert invoke("render", config, "--out", out, "--stage", "decode", "--direction", "LR", "--layers", "1").exit_code == 0
+    text = out.read_text()
+    assert "rankdir=LR" in text and "cluster_stage_decode" in text and "cluster_stage_prefill" not in text
+    assert "layer 0" in text and "layer 1" in text  # the tiny model's two layers: the first apart, then one run
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
@@ -123,6 +131,8 @@ def test_render_dot_output(config, tmp_path):
     (("critical-path", "{config}", "--set", "predictor.source=nonsense"), ["error:", "unknown source 'nonsense'"]),
     (("critical-path", "{config}", "--set", "seed"), ["error:", "expected key.path=value"]),
     (("render", "{config}", "--out", "{tmp}/x.pdf"), ["error:", "must end in .svg, .png or .dot"]),
+    (("render", "{config}", "--out", "{tmp}/x.svg", "--stage", "nope"),
+     ["error:", "--stage nope: pd has no such stage; its stages are prefill, kv_transfer, decode"]),
     (("critical-path", "{tmp}"), ["error:"]),
 ])
 def test_errors_exit_non_zero_without_a_traceback(config, tmp_path, args, fragments):

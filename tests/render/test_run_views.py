@@ -13,7 +13,7 @@ from frontier_dag.analysis.run_data import load_run
 from frontier_dag.render.trace import build_trace, write_trace
 from frontier_dag.sim.assembly import assemble
 from frontier_dag.sim.run import simulate, write_run
-from tests.analysis.handbuilt import af_run, pd_backpressure_run
+from tests.analysis.handbuilt import af_run, pd_backpressure_run, pd_decode_bound_run
 from tests.conftest import TINY_DENSE, TINY_MOE, FakeCostModel, make_config
 
 FAST = FakeCostModel(constant={"gemm": 20.0, "attention": 10.0, "p2p": 5.0, "moe": 10.0, "all": 2.0},
@@ -118,7 +118,7 @@ def test_bottleneck_svg_parses_and_names_every_pool(tmp_path, build):
     text = " ".join(t for t in ET.parse(tmp_path / "b.svg").getroot().itertext())
     for pool in load_run(run_dir).config.cluster.pools:
         assert f"pool {pool}" in text
-    assert "slowest iteration" in text and "critical path" in text
+    assert "representative iteration of the bottleneck pool" in text and "critical path" in text
 
 
 def test_bottleneck_dot_marks_the_critical_edges(tmp_path):
@@ -143,3 +143,37 @@ def test_plots_are_written_as_png_and_svg(pd_sim_run):
         assert p.stat().st_size > 1000
         if p.suffix == ".svg":
             ET.parse(p)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_the_bottleneck_drawing_shows_the_bottleneck_pools_median_iteration(tmp_path):
+    from frontier_dag.render.bottlenecks import render_bottlenecks
+
+    run_dir = pd_decode_bound_run(tmp_path)  # its slowest iteration is a prefill; decode bounds it
+    render_bottlenecks(run_dir, tmp_path / "b.svg")
+    text = " ".join(t.strip() for t in ET.parse(tmp_path / "b.svg").getroot().itertext() if t.strip())
+    assert "representative iteration of the bottleneck pool decode" in text
+    assert "the median of its 5 iterations" in text and "recorded 400.0 µs" in text
+    assert "decode[0]" in text and "0 prefill tokens" in text  # not the slowest, a prefill of 64 tokens
+
+
+def test_transfers_are_labelled_with_the_workflows_own_names(tmp_path):
+    """A custom AF workflow whose transfers are not called a2f/f2a: the stage view names them."""
+    from pathlib import Path
+
+    from frontier_dag.analysis.run_report import RunAnalysis
+    from frontier_dag.render.bottlenecks import bottleneck_dot
+
+    source = (Path(__file__).resolve().parents[2] / "examples" / "pd_af_pingpong.py").read_text()
+    source = source.replace('"a2f", a2f', '"ship_hidden", a2f').replace('"f2a", f2a', '"ship_back", f2a')
+    (tmp_path / "custom.py").write_text(source.replace('"pd_af_pingpong"', '"custom_af"'))
+    cfg = make_config(TINY_DENSE, {"prefill": {"role": "prefill", "gpus": 1}, "attention": {"role": "attention", "gpus": 1},
+                                   "ffn": {"role": "ffn", "gpus": 1}}, "custom_af",
+                      workload={"arrival": {"kind": "poisson", "rate_per_s": 100.0}, "num_requests": 6,
+                                "prompt_tokens": {"kind": "fixed", "value": 64},
+                                "output_tokens": {"kind": "fixed", "value": 4}})
+    cfg.workflow.path = str(tmp_path / "custom.py")
+    write_run(simulate(assemble(cfg, cost_model=FAST)), tmp_path / "run")
+    dot = bottleneck_dot(RunAnalysis(tmp_path / "run"), cost_model=FAST).source
+    assert "ship_back / ship_hidden" in dot and "A2F" not in dot
+    assert "KV transfer (kv_cache)" in dot

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from frontier_dag.cli.main import cli
-from frontier_dag.sweep.pareto import compute, pareto_mask
+from frontier_dag.sweep.pareto import compute, format_table, pareto_mask
 
 
 @pytest.mark.parametrize(("x", "y", "front"), [
@@ -70,6 +70,34 @@ def test_sla_from_the_command_line_and_the_percentile():
     front = compute(POINTS, ttft_ms=10_000, tpot_ms=200)
     assert front.best().set_index("group").loc["pd", "point_id"] == "a5"
     assert compute(POINTS, percentile="mean").frontier("pd")["point_id"].tolist() == ["a4", "a2", "a1"]
+
+
+def with_steady(frame: pd.DataFrame, per_gpu: dict[str, float], ttft: dict[str, float]) -> pd.DataFrame:
+    """The points with steady-window figures: the whole-run ones except where given."""
+    out = frame.copy()
+    for column in ("output_tokens_per_s_per_gpu", "tpot_ms.p90", "ttft_ms.p90", "tpot_ms.mean", "ttft_ms.mean"):
+        out[f"steady.{column}"] = out[column]
+    ids = out["point_id"]
+    out.loc[ids.isin(list(per_gpu)), "steady.output_tokens_per_s_per_gpu"] = ids.map(per_gpu)
+    out.loc[ids.isin(list(ttft)), "steady.ttft_ms.p90"] = ids.map(ttft)
+    return out
+
+
+def test_the_frontier_compares_steady_window_figures():
+    # steady figures differ from the whole run's (warm-up and drain left out): a3's drain hid
+    # its throughput, a5's synchronised start its TTFT
+    front = compute(with_steady(POINTS, {"a3": 500.0}, {"a5": 800.0}))
+    assert front.figures == "steady window" and front.whole_run == 0
+    assert front.frontier("pd")["point_id"].tolist() == ["a5", "a1"]
+    assert front.best().set_index("group").loc["pd", "point_id"] == "a5"
+    assert "figures: steady window" in format_table(front)
+    # a sweep resumed across versions: points without steady figures use their whole-run ones, said
+    mixed = with_steady(POINTS, {}, {})
+    mixed.loc[mixed["point_id"].isin(["b1", "b2"]), [c for c in mixed.columns if c.startswith("steady.")]] = np.nan
+    front = compute(mixed)
+    assert front.whole_run == 2 and "whole run for 2 points" in front.figures
+    assert front.frontier("colocated")["point_id"].tolist() == ["b2", "b1"]
+    assert compute(POINTS).figures.startswith("whole run")
 
 
 @pytest.fixture
