@@ -22,8 +22,6 @@ from frontier_dag.errors import FrontierDagError
 
 #: Per-iteration category columns of iterations.parquet (they sum to duration_us).
 CATEGORY_COLUMNS = tuple(f"{c}_us" for c in CATEGORIES)
-#: Why an iteration started when it did (frontier_dag.sim.replica.Cause).
-CAUSES = ("continue", "arrival", "kv_arrived", "memory_freed", "requeue")
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,7 @@ class RunData:
     chains: list[tuple[str, int]] = field(default_factory=list)  # chain -> (pool, replica)
     chain_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     chain_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    log_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted row -> file row
 
     def chain_of(self, pool: str, replica: int) -> int:
         return self.chains.index((pool, int(replica)))
@@ -127,9 +126,12 @@ def load_run(run_dir: str | Path) -> RunData:
         # per-layer KV streaming: no transfer stage, the KV is there when the prefill ends
         link = f"{entry}->{decode}"
     pool_names = list(pools)
+    log_rows = np.arange(len(iterations))
     if len(iterations):
         iterations["pool"] = pd.Categorical(iterations["pool"].astype(str), categories=pool_names)
-        iterations = iterations.sort_values(["pool", "replica", "start_s"], kind="stable").reset_index(drop=True)
+        iterations = iterations.sort_values(["pool", "replica", "start_s"], kind="stable")
+        log_rows = iterations.index.to_numpy()
+        iterations = iterations.reset_index(drop=True)
     chains, lo, hi = [], [], []
     if len(iterations):
         codes = iterations["pool"].cat.codes.to_numpy().astype(np.int64)
@@ -142,4 +144,5 @@ def load_run(run_dir: str | Path) -> RunData:
             lo.append(s)
             hi.append(e)
     return RunData(run_dir, config, summary, requests.sort_values("request_id").reset_index(drop=True), iterations,
-                   pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64))
+                   pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64),
+                   log_rows.astype(np.int64))

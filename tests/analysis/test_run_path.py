@@ -37,7 +37,7 @@ def test_pd_backpressure_path_attribution_is_exact(tmp_path):
     analysis = RunAnalysis(pd_backpressure_run(tmp_path))
     g = analysis.graph
     assert g.unexplained == 0 and g.mismatched == 0
-    assert g.nodes.memory_iter[1] == 3  # D1 freed the blocks r1's transfer waited for (rows sorted by chain)
+    assert g.nodes.memory_node[1] == 3  # D1 freed the blocks r1's transfer waited for (rows sorted by chain)
     path = analysis.path()
     assert path.request == 1 and path.length_us == pytest.approx(2900)
     assert [r["op"] for r in path.rows] == ["queueing", "iterations", "backpressure", "kv_transfer", "iterations"]
