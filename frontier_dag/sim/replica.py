@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import accumulate
+from math import isnan
 
 import numpy as np
 
@@ -163,10 +164,10 @@ class ReplicaWorker:
             self.prefilling.remove(p)
             p.left -= 1
             rid = p.rid
-            if np.isnan(t.first_token[rid]):
+            if isnan(t.first_token[rid]):
                 t.first_token[rid] = now
                 t.first_token_iteration[rid] = row
-            if np.isnan(t.prefill_done[rid]):
+            if isnan(t.prefill_done[rid]):
                 t.prefill_done[rid] = now
             self._cache_prompt(p)
             t.generated[rid] = t.output[rid] - p.left
@@ -281,11 +282,11 @@ class ReplicaWorker:
 
     def start_prefill(self, p: Prefilling) -> None:
         """A waiting request admitted by the policy (taken off the queue, its first chunk's KV
-        allocated) starts its prefill."""
+        allocated, ``first`` if nothing worked on it before) starts its prefill."""
         t = self.table
         self.prefilling.append(p)
         t.cached_tokens[p.rid] = p.ctx
-        if np.isnan(t.first_scheduled[p.rid]):
+        if p.first:
             t.first_scheduled[p.rid] = self.events.now
             t.prefill_replica[p.rid] = self.index
 

@@ -99,18 +99,17 @@ class ColumnLog:
         self._dtypes = dict(columns)
         self._data = {c: array(self._CODES[t]) for c, t in columns.items()}
         self._appenders = [col.append for col in self._data.values()]
-
-    @property
-    def size(self) -> int:
-        return len(next(iter(self._data.values())))
+        self.size = 0  # rows so far: the next row's index
 
     def append(self, *values) -> None:
         for add, value in zip(self._appenders, values, strict=True):
             add(value)
+        self.size += 1
 
     def extend(self, *columns) -> None:
         """Append several rows: one sequence (or a scalar, repeated) per column."""
         rows = next(len(c) for c in columns if isinstance(c, _SEQUENCES))
+        self.size += rows
         for values, column in zip(columns, self._data.values(), strict=True):
             if isinstance(values, _SEQUENCES):
                 column.extend(values)

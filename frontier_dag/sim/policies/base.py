@@ -18,9 +18,8 @@ a prompt), ``order_waiting`` (who is admitted first), ``victim`` (who is preempt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isnan
 from typing import TYPE_CHECKING, ClassVar
-
-import numpy as np
 
 from frontier_dag.config.run import PoolConfig, SchedulerConfig
 from frontier_dag.sim.batch import Batch, Prefilling, TokenBudget
@@ -152,7 +151,7 @@ class SchedulingPolicy:
                 kv.match_prefix(hashes[:hits])
             r.waiting.popleft()
             p = Prefilling(rid, cached, todo, left, own, hits * per_hash, hits, r.next_order(),
-                           first=bool(np.isnan(t.first_scheduled[rid])))
+                           first=isnan(t.first_scheduled[rid]))
             if self.reservation is not None:  # its term of reserved(), without summing them all again
                 reserved += self.reservation.blocks(prompt, left) - kv.blocks_for(cached + chunk)
             p.chunk = chunk
