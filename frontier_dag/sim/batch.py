@@ -64,13 +64,8 @@ class Batch:
         self.summary = summary
         self.kv_out_tokens = kv_out_tokens  # KV tokens the iteration hands off to another pool
         self.joined = joined  # requests whose KV arrived and that decode from this iteration on
-        # set when it starts
-        self.start = 0.0
-        self.duration_us = 0.0
-        self.categories: tuple = ()
-        self.cause = 0
-        self.cause_request = -1
-        self.after: Ref = (0, -1)
+        # the replica sets start, duration_us, categories (its time by category), cause,
+        # cause_request and after (what it waited for, a Ref) when the iteration starts
 
 
 @dataclass(slots=True)

@@ -99,6 +99,7 @@ class ColumnLog:
         self._dtypes = dict(columns)
         self._data = {c: array(self._CODES[t]) for c, t in columns.items()}
         self._appenders = [col.append for col in self._data.values()]
+        self._extenders = [col.extend for col in self._data.values()]
         self.size = 0  # rows so far: the next row's index
 
     def append(self, *values) -> None:
@@ -110,11 +111,8 @@ class ColumnLog:
         """Append several rows: one sequence (or a scalar, repeated) per column."""
         rows = next(len(c) for c in columns if isinstance(c, _SEQUENCES))
         self.size += rows
-        for values, column in zip(columns, self._data.values(), strict=True):
-            if isinstance(values, _SEQUENCES):
-                column.extend(values)
-            else:
-                column.extend([values] * rows)
+        for values, extend in zip(columns, self._extenders, strict=True):
+            extend(values if isinstance(values, _SEQUENCES) else [values] * rows)
 
     def column(self, name: str) -> np.ndarray:
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
