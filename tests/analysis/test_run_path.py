@@ -110,3 +110,13 @@ def test_report_json_and_errors(tmp_path):
         run_report(run_dir, request=5)
     with pytest.raises(FrontierDagError, match="not a run directory"):
         run_report(tmp_path / "nothing")
+
+
+def test_a_run_without_recorded_dependencies_is_refused(tmp_path):
+    import pandas as pd
+
+    run = pd_backpressure_run(tmp_path)
+    iterations = pd.read_parquet(run / "iterations.parquet").drop(columns=["waited_for_kind", "waited_for"])
+    iterations.to_parquet(run / "iterations.parquet", index=False)
+    with pytest.raises(FrontierDagError, match="lacks the recorded dependencies .*simulate the config again"):
+        RunAnalysis(run)
