@@ -68,6 +68,18 @@ class DecodeSet:
         whose last block is full."""
         return self.fill[-(self.step + ahead) % self.block_size]
 
+    def new_blocks_ahead(self, steps: int) -> list[int]:
+        """``new_blocks(j)`` for j in range(steps), as slices of the histogram (it repeats with
+        the block size, walking it backwards)."""
+        fill, size = self.fill, self.block_size
+        out: list[int] = []
+        i = -self.step % size
+        while len(out) < steps:
+            k = min(steps - len(out), i + 1)
+            out += fill[i - k + 1:i + 1][::-1]
+            i = size - 1
+        return out
+
     def context_sum(self, step: int) -> int:
         """Cached tokens of all sequences at decode step ``step``."""
         return self.offset_sum + self.n * step

@@ -14,6 +14,7 @@ running when anything concerns the replica meanwhile.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from itertools import accumulate
 from math import isnan
@@ -195,28 +196,24 @@ class ReplicaWorker:
         event that concerns this replica cuts the stretch at the step then running (``cut``),
         so iterations start exactly when they would one at a time."""
         kv, ds = self.kv, self.decode
-        n, first, fill, size = ds.n, ds.step, ds.fill, ds.block_size
-        steps = min(STRETCH_STEPS, ds.next_last - first + 1)
-        needs, total, free = [], 0, kv.free_blocks
-        for j in range(steps):
-            need = fill[-(first + j) % size]  # DecodeSet.new_blocks(j), inline: the hottest loop
-            if total + need > free:
-                break
-            needs.append(need)
-            total += need
-        if not needs:
+        n, first = ds.n, ds.step
+        needs = ds.new_blocks_ahead(min(STRETCH_STEPS, ds.next_last - first + 1))
+        taken = list(accumulate(needs))  # blocks taken up to each step: the steps whose KV is free run
+        k = bisect_right(taken, kv.free_blocks)
+        if not k:
             return False  # the next step needs a preemption: the general path handles it
-        kv.allocate(total)
-        steps = range(first, first + len(needs))
-        contexts = [ds.offset_sum + n * step for step in steps]
-        priced = self.predictor.decode_steps(n, contexts, [ds.offset_max + step for step in steps], ds.steps_contexts)
+        del needs[k:]
+        kv.allocate(taken[k - 1])
+        steps = range(first, first + k)
+        contexts = list(range(ds.offset_sum + n * first, ds.offset_sum + n * (first + k), n))
+        longest = list(range(ds.offset_max + first, ds.offset_max + first + k))
+        priced = self.predictor.decode_steps(n, contexts, longest, ds.steps_contexts)
         if priced is not None:
             durations, categories = priced
         else:
             durations, categories = [], []
-            for step, ctx in zip(steps, contexts, strict=True):
-                longest = ds.offset_max + step
-                summary = BatchSummary(n, n, 0, 0, ctx, longest, ctx, n, ctx, longest, 0)
+            for step, ctx, most in zip(steps, contexts, longest, strict=True):
+                summary = BatchSummary(n, n, 0, 0, ctx, most, ctx, n, ctx, most, 0)
                 durations.append(self.predictor.time_us_summary(summary, lambda step=step: ds.step_arrays(step)))
                 categories.append(self.predictor.last_categories)
             categories = [list(column) for column in zip(*categories, strict=True)]

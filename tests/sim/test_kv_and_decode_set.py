@@ -55,3 +55,14 @@ def test_decode_set_keeps_its_sequences_on_one_clock():
     ds.drop(ds.finished())
     assert ds.n == 1 and ds.next_last == 2 and ds.offset_sum == 7 and sum(ds.fill) == 1
     np.testing.assert_array_equal(ds.steps_contexts([0, 1]), [9, 10])
+
+
+def test_new_blocks_ahead_walks_the_histogram_as_the_clock_does():
+    rng = np.random.default_rng(0)
+    for size in (1, 3, 16):
+        ds = DecodeSet(capacity=1, block_size=size)
+        ds.fill = rng.integers(0, 9, size).tolist()
+        for step in range(2 * size + 1):
+            ds.step = step
+            for steps in (0, 1, size - 1, size, 3 * size + 2):
+                assert ds.new_blocks_ahead(steps) == [ds.new_blocks(j) for j in range(steps)]
