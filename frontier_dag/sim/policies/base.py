@@ -82,7 +82,8 @@ class SchedulingPolicy:
         """Choose the next iteration's work and allocate its KV; None when nothing can run."""
         r, lim, kv = self.replica, self.limits, self.replica.kv
         decode_set = r.decode
-        self.seat_arrived()
+        if r.incoming:
+            self.seat_arrived()
         self.order_waiting()
         while True:
             prefill_first = self.prefill_first()
@@ -125,9 +126,10 @@ class SchedulingPolicy:
         t, kv = r.table, r.kv
         admitted: list[Prefilling] = []
         per_hash = kv.prefix_blocks_each
-        reserved = self.reserved()
-        while r.waiting and r.running < lim.max_seqs and budget.tokens > 0:
-            rid = r.waiting[0]
+        reserved = self.reservation.reserved() if self.reservation is not None else 0
+        waiting, running = r.waiting, r.running
+        while waiting and running < lim.max_seqs and budget.tokens > 0:
+            rid = waiting[0]
             prompt = int(t.prompt[rid] + t.generated[rid])
             hits, hashes = 0, None
             if lim.prefix_caching and kv.prefix_block_tokens:
@@ -149,7 +151,7 @@ class SchedulingPolicy:
                 break
             if hits:
                 kv.match_prefix(hashes[:hits])
-            r.waiting.popleft()
+            waiting.popleft()
             p = Prefilling(rid, cached, todo, left, own, hits * per_hash, hits, r.next_order(),
                            first=isnan(t.first_scheduled[rid]))
             if self.reservation is not None:  # its term of reserved(), without summing them all again
@@ -157,6 +159,7 @@ class SchedulingPolicy:
             p.chunk = chunk
             r.start_prefill(p)
             admitted.append(p)
+            running += 1
             budget.take(chunk)
         return admitted
 
