@@ -1,7 +1,7 @@
 """Scheduling policies: how a replica forms its batches, one module per engine.
 
-``scheduler.policy`` names a policy class. The built-in ones live here, one module each,
-named as the policy (``vllm``, ``sglang``, ``trtllm``) and imported when a config first
+``scheduler.policy`` names a policy class. The policies of this package live one module
+each, named as the policy (``vllm``, ``sglang``, ``trtllm``), imported when a config first
 names them; a policy defined elsewhere registers itself with ``@register`` (its module
 must be imported before the simulation). See docs/simulation.md, "Scheduling policies".
 """
@@ -9,6 +9,7 @@ must be imported before the simulation). See docs/simulation.md, "Scheduling pol
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from frontier_dag.errors import ConfigError
@@ -31,7 +32,8 @@ def register(cls: type[SchedulingPolicy]) -> type[SchedulingPolicy]:
 
 
 def policy_class(name: str) -> type[SchedulingPolicy]:
-    if name not in POLICIES and name in BUILT_IN:
+    """The class of policy ``name``: registered already, or in this package's module ``name``."""
+    if name not in POLICIES and name.isidentifier() and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         importlib.import_module(f"{__name__}.{name}")
     try:
         return POLICIES[name]
