@@ -21,8 +21,6 @@ from frontier_dag.errors import FrontierDagError, RunDataError
 
 #: Per-iteration category columns of iterations.parquet (they sum to duration_us).
 CATEGORY_COLUMNS = tuple(f"{c}_us" for c in CATEGORIES)
-#: Why an iteration started when it did (frontier_dag.sim.replica.Cause).
-CAUSES = ("continue", "arrival", "kv_arrived", "memory_freed", "requeue")
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,7 @@ class RunData:
     chains: list[tuple[str, int]] = field(default_factory=list)  # chain -> (pool, replica)
     chain_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     chain_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    log_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted row -> file row
     origin: Origin = Origin()  # where the config's relative paths are taken from
 
     @property
@@ -145,9 +144,12 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
     if strangers:
         raise unreadable(run_dir, "iterations.parquet", f"iterations of pools {', '.join(strangers[:3])} that "
                          f"config.yaml does not have ({', '.join(pool_names)})")
+    log_rows = np.arange(len(iterations))
     if len(iterations):
         iterations["pool"] = pd.Categorical(iterations["pool"].astype(str), categories=pool_names)
-        iterations = iterations.sort_values(["pool", "replica", "start_s"], kind="stable").reset_index(drop=True)
+        iterations = iterations.sort_values(["pool", "replica", "start_s"], kind="stable")
+        log_rows = iterations.index.to_numpy()
+        iterations = iterations.reset_index(drop=True)
     chains, lo, hi = [], [], []
     if len(iterations):
         codes = iterations["pool"].cat.codes.to_numpy().astype(np.int64)
@@ -161,4 +163,4 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
             hi.append(e)
     return RunData(run_dir, config, summary, requests.sort_values("request_id").reset_index(drop=True), iterations,
                    pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64),
-                   origin)
+                   log_rows.astype(np.int64), origin)

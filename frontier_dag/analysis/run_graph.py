@@ -2,14 +2,18 @@
 
 Nodes are the run's iterations (weight: their duration), one KV transfer per handed-off
 request (weight: its transfer time) and one arrival per request. Edges are what the
-simulator waited on:
+simulator waited on, as it recorded them (frontier_dag.sim.iteration_log):
 
 * stream order: an iteration follows the previous one of its replica (its *chain*);
-* wake-ups: an idle replica restarted by an arrival, a KV arrival or freed memory
-  (``cause``/``cause_request`` of iterations.parquet);
-* hand-off: a transfer waits for the request's first token and, when the decode pool had
-  no KV blocks (backpressure), for the decode iteration that freed them;
-* closed loop: a client's next request waits for its previous one to finish.
+* wake-ups: an idle replica restarted by an arrival, a KV arrival or freed memory, and a
+  request queued again after a preemption waiting for what the preempting iteration
+  waited for (``waited_for_kind``/``waited_for`` of iterations.parquet);
+* hand-off: a transfer waits for the request's first token (after a preemption, for the
+  iteration that finished its recompute) and, when the decode pool had no KV blocks
+  (backpressure), for what freed them (``handoff_iteration``, ``transfer_waited_for`` of
+  requests.parquet);
+* closed loop: a client's next request waits for its previous one to finish
+  (``follows_request``).
 
 A request's milestones follow its batches: its first token comes with the iteration that
 ends its prefill and its last with the iteration that ends its decode. Admission is
@@ -31,8 +35,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from frontier_dag.analysis.run_data import RunData
+from frontier_dag.errors import FrontierDagError
+from frontier_dag.sim.iteration_log import Node
 
-TOL_US = 1e-3  # 1 ns: times recorded by the same float expression agree far better
+#: Float rounding between the recorded start times (seconds) and their re-evaluation (µs
+#: sums): far below 1 ns. Intervals shorter than this are empty.
+ROUNDING_US = 1e-3
+#: The recorded dependencies a run directory must hold (written since they were recorded).
+RECORDED = {"iterations": ("waited_for_kind", "waited_for"),
+            "requests": ("first_scheduled_iteration", "first_token_iteration", "handoff_iteration", "decode_admitted_iteration",
+                         "finish_iteration", "transfer_waited_for_kind", "transfer_waited_for", "follows_request")}
 
 #: Kinds of a predecessor: a node (``MEMORY``, ``CAUSE``) or a request's milestone
 #: (``FIRST_TOKEN``, ``FINISH``: the id is the request's).
@@ -45,8 +57,10 @@ class RequestNodes:
 
     first_iter: np.ndarray   # iteration that first schedules it
     prefill_iter: np.ndarray  # iteration that completes its prefill (its first token)
+    handoff_iter: np.ndarray  # iteration after which its KV was (last) handed off
     admit_iter: np.ndarray   # decode iteration that admits it after the hand-off
-    memory_iter: np.ndarray  # decode iteration whose freed blocks let its transfer start
+    memory_node: np.ndarray  # what freed the decode blocks its transfer waited for: a decode
+                             # iteration, or the KV transfer whose arrival led to a preemption
     finish_iter: np.ndarray  # iteration that emits its last token
 
 
@@ -54,11 +68,18 @@ class RecordedGraph:
     def __init__(self, run: RunData):
         self.run = run
         it, rq = run.iterations, run.requests
+        for table, columns in RECORDED.items():
+            missing = [c for c in columns if c not in getattr(run, table).columns]
+            if missing:
+                raise FrontierDagError(f"{run.run_dir}: {table}.parquet lacks the recorded dependencies "
+                                       f"({', '.join(missing)}): it was written by an older frontier-dag; simulate "
+                                       "the config again (`frontier-dag simulate RUN_DIR/config.yaml --out NEW_DIR`)")
         self.ni, self.nr = len(it), len(rq)
         ni, nr = self.ni, self.nr
         self.N = ni + 2 * nr
-        start_s = it["start_s"].to_numpy(dtype=np.float64)
-        end_s = start_s + it["duration_us"].to_numpy(dtype=np.float64) * 1e-6  # as the simulator adds them
+        #: iteration node of each row of iterations.parquet (the table is sorted by chain)
+        self.node_of_row = np.empty(ni, dtype=np.int64)
+        self.node_of_row[run.log_rows] = np.arange(ni)
         self.chain = run.chain_index()
         prev = np.arange(ni) - 1
         if ni:
@@ -67,7 +88,7 @@ class RecordedGraph:
         # recorded times (µs)
         self.start0 = np.zeros(self.N)
         self.dur0 = np.zeros(self.N)
-        self.start0[:ni] = start_s * 1e6
+        self.start0[:ni] = it["start_s"].to_numpy(dtype=np.float64) * 1e6
         self.dur0[:ni] = it["duration_us"].to_numpy(dtype=np.float64)
         arrival = rq["arrival_s"].to_numpy() * 1e6
         ts, te = rq["transfer_start_s"].to_numpy() * 1e6, rq["transfer_end_s"].to_numpy() * 1e6
@@ -80,7 +101,8 @@ class RecordedGraph:
         self.unexplained = 0  # heads whose recorded start no recorded edge explains
         self.mismatched = 0  # heads the graph would start later than recorded (an edge too many)
         self.think_us = run.config.workload.think_time_s * 1e6 if run.clients is not None else 0.0
-        self.nodes = self._request_nodes(start_s, end_s)
+        self.follows = rq["follows_request"].to_numpy().astype(np.int64)
+        self.nodes = self._request_nodes()
         self.ext: dict[int, list[tuple[int, str]]] = {}
         self._edges(arrival)
         self._order_heads()
@@ -100,89 +122,60 @@ class RecordedGraph:
     def request_of(self, v: int) -> int:
         return (v - self.ni) % self.nr if v >= self.ni else -1
 
-    def milestone_node(self, r: int, kind: str) -> int:
-        """The iteration that marks request ``r``'s first token or finish."""
-        return int((self.nodes.prefill_iter if kind == FIRST_TOKEN else self.nodes.finish_iter)[r])
-
     # -- building --------------------------------------------------------------------------
-    def _locate(self, pool: str | None, replicas: np.ndarray, times_s: np.ndarray, side: str,
-                start_s: np.ndarray, end_s: np.ndarray, any_replica: bool = False) -> np.ndarray:
-        """Per request, the iteration of ``pool``'s replica that starts (``side='start'``) or
-        ends at ``times_s``; -1 where none does."""
-        run = self.run
-        out = np.full(len(times_s), -1, dtype=np.int64)
-        if pool is None or self.ni == 0:
-            return out
-        values = start_s if side == "start" else end_s
-        ok = np.isfinite(times_s) & (replicas >= 0)
-        for c, (p, rep) in enumerate(run.chains):
-            if p != pool:
-                continue
-            lo, hi = run.chain_lo[c], run.chain_hi[c]
-            mine = ok & (out < 0) & ((replicas == rep) | any_replica)
-            if not mine.any():
-                continue
-            idx = np.flatnonzero(mine)
-            t = times_s[idx]
-            vals = values[lo:hi]
-            k = np.searchsorted(vals, t)
-            for cand in (k - 1, k):
-                cand = np.clip(cand, 0, hi - lo - 1)
-                hit = np.abs(vals[cand] - t) <= 1e-9 + 1e-13 * np.abs(t)
-                sel = hit & (out[idx] < 0)
-                out[idx[sel]] = lo + cand[sel]
+    def iteration_nodes(self, rows: np.ndarray) -> np.ndarray:
+        """Iteration nodes of rows of iterations.parquet (-1 stays -1)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.where(rows >= 0, self.node_of_row[np.maximum(rows, 0)] if self.ni else -1, -1)
+
+    def ref_nodes(self, kinds: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Nodes of recorded references (iteration_log.Node kind, row or request id); -1 for none."""
+        kinds, ids = np.asarray(kinds), np.asarray(ids, dtype=np.int64)
+        out = np.full(len(ids), -1, dtype=np.int64)
+        it = kinds == Node.ITERATION
+        out[it] = self.iteration_nodes(ids[it])
+        xfer = kinds == Node.TRANSFER
+        out[xfer] = self.xfer(ids[xfer])
+        arr = kinds == Node.ARRIVAL
+        out[arr] = self.arr(ids[arr])
         return out
 
-    def _request_nodes(self, start_s, end_s) -> RequestNodes:
-        run, rq = self.run, self.run.requests
-        pr = rq["prefill_replica"].to_numpy().astype(np.int64)
-        dr = rq["decode_replica"].to_numpy().astype(np.int64)
-        first = self._locate(run.entry, pr, rq["first_scheduled_s"].to_numpy(), "start", start_s, end_s)
-        prefill = self._locate(run.entry, pr, rq["first_token_s"].to_numpy(), "end", start_s, end_s)
-        admit = self._locate(run.decode, dr, rq["decode_admitted_s"].to_numpy(), "start", start_s, end_s)
-        waited = self.has_xfer & (rq["transfer_wait_s"].to_numpy() > 1e-12)
-        mem_t = np.where(waited, rq["transfer_start_s"].to_numpy(), np.nan)
-        memory = self._locate(run.decode, dr, mem_t, "end", start_s, end_s)
-        memory = np.where(memory >= 0, memory,
-                          self._locate(run.decode, dr, mem_t, "end", start_s, end_s, any_replica=True))
-        fin = rq["finish_s"].to_numpy()
-        on_decode = dr >= 0
-        finish = np.where(on_decode, self._locate(run.decode, dr, fin, "end", start_s, end_s),
-                          self._locate(run.entry, pr, fin, "end", start_s, end_s))
-        return RequestNodes(first, prefill, admit, memory, finish)
+    def _request_nodes(self) -> RequestNodes:
+        rq = self.run.requests
+        col = lambda name: self.iteration_nodes(rq[name].to_numpy())  # noqa: E731
+        memory = self.ref_nodes(rq["transfer_waited_for_kind"].to_numpy(), rq["transfer_waited_for"].to_numpy())
+        return RequestNodes(col("first_scheduled_iteration"), col("first_token_iteration"), col("handoff_iteration"),
+                            col("decode_admitted_iteration"), np.where(self.has_xfer, memory, -1),
+                            col("finish_iteration"))
 
     def _add(self, v: int, u: int, kind: str) -> None:
         if u >= 0:
             self.ext.setdefault(int(v), []).append((int(u), kind))
 
     def _edges(self, arrival: np.ndarray) -> None:
-        run, rq, n, ni, nr = self.run, self.run.requests, self.nodes, self.ni, self.nr
+        run, n, ni, nr = self.run, self.nodes, self.ni, self.nr
         for r in np.flatnonzero(self.has_xfer).tolist():
-            self._add(ni + r, r, FIRST_TOKEN)
-            self._add(ni + r, n.memory_iter[r], MEMORY)
+            if n.handoff_iter[r] == n.prefill_iter[r]:
+                self._add(ni + r, r, FIRST_TOKEN)
+            else:  # handed off again after a preemption, when its recompute ended
+                self._add(ni + r, n.handoff_iter[r], CAUSE)
+            self._add(ni + r, n.memory_node[r], MEMORY)
         it = run.iterations
-        cause = it["cause"].to_numpy()
-        who = it["cause_request"].to_numpy()
-        for i in np.flatnonzero(cause != 0).tolist():
-            c, x = int(cause[i]), int(who[i])
-            if c == 1 and 0 <= x < nr:
-                self._add(i, ni + nr + x, CAUSE)
-            elif c in (2, 3) and 0 <= x < nr and self.has_xfer[x]:
-                self._add(i, ni + x, CAUSE)
-            else:
+        after = self.ref_nodes(it["waited_for_kind"].to_numpy(), it["waited_for"].to_numpy())
+        end = self.start0 + self.dur0
+        for i in np.flatnonzero(after != self.prev).tolist():  # woken up, not by its replica's previous iteration
+            u = int(after[i])
+            if u < 0:
                 self.release[i] = self.start0[i]  # no recorded predecessor: keep its start
-        if run.clients is None:
-            self.release[ni + nr:] = arrival
-            return
-        clients = run.clients
-        done = np.flatnonzero(np.isfinite(rq["finish_s"].to_numpy()))
-        order = done[np.argsort(rq["finish_s"].to_numpy()[done], kind="stable")]
-        self.release[ni + nr:ni + nr + min(clients, nr)] = arrival[:clients]
-        for j, r in enumerate(order.tolist()):
-            k = clients + j
-            if k >= nr:
-                break
-            self._add(ni + nr + k, r, FINISH)
+            elif not ni <= u < ni + nr or (self.has_xfer[u - ni] and end[u] <= self.start0[i] + ROUNDING_US):
+                self._add(i, u, CAUSE)
+            # else a wake-up by an earlier KV transfer of a request handed off again after a
+            # preemption: the graph holds its last transfer only (evaluate keeps the start
+            # where its replica's previous iteration does not explain it)
+        sent = self.follows >= 0  # closed loop: sent when the request it follows finished
+        self.release[ni + nr:] = np.where(sent, -np.inf, arrival)
+        for k in np.flatnonzero(sent).tolist():
+            self._add(ni + nr + k, int(self.follows[k]), FINISH)
             self.start0[ni + nr + k] = arrival[k] - self.think_us  # the finish it follows
             self.dur0[ni + nr + k] = self.think_us
 
@@ -195,7 +188,18 @@ class RecordedGraph:
         is_head[ni:ni + nr] = self.has_xfer
         is_head[:ni] |= np.isfinite(self.release[:ni])
         heads = np.flatnonzero(is_head)
-        kind_rank = np.where(heads < ni, 2, np.where(heads < ni + nr, 1, 0))
+        # at equal times: arrivals, then transfers (after the transfers they waited for: a KV
+        # transfer of no duration may wait for another's), then iterations
+        depth = np.zeros(nr, dtype=np.int64)
+        for r in np.flatnonzero(self.has_xfer).tolist():
+            u = self.nodes.memory_node[r]
+            while ni <= u < ni + nr and depth[r] < nr:
+                depth[r] += 1
+                u = self.nodes.memory_node[u - ni]
+        kind_rank = np.zeros(len(heads), dtype=np.int64)
+        kind_rank[heads < ni] = nr + 2
+        xfer = (heads >= ni) & (heads < ni + nr)
+        kind_rank[xfer] = 1 + depth[heads[xfer] - ni]
         order = np.lexsort((heads, kind_rank, self.start0[heads] + self.dur0[heads], self.start0[heads]))
         self.heads = heads[order]
         self.hid = np.full(self.N, -1, dtype=np.int64)
@@ -207,10 +211,9 @@ class RecordedGraph:
     # -- evaluation --------------------------------------------------------------------------
     def _weights(self, w: np.ndarray) -> np.ndarray:
         w = np.array(w, dtype=np.float64)
-        w[self.ni + self.nr:] = 0.0
-        if self.run.clients is not None:
-            # a closed-loop arrival comes think time after the finish it follows
-            w[self.ni + self.nr + self.run.clients:] = self.think_us
+        arrivals = w[self.ni + self.nr:]
+        arrivals[:] = 0.0
+        arrivals[self.follows >= 0] = self.think_us  # a closed-loop arrival comes think time after the finish it follows
         return w
 
     def evaluate(self, weights: np.ndarray) -> Evaluation:
@@ -221,39 +224,31 @@ class RecordedGraph:
         weights = self._weights(weights)
         S = weights.shape[1]
         cd = np.cumsum(weights[:ni], axis=0) if ni else np.zeros((0, S))
-        ev = Evaluation(self, weights, np.zeros((len(self.heads), S)), np.full(len(self.heads), -1, dtype=np.int64),
-                        cd, cd - weights[:ni])
+        ev = Evaluation(self, weights, np.zeros((len(self.heads), S)), cd, cd - weights[:ni])
         recording = not hasattr(self, "base")
         prev, release, ext = self.prev, self.release, self.ext
-        sh, bind = ev.sh, ev.bind
+        sh = ev.sh
         for j, h in enumerate(self.heads.tolist()):
-            cands: list[tuple[int, np.ndarray]] = []
-            preds = ext.get(h, ())
-            for u, kind in preds:
-                if kind in (CAUSE, MEMORY):
-                    cands.append((u, ev.finish(u)))
-                else:  # a request's milestone
-                    cands.append((self.milestone_node(u, kind), ev.milestone(u, kind)))
+            cands: list[np.ndarray] = []
+            for u, kind in ext.get(h, ()):
+                cands.append(ev.finish(u) if kind in (CAUSE, MEMORY) else ev.milestone(u, kind))
             q = prev[h] if h < ni else -1
             if q >= 0:
-                cands.insert(1 if preds and preds[0][1] == CAUSE else 0, (-2, ev.finish(q)))
+                cands.append(ev.finish(q))
             if np.isfinite(release[h]):
-                cands.append((-1, np.full(S, release[h])))
+                cands.append(np.full(S, release[h]))
             if not cands:
-                cands.append((-1, np.full(S, self.start0[h])))
-            start = np.max([v for _, v in cands], axis=0)
-            if recording:
+                cands.append(np.full(S, self.start0[h]))
+            start = np.max(cands, axis=0)
+            if recording:  # the recorded weights must reproduce the recorded start
                 gap = self.start0[h] - start[0]
-                if gap > TOL_US:  # waited on something not recorded: keep its recorded start
+                if gap > ROUNDING_US:  # waited on something not recorded: keep its recorded start
                     release[h] = self.start0[h]
                     self.unexplained += 1
-                    cands.append((-1, np.full(S, self.start0[h])))
                     start = np.maximum(start, self.start0[h])
-                elif gap < -TOL_US:
+                elif gap < -ROUNDING_US:
                     self.mismatched += 1
             sh[j] = start
-            top = start[0] - TOL_US
-            bind[j] = next(u for u, v in cands if v[0] >= top)
         return ev
 
 
@@ -264,7 +259,6 @@ class Evaluation:
     graph: RecordedGraph
     weights: np.ndarray
     sh: np.ndarray  # start of every head (H, S)
-    bind: np.ndarray  # per head, its binding predecessor in scenario 0: a node, -2 its chain, -1 a release
     cd: np.ndarray  # cumulative weights of iterations, and the same before each row
     cd_prev: np.ndarray
 

@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.analysis.chain_times import ITERATION_CATEGORIES, ChainTimes
-from frontier_dag.analysis.run_data import CAUSES, RunData
-from frontier_dag.analysis.run_graph import TOL_US, RecordedGraph
+from frontier_dag.analysis.run_data import RunData
+from frontier_dag.analysis.run_graph import ROUNDING_US, RecordedGraph
 from frontier_dag.errors import FrontierDagError
+from frontier_dag.sim.iteration_log import Cause
 
 WAIT_CATEGORIES = ("queueing", "backpressure", "memory_waits")
 #: Every category a critical path is attributed to.
@@ -91,7 +92,7 @@ class PathBuilder:
 
     def own(self, chain: int, t0: float, t1: float, what: str) -> None:
         """The request's own iterations on ``chain`` in [t0, t1]; idle gaps are memory waits."""
-        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 - t0 <= TOL_US or chain < 0:
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 - t0 <= ROUNDING_US or chain < 0:
             return
         pool, rep = self.run.chains[chain]
         cats, n = self.times.window(chain, t0, t1)
@@ -101,7 +102,7 @@ class PathBuilder:
 
     def wait(self, chain: int, t0: float, t1: float, r: int, busy_label: str, ended_by: str | None = None) -> None:
         """Request ``r`` waiting on ``chain``: busy time is ``busy_label``, idle time memory waits."""
-        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 - t0 <= TOL_US:
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 - t0 <= ROUNDING_US:
             return
         pool, rep = self.run.chains[chain] if chain >= 0 else (self.run.entry, -1)
         cats, n = self.times.window(chain, t0, t1) if chain >= 0 else (np.zeros(1), 0)
@@ -120,8 +121,18 @@ class PathBuilder:
         cause, who = int(it["cause"].iat[iteration]), int(it["cause_request"].iat[iteration])
         if cause == 0:
             return None
-        name = CAUSES[cause] if cause < len(CAUSES) else str(cause)
+        name = Cause.label_of(cause)
         return f"{name} (request {who})" if who >= 0 else name
+
+    def freed_by(self, node: int) -> str | None:
+        """What freed the decode KV blocks a transfer waited for (``RequestNodes.memory_node``)."""
+        g = self.graph
+        if node < 0:
+            return None
+        if node >= g.ni:
+            return (f"a preemption on {self.run.decode} when request {g.request_of(node)}'s KV arrived")
+        pool, rep = self.run.chains[g.chain[node]]
+        return f"{pool}[{rep}] iteration freeing KV blocks"
 
     def build(self, r: int) -> list[dict[str, Any]]:
         run, g = self.run, self.graph
@@ -137,10 +148,8 @@ class PathBuilder:
             self.own(entry, us["first_token_s"], us["finish_s"], "decode" if run.decode is None else "iterations")
             return self.rows
         decode = self._chain(run.decode, int(rq["decode_replica"]))
-        mem = int(g.nodes.memory_iter[r])
-        freed = (f"{run.chains[g.chain[mem]][0]}[{run.chains[g.chain[mem]][1]}] iteration freeing KV blocks"
-                 if mem >= 0 else None)
-        if us["transfer_start_s"] - us["first_token_s"] > TOL_US:
+        freed = self.freed_by(int(g.nodes.memory_node[r]))
+        if us["transfer_start_s"] - us["first_token_s"] > ROUNDING_US:
             t0, t1 = us["first_token_s"], us["transfer_start_s"]
             # the last hand-off's wait for blocks; before it, a preempted request's first decode
             # stint, its preemption and its recompute
@@ -167,7 +176,7 @@ class PathBuilder:
 def _idle(span: float, busy: float) -> float:
     """Time of ``span`` not covered by ``busy``, without float dust."""
     idle = span - busy
-    return idle if idle > TOL_US + 1e-9 * span else 0.0
+    return idle if idle > ROUNDING_US + 1e-9 * span else 0.0
 
 
 def critical_path(graph: RecordedGraph, times: ChainTimes, request: int | None = None) -> PathReport:

@@ -153,7 +153,8 @@ class WorkflowConfig(Strict):
 
 
 class SchedulerConfig(Strict):
-    policy: Literal["vllm", "sglang"] = "vllm"
+    policy: str = Field("vllm", description="the scheduling policy: vllm, sglang or trtllm (TensorRT-LLM's "
+                                           "GUARANTEED_NO_EVICT), or one registered in frontier_dag.sim.policies")
     max_num_seqs: PositiveInt = 256
     max_num_batched_tokens: PositiveInt = 8192
     max_prefill_tokens: PositiveInt | None = Field(

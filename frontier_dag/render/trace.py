@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.analysis.rebuild import RebuiltIteration
-from frontier_dag.analysis.run_data import CATEGORY_COLUMNS, CAUSES, RunData
+from frontier_dag.analysis.run_data import CATEGORY_COLUMNS, RunData
+from frontier_dag.sim.iteration_log import Cause
 
 MAX_SLICES = 200_000
 MAX_COUNTER_POINTS = 20_000
@@ -110,7 +111,7 @@ class TraceBuilder:
             cause = int(cols["cause"][i0])
             args.update(num_seqs=seqs, prefill_tokens=pt, decode_seqs=dec, prefill_seqs=seqs - dec,
                         ctx_tokens=int(cols["ctx_tokens"][i0]), kv_usage=round(float(cols["kv_usage"][i0]), 5),
-                        cause=CAUSES[cause] if cause < len(CAUSES) else cause, iteration=i0)
+                        cause=Cause.label_of(cause), iteration=i0)
             if int(cols["cause_request"][i0]) >= 0:
                 args["cause_request"] = int(cols["cause_request"][i0])
         else:

@@ -16,25 +16,17 @@ import numpy as np
 
 from frontier_dag.config.run import Deployment
 from frontier_dag.cost.protocol import CostModel
-from frontier_dag.cost.queries import CATEGORIES
 from frontier_dag.errors import DeadlockError, SimulationError
 from frontier_dag.ir.graph import EventGraph
 from frontier_dag.sim.events import EventQueue
+from frontier_dag.sim.iteration_log import ITERATION_COLUMNS, NO_REF, Cause, Node, Ref
 from frontier_dag.sim.kv import KVCache
 from frontier_dag.sim.link import SharedLink
 from frontier_dag.sim.memory import kv_capacity_tokens
+from frontier_dag.sim.policies import build_policy
 from frontier_dag.sim.predictor import ExecutionPredictor
-from frontier_dag.sim.replica import Cause, Limits, ReplicaWorker
+from frontier_dag.sim.replica import ReplicaWorker
 from frontier_dag.sim.state import ColumnLog, RequestTable
-
-#: One row per iteration. ``cause`` says why it started when it did (see Cause) and
-#: ``cause_request`` which request's event that was; the category columns split its
-#: duration along its critical path (they sum to ``duration_us``).
-ITERATION_COLUMNS = {"pool": np.int16, "replica": np.int32, "start_s": np.float64, "duration_us": np.float64,
-                     "num_seqs": np.int32, "prefill_tokens": np.int32, "decode_seqs": np.int32, "ctx_tokens": np.int64,
-                     "kv_usage": np.float32,
-                     "cause": np.int16, "cause_request": np.int64,
-                     **{f"{c}_us": np.float32 for c in CATEGORIES}}
 
 
 class ClusterWorker:
@@ -82,12 +74,6 @@ class GlobalController:
             capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where,
                                           graph.weight_groups().get(pool.role))
             sched = cfg.scheduler
-            limits = Limits(sched.max_num_seqs * pool.attention_dp, sched.max_num_batched_tokens * pool.attention_dp,
-                            sched.chunked_prefill, sched.policy, sched.prefix_caching,
-                            0.0 if pool.role == "prefill" else sched.reserve_output, sched.reserve_output_min,
-                            sched.reserve_output_decay_steps,
-                            sched.decode_reserve_tokens if pool.role == "decode" else 0,
-                            (sched.max_prefill_tokens or 0) * pool.attention_dp)
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
             predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
@@ -95,7 +81,8 @@ class GlobalController:
             replicas = [
                 ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves, predictor=predictor,
                               kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),
-                              limits=limits, table=table, events=events, controller=self, log=self.log)
+                              policy=build_policy(sched, pool), table=table, events=events, controller=self,
+                              log=self.log)
                 for i in range(pool.replicas)
             ]
             worker = ClusterWorker(name, replicas, sched.routing)
@@ -118,26 +105,26 @@ class GlobalController:
     def finished(self, rid: int, replica: ReplicaWorker) -> None:
         self.completed += 1
         if replica.serves == "decode":
-            self._retry_pending()
+            self._retry_pending((Node.ITERATION, replica.last_row))
         if self.on_finish is not None:
             self.on_finish(rid)
 
     def preempted(self, rid: int, replica: ReplicaWorker) -> None:
-        """A preempted sequence is recomputed from its prompt and the tokens it generated."""
-        replica.retracted()
+        """A preempted sequence is recomputed from its prompt and the tokens it generated.
+        What it then waits for is what the preempting iteration waited for."""
         if replica.serves == "decode":
             entry = self.entry.pick()
             entry.cut()
             entry.waiting.appendleft(rid)
-            self.events.after(0.0, self._kick_entry)
-            self.events.after(0.0, self._retry_pending)  # its seat and KV are free again
+            self.events.after(0.0, self._kick_entry, replica.planning)
+            self.events.after(0.0, self._retry_pending, replica.planning)  # its seat and KV are free again
         else:
             replica.waiting.appendleft(rid)
 
-    def _kick_entry(self) -> None:
+    def _kick_entry(self, after: Ref) -> None:
         for r in self.entry.replicas:
             r.cut()
-            r.kick(Cause.REQUEUE)
+            r.kick(Cause.REQUEUE, -1, after)
 
     def handoff(self, rid: int, source: ReplicaWorker) -> None:
         """A prefill finished: move its KV to a decode replica once one has room."""
@@ -151,7 +138,9 @@ class GlobalController:
         t = self.table
         return int(t.prompt[rid] + t.generated[rid] - 1)
 
-    def _try_transfer(self, rid: int, source: ReplicaWorker) -> bool:
+    def _try_transfer(self, rid: int, source: ReplicaWorker, after: Ref = NO_REF) -> bool:
+        """Start request ``rid``'s KV transfer if a decode replica takes it; ``after``: the
+        event that let it start after waiting for decode KV blocks (none when it did not wait)."""
         tokens = self._kv_tokens(rid)
         t = self.table
         left = int(t.output[rid] - t.generated[rid])
@@ -160,12 +149,13 @@ class GlobalController:
         # a decode replica takes a request only with a free seat and room for its KV and for
         # what the engine keeps free for the outputs (ReplicaWorker.accepts): KV reserved for a
         # request that cannot be seated would starve its running sequences
-        candidates = [r for r in self.decode.replicas if r.accepts(tokens, left)]
+        candidates = [r for r in self.decode.replicas if r.policy.accepts(tokens, left)]
         if not candidates:
             return False
         target = min(candidates, key=lambda r: (r.outstanding, r.index))
-        self.reserved[(target.pool, target.index, rid)] = target.accept(rid, tokens, left)
+        self.reserved[(target.pool, target.index, rid)] = target.policy.accept(rid, tokens, left)
         t.transfer_start[rid] = self.events.now
+        t.transfer_waited_for_kind[rid], t.transfer_waited_for[rid] = after
         t.decode_replica[rid] = target.index
         if self.transfer is None:  # KV already streamed layer by layer during the prefill
             self._arrived(rid, source, target)
@@ -180,10 +170,12 @@ class GlobalController:
         source.release_held(rid)
         target.receive(rid)
 
-    def _retry_pending(self) -> None:
+    def _retry_pending(self, after: Ref) -> None:
+        """Start the transfers that wait for decode KV blocks, in order, now that ``after``
+        freed some."""
         while self.pending:
             rid, source = self.pending[0]
-            if not self._try_transfer(rid, source):
+            if not self._try_transfer(rid, source, after):
                 return
             self.pending.popleft()
 
@@ -192,8 +184,7 @@ class GlobalController:
         A failure is a bug in the simulator, reported rather than left to skew results."""
         for worker in self.workers.values():
             for r in worker.replicas:
-                cached = sum(e[1] for e in r.kv._prefix.values() if e[0] > 0)
-                if r.kv.used != cached or r.held or r.running or r.waiting:
+                if r.kv.used != r.kv.pinned_blocks or r.held or r.running or r.waiting:
                     raise SimulationError(f"internal error: pool {r.pool} replica {r.index} ends with {r.kv.used} KV "
                                           f"blocks in use, {len(r.held)} held, {r.running} running, {len(r.waiting)} waiting")
         if self.reserved or self.pending:
@@ -208,11 +199,11 @@ class GlobalController:
         if self.pending:
             rid, source = self.pending[0]
             tokens = self._kv_tokens(rid)
-            best = max(self.decode.replicas, key=lambda r: r.kv.free)
+            best = max(self.decode.replicas, key=lambda r: r.kv.free_blocks)
             lines.append(
                 f"pool {self.decode.name}: {len(self.pending)} prefilled request(s) wait for decode KV blocks; "
                 f"request {rid} needs {best.kv.blocks_for(tokens)} blocks ({tokens} tokens) but the most any decode "
-                f"replica has free is {best.kv.free} of {best.kv.capacity}"
+                f"replica has free is {best.kv.free_blocks} of {best.kv.capacity}"
                 + (" (its whole KV cache is smaller than this one request: raise cluster.pools."
                    f"{self.decode.name}.kv_capacity_tokens or use more decode GPUs)" if best.kv.blocks_for(tokens) > best.kv.capacity else "")
                 + f"; meanwhile pool {source.pool} holds their KV and stops admitting")
@@ -220,13 +211,13 @@ class GlobalController:
             for r in worker.replicas:
                 if r.waiting and not r.busy:
                     rid = r.waiting[0]
-                    need = r.kv.blocks_for(min(int(t.prompt[rid] + t.generated[rid]), r.limits.max_tokens))
+                    need = r.kv.blocks_for(r.policy.admission_tokens(int(t.prompt[rid] + t.generated[rid])))
                     lines.append(f"pool {r.pool} replica {r.index}: {len(r.waiting)} request(s) wait to be admitted; "
-                                 f"the next needs {need} KV blocks and {r.kv.free} of {r.kv.capacity} are free"
+                                 f"the next needs {need} KV blocks and {r.kv.free_blocks} of {r.kv.capacity} are free"
                                  + (" (larger than the whole cache: raise kv_capacity_tokens)" if need > r.kv.capacity else ""))
-                if r.n and not r.busy:
-                    lines.append(f"pool {r.pool} replica {r.index}: {r.n} running sequence(s) cannot grow their KV "
-                                 f"({r.kv.free} of {r.kv.capacity} blocks free)")
+                if r.decode.n and not r.busy:
+                    lines.append(f"pool {r.pool} replica {r.index}: {r.decode.n} running sequence(s) cannot grow "
+                                 f"their KV ({r.kv.free_blocks} of {r.kv.capacity} blocks free)")
         unfinished = int(np.isnan(t.finish).sum())
         detail = "\n  ".join(lines) or "no replica has work it can start"
         return DeadlockError(f"the simulated cluster cannot progress at t={self.events.now:.3f}s with {unfinished} "

@@ -1,6 +1,10 @@
 """A paged KV cache per replica: fixed-size blocks, and a prefix cache by block hash.
 
-Sequences hold blocks of ``block_size`` tokens. With prefix caching, prompt blocks
+The block manager the replica and its scheduling policy call, as vLLM's scheduler calls
+its own: ``can_allocate`` / ``allocate`` / ``free`` count blocks, ``blocks_for`` converts
+tokens, and the prefix operations (``cached_prefix``, ``match_prefix``, ``insert_prefix``,
+``free_sequence``) keep the shared blocks' references. Sequences hold blocks of
+``block_size`` tokens. With prefix caching, prompt blocks
 that a finished or running request computed stay indexed by their hash; a later
 request whose prompt starts with the same hashes reuses them instead of computing
 those tokens again. Cached blocks that no sequence holds are evicted, least
@@ -24,17 +28,23 @@ class KVCache:
         self._evictable = 0
 
     @property
-    def free(self) -> int:
+    def free_blocks(self) -> int:
         """Blocks available now (evictable prefix blocks count as available)."""
         return self.capacity - self.used + self._evictable
 
     def blocks_for(self, tokens: int) -> int:
+        """Blocks that hold ``tokens`` tokens."""
         return -(-int(tokens) // self.block_size)
 
+    def can_allocate(self, blocks: int) -> bool:
+        return blocks <= self.capacity - self.used + self._evictable
+
     def allocate(self, blocks: int) -> bool:
+        """Take ``blocks`` blocks (evicting unreferenced prefix entries as needed); False, taking
+        nothing, when fewer are free."""
         if blocks <= 0:
             return True
-        if blocks > self.free:
+        if blocks > self.capacity - self.used + self._evictable:
             return False
         over = self.used + blocks - (self.capacity - self._evictable)
         if over > 0:
@@ -43,11 +53,29 @@ class KVCache:
         self.peak = max(self.peak, self.used)
         return True
 
-    def release(self, blocks: int) -> None:
+    def free(self, blocks: int) -> None:
+        """Give back ``blocks`` blocks a sequence held."""
         self.used -= int(blocks)
 
+    def free_sequence(self, blocks: int, hashes) -> None:
+        """A sequence ends: give back its own ``blocks`` and its references to the prefix
+        entries ``hashes`` (those it matched or inserted)."""
+        self.used -= int(blocks)
+        if len(hashes):
+            self.unref_prefix(hashes)
+
     # -- prefix caching ------------------------------------------------------------------------
-    def count_prefix(self, hashes) -> int:
+    @property
+    def prefix_blocks_each(self) -> int:
+        """Blocks of one prefix-cache entry (0 without prefix caching)."""
+        return self.blocks_for(self.prefix_block_tokens) if self.prefix_block_tokens else 0
+
+    @property
+    def pinned_blocks(self) -> int:
+        """Blocks held by prefix entries that a sequence still references."""
+        return sum(blocks for refs, blocks in self._prefix.values() if refs > 0)
+
+    def cached_prefix(self, hashes) -> int:
         """Leading hashes of ``hashes`` that are cached (no side effects)."""
         hit = 0
         for h in hashes:
@@ -55,6 +83,15 @@ class KVCache:
                 break
             hit += 1
         return hit
+
+    def cache_prompt(self, hashes, hits: int, prompt_tokens: int, own_blocks: int) -> tuple[int, int]:
+        """Index a computed prompt's whole blocks past the ``hits`` entries it matched, so later
+        requests can reuse them: (entries added, blocks of the sequence's own ``own_blocks``
+        the cache holds from now on)."""
+        whole = min(len(hashes), prompt_tokens // self.prefix_block_tokens)
+        each = self.prefix_blocks_each
+        added = self.insert_prefix(hashes[hits:whole], each)
+        return added, min(added * each, own_blocks)
 
     def match_prefix(self, hashes) -> int:
         """Leading hashes of ``hashes`` that are cached; references them (call ``unref_prefix``

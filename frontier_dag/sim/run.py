@@ -54,6 +54,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
         nonlocal sent
         if sent < table.n:
             rid, sent = sent, sent + 1
+            table.follows_request[rid] = -1 if _rid is None else _rid
             if _rid is None:
                 events.after(float(starts[rid]) if workload.ramp_s else 0.0, controller.arrive, rid)
             elif workload.think_time_s == 0:

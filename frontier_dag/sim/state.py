@@ -35,6 +35,16 @@ class RequestTable:
         self.preemptions = np.zeros(n, dtype=np.int32)
         self.prefill_replica = np.full(n, -1, dtype=np.int32)
         self.decode_replica = np.full(n, -1, dtype=np.int32)
+        # the recorded dependencies (rows of the iteration log; -1: none)
+        never = lambda: np.full(n, -1, dtype=np.int64)  # noqa: E731
+        self.first_scheduled_iteration = never()  # the iteration that first worked on it
+        self.first_token_iteration = never()      # ... that emitted its first token
+        self.handoff_iteration = never()          # ... that finished the prefill it was (last) handed off after
+        self.decode_admitted_iteration = never()  # ... that decoded it first after its (last) hand-off
+        self.finish_iteration = never()           # ... that emitted its last token
+        self.transfer_waited_for_kind = np.zeros(n, dtype=np.int16)  # what let its (last) KV transfer start
+        self.transfer_waited_for = never()        # after waiting for decode KV blocks (iteration_log.Node, id)
+        self.follows_request = never()            # closed loop: the request whose finish sent it
 
     def hashes(self, rid: int) -> np.ndarray:
         r = self.requests
@@ -65,6 +75,14 @@ class RequestTable:
             "preemptions": self.preemptions,
             "prefill_replica": self.prefill_replica,
             "decode_replica": self.decode_replica,
+            "first_scheduled_iteration": self.first_scheduled_iteration,
+            "first_token_iteration": self.first_token_iteration,
+            "handoff_iteration": self.handoff_iteration,
+            "decode_admitted_iteration": self.decode_admitted_iteration,
+            "finish_iteration": self.finish_iteration,
+            "transfer_waited_for_kind": self.transfer_waited_for_kind,
+            "transfer_waited_for": self.transfer_waited_for,
+            "follows_request": self.follows_request,
         })
         return frame
 
@@ -81,23 +99,20 @@ class ColumnLog:
         self._dtypes = dict(columns)
         self._data = {c: array(self._CODES[t]) for c, t in columns.items()}
         self._appenders = [col.append for col in self._data.values()]
-
-    @property
-    def size(self) -> int:
-        return len(next(iter(self._data.values())))
+        self._extenders = [col.extend for col in self._data.values()]
+        self.size = 0  # rows so far: the next row's index
 
     def append(self, *values) -> None:
         for add, value in zip(self._appenders, values, strict=True):
             add(value)
+        self.size += 1
 
     def extend(self, *columns) -> None:
         """Append several rows: one sequence (or a scalar, repeated) per column."""
         rows = next(len(c) for c in columns if isinstance(c, _SEQUENCES))
-        for values, column in zip(columns, self._data.values(), strict=True):
-            if isinstance(values, _SEQUENCES):
-                column.extend(values)
-            else:
-                column.extend([values] * rows)
+        self.size += rows
+        for values, extend in zip(columns, self._extenders, strict=True):
+            extend(values if isinstance(values, _SEQUENCES) else [values] * rows)
 
     def column(self, name: str) -> np.ndarray:
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])

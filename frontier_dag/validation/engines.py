@@ -26,9 +26,9 @@ on an 80-141 GB Hopper GPU:
   cache takes ``free_gpu_memory_fraction`` = 0.9 of the memory left after the weights,
   about 0.9 of the GPU as well. Its default capacity scheduler
   (``GUARANTEED_NO_EVICT``) admits a request only when every running request can run to
-  its last token: ``reserve_output`` = 1, for new prompts and, on the generation servers of
-  a disaggregated deployment, for KV transfers alike. vLLM reserves nothing and preempts
-  instead (0).
+  its last token (``scheduler.policy: trtllm``), for new prompts and, on the generation
+  servers of a disaggregated deployment, for KV transfers alike. vLLM reserves nothing and
+  preempts instead.
 
 The measured rows were served from deployments that aiconfigurator's generator writes,
 and it sets some of these limits from the configuration (its benchmark rules and engine
@@ -48,23 +48,31 @@ from dataclasses import dataclass
 from frontier_dag.validation.silicon import SiliconRow
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Engine:
-    policy: str                    # the simulator's scheduler policy
+    """An engine's scheduler as the simulator models it: its policy (frontier_dag.sim.policies)
+    and the settings of the config's ``scheduler`` section that the policy reads."""
+
+    policy: str
     max_num_batched_tokens: int
     max_num_seqs: int
     chunked_prefill: bool
     gpu_memory_utilization: float
-    reserve_output: float  # KV kept free for running requests' outputs at admission
+    reserve_output: float = 0.0  # KV kept free for running requests' outputs at admission
     reserve_output_min: float = 0.0  # ... decaying to this share
     reserve_output_decay_steps: int = 0  # ... over this many decode steps (0: constant)
     decode_reserve_tokens: int = 0  # PD decode servers: KV tokens kept free per request held
 
 
 ENGINES = {
-    "vllm": Engine("vllm", 8192, 1024, True, 0.90, 0.0),
-    "sglang": Engine("sglang", 8192, 4096, True, 0.88, 0.7, 0.7 * 0.14, 600, 512),
-    "trtllm": Engine("vllm", 8192, 2048, False, 0.90, 1.0),
+    "vllm": Engine(policy="vllm", max_num_batched_tokens=8192, max_num_seqs=1024, chunked_prefill=True,
+                   gpu_memory_utilization=0.90),
+    "sglang": Engine(policy="sglang", max_num_batched_tokens=8192, max_num_seqs=4096, chunked_prefill=True,
+                     gpu_memory_utilization=0.88, reserve_output=0.7, reserve_output_min=0.7 * 0.14,
+                     reserve_output_decay_steps=600, decode_reserve_tokens=512),
+    # GUARANTEED_NO_EVICT reserves every running request's whole output (the policy's own rule)
+    "trtllm": Engine(policy="trtllm", max_num_batched_tokens=8192, max_num_seqs=2048, chunked_prefill=False,
+                     gpu_memory_utilization=0.90),
 }
 
 

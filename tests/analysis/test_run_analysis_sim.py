@@ -58,7 +58,7 @@ def test_the_graph_explains_every_recorded_start(analysed):
     assert fin == pytest.approx(analysis.run.requests["finish_s"].to_numpy() * 1e6, abs=1e-3)
     if name == "pd_backpressure":
         waited = analysis.run.requests["transfer_wait_s"].to_numpy() > 0
-        assert waited.any() and (g.nodes.memory_iter[waited] >= 0).all()
+        assert waited.any() and (g.nodes.memory_node[waited] >= 0).all()
 
 
 def test_paths_add_up_to_latencies(analysed):

@@ -37,7 +37,7 @@ def test_pd_backpressure_path_attribution_is_exact(tmp_path):
     analysis = RunAnalysis(pd_backpressure_run(tmp_path))
     g = analysis.graph
     assert g.unexplained == 0 and g.mismatched == 0
-    assert g.nodes.memory_iter[1] == 3  # D1 freed the blocks r1's transfer waited for (rows sorted by chain)
+    assert g.nodes.memory_node[1] == 3  # D1 freed the blocks r1's transfer waited for (rows sorted by chain)
     path = analysis.path()
     assert path.request == 1 and path.length_us == pytest.approx(2900)
     assert [r["op"] for r in path.rows] == ["queueing", "iterations", "backpressure", "kv_transfer", "iterations"]
@@ -110,3 +110,13 @@ def test_report_json_and_errors(tmp_path):
         run_report(run_dir, request=5)
     with pytest.raises(FrontierDagError, match="not a run directory"):
         run_report(tmp_path / "nothing")
+
+
+def test_a_run_without_recorded_dependencies_is_refused(tmp_path):
+    import pandas as pd
+
+    run = pd_backpressure_run(tmp_path)
+    iterations = pd.read_parquet(run / "iterations.parquet").drop(columns=["waited_for_kind", "waited_for"])
+    iterations.to_parquet(run / "iterations.parquet", index=False)
+    with pytest.raises(FrontierDagError, match="lacks the recorded dependencies .*simulate the config again"):
+        RunAnalysis(run)

@@ -302,10 +302,10 @@ def test_decode_stretches_give_what_one_step_at_a_time_gives(monkeypatch):
     lengths = []
     launch = replica.ReplicaWorker._launch_stretch
 
-    def recording(self, cause, request):
-        launched = launch(self, cause, request)
+    def recording(self, *args):
+        launched = launch(self, *args)
         if launched:
-            lengths.append(len(self._stretch[1]))
+            lengths.append(len(self._stretch.durations))
         return launched
 
     monkeypatch.setattr(replica.ReplicaWorker, "_launch_stretch", recording)

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from frontier_dag.sim.policies import build_policy
 from frontier_dag.validation.convert import MIN_REQUESTS, row_config
 from frontier_dag.validation.engines import GENERATOR_TOKEN_SLACK, token_budget
 from frontier_dag.validation.models import Unsupported, is_moe, row_model
@@ -67,7 +68,7 @@ def test_row_config_uses_the_rows_precision_and_engine():
     config = row_config(row, rounds=3).config
     assert config.workload.num_requests == max(3 * 16, MIN_REQUESTS)
     assert config.model["dtype"] == "fp8" and config.predictor.backend == "trtllm"
-    assert config.cluster.pools["worker"].tp == 2 and config.scheduler.policy == "vllm"
+    assert config.cluster.pools["worker"].tp == 2 and config.scheduler.policy == "trtllm"
     sglang = row_config(parse_row(0, {**BASE, "backend": "sglang"}, moe=False)).config
     assert sglang.scheduler.policy == "sglang"
 
@@ -77,7 +78,9 @@ def test_engine_reservations_and_the_spread_phase_reach_the_config():
     assert sglang.scheduler.reserve_output == 0.7 and sglang.scheduler.reserve_output_decay_steps == 600
     assert sglang.scheduler.reserve_output_min == pytest.approx(0.098) and sglang.scheduler.decode_reserve_tokens == 512
     trtllm = row_config(parse_row(0, BASE, moe=False)).config
-    assert trtllm.scheduler.reserve_output == 1.0 and trtllm.scheduler.decode_reserve_tokens == 0
+    assert trtllm.scheduler.policy == "trtllm" and trtllm.scheduler.decode_reserve_tokens == 0
+    worker = build_policy(trtllm.scheduler, trtllm.cluster.pools["worker"])
+    assert worker.limits.reserve_output == 1.0 and not worker.limits.chunked_prefill  # GUARANTEED_NO_EVICT
     assert trtllm.workload.ramp_s == 0 and trtllm.workload.warmup_requests == 0
     spread = row_config(parse_row(0, BASE, moe=False), rounds=3, ramp_s=2.5).config.workload
     assert spread.ramp_s == 2.5 and spread.warmup_requests == 16 and spread.num_requests == 48
