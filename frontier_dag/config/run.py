@@ -85,6 +85,17 @@ class PoolConfig(Strict):
                           "differs from the deployment's: with that GPU's own kernel tables)")
     kv_capacity_tokens: PositiveInt | None = Field(None, description="KV cache per replica; default from memory")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ffn_tp(cls, data: Any) -> Any:
+        """An ffn pool's dense layers are tensor parallel over its GPUs per replica: that is its
+        ``tp`` when none is given (so that the resolved config, written back, says so)."""
+        if isinstance(data, dict) and data.get("role") == "ffn" and data.get("tp") is None:
+            gpus, replicas = data.get("gpus"), data.get("replicas", 1)
+            if isinstance(gpus, int) and isinstance(replicas, int) and replicas > 0 and gpus % replicas == 0:
+                data = {**data, "tp": gpus // replicas}
+        return data
+
     @model_validator(mode="after")
     def _shape(self) -> PoolConfig:
         at_most(self.replicas, MAX_REPLICAS, "replicas")
@@ -95,7 +106,7 @@ class PoolConfig(Strict):
         if per_replica % self.ep and self.role != "attention":
             raise ValueError(f"ep={self.ep} does not divide the gpus per replica ({per_replica})")
         if self.role == "ffn":  # no attention: its dense layers are tensor parallel over the replica
-            if "tp" in self.model_fields_set and self.tp != per_replica:
+            if self.tp != per_replica:
                 raise ValueError(f"tp={self.tp}: an ffn pool's dense layers are tensor parallel over all its GPUs "
                                  f"per replica; omit tp or set it to {per_replica}")
             return self
@@ -113,8 +124,8 @@ class PoolConfig(Strict):
     @property
     def dense_tp(self) -> int:
         """Tensor parallel size of the pool's attention and dense layers (``pool.tp`` in a
-        workflow): ``tp``; an ffn pool's dense layers are split over all its GPUs per replica."""
-        return self.gpus_per_replica if self.role == "ffn" else self.tp
+        workflow): ``tp``, which for an ffn pool is all its GPUs per replica."""
+        return self.tp
 
     @property
     def attention_dp(self) -> int:

@@ -287,3 +287,13 @@ def test_predictor_errors_name_the_config_key_not_a_cli_option(tmp_path, overrid
     args = ["critical-path", str(write(tmp_path, BASE))] + [a for o in overrides for a in ("--set", o)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and message in result.output and "--backend" not in result.output
+
+
+def test_an_ffn_pools_tp_is_its_gpus_per_replica_and_the_resolved_config_reads_back(tmp_path):
+    data = {**BASE, "cluster": {"pools": {"a": {"role": "attention", "gpus": 4, "tp": 4},
+                                          "f": {"role": "ffn", "gpus": 8, "replicas": 2}}},
+            "workflow": {"name": "af_pingpong"}}
+    config = load_run_config(write(tmp_path, data))
+    assert config.cluster.pools["f"].tp == 4
+    again = run_config_from_dict(yaml.safe_load(config.to_yaml()))  # what a run directory's config.yaml holds
+    assert again.model_dump() == config.model_dump()
