@@ -122,16 +122,35 @@ def test_the_cpu_runs_only_quick_shapes(tmp_path):
     assert result.exit_code == 2 and "--quick" in result.output
 
 
-def test_a_real_run_stops_when_its_budget_is_spent(tmp_path):
-    from frontier_dag.profiling.runner import QUICK_POINTS, profile
+def test_a_real_run_stops_when_its_budget_is_spent(tmp_path, monkeypatch):
+    from types import SimpleNamespace
 
-    # The whole design first (this also pays for lazy initialisations), then a third of its time.
-    full = profile("gemm", device="cpu", out=tmp_path / "full", quick=True).report
-    assert full.measured == QUICK_POINTS
-    budget = full.elapsed_s / 3
-    run = profile("gemm", device="cpu", out=tmp_path / "part", quick=True, budget_s=budget).report
+    from frontier_dag.profiling import design, runner
+
+    # Real measurements on a clock that reads one second per point measured: wall time on
+    # a loaded machine must not decide whether the budget was spent.
+    measured = [0]
+    make_timer = runner.make_timer
+
+    def counting_timer(*args):
+        timer = make_timer(*args)
+
+        def timed(call):
+            timing = timer(call)
+            measured[0] += 1
+            return timing
+        return timed
+
+    clock = SimpleNamespace(monotonic=lambda: float(measured[0]))
+    monkeypatch.setattr(runner, "time", clock)
+    monkeypatch.setattr(design, "time", clock)
+    monkeypatch.setattr(runner, "make_timer", counting_timer)
+    full = runner.profile("gemm", device="cpu", out=tmp_path / "full", quick=True, budget_s=1e6).report
+    assert full.measured == runner.QUICK_POINTS
+    budget = runner.QUICK_POINTS / 3
+    run = runner.profile("gemm", device="cpu", out=tmp_path / "part", quick=True, budget_s=budget).report
     assert run.stopped_by == "budget"
-    assert 0 < run.measured < QUICK_POINTS
+    assert 0 < run.measured < runner.QUICK_POINTS
     assert run.elapsed_s <= budget + max(run.walls_s)
 
 
