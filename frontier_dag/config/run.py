@@ -231,6 +231,13 @@ def resolve(config: RunConfig) -> Deployment:
         key = f"{src}: cluster.pools.{name}"
         hw = load_hardware(pool.hardware) if pool.hardware else hardware
         pool_hw[name] = hw
+        for field, dtype in (("dtype", model.dtype), ("moe_dtype", model.moe_dtype)):
+            if dtype is not None and not hw.gpu.supports(dtype):
+                try:
+                    hw.gpu.peak_flops(dtype)
+                except ConfigError as exc:
+                    raise ConfigError(f"{key}: model.{field} {dtype} on {hw.name}: {exc}; choose another "
+                                      "precision or hardware") from None
         if pool.role != "ffn":
             if model.num_heads % pool.tp:
                 raise ConfigError(f"{key}.tp: tp={pool.tp} does not divide the {model.num_heads} attention heads of {model.name}; use a divisor of {model.num_heads}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from frontier_dag.config.hardware import hardware_names, load_hardware
+from frontier_dag.config.hardware import DTYPE_BYTES, hardware_names, load_hardware
 from frontier_dag.config.model import from_hf_config, load_model, model_names
 from frontier_dag.errors import ConfigError
 
@@ -101,12 +102,44 @@ def test_required_hardware_presets_load(name):
     assert hw.link_bandwidth(True) > hw.link_bandwidth(False)
 
 
-def test_hardware_aliases_aiconfigurator_systems_and_errors():
+def test_hardware_aliases_aiconfigurator_systems_and_errors(tmp_path, monkeypatch):
     assert load_hardware("h200").name == "h200_sxm"
-    gb200 = load_hardware("gb200")  # no preset: read from aiconfigurator-core's system file
-    assert gb200.aiconfigurator_system == "gb200" and gb200.gpu.sm_count == 148
-    h100 = load_hardware("h100")
-    assert h100.gpu.peak_flops("fp8_block") == h100.gpu.flops_per_s["fp8"]
-    assert h100.gpu.peak_flops("fp4") == h100.gpu.flops_per_s["fp8"]  # no fp4 units: the next wider
+    assert load_hardware("gb200").aiconfigurator_system == "gb200"
     with pytest.raises(ConfigError, match="unknown GPU system 'tpu_v5'"):
         load_hardware("tpu_v5")
+    with pytest.raises(ConfigError, match="did you mean b200_sxm"):
+        load_hardware("b200_sx")
+    # a system without a preset is read from aiconfigurator-core's own system file
+    from frontier_dag.config import hardware
+
+    monkeypatch.setattr(hardware, "_presets", lambda: {})
+    gb200 = load_hardware("gb200")
+    assert gb200.gpu.sm_count == 148 and gb200.gpu.flops_per_s["fp4"] == 1e16 and "systems/gb200.yaml" in gb200.source
+
+
+def test_every_aiconfigurator_system_has_a_preset_with_its_source():
+    from frontier_dag.config.hardware import aiconfigurator_system_names
+
+    systems = aiconfigurator_system_names()
+    assert len(systems) == 14
+    presets = {load_hardware(name).aiconfigurator_system for name in hardware_names()}
+    assert set(systems) <= presets
+    for name in hardware_names():
+        hw = load_hardware(name)
+        assert hw.source, f"{name} names no source"
+        assert hw.gpu.flops_per_s["bf16"] <= hw.gpu.flops_per_s.get("fp8", math.inf) <= hw.gpu.flops_per_s.get(
+            "fp4", math.inf)
+
+
+def test_precisions_run_on_their_tensor_cores():
+    h100, b200, a100 = load_hardware("h100"), load_hardware("b200"), load_hardware("a100_sxm")
+    assert h100.gpu.peak_flops("fp8_block") == h100.gpu.flops_per_s["fp8"]
+    assert h100.gpu.peak_flops("w4a16_mxfp4") == h100.gpu.flops_per_s["bf16"]  # weight-only: dequantized
+    assert b200.gpu.peak_flops("fp4") == 9e15 and b200.gpu.peak_flops("nvfp4") == 9e15
+    assert b200.gpu.peak_flops("w4a8_mxfp4_mxfp8") == b200.gpu.flops_per_s["fp8"]
+    for gpu, dtype, pipe in ((h100, "fp4", "fp4"), (h100, "w4a8_mxfp4_mxfp8", "mxfp8"), (a100, "fp8", "fp8")):
+        with pytest.raises(ConfigError, match=f"{gpu.gpu.name} cannot run {dtype}.*no {pipe} tensor cores"):
+            gpu.gpu.peak_flops(dtype)
+    with pytest.raises(ConfigError, match="unknown precision 'fp5'"):
+        b200.gpu.peak_flops("fp5")
+    assert DTYPE_BYTES["fp4"] == 0.5625 and DTYPE_BYTES["w4a16_mxfp4"] == 0.53125 and DTYPE_BYTES["fp8"] == 1

@@ -49,8 +49,12 @@ def test_aiconfigurator_microsecond_tables():
 
 
 def test_aiconfigurator_unknown_system_is_explained():
-    with pytest.raises(PredictorError, match="no kernel tables for system"):
+    with pytest.raises(PredictorError, match="has no kernel tables for it"):
         aic.plan_tables("not_a_gpu")
+    with pytest.raises(PredictorError, match="lists it but ships no tables"):
+        aic.plan_tables("a30")
+    with pytest.raises(PredictorError, match="did you mean b200_sxm"):
+        aic.plan_tables("b200_sx")
 
 
 def test_frontier_fixture(fixtures):
