@@ -74,7 +74,7 @@ def systems_with_tables(root: Path | None = None) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
 
 
-def _version_key(name: str) -> tuple:
+def version_key(name: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-]|(?<=\d)(?=[a-z])", name))
 
 
@@ -82,7 +82,7 @@ def versions(base: Path) -> list[str]:
     """The version directories under ``base``, newest first."""
     if not base.is_dir():
         return []
-    return sorted((p.name for p in base.iterdir() if p.is_dir()), key=_version_key, reverse=True)
+    return sorted((p.name for p in base.iterdir() if p.is_dir()), key=version_key, reverse=True)
 
 
 def find_table(root: Path, kind: str, backend: str, filename: str) -> Path | None:

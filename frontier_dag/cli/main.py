@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "profile": "frontier_dag.cli.profile:profile",
     "sweep": "frontier_dag.cli.sweep:sweep",
     "pareto": "frontier_dag.cli.sweep:pareto",
+    "systems": "frontier_dag.cli.catalog:systems",
+    "models": "frontier_dag.cli.catalog:models",
 }
 
 

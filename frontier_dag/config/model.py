@@ -224,10 +224,51 @@ def _sliding_window(cfg: dict, layers: int) -> tuple[int, int | None] | None:
     return (int(window), None) if cfg.get("use_sliding_window") else None
 
 
+#: (config.json keys that announce it, the operator) of architectures whose layers have an
+#: operator this simulator has no model for: loading them as a plain transformer would
+#: price a different model without saying so.
+UNMODELLED_OPERATORS = (
+    (("linear_num_value_heads", "linear_attn_config"),
+     "linear-attention layers (Gated DeltaNet, Kimi linear attention), an operator family without predictors"),
+    (("mamba_num_heads", "ssm_state_size", "hybrid_override_pattern"),
+     "Mamba state-space layers, an operator family without predictors"),
+    (("index_topk",), "DeepSeek sparse attention (a top-k indexer over MLA); the MLA tables measure dense "
+                      "attention only"),
+    (("block_configs",), "per-layer block configurations (a NAS-pruned model whose layers differ in shape)"),
+    (("hybrid_layer_pattern", "swa_num_attention_heads"),
+     "sliding-window layers with their own head counts (two attention shapes)"),
+    (("attention_chunk_size",), "chunked local attention (iRoPE), which the attention operators do not model"),
+)
+
+
+def unmodelled_operator(cfg: dict) -> str | None:
+    """Why a config.json's architecture cannot be simulated faithfully, or None."""
+    if "text_config" in cfg and "hidden_size" not in cfg:
+        cfg = {**cfg, **cfg["text_config"]}
+    for keys, operator in UNMODELLED_OPERATORS:
+        if any(cfg.get(k) is not None for k in keys):
+            return operator
+    if "linear_attention" in (cfg.get("layer_types") or []):
+        return UNMODELLED_OPERATORS[0][1]
+    return None
+
+
 def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelConfig:
     """A ModelConfig from a Hugging Face ``config.json`` mapping."""
+    unmodelled = unmodelled_operator(cfg)
+    if unmodelled:
+        raise ConfigError(f"{source}: {name} has {unmodelled}; it cannot be simulated faithfully")
+    try:
+        return _from_hf_config(cfg, name, source)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: a size is missing or not a number ({exc}); is this a decoder LLM "
+                          "config.json? A mapping of model fields describes any other model") from None
+
+
+def _from_hf_config(cfg: dict, name: str, source: str) -> ModelConfig:
     if "text_config" in cfg and "hidden_size" not in cfg:
-        cfg = {**cfg["text_config"], "quantization_config": cfg.get("quantization_config")}
+        text = cfg["text_config"]
+        cfg = {**text, "quantization_config": cfg.get("quantization_config") or text.get("quantization_config")}
     try:
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
@@ -302,6 +343,17 @@ def _aiconfigurator_configs() -> dict[str, Path]:
     folder = Path(aiconfigurator_core.__file__).parent / "model_configs"
     return {path.name.removesuffix("_config.json").replace("--", "/", 1): path
             for path in sorted(folder.glob("*_config.json")) if not path.name.endswith("_hf_quant_config.json")}
+
+
+def model_aliases(name: str) -> list[str]:
+    """The other names a model preset answers to."""
+    return list(_presets()[name].get("aliases", []))
+
+
+def unmodelled_reason(model_id: str) -> str | None:
+    """The operator a shipped config.json's architecture has that no predictor models, or None."""
+    path = _aiconfigurator_configs().get(model_id)
+    return unmodelled_operator(json.loads(path.read_text())) if path is not None else None
 
 
 def aiconfigurator_model_ids() -> list[str]:
