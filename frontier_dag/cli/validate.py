@@ -34,18 +34,31 @@ def validate() -> None:
 @click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
               help="Clients' first requests all at once (burst, as the benchmarks start), or spread over one "
                    "simulated request duration with the first round left out (a diagnostic; docs/validation.md).")
+@click.option("--coverage-only", is_flag=True,
+              help="Report only which rows were simulated (rows, simulated, share, and why not), no latency or "
+                   "error: for the systems kept as an untouched check of the method (all but h100_sxm and h200_sxm).")
+@click.option("--convert-only", is_flag=True,
+              help="Do not simulate: convert each row to its config, trace it and price one representative "
+                   "iteration with its predictors (minutes for a whole system); implies --coverage-only.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
 def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
-            out, progress, as_json) -> None:
+            coverage_only, convert_only, out, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
-    system, backend, mode and model, and the rows that could not be simulated."""
+    system, backend, mode and model, and the rows that could not be simulated
+    (``--coverage-only``: only which rows were simulated)."""
     from frontier_dag.errors import ConfigError
     from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS
+    from frontier_dag.validation.coverage import convert_rows, coverage_record
     from frontier_dag.validation.models import is_moe
-    from frontier_dag.validation.report import format_reasons, format_table, summarize_records
+    from frontier_dag.validation.report import (
+        format_coverage,
+        format_reasons,
+        format_table,
+        summarize_records,
+    )
     from frontier_dag.validation.runner import run_rows
     from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
 
@@ -61,27 +74,33 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
 
         bar = tqdm(total=len(rows), unit="row", desc=f"validate {system}", dynamic_ncols=True, leave=False)
 
+    coverage_only = coverage_only or convert_only
+    keep = coverage_record if coverage_only else dict
     done: list[dict] = []
 
     def tick(record: dict) -> None:
         if bar is not None:
             bar.update(1)
-        done.append(record)
+        done.append(keep(record))
         if out and len(done) % 50 == 0:  # a long run can be read while it goes on
             _write(done, out)
 
-    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick,
-                       benchmark_rounds=benchmark_rounds or BENCHMARK_ROUNDS)
+    if convert_only:
+        records = convert_rows(rows, progress=tick)
+    else:
+        records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick,
+                           benchmark_rounds=benchmark_rounds or BENCHMARK_ROUNDS)
     if bar is not None:
         bar.close()
-    report = summarize_records(records)
+    records = [keep(r) for r in records]
+    report = summarize_records(records, errors=not coverage_only)
     if out:
         _write(records, out)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(format_table(report))
-    click.echo(format_reasons(report))
+    click.echo(format_coverage(report) if coverage_only else format_table(report))
+    click.echo(format_reasons(report, done="converted" if convert_only else "simulated"))
     if out:
         click.echo(f"wrote {out}")
 
