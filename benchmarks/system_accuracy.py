@@ -76,11 +76,13 @@ def render(results: list[dict]) -> str:
         by_system.setdefault(result["system"], []).append(result)
     for system in sorted(by_system):
         lines += [f"**{system}** ({load_hardware(system).gpu.name})", "",
-                  "| engine | attention prefill <10% | attention decode <10% | GEMM median / p90 | MoE <10% | fit s |",
-                  "|---|---|---|---|---|---|"]
+                  "| engine | attention prefill <10% | attention decode <10% | GEMM median / p90 | MoE <10% | fit s "
+                  "| table rows (prefill / decode / GEMM / MoE) |",
+                  "|---|---|---|---|---|---|---|"]
         for r in sorted(by_system[system], key=lambda r: BACKENDS.index(r["engine"])):
             cells = [_cell(r, f) for f in GOALS]
-            lines.append(f"| {r['engine']} | {' | '.join(cells)} | {r['fit_s']:.0f} |")
+            rows = " / ".join(f"{r['rows'].get(f, 0):,}" for f in GOALS)
+            lines.append(f"| {r['engine']} | {' | '.join(cells)} | {r['fit_s']:.0f} | {rows} |")
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
