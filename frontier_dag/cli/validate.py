@@ -66,8 +66,16 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     if per_partition:
         rows = cheapest_per_partition(rows, per_partition)
     if not rows:
+        import pandas as pd
+
+        from frontier_dag.config.suggest import did_you_mean
+        from frontier_dag.validation.silicon import default_csv
+
+        systems = sorted(pd.read_csv(csv_path or default_csv(), usecols=["system"])["system"].astype(str).unique())
+        hint = did_you_mean(system, systems) if system not in systems else ""
         raise ConfigError(f"no silicon rows match --system {system}"
-                          + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else ""))
+                          + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else "")
+                          + (hint or f"; the rows are of {', '.join(systems)}"))
     bar = None
     if progress and not as_json:
         from tqdm import tqdm

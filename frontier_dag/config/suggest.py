@@ -6,18 +6,20 @@ import difflib
 from collections.abc import Iterable
 
 
-def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
-    """Up to ``n`` of ``known`` that look like ``name`` (case and ``-``/``_`` ignored)."""
-    def key(text: str) -> str:
-        return text.lower().replace("-", "_").replace(" ", "_")
+def _key(text: str) -> str:
+    """A name compared without case, ``-``/``_`` and a Hugging Face organisation."""
+    return text.split("/")[-1].lower().replace("-", "_").replace(" ", "_")
 
+
+def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``known`` that look like ``name``: first those that begin with it (b200
+    for b200_sxm), then the most similar."""
     by_key: dict[str, str] = {}
     for candidate in known:
-        by_key.setdefault(key(candidate), candidate)
-    wanted = key(name)
-    found = difflib.get_close_matches(wanted, list(by_key), n=n, cutoff=0.6)
-    # a name the user typed a part of (b200 for b200_sxm, qwen3-8b for Qwen/Qwen3-8B)
-    found += [k for k in by_key if wanted and wanted in k and k not in found]
+        by_key.setdefault(_key(candidate), candidate)
+    wanted = _key(name)
+    found = [k for k in by_key if wanted and k.startswith(wanted)]
+    found += [k for k in difflib.get_close_matches(wanted, list(by_key), n=n, cutoff=0.6) if k not in found]
     return [by_key[k] for k in found[:n]]
 
 
