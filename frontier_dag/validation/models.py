@@ -27,6 +27,9 @@ MODEL_SPECS = {
     "Qwen/Qwen3-32B": "qwen3-32b",
     "deepseek-ai/DeepSeek-R1": "deepseek-r1",
     "deepseek-ai/DeepSeek-V3": "deepseek-v3",
+    # NVFP4 checkpoints of the same architectures (the precision comes from the row)
+    "nvidia/DeepSeek-R1-NVFP4": "deepseek-r1",
+    "nvidia/Qwen3-32B-NVFP4": "qwen3-32b",
 }
 
 #: Models whose architecture has an operator no kernel table measures: their rows are
