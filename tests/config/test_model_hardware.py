@@ -143,3 +143,28 @@ def test_precisions_run_on_their_tensor_cores():
     with pytest.raises(ConfigError, match="unknown precision 'fp5'"):
         b200.gpu.peak_flops("fp5")
     assert DTYPE_BYTES["fp4"] == 0.5625 and DTYPE_BYTES["w4a16_mxfp4"] == 0.53125 and DTYPE_BYTES["fp8"] == 1
+
+
+def test_a_model_precision_the_pool_gpu_cannot_run_is_an_error_before_simulating():
+    from frontier_dag.config.run import resolve, run_config_from_dict
+
+    model = {**load_model("llama-3.1-8b").model_dump(exclude_none=True), "dtype": "nvfp4"}
+    assert load_model(model).dtype == "fp4"  # aiconfigurator's name for it is accepted
+    data = {"model": model, "hardware": "h100_sxm", "cluster": {"pools": {"main": {"role": "colocated", "gpus": 1}}},
+            "workflow": {"name": "colocated"}, "predictor": {"source": "roofline"}}
+    with pytest.raises(ConfigError, match=r"cluster.pools.main: model.dtype fp4 on h100_sxm: the NVIDIA H100 .* cannot run fp4"):
+        resolve(run_config_from_dict(data, source="test"))
+    resolve(run_config_from_dict({**data, "hardware": "b200_sxm"}, source="test"))
+
+
+def test_hugging_face_checkpoints_give_their_precisions_and_unmodelled_operators_are_errors():
+    gpt_oss = load_model("openai/gpt-oss-120b")
+    assert (gpt_oss.dtype, gpt_oss.moe_dtype) == ("bf16", "w4a16_mxfp4")
+    assert load_model("nvidia/DeepSeek-V3.1-NVFP4").moe_dtype == "fp4"  # from its hf_quant_config.json
+    assert load_model("moonshotai/Kimi-K2.5").moe_dtype == "int4"  # compressed-tensors int4 experts
+    with pytest.raises(ConfigError, match="linear-attention layers"):
+        load_model("Qwen/Qwen3.5-27B")
+    with pytest.raises(ConfigError, match="DeepSeek sparse attention"):
+        load_model("zai-org/GLM-5")
+    with pytest.raises(ConfigError, match="a size is missing or not a number"):
+        from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 10}, "x")
