@@ -12,6 +12,15 @@ only measured whole MLA modules, projections included). Rows with a sliding wind
 are dropped: a query has no window column. Intel's B60 measured oneCCL instead of
 NCCL; its collectives are read as the system's library collectives (impl ``nccl``).
 
+Some tables time one shape with several kernels (alternative backends of the engine:
+SGLang's attention on Blackwell with FlashInfer, Triton and TRT-LLM's kernels; its MoE
+with two runners), which no query column can tell apart. Such a shape keeps the rows of
+one kernel, as aiconfigurator's own lookup does: the engine's default attention kernel
+for the GPU (the package's ``attention_lane_defaults.yaml``) where it has the shape,
+else the kernel measured on the most shapes (repeats of a shape on one kernel are kept,
+as any measurement). TensorRT-LLM's min-latency MoE rows time a separate low-latency mode and
+are left out.
+
 Every column of a table read here, and every value of its categorical columns, is
 one this module knows: anything else is a ``PredictorError`` naming the table, the
 column and the value, raised while the tables are read, before any fitting. Dtypes
@@ -163,6 +172,55 @@ def _is_one(value: str) -> bool:
     return float(value) == 1
 
 
+#: TensorRT-LLM's low-latency MoE mode, a twin of the default kernels for the same shapes
+MIN_LATENCY_MOE = "moe_torch_flow_min_latency"
+#: an engine's default attention backend (attention_lane_defaults.yaml) -> the kernel labels
+#: its tables use, where they differ from the backend's name
+_ATTENTION_LABELS = {"vllm": {"triton": ("vllm_triton_attn",),
+                              "flashinfer": ("vllm_flashinfer_trtllmprefill", "vllm_flashinfer_trtllmdecode",
+                                             "vllm_flashinfer")}}
+
+
+def default_attention_kernels(path: Path) -> tuple[str, ...]:
+    """The kernels the engine of an attention table runs by default on its GPU, per
+    aiconfigurator-core's ``attention_lane_defaults.yaml`` (empty: no default named)."""
+    import yaml
+
+    systems = path.parents[4].parent  # systems/data/<system>/attention/<engine>/<version>/<file>
+    system, engine, version = path.parts[-5], path.parts[-3], path.parts[-2]
+    defaults_file, spec_file = systems / "attention_lane_defaults.yaml", systems / f"{system}.yaml"
+    if not defaults_file.is_file() or not spec_file.is_file():
+        return ()
+    by_version = (yaml.safe_load(defaults_file.read_text()) or {}).get(engine) or {}
+    older = [v for v in by_version if version_key(str(v)) <= version_key(version)]
+    if not older:
+        return ()
+    sm = (yaml.safe_load(spec_file.read_text()).get("gpu") or {}).get("sm_version")
+    lane = (by_version[max(older, key=lambda v: version_key(str(v)))] or {}).get(sm)
+    if lane in (None, "default"):
+        return ()
+    return _ATTENTION_LABELS.get(engine, {}).get(lane, (lane,))
+
+
+def one_kernel_per_shape(table: pd.DataFrame, keys: list[str], preferred: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``table`` with each shape (``keys``) timed by one kernel: the first of ``preferred``
+    that timed it, else the kernel that timed the most shapes. A table whose shapes are
+    timed by one kernel each (repeats included) is returned as it is."""
+    keys = [k for k in keys if k in table]
+    if not table.duplicated(keys).any():
+        return table
+    lanes = table["kernel_source"].astype(str)
+    groups = table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    if (pd.Series(lanes.to_numpy()).groupby(groups).nunique() == 1).all():
+        return table
+    counts = lanes.value_counts()
+    order = [k for k in preferred if k in counts.index]
+    order += sorted((k for k in counts.index if k not in order), key=lambda k: (-counts[k], k))
+    rank = lanes.map({k: i for i, k in enumerate(order)}).to_numpy()
+    best = pd.Series(rank).groupby(groups).transform("min").to_numpy()
+    return table[rank == best].reset_index(drop=True)
+
+
 _ATTENTION = ("batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim", "beam_width",
               "window_size", "attn_dtype", "kv_cache_dtype", "latency")
 _MLA = ("batch_size", "isl", "step", "num_heads", "tp_size", "mla_dtype", "kv_cache_dtype", "latency")
@@ -183,6 +241,8 @@ def attention_rows(path: Path, prefill: bool) -> pd.DataFrame:
     lengths = {"step": _is_zero} if prefill else {"isl": _is_one}
     t = read_table(path, _ATTENTION, {"attn_dtype": DTYPES, "kv_cache_dtype": DTYPES, **lengths})
     t = t[(t.get("window_size", 0) == 0) & (t.get("beam_width", 1) == 1)].reset_index(drop=True)
+    t = one_kernel_per_shape(t, ["batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim",
+                                 "attn_dtype", "kv_cache_dtype"], default_attention_kernels(path))
     out = pd.DataFrame({"num_heads": t["num_heads"], "num_kv_heads": t["num_key_value_heads"],
                         "head_dim": t["head_dim"], "dtype": _dtype(t["attn_dtype"]),
                         "kv_dtype": _dtype(t["kv_cache_dtype"])})
@@ -195,6 +255,7 @@ def mla_rows(path: Path, prefill: bool) -> pd.DataFrame:
     """DeepSeek-V3's MLA kernels; ``num_heads`` is per GPU (128 / ``tp_size``)."""
     lengths = {"step": _is_zero} if prefill else {"isl": _is_one}
     t = read_table(path, _MLA, {"mla_dtype": DTYPES, "kv_cache_dtype": DTYPES, **lengths})
+    t = one_kernel_per_shape(t, ["batch_size", "isl", "step", "num_heads", "tp_size", "mla_dtype", "kv_cache_dtype"])
     out = pd.DataFrame({"num_heads": t["num_heads"], **{k: v for k, v in DEEPSEEK_MLA.items()},
                         "dtype": _dtype(t["mla_dtype"]), "kv_dtype": _dtype(t["kv_cache_dtype"])})
     _lengths(out, t, prefill)
@@ -203,7 +264,8 @@ def mla_rows(path: Path, prefill: bool) -> pd.DataFrame:
 
 
 def gemm_rows(path: Path) -> pd.DataFrame:
-    t = read_table(path, ("m", "n", "k", "gemm_dtype", "latency"), {"gemm_dtype": DTYPES})
+    t = one_kernel_per_shape(read_table(path, ("m", "n", "k", "gemm_dtype", "latency"), {"gemm_dtype": DTYPES}),
+                             ["m", "n", "k", "gemm_dtype"])
     out = pd.DataFrame({"m": t["m"], "n": t["n"], "k": t["k"], "dtype": _dtype(t["gemm_dtype"])})
     out["source"] = _source(path, t)
     return _measured(out, t["latency"] * 1e3)
@@ -223,6 +285,9 @@ def moe_rows(path: Path) -> pd.DataFrame:
     t = read_table(path, ("num_tokens", "hidden_size", "inter_size", "num_experts", "topk", "moe_ep_size",
                           "moe_tp_size", "moe_dtype", "distribution", "latency"),
                    {"moe_dtype": DTYPES, "distribution": lambda v: bool(_DISTRIBUTION.match(v))})
+    t = t[t["kernel_source"].astype(str) != MIN_LATENCY_MOE].reset_index(drop=True)
+    t = one_kernel_per_shape(t, ["num_tokens", "hidden_size", "inter_size", "num_experts", "topk", "moe_ep_size",
+                                 "moe_tp_size", "moe_dtype", "distribution"])
     out = pd.DataFrame({"num_tokens": t["num_tokens"], "hidden": t["hidden_size"],
                         "inter": t["inter_size"] // t["moe_tp_size"], "num_experts": t["num_experts"],
                         "topk": t["topk"], "ep": t["moe_ep_size"], "moe_tp": t["moe_tp_size"],

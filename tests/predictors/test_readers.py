@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from frontier_dag.cost.queries import QUERY_COLUMNS
@@ -175,3 +176,23 @@ def test_intel_b60_reads_oneccl_and_fp8_as_weight_only():
     assert "all_to_all" not in profiles.tables and "mla_decode" not in profiles.tables
     with pytest.raises(PredictorError, match="no trtllm kernel tables for b60; it has vllm"):
         aic.plan_tables("b60", "trtllm")
+
+
+def test_a_shape_timed_by_several_kernels_keeps_one():
+    """SGLang's Blackwell attention tables time shapes with FlashInfer, Triton and TRT-LLM's
+    kernels: each shape keeps the engine's default (Triton on sm100), else the kernel that
+    timed the most shapes; TensorRT-LLM's min-latency MoE twin is left out."""
+    root = aic.package_data_root() / "b200_sxm"
+    path = aic.find_table(root, "attention", "sglang", "context_attention_perf.parquet")
+    assert aic.default_attention_kernels(path) == ("triton",)
+    rows = aic.attention_rows(path, prefill=True)
+    shape = rows["q_lens"].map(lambda q: (len(q), int(q[0]))).astype(str) + rows[
+        ["num_heads", "num_kv_heads", "head_dim", "dtype", "kv_dtype"]].astype(str).agg(" ".join, axis=1)
+    assert not shape.duplicated().any()
+    kernels = rows["source"].str.rsplit(":", n=1).str[-1]
+    assert {"triton", "trtllm_mha"} <= set(kernels)
+    moe = aic.moe_rows(aic.find_table(root, "moe", "trtllm", "moe_perf.parquet"))
+    assert not moe["source"].str.contains(aic.MIN_LATENCY_MOE).any()
+    table = pd.DataFrame({"m": [1, 1, 2], "kernel_source": ["a", "b", "b"], "latency": [1.0, 2.0, 3.0]})
+    assert aic.one_kernel_per_shape(table, ["m"])["latency"].tolist() == [2.0, 3.0]  # b timed more shapes
+    assert aic.one_kernel_per_shape(table, ["m"], ("a",))["latency"].tolist() == [1.0, 3.0]
