@@ -9,35 +9,63 @@ trtllm 1.3.0rc20, sglang 0.5.14, nccl 2.29.2) when it holds the table, else the
 newest older one that does (as upstream back-fills). MLA kernels come from the
 chosen backend when it measured them alone, else from trtllm, else sglang (vllm
 only measured whole MLA modules, projections included). Rows with a sliding window
-are dropped: a query has no window column.
+are dropped: a query has no window column. Intel's B60 measured oneCCL instead of
+NCCL; its collectives are read as the system's library collectives (impl ``nccl``).
+
+Some tables time one shape with several kernels (alternative backends of the engine:
+SGLang's attention on Blackwell with FlashInfer, Triton and TRT-LLM's kernels; its MoE
+with two runners), which no query column can tell apart. Such a shape keeps the rows of
+one kernel, as aiconfigurator's own lookup does: the engine's default attention kernel
+for the GPU (the package's ``attention_lane_defaults.yaml``) where it has the shape,
+else the kernel measured on the most shapes (repeats of a shape on one kernel are kept,
+as any measurement). TensorRT-LLM's min-latency MoE rows time a separate low-latency mode and
+are left out.
+
+Every column of a table read here, and every value of its categorical columns, is
+one this module knows: anything else is a ``PredictorError`` naming the table, the
+column and the value, raised while the tables are read, before any fitting. Dtypes
+become our precision names (``frontier_dag.config.precision``); a precision the
+system's GPU has no tensor cores for is read as the weight-only form the engines run
+it in (FP8 on Intel's B60), or is an error naming the GPU.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from frontier_dag.config.hardware import HardwareConfig, load_hardware
+from frontier_dag.config.precision import AICONFIGURATOR_NAMES, PRECISIONS, WEIGHT_ONLY
+from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.cost.queries import QUERY_COLUMNS
-from frontier_dag.errors import PredictorError
+from frontier_dag.errors import FrontierDagError, PredictorError
 
 from .schema import ProfileSet, normalize_profile
 from .synthetic_routing import balanced_expert_tokens, power_law_expert_tokens
 
 BACKENDS = ("vllm", "trtllm", "sglang")
 CANONICAL_VERSIONS = {"vllm": "0.24.0", "trtllm": "1.3.0rc20", "sglang": "0.5.14", "nccl": "2.29.2"}
-#: aiconfigurator's dtype names -> ours (``frontier_dag.config.hardware.DTYPE_BYTES``)
-DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "fp8": "fp8", "fp8_block": "fp8_block",
-          "int8": "int8", "int4_wo": "int4", "w4a16_mxfp4": "fp4", "nvfp4": "fp4", "default": "bf16",
-          "float32": "fp32"}
+#: aiconfigurator's dtype names -> ours (``frontier_dag.config.precision``)
+DTYPES = {**AICONFIGURATOR_NAMES, "default": "bf16"}
 #: DeepSeek-V3's MLA dimensions, the model every aiconfigurator MLA table measures.
 DEEPSEEK_MLA = {"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128}
 NCCL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
             "alltoall": "all_to_all"}
+#: DeepEP modes of ``moe_a2a`` tables: high-throughput (normal) and low-latency kernels,
+#: and DeepEP V2's prefill and decode kernels
+A2A_MODES = {"deepep_ht": "deepep_normal", "deepep_ll": "deepep_ll", "trtllm_deepep_ht": "deepep_normal",
+             "trtllm_deepep_ll": "deepep_ll", "deepep_v2_context": "deepep_v2_normal",
+             "deepep_v2_generation": "deepep_v2_ll"}
+#: the engines' own all-reduce kernels, by the table's mode column; eager rows are dropped
+CUSTOM_ALLREDUCE_MODES = {"vllm_graph": True, "sglang_graph": True, "trtllm": True, "vllm_eager": False,
+                          "sglang_eager": False}
+#: columns every table carries that say where it was measured, not what
+PROVENANCE = frozenset({"framework", "version", "device", "op_name", "kernel_source", "power", "power_limit"})
 
 
 def package_data_root() -> Path:
@@ -49,27 +77,68 @@ def package_data_root() -> Path:
     return Path(aiconfigurator_core.__file__).parent / "systems" / "data"
 
 
-def _version_key(name: str) -> tuple:
+def systems_with_tables(root: Path | None = None) -> list[str]:
+    """The systems that have kernel tables (the package lists some with none)."""
+    root = root or package_data_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
+
+
+def version_key(name: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-]|(?<=\d)(?=[a-z])", name))
+
+
+def versions(base: Path) -> list[str]:
+    """The version directories under ``base``, newest first."""
+    if not base.is_dir():
+        return []
+    return sorted((p.name for p in base.iterdir() if p.is_dir()), key=version_key, reverse=True)
 
 
 def find_table(root: Path, kind: str, backend: str, filename: str) -> Path | None:
     """The table from the canonical version directory, else from the newest that has it."""
     base = root / kind / backend
-    if not base.is_dir():
-        return None
     canonical = base / CANONICAL_VERSIONS.get(backend, "") / filename
     if canonical.is_file():
         return canonical
-    for version in sorted((p.name for p in base.iterdir() if p.is_dir()), key=_version_key, reverse=True):
+    for version in versions(base):
         if (base / version / filename).is_file():
             return base / version / filename
     return None
 
 
+# -- reading a table: known columns, known values ---------------------------------------------
+
+def _where(path: Path) -> str:
+    """A table as ``<system>/<kind>/<backend>/<version>/<file>``."""
+    return "/".join(path.parts[-5:])
+
+
+def read_table(path: Path, columns: Iterable[str], values: dict[str, Callable[[str], bool] | Iterable[str]]
+               ) -> pd.DataFrame:
+    """The table at ``path`` after checking that each column is in ``columns`` (or says where
+    it was measured) and each value of the ``values`` columns is known."""
+    table = pd.read_parquet(path)
+    known = PROVENANCE | set(columns)
+    unknown = [c for c in table.columns if c not in known]
+    if unknown:
+        raise PredictorError(f"aiconfigurator table {_where(path)}: unknown column {unknown[0]!r}; this reader "
+                             f"knows {', '.join(sorted(set(columns)))}: a newer aiconfigurator-core may have changed "
+                             "the table (pin aiconfigurator-core==0.12.0)")
+    for column, allowed in values.items():
+        if column not in table:
+            continue
+        check = allowed if callable(allowed) else frozenset(allowed).__contains__
+        for value in pd.unique(table[column].astype(str)):
+            if not check(value):
+                choices = "" if callable(allowed) else f" (known: {', '.join(sorted(allowed))})"
+                raise PredictorError(f"aiconfigurator table {_where(path)}: column {column!r} has unknown value "
+                                     f"{value!r}{choices}")
+    return table
+
+
 def _dtype(values) -> np.ndarray:
     codes, names = pd.factorize(pd.Series(values).astype(str))
-    return np.array([DTYPES.get(name, name) for name in names], dtype=object)[codes]
+    return np.array([DTYPES[name] for name in names], dtype=object)[codes]
 
 
 def _source(path: Path, frame: pd.DataFrame) -> np.ndarray:
@@ -95,57 +164,130 @@ def _uniform(sizes, values) -> list[np.ndarray]:
     return out
 
 
-def attention_rows(path: Path, prefill: bool) -> pd.DataFrame:
-    """Context attention: ``batch_size`` sequences of ``isl`` new tokens and no context;
-    generation attention: ``batch_size`` decode steps over ``step`` cached tokens."""
-    t = pd.read_parquet(path)
-    t = t[(t.get("window_size", 0) == 0) & (t.get("beam_width", 1) == 1)].reset_index(drop=True)
-    out = pd.DataFrame({"num_heads": t["num_heads"], "num_kv_heads": t["num_key_value_heads"],
-                        "head_dim": t["head_dim"], "dtype": _dtype(t["attn_dtype"]),
-                        "kv_dtype": _dtype(t["kv_cache_dtype"])})
+def _is_zero(value: str) -> bool:
+    return float(value) == 0
+
+
+def _is_one(value: str) -> bool:
+    return float(value) == 1
+
+
+#: TensorRT-LLM's low-latency MoE mode, a twin of the default kernels for the same shapes
+MIN_LATENCY_MOE = "moe_torch_flow_min_latency"
+#: an engine's default attention backend (attention_lane_defaults.yaml) -> the kernel labels
+#: its tables use, where they differ from the backend's name
+_ATTENTION_LABELS = {"vllm": {"triton": ("vllm_triton_attn",),
+                              "flashinfer": ("vllm_flashinfer_trtllmprefill", "vllm_flashinfer_trtllmdecode",
+                                             "vllm_flashinfer")}}
+
+
+def default_attention_kernels(path: Path) -> tuple[str, ...]:
+    """The kernels the engine of an attention table runs by default on its GPU, per
+    aiconfigurator-core's ``attention_lane_defaults.yaml`` (empty: no default named)."""
+    import yaml
+
+    systems = path.parents[4].parent  # systems/data/<system>/attention/<engine>/<version>/<file>
+    system, engine, version = path.parts[-5], path.parts[-3], path.parts[-2]
+    defaults_file, spec_file = systems / "attention_lane_defaults.yaml", systems / f"{system}.yaml"
+    if not defaults_file.is_file() or not spec_file.is_file():
+        return ()
+    by_version = (yaml.safe_load(defaults_file.read_text()) or {}).get(engine) or {}
+    older = [v for v in by_version if version_key(str(v)) <= version_key(version)]
+    if not older:
+        return ()
+    sm = (yaml.safe_load(spec_file.read_text()).get("gpu") or {}).get("sm_version")
+    lane = (by_version[max(older, key=lambda v: version_key(str(v)))] or {}).get(sm)
+    if lane in (None, "default"):
+        return ()
+    return _ATTENTION_LABELS.get(engine, {}).get(lane, (lane,))
+
+
+def one_kernel_per_shape(table: pd.DataFrame, keys: list[str], preferred: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``table`` with each shape (``keys``) timed by one kernel: the first of ``preferred``
+    that timed it, else the kernel that timed the most shapes. A table whose shapes are
+    timed by one kernel each (repeats included) is returned as it is."""
+    keys = [k for k in keys if k in table]
+    if not table.duplicated(keys).any():
+        return table
+    lanes = table["kernel_source"].astype(str)
+    groups = table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    if (pd.Series(lanes.to_numpy()).groupby(groups).nunique() == 1).all():
+        return table
+    counts = lanes.value_counts()
+    order = [k for k in preferred if k in counts.index]
+    order += sorted((k for k in counts.index if k not in order), key=lambda k: (-counts[k], k))
+    rank = lanes.map({k: i for i, k in enumerate(order)}).to_numpy()
+    best = pd.Series(rank).groupby(groups).transform("min").to_numpy()
+    return table[rank == best].reset_index(drop=True)
+
+
+_ATTENTION = ("batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim", "beam_width",
+              "window_size", "attn_dtype", "kv_cache_dtype", "latency")
+_MLA = ("batch_size", "isl", "step", "num_heads", "tp_size", "mla_dtype", "kv_cache_dtype", "latency")
+
+
+def _lengths(out: pd.DataFrame, t: pd.DataFrame, prefill: bool) -> None:
     if prefill:
         out["q_lens"] = _uniform(t["batch_size"], t["isl"])
         out["ctx_lens"] = _uniform(t["batch_size"], np.zeros(len(t)))
     else:
         out["q_lens"] = _uniform(t["batch_size"], np.ones(len(t)))
         out["ctx_lens"] = _uniform(t["batch_size"], t["step"])
+
+
+def attention_rows(path: Path, prefill: bool) -> pd.DataFrame:
+    """Context attention: ``batch_size`` sequences of ``isl`` new tokens and no context;
+    generation attention: ``batch_size`` decode steps over ``step`` cached tokens."""
+    lengths = {"step": _is_zero} if prefill else {"isl": _is_one}
+    t = read_table(path, _ATTENTION, {"attn_dtype": DTYPES, "kv_cache_dtype": DTYPES, **lengths})
+    t = t[(t.get("window_size", 0) == 0) & (t.get("beam_width", 1) == 1)].reset_index(drop=True)
+    t = one_kernel_per_shape(t, ["batch_size", "isl", "step", "num_heads", "num_key_value_heads", "head_dim",
+                                 "attn_dtype", "kv_cache_dtype"], default_attention_kernels(path))
+    out = pd.DataFrame({"num_heads": t["num_heads"], "num_kv_heads": t["num_key_value_heads"],
+                        "head_dim": t["head_dim"], "dtype": _dtype(t["attn_dtype"]),
+                        "kv_dtype": _dtype(t["kv_cache_dtype"])})
+    _lengths(out, t, prefill)
     out["source"] = _source(path, t)
     return _measured(out, t["latency"] * 1e3)
 
 
 def mla_rows(path: Path, prefill: bool) -> pd.DataFrame:
-    t = pd.read_parquet(path)
+    """DeepSeek-V3's MLA kernels; ``num_heads`` is per GPU (128 / ``tp_size``)."""
+    lengths = {"step": _is_zero} if prefill else {"isl": _is_one}
+    t = read_table(path, _MLA, {"mla_dtype": DTYPES, "kv_cache_dtype": DTYPES, **lengths})
+    t = one_kernel_per_shape(t, ["batch_size", "isl", "step", "num_heads", "tp_size", "mla_dtype", "kv_cache_dtype"])
     out = pd.DataFrame({"num_heads": t["num_heads"], **{k: v for k, v in DEEPSEEK_MLA.items()},
                         "dtype": _dtype(t["mla_dtype"]), "kv_dtype": _dtype(t["kv_cache_dtype"])})
-    if prefill:
-        out["q_lens"] = _uniform(t["batch_size"], t["isl"])
-        out["ctx_lens"] = _uniform(t["batch_size"], np.zeros(len(t)))
-    else:
-        out["q_lens"] = _uniform(t["batch_size"], np.ones(len(t)))
-        out["ctx_lens"] = _uniform(t["batch_size"], t["step"])
+    _lengths(out, t, prefill)
     out["source"] = _source(path, t)
     return _measured(out, t["latency"] * 1e3)
 
 
 def gemm_rows(path: Path) -> pd.DataFrame:
-    t = pd.read_parquet(path)
+    t = one_kernel_per_shape(read_table(path, ("m", "n", "k", "gemm_dtype", "latency"), {"gemm_dtype": DTYPES}),
+                             ["m", "n", "k", "gemm_dtype"])
     out = pd.DataFrame({"m": t["m"], "n": t["n"], "k": t["k"], "dtype": _dtype(t["gemm_dtype"])})
     out["source"] = _source(path, t)
     return _measured(out, t["latency"] * 1e3)
 
 
+_DISTRIBUTION = re.compile(r"^(balanced|power_law_[0-9.]+)$")
+
+
 def _routing(tokens: int, experts: int, topk: int, ep: int, distribution: str) -> np.ndarray:
     if distribution == "balanced":
         return balanced_expert_tokens(tokens, experts, topk, ep)
-    if distribution.startswith("power_law_"):
-        return power_law_expert_tokens(tokens, experts, topk, ep, float(distribution.removeprefix("power_law_")))
-    raise PredictorError(f"moe table: unknown distribution {distribution!r} (expected balanced or power_law_<alpha>)")
+    return power_law_expert_tokens(tokens, experts, topk, ep, float(distribution.removeprefix("power_law_")))
 
 
 def moe_rows(path: Path) -> pd.DataFrame:
     """Fused MoE experts of the most-loaded EP rank; ``inter`` is per GPU (inter_size / moe_tp)."""
-    t = pd.read_parquet(path)
-    t = t[t["distribution"].astype(str).str.match(r"^(balanced|power_law_[0-9.]+)$")].reset_index(drop=True)
+    t = read_table(path, ("num_tokens", "hidden_size", "inter_size", "num_experts", "topk", "moe_ep_size",
+                          "moe_tp_size", "moe_dtype", "distribution", "latency"),
+                   {"moe_dtype": DTYPES, "distribution": lambda v: bool(_DISTRIBUTION.match(v))})
+    t = t[t["kernel_source"].astype(str) != MIN_LATENCY_MOE].reset_index(drop=True)
+    t = one_kernel_per_shape(t, ["num_tokens", "hidden_size", "inter_size", "num_experts", "topk", "moe_ep_size",
+                                 "moe_tp_size", "moe_dtype", "distribution"])
     out = pd.DataFrame({"num_tokens": t["num_tokens"], "hidden": t["hidden_size"],
                         "inter": t["inter_size"] // t["moe_tp_size"], "num_experts": t["num_experts"],
                         "topk": t["topk"], "ep": t["moe_ep_size"], "moe_tp": t["moe_tp_size"],
@@ -159,64 +301,95 @@ def moe_rows(path: Path) -> pd.DataFrame:
     return _measured(out, t["latency"] * 1e3)
 
 
-def _collective(family_of, nbytes, group, impl, latency_us, source) -> pd.DataFrame:
+def _collective(family_of, nbytes, group, impl, latency_us, source, placement="intra_node") -> pd.DataFrame:
     out = pd.DataFrame({"family": family_of, "bytes": np.asarray(nbytes, dtype=float), "group_size": group,
-                        "placement": "intra_node", "impl": impl})
+                        "placement": placement, "impl": impl})
     out["source"] = source
     return _measured(out, latency_us)
 
 
+#: bytes per element of a collective's message dtype
+_MESSAGE_WIDTH = {"half": 2, "bfloat16": 2, "float16": 2, "int8": 1, "float32": 4}
+
+
 def nccl_rows(path: Path) -> pd.DataFrame:
-    """NCCL collectives inside one node; ``message_size`` counts elements of ``nccl_dtype``."""
-    t = pd.read_parquet(path)
-    width = np.where(t["nccl_dtype"].astype(str) == "int8", 1, 2)
+    """The collective library's collectives inside one node (NCCL, or oneCCL on Intel);
+    ``message_size`` counts elements of ``nccl_dtype``."""
+    t = read_table(path, ("op_name", "nccl_dtype", "num_gpus", "message_size", "latency"),
+                   {"op_name": NCCL_OPS, "nccl_dtype": _MESSAGE_WIDTH})
+    width = t["nccl_dtype"].astype(str).map(_MESSAGE_WIDTH).to_numpy(float)
     return _collective(t["op_name"].map(NCCL_OPS), t["message_size"] * width, t["num_gpus"], "nccl",
                        t["latency"] * 1e3, _source(path, t))
 
 
 def custom_allreduce_rows(path: Path) -> pd.DataFrame:
     """The framework's own all-reduce kernels, CUDA-graph mode (eager rows are dropped)."""
-    t = pd.read_parquet(path)
-    mode = t.get("backend", t.get("implementation", pd.Series([""] * len(t)))).astype(str)
-    t = t[~mode.str.contains("eager")].reset_index(drop=True)
-    nbytes = t["message_size"] * 2  # bfloat16
+    t = read_table(path, ("allreduce_dtype", "backend", "implementation", "num_gpus", "message_size", "latency"),
+                   {"backend": CUSTOM_ALLREDUCE_MODES, "implementation": CUSTOM_ALLREDUCE_MODES,
+                    "allreduce_dtype": _MESSAGE_WIDTH})
+    mode = t.get("backend", t.get("implementation", pd.Series(["trtllm"] * len(t)))).astype(str)
+    t = t[mode.map(CUSTOM_ALLREDUCE_MODES).to_numpy(bool)].reset_index(drop=True)
+    nbytes = t["message_size"] * t["allreduce_dtype"].astype(str).map(_MESSAGE_WIDTH).to_numpy(float)
     return _collective("all_reduce", nbytes, t["num_gpus"], "custom", t["latency"] * 1e3, _source(path, t))
+
+
+def _a2a_width(name: str) -> float:
+    return PRECISIONS[DTYPES[name]].activation_bytes
 
 
 def moe_a2a_rows(path: Path) -> pd.DataFrame:
     """DeepEP dispatch/combine (latency in µs). ``bytes`` = tokens x topk x hidden x width:
-    what one rank sends at most; impl ``deepep_{ll,normal}_{dispatch,combine}``."""
-    t = pd.read_parquet(path)
-    mode = np.where(t["comm_backend"].astype(str).str.endswith("_ll"), "deepep_ll", "deepep_normal")
-    width = np.array([{"fp8": 1.0, "nvfp4": 0.5}.get(str(d), 2.0) for d in t["comm_dtype"]])
+    what one rank sends at most; impl ``<mode>_{dispatch,combine}`` with the modes of
+    ``A2A_MODES``. ``sms`` (the SMs DeepEP may use) and the split of the time into
+    transmit and notify are not features."""
+    t = read_table(path, ("comm_backend", "phase", "comm_dtype", "ep_size", "node_num", "hidden_size", "topk",
+                          "num_experts", "num_tokens", "sms", "transmit_us", "notify_us", "latency"),
+                   {"comm_backend": A2A_MODES, "phase": ("dispatch", "combine"), "comm_dtype": DTYPES})
+    mode = t["comm_backend"].astype(str).map(A2A_MODES).to_numpy(dtype=object)
+    width = t["comm_dtype"].astype(str).map(_a2a_width).to_numpy(float)
     nbytes = t["num_tokens"] * t["topk"] * t["hidden_size"] * width
-    impl = mode + "_" + t["phase"].astype(str).to_numpy()
-    return _collective("all_to_all", nbytes, t["ep_size"], impl, t["latency"], _source(path, t))
+    impl = mode + "_" + t["phase"].astype(str).to_numpy(dtype=object)
+    placement = np.where(t["node_num"].to_numpy() > 1, "inter_node", "intra_node")
+    return _collective("all_to_all", nbytes, t["ep_size"], impl, t["latency"], _source(path, t), placement)
 
 
 def wideep_deepep_rows(path: Path, low_latency: bool) -> pd.DataFrame:
     """sglang's DeepEP tables: one row holds both phases (µs); 8 GPUs per node."""
-    t = pd.read_parquet(path)
+    timing = (("dispatch_avg_t_us", "combine_avg_t_us", "dispatch_bandwidth_gbps", "combine_bandwidth_gbps")
+              if low_latency else ("dispatch_transmit_us", "dispatch_notify_us", "combine_transmit_us",
+                                   "combine_notify_us", "dispatch_sms", "combine_sms"))
+    t = read_table(path, ("node_num", "num_token", "num_topk", "hidden_size", "num_experts", *timing),
+                   {"op_name": ("ll",) if low_latency else ("normal",)})
     frames = []
     for phase in ("dispatch", "combine"):
         time = t[f"{phase}_avg_t_us"] if low_latency else t[f"{phase}_transmit_us"] + t[f"{phase}_notify_us"]
         nbytes = t["num_token"] * t["num_topk"] * t["hidden_size"] * 2.0
         impl = f"deepep_{'ll' if low_latency else 'normal'}_{phase}"
-        frames.append(_collective("all_to_all", nbytes, t["node_num"] * 8, impl, time, _source(path, t)))
+        placement = np.where(t["node_num"].to_numpy() > 1, "inter_node", "intra_node")
+        frames.append(_collective("all_to_all", nbytes, t["node_num"] * 8, impl, time, _source(path, t), placement))
     return pd.concat(frames, ignore_index=True)
 
 
-def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) -> list[tuple[Path, Callable, str | None]]:
+# -- which tables, and the system's GPU --------------------------------------------------------
+
+Plan = list[tuple[Path, Callable, str | None]]
+
+
+def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) -> Plan:
     """The tables to read for ``system`` and ``backend``: (path, reader, family), where a
     reader without a family labels its rows' families itself."""
     if backend not in BACKENDS:
-        raise PredictorError(f"--backend {backend!r}: aiconfigurator tables exist for {', '.join(BACKENDS)}")
+        raise PredictorError(f"--backend {backend!r}: aiconfigurator tables exist for {', '.join(BACKENDS)}"
+                             f"{did_you_mean(backend, BACKENDS)}")
     root = root or package_data_root()
     base = root / system
-    if not base.is_dir() or not any(base.iterdir()):
-        known = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.iterdir()))
-        raise PredictorError(f"aiconfigurator-core has no kernel tables for system {system!r}; it has {', '.join(known)}")
-    plan: list[tuple[Path, Callable, str | None]] = []
+    known = systems_with_tables(root)
+    if system not in known:
+        listed = sorted(p.name for p in root.iterdir() if p.is_dir())
+        why = "lists it but ships no tables for it" if system in listed else "has no kernel tables for it"
+        raise PredictorError(f"--system {system!r}: aiconfigurator-core {why}{did_you_mean(system, known) or '.'} "
+                             f"Systems with tables: {', '.join(known)} (`frontier-dag systems` lists them)")
+    plan: Plan = []
 
     def add(kind: str, owner: str, filename: str, reader: Callable, family: str | None = None) -> bool:
         path = find_table(base, kind, owner, filename)
@@ -232,22 +405,48 @@ def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) ->
         if add("mla", owner, "context_mla_perf.parquet", partial(mla_rows, prefill=True), "mla_prefill"):
             add("mla", owner, "generation_mla_perf.parquet", partial(mla_rows, prefill=False), "mla_decode")
             break
-    add("comm", "nccl", "nccl_perf.parquet", nccl_rows)
+    if not add("comm", "nccl", "nccl_perf.parquet", nccl_rows):
+        add("comm", "oneccl", "oneccl_perf.parquet", nccl_rows)
     add("comm", backend, "custom_allreduce_perf.parquet", custom_allreduce_rows)
     if not add("comm", backend, "moe_a2a_perf.parquet", moe_a2a_rows):
         add("comm", backend, "wideep_deepep_ll_perf.parquet", partial(wideep_deepep_rows, low_latency=True))
         add("comm", backend, "wideep_deepep_normal_perf.parquet", partial(wideep_deepep_rows, low_latency=False))
-    if not plan:
-        raise PredictorError(f"aiconfigurator-core has no {backend} tables for {system}")
+    if not any(family for _, _, family in plan):
+        engines = [b for b in BACKENDS if (base / "gemm" / b).is_dir() or (base / "attention" / b).is_dir()]
+        raise PredictorError(f"--system {system} --backend {backend}: aiconfigurator-core has no {backend} kernel "
+                             f"tables for {system}; it has {', '.join(engines) or 'none'}")
     return plan
+
+
+def runnable_dtypes(frame: pd.DataFrame, hw: HardwareConfig, where: str) -> pd.DataFrame:
+    """``frame`` with each compute dtype as the GPU runs it: a precision without tensor
+    cores on ``hw`` in its weight-only form (``precision.WEIGHT_ONLY``), else an error."""
+    if "dtype" not in frame:
+        return frame
+    names = pd.unique(frame["dtype"])
+    swap = {}
+    for name in names:
+        if hw.gpu.supports(name):
+            continue
+        fallback = WEIGHT_ONLY.get(name)
+        if fallback is None or not hw.gpu.supports(fallback):
+            try:
+                hw.gpu.peak_flops(name)
+            except FrontierDagError as exc:
+                raise PredictorError(f"{where}: column dtype: {exc}") from None
+        swap[name] = fallback
+    if swap:
+        frame = frame.assign(dtype=frame["dtype"].map(lambda d: swap.get(d, d)))
+    return frame
 
 
 def read_aiconfigurator(system: str, backend: str = "vllm", root: Path | None = None) -> ProfileSet:
     """Every family aiconfigurator measured for ``system`` with ``backend``."""
     plan = plan_tables(system, backend, root)
+    hw = load_hardware(system)
     parts: dict[str, list[pd.DataFrame]] = {}
     for path, reader, family in plan:
-        frame = reader(path)
+        frame = runnable_dtypes(reader(path), hw, f"aiconfigurator table {_where(path)}")
         groups = [(family, frame)] if family else frame.groupby("family")
         for name, group in groups:
             parts.setdefault(name, []).append(group.drop(columns="family", errors="ignore"))
@@ -256,4 +455,4 @@ def read_aiconfigurator(system: str, backend: str = "vllm", root: Path | None = 
         frame = pd.concat(frames, ignore_index=True)
         tables[family] = normalize_profile(family, frame[[*QUERY_COLUMNS[family], "latency_us", "latency_std_us",
                                                          "repeats", "source"]], f"aiconfigurator {system}/{family}")
-    return ProfileSet(system, tables, [path for path, _, _ in plan], f"aiconfigurator-core {system} {backend}")
+    return ProfileSet(hw.name, tables, [path for path, _, _ in plan], f"aiconfigurator-core {system} {backend}")

@@ -88,9 +88,24 @@ def held_out_mask(family: str, table: pd.DataFrame, split: str, seed: int = 0) -
     return np.isin(codes, rng.choice(interior, size=count, replace=False))
 
 
+#: what ``evaluate(by=...)`` breaks the held-out rows down by
+BREAKDOWNS = ("source", "dtype")
+
+
+def _breakdown_key(test: pd.DataFrame, by: str) -> pd.Series:
+    if by == "dtype":
+        return test["dtype"].astype(str) if "dtype" in test else pd.Series("-", index=test.index)
+    if "source" not in test:
+        return pd.Series("-", index=test.index)
+    # aiconfigurator:<engine>/<version>/<table>:<kernel>[:<routing>] -> <kernel>[:<routing>]
+    return test["source"].astype(str).map(lambda s: s.split(":", 2)[-1] if s.startswith("aiconfigurator:") else s)
+
+
 def evaluate(profiles: ProfileSet, split: str = "random", seed: int = 0, settings: FitSettings = DEFAULT_SETTINGS,
-             families=None, n_jobs: int = 2) -> dict[str, dict]:
-    """Fit each family on its training rows and score it on the held-out ones."""
+             families=None, n_jobs: int = 2, by: str | None = None) -> dict[str, dict]:
+    """Fit each family on its training rows and score it on the held-out ones; ``by``
+    (``source``: the measured kernel, ``dtype``) adds the scores of each part of the
+    held-out rows (``parts``)."""
     hw = load_hardware(profiles.hardware)
     report = {}
     for family in sorted(profiles.tables) if families is None else families:
@@ -103,7 +118,14 @@ def evaluate(profiles: ProfileSet, split: str = "random", seed: int = 0, setting
         train, test = table[~held].reset_index(drop=True), table[held].reset_index(drop=True)
         model = fit_family(family, train, hw, settings, n_jobs=n_jobs)
         latency, _, out_of_range = model.predict(table_query(family, test), hw)
-        report[family] = {"n_train": len(train), "n_test": len(test),
-                          **metrics(latency, test["latency_us"].to_numpy(float)),
+        measured = test["latency_us"].to_numpy(float)
+        report[family] = {"n_train": len(train), "n_test": len(test), **metrics(latency, measured),
                           "out_of_range": int(out_of_range.sum())}
+        if by is not None:
+            if by not in BREAKDOWNS:
+                raise PredictorError(f"--by {by!r}: use one of {', '.join(BREAKDOWNS)}")
+            keys = _breakdown_key(test, by).to_numpy()
+            report[family]["parts"] = {str(k): {"n_test": int((keys == k).sum()),
+                                                **metrics(latency[keys == k], measured[keys == k])}
+                                       for k in sorted(set(keys))}
     return report

@@ -54,7 +54,8 @@ from frontier_dag.cost.roofline import (
 )
 
 #: dtype -> code; types of one width and tensor-core rate share a code
-DTYPE_CODES = {"fp32": 0, "bf16": 1, "fp16": 1, "fp8": 2, "fp8_block": 3, "int8": 4, "int4": 5, "fp4": 6}
+DTYPE_CODES = {"fp32": 0, "bf16": 1, "fp16": 1, "fp8": 2, "fp8_block": 3, "int8": 4, "int4": 5, "fp4": 6,
+               "int8_wo": 7, "fp8_wo": 8, "w4a16_mxfp4": 9, "w4a8_mxfp4_mxfp8": 10}
 PLACEMENT_CODES = {"intra_node": 0, "inter_node": 1}
 #: categorical columns whose codes come from the training data instead of a fixed table
 LEARNED_CATEGORIES = {"all_reduce": ("impl",), "all_gather": ("impl",), "reduce_scatter": ("impl",),

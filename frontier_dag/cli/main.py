@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "sweep": "frontier_dag.cli.sweep:sweep",
     "pareto": "frontier_dag.cli.sweep:pareto",
     "report": "frontier_dag.cli.report:report",
+    "systems": "frontier_dag.cli.catalog:systems",
+    "models": "frontier_dag.cli.catalog:models",
 }
 
 

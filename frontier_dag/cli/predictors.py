@@ -91,8 +91,10 @@ def fit(source, system, backend, path, pattern, refit, as_json) -> None:
               help="random: rows held out; grouped: whole shapes held out (unseen lengths, token counts, (n, k)).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and the forests.")
 @click.option("--family", "families", multiple=True, help="Only these operator families (repeatable).")
+@click.option("--by", type=click.Choice(["source", "dtype"]),
+              help="Also score each part of the held-out rows: by measured kernel (source) or by dtype.")
 @json_option
-def evaluate(source, system, backend, path, pattern, split, seed, families, as_json) -> None:
+def evaluate(source, system, backend, path, pattern, split, seed, families, by, as_json) -> None:
     """Held-out accuracy per operator family."""
     from dataclasses import replace
 
@@ -101,12 +103,13 @@ def evaluate(source, system, backend, path, pattern, split, seed, families, as_j
 
     src = _open(source, system, backend, path, pattern)
     report = run_evaluation(src.read(), split=split, seed=seed, settings=replace(DEFAULT_SETTINGS, seed=seed),
-                            families=list(families) or None)
+                            families=list(families) or None, by=by)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"{src.description} on {src.hardware}, {split} split, seed {seed}")
-    rows = [{"family": f, **r} for f, r in report.items()]
+    rows = [row for f, r in report.items()
+            for row in [{"family": f, **r}, *({"family": f"  {by}={k}", **p} for k, p in r.get("parts", {}).items())]]
     click.echo(_table(rows, [("family", "family", "s"), ("n_train", "train", "d"), ("n_test", "test", "d"),
                              ("within_5pct", "<5%", ".1%"), ("within_10pct", "<10%", ".1%"),
                              ("median_ape", "median", ".2%"), ("p90_ape", "p90", ".2%"),

@@ -37,23 +37,39 @@ def validate() -> None:
 @click.option("--baseline", type=click.Choice(["aiconfigurator"]),
               help="Also estimate every row with this peer (aiconfigurator's own estimator; needs "
                    "pip install 'frontier-dag[baseline]') and report its errors beside the simulation's.")
+@click.option("--coverage-only", is_flag=True,
+              help="Report only which rows were simulated (rows, simulated, share, and why not), no latency or "
+                   "error: for the systems kept as an untouched check of the method (all but h100_sxm and h200_sxm).")
+@click.option("--convert-only", is_flag=True,
+              help="Do not simulate: convert each row to its config, trace it and price one representative "
+                   "iteration with its predictors (minutes for a whole system); implies --coverage-only.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
 def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
-            baseline, out, overwrite, progress, as_json) -> None:
+            baseline, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
-    system, backend, mode and model, and the rows that could not be simulated. With
-    --baseline, the peer's estimate of the same rows beside them (docs/validation.md)."""
+    system, backend, mode and model, and the rows that could not be simulated
+    (``--coverage-only``: only which rows were simulated). With --baseline, the peer's
+    estimate of the same rows beside them (docs/validation.md)."""
     from frontier_dag.errors import ConfigError
     from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS
+    from frontier_dag.validation.coverage import convert_rows, coverage_record
     from frontier_dag.validation.models import is_moe
-    from frontier_dag.validation.report import format_reasons, format_table, summarize_records
+    from frontier_dag.validation.report import (
+        format_coverage,
+        format_reasons,
+        format_table,
+        summarize_records,
+    )
     from frontier_dag.validation.runner import run_rows
     from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
 
+    if baseline and (coverage_only or convert_only):
+        raise click.UsageError("--baseline reports errors against the measured rows; --coverage-only and "
+                               "--convert-only report none: use one or the other")
     if out:
         check_out_file(out, overwrite, inputs=(Path(csv_path),) if csv_path else ())
     baseline_version = None
@@ -65,8 +81,16 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     if per_partition:
         rows = cheapest_per_partition(rows, per_partition)
     if not rows:
+        import pandas as pd
+
+        from frontier_dag.config.suggest import did_you_mean
+        from frontier_dag.validation.silicon import default_csv
+
+        systems = sorted(pd.read_csv(csv_path or default_csv(), usecols=["system"])["system"].astype(str).unique())
+        hint = did_you_mean(system, systems) if system not in systems else ""
         raise ConfigError(f"no silicon rows match --system {system}"
-                          + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else ""))
+                          + (f" --backend {backend}" if backend else "") + (f" --model {model}" if model else "")
+                          + (hint or f"; the rows are of {', '.join(systems)}"))
     peer_records: dict[int, dict] = {}
     if baseline:
         from tqdm import tqdm
@@ -80,23 +104,29 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
 
         bar = tqdm(total=len(rows), unit="row", desc=f"validate {system}", dynamic_ncols=True, leave=False)
 
+    coverage_only = coverage_only or convert_only
+    keep = coverage_record if coverage_only else dict
     done: list[dict] = []
 
     def tick(record: dict) -> None:
         if bar is not None:
             bar.update(1)
         record.update(peer_records.get(record["index"], {}))
-        done.append(record)
+        done.append(keep(record))
         if out and len(done) % 50 == 0:  # a long run can be read while it goes on
             _write(done, out)
 
-    records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick,
-                       benchmark_rounds=benchmark_rounds or BENCHMARK_ROUNDS)
+    if convert_only:
+        records = convert_rows(rows, progress=tick)
+    else:
+        records = run_rows(rows, workers=workers, rounds=rounds or ROUNDS, phase=phase, progress=tick,
+                           benchmark_rounds=benchmark_rounds or BENCHMARK_ROUNDS)
     if bar is not None:
         bar.close()
     for record in records:
         record.update(peer_records.get(record["index"], {}))
-    report = summarize_records(records)
+    records = [keep(r) for r in records]
+    report = summarize_records(records, errors=not coverage_only)
     estimates = []
     if baseline:
         from frontier_dag.validation.compare import SIMULATION, compare
@@ -109,8 +139,8 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(format_table(report))
-    click.echo(format_reasons(report))
+    click.echo(format_coverage(report) if coverage_only else format_table(report))
+    click.echo(format_reasons(report, done="converted" if convert_only else "simulated"))
     if baseline:
         from frontier_dag.validation.compare import format_comparison, format_not_covered
 

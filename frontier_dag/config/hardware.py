@@ -1,8 +1,8 @@
 """Hardware: the GPU, the node that holds several, and the network between nodes.
 
-Presets come from public specifications (``presets/hardware.yaml``); a system
-name of the aiconfigurator-core package (``h200_sxm``, ``gb200``, ...) that has
-no preset here is read from that package's own system file.
+Presets come from the vendors' data sheets (``presets/hardware.yaml``; each names its
+source); a system name of the aiconfigurator-core package that has no preset here is
+read from that package's own system file.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from frontier_dag.config.loading import Strict, validate
+from frontier_dag.config.precision import COMPUTE_PIPES, PRECISIONS, canonical_precision
+from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.errors import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "hardware.yaml"
 
-#: Bytes per element of each dtype name used across the project.
-DTYPE_BYTES: dict[str, float] = {
-    "fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp8_block": 1, "int8": 1, "int4": 0.5, "fp4": 0.5,
-}
+#: Bytes per element of each precision's weights (and KV cache), scales included.
+DTYPE_BYTES: dict[str, float] = {name: p.weight_bytes for name, p in PRECISIONS.items()}
 
 # SM counts are not in aiconfigurator's system files; these are the public figures.
 _SM_COUNT_BY_SM_VERSION_AND_NAME = {
@@ -37,19 +37,37 @@ class GPUSpec(Strict):
     hbm_bandwidth_bytes_per_s: PositiveFloat
     l2_bytes: PositiveFloat = 50 * 2**20
     flops_per_s: dict[str, PositiveFloat] = Field(
-        description="dense tensor-core FLOP/s per compute dtype (bf16, fp16, fp8, int8, fp4)"
+        description=f"dense tensor-core FLOP/s per pipe ({', '.join(COMPUTE_PIPES)}); a precision whose "
+                    "pipe is missing cannot run on this GPU"
     )
 
+    @field_validator("flops_per_s")
+    @classmethod
+    def _known_pipes(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = [k for k in value if k not in COMPUTE_PIPES]
+        if unknown:
+            raise ValueError(f"unknown tensor-core pipe(s) {', '.join(unknown)}; use {', '.join(COMPUTE_PIPES)}")
+        return value
+
+    def supports(self, dtype: str) -> bool:
+        """Whether this GPU has the tensor cores ``dtype`` multiplies on."""
+        found = PRECISIONS.get(str(canonical_precision(dtype)))
+        return found is not None and found.compute in self.flops_per_s
+
     def peak_flops(self, dtype: str) -> float:
-        """Peak FLOP/s for ``dtype``; a dtype the GPU lacks falls back to the next wider one."""
-        for candidate in (dtype, *_WIDER.get(dtype, ())):
-            if candidate in self.flops_per_s:
-                return self.flops_per_s[candidate]
-        return self.flops_per_s.get("bf16") or max(self.flops_per_s.values())
-
-
-_WIDER = {"fp4": ("fp8", "bf16"), "fp8_block": ("fp8", "bf16"), "fp8": ("bf16",), "int8": ("bf16",),
-          "int4": ("int8", "bf16"), "fp16": ("bf16",), "fp32": ("bf16",)}
+        """Peak FLOP/s of the tensor-core pipe ``dtype`` multiplies on (``precision.PRECISIONS``:
+        ``w4a16_mxfp4`` on the BF16 pipe, ``fp4`` on the FP4 one); ConfigError when the
+        precision is unknown or this GPU has no such tensor cores."""
+        found = PRECISIONS.get(str(canonical_precision(dtype)))
+        if found is None:
+            raise ConfigError(f"unknown precision {dtype!r}{did_you_mean(str(dtype), PRECISIONS)} "
+                              f"(known: {', '.join(PRECISIONS)})")
+        peak = self.flops_per_s.get(found.compute)
+        if peak is None:
+            runnable = [n for n, p in PRECISIONS.items() if p.compute in self.flops_per_s]
+            raise ConfigError(f"the {self.name} cannot run {found.name} ({found.description}): it has no "
+                              f"{found.compute} tensor cores; it runs {', '.join(runnable)}")
+        return peak
 
 
 class NodeSpec(Strict):
@@ -70,6 +88,7 @@ class HardwareConfig(Strict):
     network: NetworkSpec
     aiconfigurator_system: str | None = None
     aliases: list[str] = []
+    source: str = Field("", description="where the figures come from (data sheets, measurements)")
 
     def link_bandwidth(self, within_node: bool) -> float:
         """Bytes per second per GPU between two GPUs, inside a node or across nodes."""
@@ -84,6 +103,14 @@ def _presets() -> dict[str, dict]:
 def hardware_names() -> list[str]:
     """Names of the hardware presets."""
     return sorted(_presets())
+
+
+def aiconfigurator_system_names() -> list[str]:
+    """The GPU systems aiconfigurator-core describes (``systems/<name>.yaml``)."""
+    root = _aiconfigurator_systems_dir()
+    if root is None:
+        return []
+    return sorted(p.stem for p in root.glob("*.yaml") if "gpu" in (yaml.safe_load(p.read_text()) or {}))
 
 
 def _aiconfigurator_systems_dir() -> Path | None:
@@ -106,10 +133,13 @@ def _from_aiconfigurator(system: str) -> dict | None:
         if key in gpu:
             flops[dtype] = float(gpu[key])
     flops.setdefault("fp16", flops["bf16"])
+    if "fp4" in flops and "fp8" in flops:  # FP4 tensor cores come with the block-scaled (MX) MMA
+        flops["mxfp8"] = flops["fp8"]
     base = system.removesuffix("_sxm").removesuffix("_server")
     sm_count = _SM_COUNT_BY_SM_VERSION_AND_NAME.get(system) or _SM_COUNT_BY_SM_VERSION_AND_NAME.get(base, 132)
     return {
         "aiconfigurator_system": system,
+        "source": f"aiconfigurator-core systems/{system}.yaml (no preset here)",
         "gpu": {"name": system, "sm_count": sm_count, "hbm_capacity_bytes": float(gpu["mem_capacity"]),
                 "hbm_bandwidth_bytes_per_s": float(gpu["mem_bw"]), "flops_per_s": flops},
         "node": {"gpus_per_node": int(node["num_gpus_per_node"]),
@@ -136,8 +166,10 @@ def load_hardware(spec: str | dict) -> HardwareConfig:
     entry = _from_aiconfigurator(key)
     if entry is not None:
         return validate(HardwareConfig, {"name": key, **entry}, f"aiconfigurator system {key}")
-    known = ", ".join(hardware_names())
+    names = [*hardware_names(), *(a for entry in presets.values() for a in entry.get("aliases", [])),
+             *aiconfigurator_system_names()]
     raise ConfigError(
-        f"hardware: unknown GPU system {spec!r}; use one of {known}, an aiconfigurator-core "
-        "system name (for example gb200), or a mapping with gpu/node/network keys"
+        f"hardware: unknown GPU system {spec!r}{did_you_mean(key, names) or '.'} Use a preset "
+        f"({', '.join(hardware_names())}; `frontier-dag systems` lists them), an aiconfigurator-core "
+        "system name, or a mapping with gpu/node/network keys"
     )

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import DTYPE_BYTES
 from frontier_dag.config.loading import Strict, positive_at_most, validate
+from frontier_dag.config.precision import canonical_precision
+from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.errors import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "models.yaml"
@@ -26,7 +28,9 @@ PRESETS_FILE = Path(__file__).with_name("presets") / "models.yaml"
 LayerCount = positive_at_most(1024)
 ExpertCount = positive_at_most(4096)
 
-Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp8_block", "int8", "int4", "fp4"]
+#: a precision of ``frontier_dag.config.precision`` (aiconfigurator's names are accepted too)
+Dtype = Annotated[Literal["fp32", "bf16", "fp16", "fp8", "fp8_block", "int8", "int8_wo", "fp8_wo", "int4", "fp4",
+                          "w4a16_mxfp4", "w4a8_mxfp4_mxfp8"], BeforeValidator(canonical_precision)]
 
 
 class MLAConfig(Strict):
@@ -174,14 +178,37 @@ def _first(cfg: dict, *keys: str, default=None):
     return default
 
 
-def _hf_dtype(cfg: dict) -> str:
+def _compressed_tensors(quant: dict) -> tuple[str, str] | None:
+    """(dense, experts) precision of a compressed-tensors checkpoint's first config group."""
+    groups = list((quant.get("config_groups") or {}).values())
+    weights = (groups[0].get("weights") if groups else None) or {}
+    inputs = (groups[0].get("input_activations") if groups else None) or {}
+    bits, kind = weights.get("num_bits"), weights.get("type")
+    if bits == 4 and kind == "float" and inputs.get("num_bits") == 4:
+        return "fp4", "fp4"
+    if bits == 4 and kind == "int":  # Kimi-K2.5: int4 experts, attention and shared experts ignored
+        return "bf16", "int4"
+    if bits == 8 and kind == "float":
+        return ("fp8", "fp8") if inputs else ("fp8_wo", "fp8_wo")
+    return None
+
+
+def _hf_dtype(cfg: dict) -> tuple[str, str]:
+    """(dense layers, experts) precision of a checkpoint from its ``quantization_config``
+    (or the ``quantization`` of a ModelOpt ``hf_quant_config.json``, merged in as ``quantization_config``)."""
     quant = cfg.get("quantization_config") or {}
     method = str(quant.get("quant_method", "")).lower()
-    if method == "fp8":
-        return "fp8_block" if quant.get("weight_block_size") else "fp8"
-    if method in {"modelopt", "nvfp4", "fp4"} or "fp4" in str(quant.get("quant_algo", "")).lower():
-        return "fp4"
-    return "bf16"
+    algo = str(quant.get("quant_algo", "")).lower()
+    if method == "fp8" or algo == "fp8":
+        dtype = "fp8_block" if quant.get("weight_block_size") else "fp8"
+        return dtype, dtype
+    if method == "mxfp4":  # gpt-oss: MXFP4 experts, everything else in bf16
+        return "bf16", "w4a16_mxfp4"
+    if method in {"modelopt", "nvfp4", "fp4"} or "fp4" in algo:
+        return "fp4", "fp4"
+    if method == "compressed-tensors":
+        return _compressed_tensors(quant) or ("bf16", "bf16")
+    return "bf16", "bf16"
 
 
 #: config.json keys that arrange windowed layers in a way (window, interval) cannot say:
@@ -237,10 +264,51 @@ def _model_name(cfg: dict, path: Path) -> str:
     return folder if folder and not hashed else str(cfg.get("model_type") or path.stem)
 
 
+#: (config.json keys that announce it, the operator) of architectures whose layers have an
+#: operator this simulator has no model for: loading them as a plain transformer would
+#: price a different model without saying so.
+UNMODELLED_OPERATORS = (
+    (("linear_num_value_heads", "linear_attn_config"),
+     "linear-attention layers (Gated DeltaNet, Kimi linear attention), an operator family without predictors"),
+    (("mamba_num_heads", "ssm_state_size", "hybrid_override_pattern"),
+     "Mamba state-space layers, an operator family without predictors"),
+    (("index_topk",), "DeepSeek sparse attention (a top-k indexer over MLA); the MLA tables measure dense "
+                      "attention only"),
+    (("block_configs",), "per-layer block configurations (a NAS-pruned model whose layers differ in shape)"),
+    (("hybrid_layer_pattern", "swa_num_attention_heads"),
+     "sliding-window layers with their own head counts (two attention shapes)"),
+    (("attention_chunk_size",), "chunked local attention (iRoPE), which the attention operators do not model"),
+)
+
+
+def unmodelled_operator(cfg: dict) -> str | None:
+    """Why a config.json's architecture cannot be simulated faithfully, or None."""
+    if "text_config" in cfg and "hidden_size" not in cfg:
+        cfg = {**cfg, **cfg["text_config"]}
+    for keys, operator in UNMODELLED_OPERATORS:
+        if any(cfg.get(k) is not None for k in keys):
+            return operator
+    if "linear_attention" in (cfg.get("layer_types") or []):
+        return UNMODELLED_OPERATORS[0][1]
+    return None
+
+
 def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelConfig:
     """A ModelConfig from a Hugging Face ``config.json`` mapping."""
+    unmodelled = unmodelled_operator(cfg)
+    if unmodelled:
+        raise ConfigError(f"{source}: {name} has {unmodelled}; it cannot be simulated faithfully")
+    try:
+        return _from_hf_config(cfg, name, source)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: a size is missing or not a number ({exc}); is this a decoder LLM "
+                          "config.json? A mapping of model fields describes any other model") from None
+
+
+def _from_hf_config(cfg: dict, name: str, source: str) -> ModelConfig:
     if "text_config" in cfg and "hidden_size" not in cfg:
-        cfg = {**cfg["text_config"], "quantization_config": cfg.get("quantization_config")}
+        text = cfg["text_config"]
+        cfg = {**text, "quantization_config": cfg.get("quantization_config") or text.get("quantization_config")}
     try:
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
@@ -257,7 +325,7 @@ def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelCo
         "intermediate_size": int(_first(cfg, "intermediate_size", "ffn_dim")),
         "vocab_size": int(cfg["vocab_size"]),
         "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
-        "dtype": _hf_dtype(cfg),
+        "dtype": _hf_dtype(cfg)[0],
     }
     if cfg.get("max_position_embeddings"):
         data["max_context_tokens"] = int(cfg["max_position_embeddings"])
@@ -289,7 +357,7 @@ def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelCo
         }
         if data["moe"]["shared_intermediate_size"] and not shared:
             data["moe"]["num_shared_experts"] = 1
-        data["moe_dtype"] = data["dtype"]
+        data["moe_dtype"] = _hf_dtype(cfg)[1]
     return validate(ModelConfig, data, source)
 
 
@@ -308,17 +376,42 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-").split("/")[-1]
 
 
-def _aiconfigurator_model(name: str) -> tuple[dict, str] | None:
+def _aiconfigurator_configs() -> dict[str, Path]:
+    """Hugging Face id -> the config.json aiconfigurator-core ships for it."""
     try:
         import aiconfigurator_core
     except ImportError:
-        return None
+        return {}
     folder = Path(aiconfigurator_core.__file__).parent / "model_configs"
-    wanted = name.replace("/", "--").lower()
-    for path in sorted(folder.glob("*_config.json")):
-        stem = path.name.removesuffix("_config.json").lower()
-        if stem == wanted or stem.split("--")[-1] == _normalise(name):
-            return json.loads(path.read_text()), path.name
+    return {path.name.removesuffix("_config.json").replace("--", "/", 1): path
+            for path in sorted(folder.glob("*_config.json")) if not path.name.endswith("_hf_quant_config.json")}
+
+
+def model_aliases(name: str) -> list[str]:
+    """The other names a model preset answers to."""
+    return list(_presets()[name].get("aliases", []))
+
+
+def unmodelled_reason(model_id: str) -> str | None:
+    """The operator a shipped config.json's architecture has that no predictor models, or None."""
+    path = _aiconfigurator_configs().get(model_id)
+    return unmodelled_operator(json.loads(path.read_text())) if path is not None else None
+
+
+def aiconfigurator_model_ids() -> list[str]:
+    """The Hugging Face ids whose config.json ships with aiconfigurator-core."""
+    return sorted(_aiconfigurator_configs(), key=str.lower)
+
+
+def _aiconfigurator_model(name: str) -> tuple[dict, str] | None:
+    wanted = name.lower()
+    for model_id, path in _aiconfigurator_configs().items():
+        if model_id.lower() == wanted or _normalise(model_id) == _normalise(name):
+            cfg = json.loads(path.read_text())
+            quant = path.with_name(path.name.replace("_config.json", "_hf_quant_config.json"))
+            if quant.is_file() and not cfg.get("quantization_config"):  # ModelOpt checkpoints
+                cfg["quantization_config"] = json.loads(quant.read_text()).get("quantization") or {}
+            return cfg, path.name
     return None
 
 
@@ -350,7 +443,10 @@ def load_model(spec: str | dict, *, base_dir: Path | None = None) -> ModelConfig
     if found is not None:
         cfg, source = found
         return from_hf_config(cfg, name=key, source=f"aiconfigurator-core model_configs/{source}")
+    known = [*model_names(), *(a for entry in presets.values() for a in entry.get("aliases", [])),
+             *aiconfigurator_model_ids()]
     raise ConfigError(
-        f"model: unknown model {spec!r}; use a preset ({', '.join(model_names())}), a Hugging Face "
-        "id whose config ships with aiconfigurator-core (for example Qwen/Qwen3-8B), or a path to a config.json"
+        f"model: unknown model {spec!r}{did_you_mean(spec, known) or '.'} Use a preset "
+        f"({', '.join(model_names())}), a Hugging Face id whose config ships with aiconfigurator-core (for "
+        "example Qwen/Qwen3-8B; `frontier-dag models` lists them), or a path to a config.json"
     )

@@ -351,6 +351,13 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
         key = f"{src}: cluster.pools.{name}"
         hw = config_hardware(origin, pool.hardware, f"cluster.pools.{name}.hardware") if pool.hardware else hardware
         pool_hw[name] = hw
+        for field, dtype in (("dtype", model.dtype), ("moe_dtype", model.moe_dtype)):
+            if dtype is not None and not hw.gpu.supports(dtype):
+                try:
+                    hw.gpu.peak_flops(dtype)
+                except ConfigError as exc:
+                    raise ConfigError(f"{key}: model.{field} {dtype} on {hw.name}: {exc}; choose another "
+                                      "precision or hardware") from None
         if pool.role != "ffn":
             if model.num_heads % pool.tp:
                 raise ConfigError(f"{key}.tp: tp={pool.tp} does not divide the {model.num_heads} attention heads of {model.name}; use a divisor of {model.num_heads}")

@@ -1,7 +1,10 @@
 """The roofline cost model: FLOPs and bytes of each operator against the GPU's peaks.
 
 A kernel takes ``max(flops / peak_flops, bytes / hbm_bandwidth)`` plus a fixed
-launch latency; a collective or transfer takes its link latency plus the bytes each
+launch latency, with the peak of the tensor-core pipe its precision multiplies on and
+the widths of its weights and activations, scales included
+(``frontier_dag.config.precision``: NVFP4 runs at the FP4 rate, MXFP4 weights with
+MXFP8 activations at the FP8 rate, weight-only formats at the BF16 rate); a collective or transfer takes its link latency plus the bytes each
 GPU must move over the link bandwidth (ring algorithms). It is a lower bound that
 ignores tiling, wave quantisation and kernel efficiency; the fitted predictors
 replace it wherever profiles exist, and use it to extrapolate beyond them.
@@ -14,13 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
+from frontier_dag.config.hardware import HardwareConfig
+from frontier_dag.config.precision import PRECISIONS, Precision, canonical_precision
+from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
     COLLECTIVE_FAMILIES,
     MLA_FAMILIES,
     check_query,
 )
+from frontier_dag.errors import CostModelError
 
 #: Launch latency of one GPU kernel, a physical floor every kernel pays.
 KERNEL_LAUNCH_US = 3.0
@@ -38,8 +44,24 @@ def _arr(values, dtype=float) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
+def _precisions(values) -> list[Precision]:
+    found = {}
+    for value in {str(v) for v in values}:
+        p = PRECISIONS.get(str(canonical_precision(value)))
+        if p is None:
+            raise CostModelError(f"unknown precision {value!r}{did_you_mean(value, PRECISIONS) or '.'} "
+                                 f"Known: {', '.join(PRECISIONS)}")
+        found[value] = p
+    return [found[str(v)] for v in values]
+
+
 def _widths(values) -> np.ndarray:
-    return np.array([DTYPE_BYTES[str(v)] for v in values], dtype=float)
+    """Bytes per weight (or KV-cache) element of each row's precision, scales included."""
+    return np.array([p.weight_bytes for p in _precisions(values)], dtype=float)
+
+
+def _activation_widths(values) -> np.ndarray:
+    return np.array([p.activation_bytes for p in _precisions(values)], dtype=float)
 
 
 def _segments(ragged) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +120,8 @@ def flops_and_bytes(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.n
         return _attention_terms(family, q)
     if family == "gemm":
         m, n, k = _arr(q["m"]), _arr(q["n"]), _arr(q["k"])
-        w = _widths(q["dtype"])
-        return 2 * m * n * k, (m * k + k * n) * w + m * n * ACTIVATION_BYTES
+        weights, inputs = _widths(q["dtype"]), _activation_widths(q["dtype"])
+        return 2 * m * n * k, m * k * inputs + k * n * weights + m * n * ACTIVATION_BYTES
     if family == "moe_grouped_gemm":
         rows = check_query(family, q)
         t, row = _segments(q["expert_tokens"])

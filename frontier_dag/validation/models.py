@@ -3,9 +3,10 @@
 The architecture comes from a preset or from the ``config.json`` that ships with
 aiconfigurator-core; the precision comes from the row (``gemm_quant_mode``,
 ``moe_quant_mode``), so that the kernel tables' rows of that dtype price the GEMMs and
-the experts. A dtype the system's GEMM table never measured (FP4 or INT4 GEMMs on a
-Hopper GPU, which has no such tensor cores) means the dense layers ran in bf16: the
-checkpoints that ask for it (gpt-oss, Kimi-K2.5) quantize only the experts.
+the experts. The checkpoints that quantize only their experts (gpt-oss's MXFP4,
+Kimi-K2.5's int4) run their dense layers in bf16 whatever the row says, and a dtype the
+system's GEMM table never measured (FP4 GEMMs on a Hopper GPU, which has no such tensor
+cores) means the dense layers ran in bf16.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ MODEL_SPECS = {
     "Qwen/Qwen3-32B": "qwen3-32b",
     "deepseek-ai/DeepSeek-R1": "deepseek-r1",
     "deepseek-ai/DeepSeek-V3": "deepseek-v3",
+    # NVFP4 checkpoints of the same architectures (the precision comes from the row)
+    "nvidia/DeepSeek-R1-NVFP4": "deepseek-r1",
+    "nvidia/Qwen3-32B-NVFP4": "qwen3-32b",
 }
 
 #: Models whose architecture has an operator no kernel table measures: their rows are
@@ -86,8 +90,18 @@ def checkpoint_format(row: str, checkpoint: str | None) -> str:
 
     Dense GEMMs keep the row's ``fp8``: vLLM's ``fp8_block`` GEMM table on H100 times a
     4-token GEMM at 60 µs, 7x its ``fp8`` and ``bf16`` rows of the same shape, which read
-    the same or more bytes on the same tensor cores; that is not the production kernel."""
-    return "fp8_block" if row == "fp8" and checkpoint == "fp8_block" else row
+    the same or more bytes on the same tensor cores; that is not the production kernel.
+
+    gpt-oss's checkpoint holds MXFP4 experts (``w4a16_mxfp4``); its rows say ``nvfp4``.
+    aiconfigurator-core runs such checkpoints as MXFP4 weights with bf16 activations
+    whatever the GPU, and so do we."""
+    if row == "fp8" and checkpoint == "fp8_block":
+        return "fp8_block"
+    # gpt-oss ships MXFP4 experts; the rows call them nvfp4 (as aiconfigurator does, they run as
+    # MXFP4 weights with bf16 activations on every GPU)
+    if row == "fp4" and checkpoint == "w4a16_mxfp4":
+        return checkpoint
+    return row
 
 
 def row_model(model_path: str, system: str, backend: str, gemm_quant: str | None, moe_quant: str | None
@@ -96,7 +110,11 @@ def row_model(model_path: str, system: str, backend: str, gemm_quant: str | None
     model = base_model(model_path)
     notes = []
     gemm = row_dtype(gemm_quant)  # dense GEMMs as the row says: see checkpoint_format
-    if gemm not in measured_dtypes(system, backend, "gemm"):
+    experts_only = model.moe is not None and model.dtype == "bf16" and model.moe_dtype not in (None, "bf16")
+    if gemm != "bf16" and experts_only:
+        notes.append(f"GEMMs in bf16: the checkpoint quantizes only its experts ({model.moe_dtype})")
+        gemm = "bf16"
+    elif gemm not in measured_dtypes(system, backend, "gemm"):
         notes.append(f"GEMMs in bf16: {system} {backend} GEMM tables have no {gemm_quant}")
         gemm = "bf16"
     data = model.model_dump(exclude_none=True)

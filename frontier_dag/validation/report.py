@@ -13,10 +13,12 @@ import pandas as pd
 PARTITIONS = ("system", "backend", "mode", "model")
 
 
-def _stats(frame: pd.DataFrame) -> dict:
+def _stats(frame: pd.DataFrame, errors: bool = True) -> dict:
     ok = frame[frame["status"] == "ok"]
     out = {"rows_total": int(len(frame)), "rows_simulated": int(len(ok)),
            "coverage": float(len(ok) / len(frame)) if len(frame) else 0.0}
+    if not errors:
+        return out
     for metric in ("ttft", "tpot"):
         ape = ok[f"{metric}_ape"].to_numpy(dtype=float)
         ape = ape[np.isfinite(ape)]
@@ -26,13 +28,14 @@ def _stats(frame: pd.DataFrame) -> dict:
     return out
 
 
-def summarize_records(records: Sequence[dict], partitions: Sequence[str] = PARTITIONS) -> dict:
+def summarize_records(records: Sequence[dict], partitions: Sequence[str] = PARTITIONS, errors: bool = True) -> dict:
     """The JSON report: overall figures, ``partitions`` (name -> value -> figures) and the
-    rows that were not simulated with their reasons."""
+    rows that were not simulated with their reasons. ``errors=False``: the coverage alone
+    (rows, rows simulated, their share), no error is computed or reported."""
     frame = pd.DataFrame(list(records))
-    report = _stats(frame)
+    report = _stats(frame, errors)
     report["partitions"] = {
-        name: {str(value): _stats(group) for value, group in frame.groupby(name, sort=True)}
+        name: {str(value): _stats(group, errors) for value, group in frame.groupby(name, sort=True)}
         for name in partitions if name in frame
     }
     not_simulated = frame[frame["status"] != "ok"]
@@ -71,10 +74,20 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def format_reasons(report: dict, limit: int = 12) -> str:
+def format_coverage(report: dict) -> str:
+    """The overall coverage and one line per partition value, without errors."""
+    header = f"{'partition':<44}{'rows':>7}{'sim':>7}{'cover':>8}"
+    lines = [header, "-" * len(header)]
+    for name, s in [("all", report), *((f"{n}={v}"[:43], s) for n, values in report["partitions"].items()
+                                        for v, s in values.items())]:
+        lines.append(f"{name:<44}{s['rows_total']:>7}{s['rows_simulated']:>7}{_pct(s['coverage']):>8}")
+    return "\n".join(lines)
+
+
+def format_reasons(report: dict, limit: int = 12, done: str = "simulated") -> str:
     if not report["reasons"]:
-        return "every row was simulated"
-    lines = [f"{sum(report['reasons'].values())} row(s) not simulated:"]
+        return f"every row was {done}"
+    lines = [f"{sum(report['reasons'].values())} row(s) not {done}:"]
     for reason, count in list(report["reasons"].items())[:limit]:
         lines.append(f"  {count:>5}  {reason}")
     return "\n".join(lines)

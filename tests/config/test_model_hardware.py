@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from frontier_dag.config.hardware import hardware_names, load_hardware
+from frontier_dag.config.hardware import DTYPE_BYTES, hardware_names, load_hardware
 from frontier_dag.config.model import from_hf_config, load_model, model_names
 from frontier_dag.errors import ConfigError
 
@@ -102,12 +103,69 @@ def test_required_hardware_presets_load(name):
     assert hw.link_bandwidth(True) > hw.link_bandwidth(False)
 
 
-def test_hardware_aliases_aiconfigurator_systems_and_errors():
+def test_hardware_aliases_aiconfigurator_systems_and_errors(tmp_path, monkeypatch):
     assert load_hardware("h200").name == "h200_sxm"
-    gb200 = load_hardware("gb200")  # no preset: read from aiconfigurator-core's system file
-    assert gb200.aiconfigurator_system == "gb200" and gb200.gpu.sm_count == 148
-    h100 = load_hardware("h100")
-    assert h100.gpu.peak_flops("fp8_block") == h100.gpu.flops_per_s["fp8"]
-    assert h100.gpu.peak_flops("fp4") == h100.gpu.flops_per_s["fp8"]  # no fp4 units: the next wider
+    assert load_hardware("gb200").aiconfigurator_system == "gb200"
     with pytest.raises(ConfigError, match="unknown GPU system 'tpu_v5'"):
         load_hardware("tpu_v5")
+    with pytest.raises(ConfigError, match="did you mean b200_sxm"):
+        load_hardware("b200_sx")
+    # a system without a preset is read from aiconfigurator-core's own system file
+    from frontier_dag.config import hardware
+
+    monkeypatch.setattr(hardware, "_presets", lambda: {})
+    gb200 = load_hardware("gb200")
+    assert gb200.gpu.sm_count == 148 and gb200.gpu.flops_per_s["fp4"] == 1e16 and "systems/gb200.yaml" in gb200.source
+
+
+def test_every_aiconfigurator_system_has_a_preset_with_its_source():
+    from frontier_dag.config.hardware import aiconfigurator_system_names
+
+    systems = aiconfigurator_system_names()
+    assert len(systems) == 14
+    presets = {load_hardware(name).aiconfigurator_system for name in hardware_names()}
+    assert set(systems) <= presets
+    for name in hardware_names():
+        hw = load_hardware(name)
+        assert hw.source, f"{name} names no source"
+        assert hw.gpu.flops_per_s["bf16"] <= hw.gpu.flops_per_s.get("fp8", math.inf) <= hw.gpu.flops_per_s.get(
+            "fp4", math.inf)
+
+
+def test_precisions_run_on_their_tensor_cores():
+    h100, b200, a100 = load_hardware("h100"), load_hardware("b200"), load_hardware("a100_sxm")
+    assert h100.gpu.peak_flops("fp8_block") == h100.gpu.flops_per_s["fp8"]
+    assert h100.gpu.peak_flops("w4a16_mxfp4") == h100.gpu.flops_per_s["bf16"]  # weight-only: dequantized
+    assert b200.gpu.peak_flops("fp4") == 9e15 and b200.gpu.peak_flops("nvfp4") == 9e15
+    assert b200.gpu.peak_flops("w4a8_mxfp4_mxfp8") == b200.gpu.flops_per_s["fp8"]
+    for gpu, dtype, pipe in ((h100, "fp4", "fp4"), (h100, "w4a8_mxfp4_mxfp8", "mxfp8"), (a100, "fp8", "fp8")):
+        with pytest.raises(ConfigError, match=f"{gpu.gpu.name} cannot run {dtype}.*no {pipe} tensor cores"):
+            gpu.gpu.peak_flops(dtype)
+    with pytest.raises(ConfigError, match="unknown precision 'fp5'"):
+        b200.gpu.peak_flops("fp5")
+    assert DTYPE_BYTES["fp4"] == 0.5625 and DTYPE_BYTES["w4a16_mxfp4"] == 0.53125 and DTYPE_BYTES["fp8"] == 1
+
+
+def test_a_model_precision_the_pool_gpu_cannot_run_is_an_error_before_simulating():
+    from frontier_dag.config.run import resolve, run_config_from_dict
+
+    model = {**load_model("llama-3.1-8b").model_dump(exclude_none=True), "dtype": "nvfp4"}
+    assert load_model(model).dtype == "fp4"  # aiconfigurator's name for it is accepted
+    data = {"model": model, "hardware": "h100_sxm", "cluster": {"pools": {"main": {"role": "colocated", "gpus": 1}}},
+            "workflow": {"name": "colocated"}, "predictor": {"source": "roofline"}}
+    with pytest.raises(ConfigError, match=r"cluster.pools.main: model.dtype fp4 on h100_sxm: the NVIDIA H100 .* cannot run fp4"):
+        resolve(run_config_from_dict(data, source="test"))
+    resolve(run_config_from_dict({**data, "hardware": "b200_sxm"}, source="test"))
+
+
+def test_hugging_face_checkpoints_give_their_precisions_and_unmodelled_operators_are_errors():
+    gpt_oss = load_model("openai/gpt-oss-120b")
+    assert (gpt_oss.dtype, gpt_oss.moe_dtype) == ("bf16", "w4a16_mxfp4")
+    assert load_model("nvidia/DeepSeek-V3.1-NVFP4").moe_dtype == "fp4"  # from its hf_quant_config.json
+    assert load_model("moonshotai/Kimi-K2.5").moe_dtype == "int4"  # compressed-tensors int4 experts
+    with pytest.raises(ConfigError, match="linear-attention layers"):
+        load_model("Qwen/Qwen3.5-27B")
+    with pytest.raises(ConfigError, match="DeepSeek sparse attention"):
+        load_model("zai-org/GLM-5")
+    with pytest.raises(ConfigError, match="a size is missing or not a number"):
+        from_hf_config({"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 10}, "x")

@@ -13,6 +13,7 @@ from frontier_dag.cost.roofline import (
     KERNEL_LAUNCH_US,
     roofline_us,
 )
+from frontier_dag.errors import ConfigError
 
 H100 = load_hardware("h100_sxm")
 
@@ -79,3 +80,34 @@ def test_roofline_model_implements_the_protocol():
     assert isinstance(model, CostModel)
     pred = model.predict("elementwise", {"op": ["rmsnorm"], "num_tokens": [10], "hidden": [4096], "dtype": ["bf16"]})
     assert pred.source == "roofline" and not pred.out_of_range.any() and pred.std_us.tolist() == [0.0]
+
+
+def test_precisions_use_their_widths_and_tensor_core_peaks():
+    """NVFP4 at Blackwell's FP4 rate, MXFP4 x MXFP8 at its FP8 rate, weight-only MXFP4 at the
+    BF16 rate with 4-bit weights (and their scales) but bf16 activations."""
+    b200 = load_hardware("b200_sxm")
+    big = {"m": [8192], "n": [8192], "k": [8192]}
+    flops = 2 * 8192**3
+    for dtype, peak in (("bf16", 2.25e15), ("fp8", 4.5e15), ("fp4", 9e15), ("w4a8_mxfp4_mxfp8", 4.5e15),
+                        ("w4a16_mxfp4", 2.25e15)):
+        t = roofline_us("gemm", {**big, "dtype": [dtype]}, b200)[0]
+        assert t == pytest.approx(KERNEL_LAUNCH_US + flops / peak * 1e6), dtype
+    decode = {"m": [1], "n": [8192], "k": [8192]}
+    bf16, fp4, mx = (roofline_us("gemm", {**decode, "dtype": [d]}, b200)[0] - KERNEL_LAUNCH_US
+                     for d in ("bf16", "fp4", "w4a16_mxfp4"))
+    assert fp4 == pytest.approx((8192 * 9 / 16 + 8192**2 * 9 / 16 + 8192 * 2) / 8e12 * 1e6)
+    assert mx == pytest.approx((8192 * 2 + 8192**2 * 17 / 32 + 8192 * 2) / 8e12 * 1e6)
+    assert bf16 / fp4 == pytest.approx(2 / (9 / 16), rel=1e-3)
+
+
+def test_a_precision_the_gpu_cannot_run_is_an_error_naming_both():
+    with pytest.raises(ConfigError, match="NVIDIA H100 80GB HBM3 cannot run fp4 .*no fp4 tensor cores"):
+        roofline_us("gemm", {"m": [16], "n": [16], "k": [16], "dtype": ["fp4"]}, H100)
+    with pytest.raises(ConfigError, match="NVIDIA A100-SXM4-80GB cannot run fp8"):
+        roofline_us("moe_grouped_gemm", {"num_tokens": [4], "hidden": [64], "inter": [64], "num_experts": [4],
+                                         "topk": [1], "ep": [1], "moe_tp": [1], "dtype": ["fp8"],
+                                         "expert_tokens": [np.array([1, 1, 1, 1])]}, load_hardware("a100_sxm"))
+    from frontier_dag.errors import CostModelError
+
+    with pytest.raises(CostModelError, match="unknown precision 'fp5'"):
+        roofline_us("gemm", {"m": [16], "n": [16], "k": [16], "dtype": ["fp5"]}, H100)

@@ -93,3 +93,16 @@ def test_command_errors_are_one_line(tmp_path):
     pd.DataFrame().to_csv(tmp_path / "notes.csv")
     result = CliRunner().invoke(cli, ["predictors", "fit", "--source", "vidur-csv", "--path", str(tmp_path)])
     assert result.exit_code == 2 and "holds no vidur-csv files" in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_breaks_the_held_out_rows_down(fixtures, tmp_path, cache_dir):
+    path = copy_fixture(fixtures, tmp_path)
+    result = CliRunner().invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
+                                      "--family", "gemm", "--by", "dtype", "--json"])
+    assert result.exit_code == 0, result.output
+    gemm = json.loads(result.output)["gemm"]
+    assert sum(p["n_test"] for p in gemm["parts"].values()) == gemm["n_test"]
+    assert all({"within_10pct", "median_ape"} <= set(p) for p in gemm["parts"].values())
+    table = CliRunner().invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
+                                     "--family", "gemm", "--by", "dtype"])
+    assert table.exit_code == 0 and "  dtype=" in table.output

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from frontier_dag.cost.queries import QUERY_COLUMNS
@@ -49,8 +50,12 @@ def test_aiconfigurator_microsecond_tables():
 
 
 def test_aiconfigurator_unknown_system_is_explained():
-    with pytest.raises(PredictorError, match="no kernel tables for system"):
+    with pytest.raises(PredictorError, match="has no kernel tables for it"):
         aic.plan_tables("not_a_gpu")
+    with pytest.raises(PredictorError, match="lists it but ships no tables"):
+        aic.plan_tables("a30")
+    with pytest.raises(PredictorError, match="did you mean b200_sxm"):
+        aic.plan_tables("b200_sx")
 
 
 def test_frontier_fixture(fixtures):
@@ -118,3 +123,76 @@ def test_frontier_moe_keeps_the_hot_context_where_a_shape_has_both():
     assert kept["expert_parallel_size"].tolist() == [1, 2]
     no_context = frame.drop(columns="gating_runtime_context")
     assert len(hot_context(no_context)) == 3
+
+
+def _fake_root(tmp_path, edit):
+    """A data root holding one b200_sxm GEMM table (200 real rows), edited by ``edit``."""
+    import pandas as pd
+
+    real = aic.find_table(aic.package_data_root() / "b200_sxm", "gemm", "vllm", "gemm_perf.parquet")
+    table = edit(pd.read_parquet(real).iloc[::700].reset_index(drop=True))
+    folder = tmp_path / "data" / "b200_sxm" / "gemm" / "vllm" / "0.24.0"
+    folder.mkdir(parents=True)
+    table.to_parquet(folder / "gemm_perf.parquet")
+    return tmp_path / "data"
+
+
+def _source(root):
+    from frontier_dag.predictors.sources import Source
+
+    files = [p for p, _, _ in aic.plan_tables("b200_sxm", "vllm", root)]
+    return Source("aiconfigurator", "fake b200", "b200_sxm", files, lambda: aic.read_aiconfigurator("b200_sxm", "vllm", root))
+
+
+def test_unknown_columns_and_values_stop_before_any_fitting(tmp_path, monkeypatch, cache_dir):
+    from frontier_dag.predictors import fitted_set as fs
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitting started")
+
+    monkeypatch.setattr(fs, "fit_family", no_fitting)
+    column = _fake_root(tmp_path / "a", lambda t: t.assign(tile_config="128x128"))
+    with pytest.raises(PredictorError, match=r"b200_sxm/gemm/vllm/0.24.0/gemm_perf.parquet: unknown column 'tile_config'"):
+        fs.fitted_set(_source(column))
+    value = _fake_root(tmp_path / "b", lambda t: t.assign(gemm_dtype="w2a16_nf2"))
+    with pytest.raises(PredictorError, match=r"gemm_perf.parquet: column 'gemm_dtype' has unknown value 'w2a16_nf2'"):
+        fs.fitted_set(_source(value))
+
+
+def test_blackwell_precisions_are_read_by_their_names():
+    profiles = aic.read_aiconfigurator("b200_sxm", "trtllm")
+    assert set(profiles.tables["gemm"]["dtype"]) == {"bf16", "fp8", "fp8_block", "fp4"}
+    assert {"fp4", "w4a16_mxfp4", "w4a8_mxfp4_mxfp8"} <= set(profiles.tables["moe_grouped_gemm"]["dtype"])
+    a2a = profiles.tables["all_to_all"]
+    assert {"deepep_ll_dispatch", "deepep_normal_combine"} <= set(a2a["impl"])
+
+
+def test_intel_b60_reads_oneccl_and_fp8_as_weight_only():
+    """The B60 has no FP8 tensor cores: its FP8 GEMM and MoE rows are FP8 weights on the BF16
+    pipe (fp8_wo); its collectives are oneCCL's, read as the system's library collectives."""
+    profiles = aic.read_aiconfigurator("b60", "vllm")
+    assert set(profiles.tables["gemm"]["dtype"]) == {"bf16", "fp8_wo"}
+    assert set(profiles.tables["all_reduce"]["impl"]) == {"nccl"}  # its custom all-reduce rows are eager only
+    assert "all_to_all" not in profiles.tables and "mla_decode" not in profiles.tables
+    with pytest.raises(PredictorError, match="no trtllm kernel tables for b60; it has vllm"):
+        aic.plan_tables("b60", "trtllm")
+
+
+def test_a_shape_timed_by_several_kernels_keeps_one():
+    """SGLang's Blackwell attention tables time shapes with FlashInfer, Triton and TRT-LLM's
+    kernels: each shape keeps the engine's default (Triton on sm100), else the kernel that
+    timed the most shapes; TensorRT-LLM's min-latency MoE twin is left out."""
+    root = aic.package_data_root() / "b200_sxm"
+    path = aic.find_table(root, "attention", "sglang", "context_attention_perf.parquet")
+    assert aic.default_attention_kernels(path) == ("triton",)
+    rows = aic.attention_rows(path, prefill=True)
+    shape = rows["q_lens"].map(lambda q: (len(q), int(q[0]))).astype(str) + rows[
+        ["num_heads", "num_kv_heads", "head_dim", "dtype", "kv_dtype"]].astype(str).agg(" ".join, axis=1)
+    assert not shape.duplicated().any()
+    kernels = rows["source"].str.rsplit(":", n=1).str[-1]
+    assert {"triton", "trtllm_mha"} <= set(kernels)
+    moe = aic.moe_rows(aic.find_table(root, "moe", "trtllm", "moe_perf.parquet"))
+    assert not moe["source"].str.contains(aic.MIN_LATENCY_MOE).any()
+    table = pd.DataFrame({"m": [1, 1, 2], "kernel_source": ["a", "b", "b"], "latency": [1.0, 2.0, 3.0]})
+    assert aic.one_kernel_per_shape(table, ["m"])["latency"].tolist() == [2.0, 3.0]  # b timed more shapes
+    assert aic.one_kernel_per_shape(table, ["m"], ("a",))["latency"].tolist() == [1.0, 3.0]

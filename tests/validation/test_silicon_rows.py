@@ -117,7 +117,7 @@ def test_unsupported_models_and_dtypes_say_why():
     with pytest.raises(Unsupported, match="linear attention"):
         row_model("Qwen/Qwen3.5-397B-A17B", "h200_sxm", "sglang", "fp8", "fp8_block")
     model, notes = row_model("openai/gpt-oss-120b", "h100_sxm", "vllm", "nvfp4", "nvfp4")
-    assert model["dtype"] == "bf16" and model["moe_dtype"] == "fp4" and "bf16" in notes[0]
+    assert model["dtype"] == "bf16" and model["moe_dtype"] == "w4a16_mxfp4" and "only its experts" in notes[0]
     assert model["sliding_window"] == 128
     assert is_moe("deepseek-ai/DeepSeek-R1") and not is_moe("meta-llama/Llama-3.1-8B-Instruct")
 
