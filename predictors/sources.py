@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from frontier_dag.config.hardware import load_hardware
+from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.data import expand_data_path
 from frontier_dag.errors import ConfigError, FrontierDagError, PredictorError
 
-from .aiconfigurator import BACKENDS, plan_tables, read_aiconfigurator
+from .aiconfigurator import BACKENDS, plan_tables, read_aiconfigurator, systems_with_tables
 from .frontier_csv import FRONTIER_FILES, read_frontier_csv
 from .schema import META_FILE, ProfileSet, hash_files, profile_hardware, read_profile_dir
 from .vidur_csv import VIDUR_FILES, find_files, infer_hardware, read_vidur_csv
@@ -96,10 +97,16 @@ def source_for_config(cfg, hw) -> Source:
         if cfg.backend not in BACKENDS:
             raise ConfigError(f"predictor.backend: {cfg.backend!r} has no aiconfigurator tables; use one of "
                               f"{', '.join(BACKENDS)}")
+        key = "predictor.system" if cfg.system else f"hardware ({hw.name}, whose tables are {system!r})"
+        known = systems_with_tables()
+        if system not in known:
+            raise ConfigError(f"{key}: aiconfigurator-core has no kernel tables for system {system!r}"
+                              f"{did_you_mean(system, known) or '.'} Systems with tables: {', '.join(known)} "
+                              "(`frontier-dag systems` lists them); set predictor.system to one of them, or "
+                              "predictor.source: roofline")
         try:
             return open_source("aiconfigurator", system=system, backend=cfg.backend)
         except PredictorError as exc:  # in the words of the config, not of the command line's options
-            key = "predictor.system" if cfg.system else f"hardware ({hw.name}, whose tables are {system!r})"
             raise ConfigError(f"{key}: {exc}; set predictor.system to one of them, or predictor.source: "
                               "roofline") from None
     if cfg.source in ("frontier-csv", "vidur-csv"):

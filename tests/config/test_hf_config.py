@@ -14,6 +14,7 @@ from frontier_dag.config.run import Origin, load_run_config
 from frontier_dag.cost.coster import MicroBatchLoad
 from frontier_dag.cost.protocol import RooflineCostModel
 from frontier_dag.dsl import trace_config
+from frontier_dag.errors import ConfigError
 
 #: Mistral-7B-v0.1's config.json, as published (sliding_window without use_sliding_window)
 MISTRAL = {
@@ -35,11 +36,17 @@ def test_mistral_windows_every_layer():
     ({"sliding_window_pattern": 3}, [32, 32, None, 32, 32, None]),  # Gemma 3: every n-th layer full
     ({"model_type": "gemma2"}, [32, None, 32, None, 32, None]),  # Gemma 2 alternates
     ({"use_sliding_window": False, "max_window_layers": 4}, [None] * 6),  # Qwen: the flag says no
-    ({"hybrid_layer_pattern": [0, 1, 1, 1, 1, 0]}, [None] * 6),  # a layout (window, interval) cannot say
 ])
 def test_which_layers_are_windowed(extra, windows):
     m = from_hf_config({**TINY, **extra}, "m")
     assert [m.attention_window(i) for i in range(6)] == windows
+
+
+def test_a_window_layout_with_its_own_attention_shape_is_refused():
+    """MiMo-style hybrid layouts give the windowed layers their own head counts: two attention
+    shapes, which one model cannot price; reading every layer as full would price another model."""
+    with pytest.raises(ConfigError, match="sliding-window layers with their own head counts"):
+        from_hf_config({**TINY, "hybrid_layer_pattern": [0, 1, 1, 1, 1, 0]}, "m")
 
 
 def test_the_name_of_a_config_json(tmp_path):

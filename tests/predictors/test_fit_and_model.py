@@ -60,7 +60,7 @@ def test_flat_forest_matches_sklearn():
 def test_a_prediction_is_the_calibrated_roofline_times_the_forest_mean(fitted):
     """One compiled call featurizes, range-checks, walks and scales: the same as the steps apart."""
     model, hw = fitted.models["gemm"], fitted.hardware_config
-    query = {"m": [64, 700, 65536], "n": [4096, 1024, 4096], "k": [4096] * 3, "dtype": ["bf16", "bf16", "fp4"]}
+    query = {"m": [64, 700, 65536], "n": [4096, 1024, 4096], "k": [4096] * 3, "dtype": ["bf16", "bf16", "fp8"]}
     X, _, work = feature_matrix("gemm", query, hw, model.vocab)
     leaves = walk(model.forest, X)
     log_ratio = model.forest.nodes.view(np.float32)[:, 3].astype(float)[leaves].mean(axis=1)
@@ -70,7 +70,7 @@ def test_a_prediction_is_the_calibrated_roofline_times_the_forest_mean(fitted):
     assert std == pytest.approx(latency * np.exp(log_cv), rel=1e-12)
     box = model.range_columns
     assert list(out_of_range) == list(((X[:, box] < model.low[box]) | (X[:, box] > model.high[box])).any(axis=1))
-    assert list(out_of_range) == [False, False, True]  # 64k rows and fp4 were never measured
+    assert list(out_of_range) == [False, False, True]  # 64k rows and fp8 were never measured
 
 
 def test_held_out_accuracy_on_unseen_shapes(profiles):
@@ -109,7 +109,7 @@ def test_out_of_range_is_detected_counted_and_extrapolated(fitted):
     model = FittedCostModel(fitted)
     inside = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["bf16"]})
     beyond = model.predict("gemm", {"m": [65536], "n": [4096], "k": [4096], "dtype": ["bf16"]})
-    unknown = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["fp4"]})
+    unknown = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["fp8"]})
     assert not inside.out_of_range[0] and beyond.out_of_range[0] and unknown.out_of_range[0]
     assert model.out_of_range_count == 2
     # 8x the rows of the largest measured GEMM: the calibrated roofline carries the estimate
