@@ -59,7 +59,7 @@ def check_invariants(result) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 25), prompt=st.integers(1, 300), output=st.integers(1, 40), rate=st.floats(1, 500),
        seqs=st.integers(1, 8), tokens=st.integers(16, 512), chunked=st.booleans(),
-       policy=st.sampled_from(["vllm", "sglang"]), layout=st.sampled_from(["colocated", "pd"]),
+       policy=st.sampled_from(["vllm", "sglang"]), layout=st.sampled_from(["colocated", "pd", "hybrid"]),
        spare=st.integers(16, 2000), seed=st.integers(0, 3))
 # found by this test: SGLang admitted a chunked prefill on its first chunk, its next chunk
 # preempted it, and prefill-first re-admitted it forever while the decodes held the memory
@@ -76,8 +76,13 @@ def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens
     if layout == "colocated":
         cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": capacity}},
                           "colocated", workload=wl, scheduler=sched, seed=seed)
-    else:
+    elif layout == "pd":
         cfg = pd(decode_kv=capacity, prefill_kv=capacity, workload=wl, scheduler=sched, seed=seed)
+    else:  # the decode pool prefills every other request itself and takes the others' KV
+        pools = {"prefill": {"role": "prefill", "gpus": 1, "kv_capacity_tokens": capacity},
+                 "decode": {"role": "decode", "gpus": 1, "kv_capacity_tokens": capacity}}
+        cfg = make_config(TINY_DENSE, pools, "hybrid_pd", workload=wl, scheduler=sched, seed=seed,
+                          cluster={"pools": pools, "entry": {"rule": "round_robin"}})
     result = simulate(assemble(cfg, cost_model=FAST))
     check_invariants(result)
     assert result.summary["num_completed"] == n
