@@ -231,3 +231,20 @@ def test_one_entry_pool_leaves_the_summary_as_it_was():
     result = run(cfg)
     assert "entry" not in result.summary
     assert (result.requests["prefill_pool"].astype(str) == "prefill").all()
+
+
+def test_the_cli_refuses_a_pool_without_work_before_simulating(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from frontier_dag.cli.main import cli
+
+    config = tmp_path / "hybrid.yaml"
+    config.write_text(yaml.safe_dump(hybrid().model_dump(mode="json", exclude_none=True)))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["simulate", str(config), "--out", str(out), "--no-progress",
+                                      "--set", "cluster.entry={pools: [decode], rule: round_robin}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and "pool prefill (stage 'prefill', serves prefill) can never receive work" \
+        in result.output and "hybrid.yaml" in result.output
+    assert not out.exists()
