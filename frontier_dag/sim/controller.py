@@ -226,7 +226,8 @@ class GlobalController:
                 continue
             why = (f"the entry rule {self.router.entry.describe()} sent it none of the {self.table.n:,} requests"
                    if worker.name in routed else "no request reached it")
-            out.append(f"pool {worker.name} stayed idle through the run: {why}, yet its {self._gpus[worker.name]} GPUs "
+            gpus = self._gpus[worker.name]
+            out.append(f"pool {worker.name} stayed idle through the run: {why}, yet its {gpus} GPU{'s' * (gpus != 1)} "
                        "count in the output tokens/s per GPU (and the cost). Change the entry rule or its parameters, "
                        "or drop the pool")
         return out

@@ -223,7 +223,7 @@ def test_a_pool_that_stayed_idle_is_a_warning():
     assert result.summary["entry"]["requests"] == {"decode": 1, "prefill": 0}
     assert result.summary["warnings"].startswith(
         "pool prefill stayed idle through the run: the entry rule round_robin() sent it none of the 1 requests, "
-        "yet its 1 GPUs count in the output tokens/s per GPU")
+        "yet its 1 GPU count in the output tokens/s per GPU")
 
 
 def test_one_entry_pool_leaves_the_summary_as_it_was():

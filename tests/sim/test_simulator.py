@@ -67,6 +67,10 @@ def check_invariants(result) -> None:
          layout="colocated", spare=389, seed=0)
 @example(n=13, prompt=222, output=26, rate=83.21, seqs=6, tokens=240, chunked=True, policy="sglang",
          layout="colocated", spare=260, seed=3)
+# found by this test: the decode pool of a mixed strategy admitted a new prompt into the seat
+# that a transfer it had accepted was promised; the arrived KV found no seat, the prompt no memory
+@example(n=5, prompt=1, output=17, rate=7.0, seqs=1, tokens=16, chunked=False, policy="vllm", layout="hybrid",
+         spare=16, seed=0)
 def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens, chunked, policy, layout, spare, seed):
     capacity = prompt + output + spare  # one request always fits: the run must complete
     # without chunked prefill a prompt must fit one step's budget (a config vLLM refuses otherwise)
