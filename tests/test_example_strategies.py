@@ -84,3 +84,12 @@ def test_the_offload_graph_runs_attention_on_the_a100s_and_crosses_the_network()
     assert {gpu for gpu, _ in kinds[("ffn", False)] | kinds[("prefill", False)]} == {None}
     # every transfer to or from the A100s crosses the network at the A100 end's pace
     assert kinds[("attention", True)] == kinds[("ffn", True)] == kinds[("prefill", True)] == {("a100_sxm", "inter_node")}
+
+
+def test_a_mixed_pool_requests_path_runs_where_it_entered(moved_run):
+    result, run_dir = moved_run("hybrid_pd_llama3_70b")
+    run, entered = fd.load_run(run_dir), result.requests["prefill_pool"].astype(str)
+    short, long = int(entered.index[entered == "decode"][0]), int(entered.index[entered == "prefill"][0])
+    pools = {r: {row["pool"] for row in run.critical_path(request=r)["critical_path"]} for r in (short, long)}
+    assert pools[short] == {"decode"}  # prefilled and decoded on the decode pool, its KV never moved
+    assert {"prefill", "prefill->decode", "decode"} >= pools[long] >= {"prefill->decode", "decode"}
