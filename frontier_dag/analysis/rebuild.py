@@ -146,15 +146,16 @@ def _prefilling(run: RunData, row: int):
     it = run.iterations.iloc[row]
     rq = run.requests
     wanted = max(0, int(it["num_seqs"]) - int(it["decode_seqs"]))
-    if str(it["pool"]) != run.entry or not wanted or \
+    pool = str(it["pool"])
+    if pool not in run.entries or not wanted or \
             not {"prefill_replica", "first_scheduled_s", "prefill_done_s", "cached_tokens"} <= set(rq.columns):
         return None
     start = float(it["start_s"])
     end = start + float(it["duration_us"]) * 1e-6
     tol = 1e-9 * max(1.0, abs(end))
     first, done = rq["first_scheduled_s"].to_numpy(), rq["prefill_done_s"].to_numpy()
-    idx = np.flatnonzero((rq["prefill_replica"].to_numpy() == int(it["replica"])) & (first <= start + tol)
-                         & (done >= end - tol))
+    idx = np.flatnonzero((rq["prefill_replica"].to_numpy() == int(it["replica"])) & (run.entry_of() == pool)
+                         & (first <= start + tol) & (done >= end - tol))
     if len(idx) != wanted:
         return None
     return (idx, rq["prompt_tokens"].to_numpy()[idx].astype(np.int64),

@@ -4,7 +4,7 @@ dominates at the median and in the tail of TTFT and TPOT.
 A request's time from arrival to finish is a sequence of phases, and each phase is
 attributed as the request's critical path attributes it (see ``run_path``):
 
-* queue (arrival to first scheduled), on its prefill replica: ``queueing`` while the
+* queue (arrival to first scheduled), on its prefill replica (of the pool it entered): ``queueing`` while the
   replica ran other iterations, ``memory_waits`` while it stood idle (no KV blocks);
 * prefill (to its first token): the category split of the replica's iterations;
 * in PD: ``backpressure`` (waiting for decode KV blocks), ``kv_transfer``, ``queueing``
@@ -35,7 +35,7 @@ def breakdown(run: RunData, times: ChainTimes) -> tuple[dict[str, np.ndarray], d
     rq = run.requests
     us = lambda col: rq[col].to_numpy(dtype=np.float64) * 1e6  # noqa: E731
     arr, fs, ft, fin = us("arrival_s"), us("first_scheduled_s"), us("first_token_s"), us("finish_s")
-    entry = _chains(run, run.entry, rq["prefill_replica"].to_numpy())
+    entered = run.entry_of()
     first: dict[str, np.ndarray] = {}
     after: dict[str, np.ndarray] = {}
 
@@ -58,9 +58,14 @@ def breakdown(run: RunData, times: ChainTimes) -> tuple[dict[str, np.ndarray], d
                 add(table, pool, cat, cats[:, k])
         add(table, pool, "memory_waits", idle)
 
-    phase(first, run.entry, entry, arr, fs, wait=True)
-    phase(first, run.entry, entry, fs, ft, wait=False)
     dec = rq["decode_replica"].to_numpy()
+    handed = (dec >= 0) & (run.decode is not None)
+    chains = {}
+    for pool in run.entries:  # each request's queue and prefill on the pool it entered
+        mine = entered == pool
+        chains[pool] = entry = np.where(mine, _chains(run, pool, rq["prefill_replica"].to_numpy()), -1)
+        phase(first, pool, entry, np.where(mine, arr, np.nan), fs, wait=True)
+        phase(first, pool, entry, np.where(mine, fs, np.nan), ft, wait=False)
     if run.decode is not None:
         ts, te, da = us("transfer_start_s"), us("transfer_end_s"), us("decode_admitted_s")
         gap = np.nan_to_num(ts - ft, nan=0.0)
@@ -70,11 +75,10 @@ def breakdown(run: RunData, times: ChainTimes) -> tuple[dict[str, np.ndarray], d
         add(after, run.decode, "memory_waits", np.where(rest > 1e-3, rest, 0.0))
         add(after, run.link or "link", "kv_transfer", te - ts)
         add(after, run.decode, "queueing", da - te)
-        handed = dec >= 0
         phase(after, run.decode, _chains(run, run.decode, dec), np.where(handed, da, np.nan), fin, wait=False)
-        phase(after, run.entry, np.where(handed, -1, entry), np.where(handed, np.nan, ft), fin, wait=False)
-    else:
-        phase(after, run.entry, entry, ft, fin, wait=False)
+    for pool in run.entries:  # and the rest on it, unless its KV moved
+        ok = (entered == pool) & ~handed
+        phase(after, pool, np.where(ok, chains[pool], -1), np.where(ok, ft, np.nan), fin, wait=False)
     return first, after
 
 

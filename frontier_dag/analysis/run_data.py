@@ -17,7 +17,7 @@ import pandas as pd
 
 from frontier_dag.config.run import Origin, RunConfig
 from frontier_dag.cost.queries import CATEGORIES
-from frontier_dag.errors import FrontierDagError, RunDataError
+from frontier_dag.errors import RunDataError
 
 #: Per-iteration category columns of iterations.parquet (they sum to duration_us).
 CATEGORY_COLUMNS = tuple(f"{c}_us" for c in CATEGORIES)
@@ -45,7 +45,8 @@ class RunData:
     requests: pd.DataFrame
     iterations: pd.DataFrame  # sorted by chain, then start
     pools: dict[str, PoolInfo]  # pools that log iterations, in the log's pool order
-    entry: str  # the pool that receives requests
+    entries: tuple[str, ...]  # the pools new requests enter (requests.parquet's prefill_pool says which)
+    handoff: str | None  # the entry pool whose prefills hand their KV to ``decode`` (PD's prefill pool)
     decode: str | None  # the pool that decodes after a hand-off (PD), else None
     link: str | None  # name of the KV link ("prefill->decode") when KV moves between pools
     chains: list[tuple[str, int]] = field(default_factory=list)  # chain -> (pool, replica)
@@ -78,6 +79,10 @@ class RunData:
     @property
     def clients(self) -> int | None:
         return self.config.workload.clients
+
+    def entry_of(self) -> np.ndarray:
+        """The entry pool of every request (its prefill ran there), by request id."""
+        return self.requests["prefill_pool"].astype(str).to_numpy()
 
 
 def categories_with_rest(run: RunData) -> np.ndarray:
@@ -120,7 +125,7 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
     deployment, graph = trace_config(config, origin)
     name_of_role = {p.role: name for name, p in deployment.pools.items()}
     pools: dict[str, PoolInfo] = {}
-    entry = decode = link = None
+    decode = link = None
     for stage_name, stage in graph.stages.items():
         if stage.serves == "transfer":
             link = "->".join(name_of_role[r] for r in stage.pools[:2])
@@ -130,15 +135,17 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
         pools[name] = PoolInfo(name, cfg.role, stage_name, stage.serves, cfg.replicas,
                                sum(deployment.pools[name_of_role[r]].gpus for r in stage.pools),
                                tuple(name_of_role[r] for r in stage.pools), stage.micro_batches)
-        if stage.serves in ("prefill", "both"):
-            entry = name
-        else:
-            decode = name
-    if entry is None:
-        raise FrontierDagError(f"{run_dir or origin.name}: the workflow has no stage that serves prefill")
-    if decode is not None and link is None:
+    entries = tuple(name_of_role[r] for r in graph.entry.pools)
+    handoff = next((name for name in entries if pools[name].serves == "prefill"), None)
+    if handoff is not None:  # its KV moves to the one pool that decodes (dsl.entry checked it)
+        decode = next(name for name, p in pools.items() if p.serves != "prefill")
         # per-layer KV streaming: no transfer stage, the KV is there when the prefill ends
-        link = f"{entry}->{decode}"
+        link = link or f"{handoff}->{decode}"
+    if "prefill_pool" not in requests.columns:  # a run written before requests recorded their entry pool
+        if len(entries) > 1:
+            raise unreadable(run_dir, "requests.parquet", "no prefill_pool column, but the run's requests could "
+                             f"enter {' or '.join(entries)}")
+        requests = requests.assign(prefill_pool=entries[0])
     pool_names = list(pools)
     strangers = sorted(set(iterations["pool"].astype(str)) - set(pool_names))
     if strangers:
@@ -162,5 +169,5 @@ def run_data(config: RunConfig, origin: Origin, summary: dict[str, Any], request
             lo.append(s)
             hi.append(e)
     return RunData(run_dir, config, summary, requests.sort_values("request_id").reset_index(drop=True), iterations,
-                   pools, entry, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64),
+                   pools, entries, handoff, decode, link, chains, np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64),
                    log_rows.astype(np.int64), origin)

@@ -100,11 +100,13 @@ class PathBuilder:
         us["memory_waits"] = _idle(t1 - t0, float(cats.sum()))
         self._row(f"{pool}[{rep}] {what}", "iterations", f"{pool}[{rep}]", pool, t0, t1, us, n)
 
-    def wait(self, chain: int, t0: float, t1: float, r: int, busy_label: str, ended_by: str | None = None) -> None:
-        """Request ``r`` waiting on ``chain``: busy time is ``busy_label``, idle time memory waits."""
+    def wait(self, chain: int, t0: float, t1: float, r: int, busy_label: str, ended_by: str | None = None,
+             pool: str | None = None) -> None:
+        """Request ``r`` waiting on ``chain`` (of ``pool``): busy time is ``busy_label``, idle time
+        memory waits."""
         if not (np.isfinite(t0) and np.isfinite(t1)) or t1 - t0 <= ROUNDING_US:
             return
-        pool, rep = self.run.chains[chain] if chain >= 0 else (self.run.entry, -1)
+        pool, rep = self.run.chains[chain] if chain >= 0 else (pool, -1)
         cats, n = self.times.window(chain, t0, t1) if chain >= 0 else (np.zeros(1), 0)
         busy = float(cats.sum())
         us = {busy_label: busy, "memory_waits": _idle(t1 - t0, busy)}
@@ -139,13 +141,14 @@ class PathBuilder:
         rq = run.requests.iloc[r]
         us = {c: float(rq[c]) * 1e6 for c in ("arrival_s", "first_scheduled_s", "first_token_s", "transfer_start_s",
                                                 "transfer_end_s", "decode_admitted_s", "finish_s")}
-        entry = self._chain(run.entry, int(rq["prefill_replica"]))
+        pool = str(rq["prefill_pool"])  # the pool it entered
+        entry = self._chain(pool, int(rq["prefill_replica"]))
         self.wait(entry, us["arrival_s"], us["first_scheduled_s"], r, "queueing",
-                  self.ended_by(int(g.nodes.first_iter[r])))
+                  self.ended_by(int(g.nodes.first_iter[r])), pool)
         self.own(entry, us["first_scheduled_s"], us["first_token_s"], "prefill" if run.decode else "iterations")
         handed = int(rq["decode_replica"]) >= 0 and run.decode is not None
         if not handed:
-            self.own(entry, us["first_token_s"], us["finish_s"], "decode" if run.decode is None else "iterations")
+            self.own(entry, us["first_token_s"], us["finish_s"], "decode" if pool == (run.decode or pool) else "iterations")
             return self.rows
         decode = self._chain(run.decode, int(rq["decode_replica"]))
         freed = self.freed_by(int(g.nodes.memory_node[r]))
@@ -161,7 +164,7 @@ class PathBuilder:
             self._row(f"request {r} {what}", op, run.decode, run.decode, t0, t1, split, **extra)
         if np.isfinite(us["transfer_end_s"]):
             t0, t1 = us["transfer_start_s"], us["transfer_end_s"]
-            link = f"{run.entry}[{int(rq['prefill_replica'])}]->{run.decode}[{int(rq['decode_replica'])}]"
+            link = f"{pool}[{int(rq['prefill_replica'])}]->{run.decode}[{int(rq['decode_replica'])}]"
             self.rows.append({"node": f"request {r} KV transfer", "op": "kv_transfer", "resource": link,
                               "layer": None, "micro_batch": None, "start_us": t0, "duration_us": t1 - t0,
                               "pool": run.link or "link", "category": "kv_transfer",

@@ -91,11 +91,14 @@ def occupancy(graph: RecordedGraph, ev, idx: np.ndarray, arr, first, fin) -> dic
     span = fin.max(axis=0) - arr.min(axis=0)
     join = np.fmax(arr, ev.start_many(n.first_iter[idx]))
     handed = graph.has_xfer[idx] & (n.admit_iter[idx] >= 0)
-    out = {run.entry: np.where(handed[:, None], first, fin) - join}
+    held = np.where(handed[:, None], first, fin) - join  # in the batches of the pool it entered
+    entered = run.entry_of()[idx]
+    out = {pool: np.nansum(held[entered == pool], axis=0) for pool in run.entries}
     if run.decode is not None and handed.any():
         ready = ev.finish_many(graph.xfer(idx[handed]))
-        out[run.decode] = fin[handed] - np.fmax(ready, ev.start_many(n.admit_iter[idx[handed]]))
-    return {pool: np.nansum(time, axis=0) / np.maximum(span, 1e-12) for pool, time in out.items()}
+        decoding = np.nansum(fin[handed] - np.fmax(ready, ev.start_many(n.admit_iter[idx[handed]])), axis=0)
+        out[run.decode] = out.get(run.decode, 0.0) + decoding
+    return {pool: time / np.maximum(span, 1e-12) for pool, time in out.items()}
 
 
 def metrics(graph: RecordedGraph, ev) -> Metrics:

@@ -137,6 +137,18 @@ class PoolConfig(Strict):
         return max(1, self.gpus_per_replica // self.ep)
 
 
+class EntryConfig(Strict):
+    """Which pools new requests enter and the rule that picks one, over what the workflow
+    declares with ``g.entry`` (docs/dsl.md, "Routing between entry pools")."""
+
+    pools: list[str] | None = Field(None, description="names of cluster.pools that new requests may enter; default "
+                                                        "the workflow's")
+    rule: str | None = Field(None, description="round_robin, least_outstanding_tokens or by_prompt_length; default "
+                                               "the workflow's")
+    params: dict[str, Any] = Field({}, description="the rule's parameters (by_prompt_length: threshold, short, long), "
+                                                   "over the workflow's when the rule is the same")
+
+
 class ClusterConfig(Strict):
     pools: dict[str, PoolConfig]
     kv_link: Literal["auto", "nvlink", "network"] = Field(
@@ -146,11 +158,17 @@ class ClusterConfig(Strict):
                         "deepep_normal, deepep_ll, or a workflow's own impl=): a collective that overlaps compute "
                         "on its GPUs slows it by that share of the GPU's SMs (docs/dsl.md, contention); "
                         "defaults: nccl 32, custom and auto 36, deepep_normal 20, deepep_ll DeepEP's launch grid")
+    entry: EntryConfig | None = Field(None, description="which pools new requests enter and how one is chosen; "
+                                                        "default the workflow's g.entry")
 
     @model_validator(mode="after")
     def _roles(self) -> ClusterConfig:
         if not self.pools:
             raise ValueError("cluster.pools is empty; add at least one pool")
+        for name in (self.entry.pools or []) if self.entry is not None else []:
+            if name not in self.pools:
+                raise ValueError(f"entry.pools names {name!r}, which is not a pool of cluster.pools "
+                                 f"({', '.join(self.pools)})")
         return self
 
     def pools_with_role(self, role: str) -> list[str]:

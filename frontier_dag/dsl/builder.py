@@ -22,7 +22,7 @@ import os
 import sys
 import sysconfig
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,30 @@ class Builder:
             raise WorkflowError(f"{_where()}: op {op!r} runs on unknown resource {name!r}; declare it first with "
                                 f"g.stream(), g.ep_ranks() or g.link() (declared: {known})")
         return self.ir.resources[name]
+
+    # -- where requests enter ------------------------------------------------------------------
+    def entry(self, pools: Iterable[str], *, rule: str | Callable[..., Any], params: dict[str, Any] | None = None) -> None:
+        """New requests may enter the pools of the roles ``pools`` (each leads a stage that serves
+        prefill or both), and ``rule`` picks one per request: a built-in rule's name
+        (``round_robin``, ``least_outstanding_tokens``, ``by_prompt_length``) with its
+        ``params``, or a callable ``rule(request, pools) -> pool`` (``frontier_dag.dsl.entry``).
+        Without it, requests enter the one pool that prefills. The config's ``cluster.entry``
+        overrides it."""
+        from frontier_dag.dsl.entry import Entry, check_rule
+
+        if self.ir.entry is not None:
+            raise WorkflowError(f"{_where()}: g.entry is declared twice (first at {self.ir.entry.where})")
+        if isinstance(pools, str) or not isinstance(pools, Iterable):
+            raise WorkflowError(f"{_where()}: g.entry: pools= takes a list of roles, such as pools=[{pools!r}, ...]")
+        pools = tuple(pools)
+        for role in pools:
+            if role not in self._pools_by_role:
+                raise WorkflowError(f"{_where()}: {self._unknown_role(role, 'g.entry: pools= names')}")
+        try:
+            check_rule(rule, params if params is not None else {})
+        except ValueError as exc:
+            raise WorkflowError(f"{_where()}: g.entry: {exc}") from None
+        self.ir.entry = Entry(pools, rule, dict(params or {}), _where())
 
     # -- scopes --------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -8,6 +8,7 @@ from typing import Any
 
 from frontier_dag.config.run import Deployment, Origin, RunConfig, check_weights_fit, resolve
 from frontier_dag.dsl.builder import Builder
+from frontier_dag.dsl.entry import resolve_entry
 from frontier_dag.dsl.registry import WorkflowDef, get_workflow
 from frontier_dag.errors import ConfigError, FrontierDagError, WorkflowError
 from frontier_dag.ir.contention import DEFAULT_COMM_SMS, SmShare, add_contention, deepep_ll_sms
@@ -32,6 +33,7 @@ def trace(workflow: WorkflowDef, deployment: Deployment, params: dict[str, Any] 
         where = _failing_line(exc, workflow.source)
         raise WorkflowError(f"{where}: workflow {workflow.name} failed while tracing: {type(exc).__name__}: {exc}") from exc
     graph = add_contention(builder.finish(), sm_shares(deployment))
+    graph.entry = resolve_entry(graph, deployment)
     graph.warnings.extend(serial_micro_batches(graph))
     groups = graph.weight_groups()
     for name, pool in deployment.pools.items():

@@ -104,6 +104,9 @@ class EventGraph:
     #: What the author should know about the traced strategy (a stage whose micro-batches
     #: never overlap, ...): reported by the commands and in the run summary.
     warnings: list[str] = field(default_factory=list)
+    #: Which pools new requests enter and the rule that picks one (a ``dsl.entry.Entry``): as
+    #: the workflow declared it (``g.entry``), then, once traced, as the run uses it.
+    entry: Any = None
 
     # -- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -159,7 +162,7 @@ class EventGraph:
             raise GraphError(f"{self.name}: no stage {stage!r}; stages are {', '.join(self.stages)}")
         sub = self.graph.subgraph(self.stage_nodes(stage)).copy()
         return EventGraph(self.name, self.params, sub, self.templates, self.resources,
-                          {stage: self.stages[stage]}, self.routing, list(self.warnings))
+                          {stage: self.stages[stage]}, self.routing, list(self.warnings), self.entry)
 
     # -- checking ------------------------------------------------------------------------------
     def validate(self) -> EventGraph:
@@ -199,6 +202,8 @@ class EventGraph:
             lines.append(f"stage {s.name} pools={','.join(s.pools)} micro_batches={s.micro_batches} serves={s.serves}")
         if self.routing is not None:
             lines.append(f"routing {self.routing}")
+        if self.entry is not None and len(self.entry.pools) > 1:
+            lines.append(f"entry {','.join(self.entry.pools)} {self.entry.describe()}")
         used = sorted({self.graph.nodes[n]["template"] for n in order})
         tid = {t: i for i, t in enumerate(used)}
         for t in used:

@@ -2,8 +2,9 @@
 
 One drawing with two parts:
 
-* the stages of the run: arrivals, each queue, each pool (its GPUs, utilization, KV peak),
-  the KV link and the hand-off waits of PD, each with its share of the run's critical path
+* the stages of the run: arrivals, the entry rule where requests may enter several pools,
+  each queue, each pool (its GPUs, utilization, KV peak), the KV link and the hand-off waits
+  of PD, each with its share of the run's critical path
   (the request that finished last) and of the p99-TTFT and p99-TPOT requests' time. Edges
   into a stage that holds part of the critical path are red, thicker with the share;
 * the representative iteration of the bottleneck pool (the pool with the largest share of
@@ -111,14 +112,37 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
     if wl.arrival is not None and getattr(wl.arrival, "rate_per_s", None):
         arrivals += f", {wl.arrival.rate_per_s:g}/s"
     g.node("s_arrivals", f"{arrivals}\n{summary.get('num_requests', len(rq)):,} requests", shape="ellipse")
-    entry = run.entry
-    q_share = _share(path_pools, entry, ("queueing", "memory_waits"))
-    g.node("s_queue", f"queue of {entry}\nwait {_wait_stats(rq['queue_s'].to_numpy())}\n"
-                      f"critical path {_pct(q_share)}\n{tails(entry, ('queueing', 'memory_waits'))}", shape="cylinder")
-    edge("s_arrivals", "s_queue", q_share)
-    last = "s_queue"
-    stages = [entry] + ([run.decode] if run.decode else [])
-    for i, name in enumerate(stages):
+    entered = run.entry_of()
+    handed = any(row["op"] == "kv_transfer" for row in path.rows)  # the path's request moved its KV
+    queue_of: dict[str, str] = {}  # pool -> the node of its queue
+    if len(run.entries) == 1:
+        entry = run.entries[0]
+        q_share = _share(path_pools, entry, ("queueing", "memory_waits"))
+        g.node("s_queue", f"queue of {entry}\nwait {_wait_stats(rq['queue_s'].to_numpy())}\n"
+                          f"critical path {_pct(q_share)}\n{tails(entry, ('queueing', 'memory_waits'))}", shape="cylinder")
+        edge("s_arrivals", "s_queue", q_share)
+        queue_of[entry] = "s_queue"
+    else:  # the entry rule sends each request to one of the entry pools' queues
+        route = summary.get("entry") or {}
+        counts = route.get("requests") or {}
+        shares = {p: _share(path_pools, p, ("queueing", "memory_waits")) for p in run.entries}
+        g.node("s_route", f"entry rule {route.get('rule', '')}\n"
+                          + "\n".join(f"{counts.get(p, int((entered == p).sum())):,} requests enter {p}" for p in run.entries),
+               shape="diamond")
+        edge("s_arrivals", "s_route", sum(shares.values()))
+        for p in run.entries:
+            waits = f"wait {_wait_stats(rq['queue_s'].to_numpy()[entered == p])}"
+            title = f"queue of {p}"
+            if p == run.decode:  # one queue: new requests, and requests whose KV arrived
+                title += ": new requests and arrived KV"
+                waits = f"new: {waits}\nKV arrived: wait {_wait_stats(rq['decode_wait_s'].to_numpy())}"
+            g.node(f"s_queue_{p}", f"{title}\n{waits}\ncritical path {_pct(shares[p])}\n"
+                                   f"{tails(p, ('queueing', 'memory_waits'))}", shape="cylinder")
+            # the decode pool's queue holds the path's request after a hand-off, or when it entered there
+            edge("s_route", f"s_queue_{p}", 0.0 if p == run.decode and handed else shares[p])
+            queue_of[p] = f"s_queue_{p}"
+
+    def pool_node(name: str, after: str) -> None:
         pool = run.pools[name]
         share = _share(path_pools, name, exclude=WAITS)
         title = f"pool {name} ({pool.role})" + (f" with {', '.join(pool.members[1:])}" if len(pool.members) > 1 else "")
@@ -128,8 +152,7 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
                  f"critical path {_pct(share)}: {_top(path_pools.get(name, {}), WAITS)}\n{tails(name, exclude=WAITS)}")
         g.node(f"s_pool_{name}", label, shape="box", style="rounded,filled",
                fillcolor=POOL_COLORS.get(pool.role, "#f4f4f4"))
-        edge(last, f"s_pool_{name}", share)
-        last = f"s_pool_{name}"
+        edge(after, f"s_pool_{name}", share)
         for member in pool.members[1:]:
             # AF: the FFN pool steps with the attention pool in every iteration
             cfg = run.config.cluster.pools[member]
@@ -144,31 +167,41 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
             if link + share_m > 0.0005:
                 attrs.update(color=CRITICAL, penwidth=f"{1.2 + 8 * (link + share_m):.2f}", fontcolor=CRITICAL)
             g.edge(f"s_pool_{name}", f"s_member_{member}", **attrs)
-        if i == 0 and run.decode:
-            dec = run.decode
-            bp = _share(path_pools, dec, ("backpressure",))
-            g.node("s_backpressure", f"prefilled, waiting for {dec} KV blocks\n{_wait_stats(rq['transfer_wait_s'].to_numpy())}\n"
-                                     f"critical path {_pct(bp)}\n{tails(dec, ('backpressure',))}", shape="cylinder")
-            edge(last, "s_backpressure", bp)
-            link = run.link or "link"
-            kv = _share(path_pools, link, ("kv_transfer",))
-            moves = sorted({a["op"] for _, a in graph.graph.nodes(data=True)
-                            if graph.stages[a["stage"]].serves == "transfer"})
-            what = f"KV transfer ({' / '.join(moves)})" if moves else "KV transfer (streamed with the prefill)"
-            g.node("s_link", f"link {link}\n{what}\n{_wait_stats(rq['transfer_s'].to_numpy())}\n"
-                             f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds", margin="0.25,0.05")
-            edge("s_backpressure", "s_link", kv)
+
+    for name in run.entries:
+        pool_node(name, queue_of[name])
+    if run.decode:
+        dec = run.decode
+        bp = _share(path_pools, dec, ("backpressure",))
+        g.node("s_backpressure", f"prefilled, waiting for {dec} KV blocks\n{_wait_stats(rq['transfer_wait_s'].to_numpy())}\n"
+                                 f"critical path {_pct(bp)}\n{tails(dec, ('backpressure',))}", shape="cylinder")
+        edge(f"s_pool_{run.handoff}", "s_backpressure", bp)
+        link = run.link or "link"
+        kv = _share(path_pools, link, ("kv_transfer",))
+        moves = sorted({a["op"] for _, a in graph.graph.nodes(data=True)
+                        if graph.stages[a["stage"]].serves == "transfer"})
+        what = f"KV transfer ({' / '.join(moves)})" if moves else "KV transfer (streamed with the prefill)"
+        g.node("s_link", f"link {link}\n{what}\n{_wait_stats(rq['transfer_s'].to_numpy())}\n"
+                         f"critical path {_pct(kv)}\n{tails(link, ('kv_transfer',))}", shape="cds", margin="0.25,0.05")
+        edge("s_backpressure", "s_link", kv)
+        if dec in queue_of:  # the decode pool is an entry too: the KV joins its queue
+            edge("s_link", queue_of[dec], _share(path_pools, dec, ("queueing", "memory_waits")) if handed else 0.0)
+        else:
             dq = _share(path_pools, dec, ("queueing",))
             g.node("s_decode_queue", f"KV arrived, waiting for a {dec} batch\n"
                                      f"{_wait_stats(rq['decode_wait_s'].to_numpy())}\ncritical path {_pct(dq)}",
                    shape="cylinder")
             edge("s_link", "s_decode_queue", dq)
-            last = "s_decode_queue"
+            pool_node(dec, "s_decode_queue")
+    # where requests finish: every pool but the one that hands its prefills off
+    ends = [f"s_pool_{name}" for name in (*run.entries, *([run.decode] if run.decode else []))
+            if name != run.handoff]
     steady = (summary.get("steady") or {}).get("output_tokens_per_s")
     tput = summary.get("output_tokens_per_s")
     done = f"\n{steady:,.0f} output tokens/s (steady window)" if steady else f"\n{tput:,.0f} output tokens/s" if tput else ""
     g.node("s_done", "done" + done, shape="box", style="rounded,bold")
-    edge(last, "s_done", 0.0)
+    for end in dict.fromkeys(ends):
+        edge(end, "s_done", 0.0)
     return g, path_pools
 
 

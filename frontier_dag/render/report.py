@@ -54,6 +54,10 @@ def describe(analysis: RunAnalysis) -> list[str]:
     wl = cfg.workload
     load = f"{wl.clients} closed-loop clients" if wl.clients else f"{wl.arrival.kind} arrivals" + (
         f" at {wl.arrival.rate_per_s:g}/s" if wl.arrival.rate_per_s else "")
+    entry = analysis.run.summary.get("entry")
+    if entry:  # requests may enter several pools
+        pools += "; requests enter by " + entry["rule"] + ": " + ", ".join(
+            f"{n:,} {name}" for name, n in entry["requests"].items())
     return [f"{model} on {hardware}, workflow {cfg.workflow.name}; {pools}",
             f"{wl.num_requests:,} requests, {load}; scheduler {cfg.scheduler.policy}; prices from "
             f"{cfg.predictor.source}; seed {cfg.seed}; SLO TTFT {cfg.slo.ttft_ms:g} ms, TPOT {cfg.slo.tpot_ms:g} ms"]
@@ -83,7 +87,7 @@ def glance(analysis: RunAnalysis, steady: dict, bottleneck: tuple[str, float]) -
 
 def read_with_care(analysis: RunAnalysis, steady: dict, note: str) -> list[str]:
     s = analysis.run.summary
-    lines = [w for w in (steady.get("warnings") or "").splitlines() if w]
+    lines = [w for w in (s.get("warnings") or "").splitlines() + (steady.get("warnings") or "").splitlines() if w]
     if note:
         lines.append(note)
     oor = s.get("predictor_out_of_range", 0)

@@ -148,7 +148,7 @@ class TraceBuilder:
             key = (int(pr[r]), int(dr[r]))
             if key not in tids:
                 tids[key] = len(tids)
-                self.events += _meta(LINK_PID, tids[key], "thread_name", f"{run.entry}[{key[0]}] -> {run.decode}[{key[1]}]",
+                self.events += _meta(LINK_PID, tids[key], "thread_name", f"{run.handoff}[{key[0]}] -> {run.decode}[{key[1]}]",
                                      tids[key])
             tid = tids[key]
             self.events.append({"ph": "X", "name": f"KV r{r}", "cat": "kv_transfer", "pid": LINK_PID, "tid": tid,
@@ -171,9 +171,12 @@ class TraceBuilder:
     def counters(self) -> None:
         run, rq = self.run, self.run.requests
         us = lambda c: rq[c].to_numpy() * 1e6  # noqa: E731
-        series = [(run.entry, "waiting to be scheduled", us("arrival_s"), us("first_scheduled_s"))]
+        entered = run.entry_of()
+        series = [(pool, "waiting to be scheduled", np.where(entered == pool, us("arrival_s"), np.nan), us("first_scheduled_s"))
+                  for pool in run.entries]
         if run.decode is not None:
-            series.append((run.entry, "prefilled, waiting for decode KV blocks", us("first_token_s"), us("transfer_start_s")))
+            series.append((run.handoff, "prefilled, waiting for decode KV blocks", us("first_token_s"),
+                           us("transfer_start_s")))
             series.append((run.decode, "KV arrived, waiting for a decode batch", us("transfer_end_s"), us("decode_admitted_s")))
         for pool, name, t_in, t_out in series:
             times, values = _occupancy(t_in, t_out)

@@ -1,10 +1,11 @@
-"""The GlobalController: routes requests to replicas, moves KV between pools, and
+"""The GlobalController: routes requests to pools and replicas, moves KV between pools, and
 notices when the cluster can no longer progress.
 
-Pools come from the workflow's stages: the stage that serves prefill (or both)
-receives new requests; in PD, a finished prefill waits until a decode replica has
-KV blocks for it (the prefill replica keeps its blocks meanwhile: backpressure),
-then crosses a link shared by that prefill replica's concurrent transfers.
+Pools come from the workflow's stages. A new request enters one of the entry pools (stages
+that serve prefill or both), the one the strategy's entry rule picks (``sim.routing``),
+and there the replica ``scheduler.routing`` picks. In PD, a finished prefill waits until
+a decode replica has KV blocks for it (the prefill replica keeps its blocks meanwhile:
+backpressure), then crosses a link shared by that prefill replica's concurrent transfers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from frontier_dag.sim.memory import kv_capacity_tokens
 from frontier_dag.sim.policies import build_policy
 from frontier_dag.sim.predictor import ExecutionPredictor
 from frontier_dag.sim.replica import ReplicaWorker
+from frontier_dag.sim.routing import EntryRouter, PoolState, TokenLedger
 from frontier_dag.sim.state import ColumnLog, RequestTable
 
 
@@ -54,12 +56,12 @@ class GlobalController:
         self.reserved: dict[tuple[str, int, int], int] = {}
         self.pending: deque[tuple[int, ReplicaWorker]] = deque()  # prefilled, waiting for decode blocks
         self.workers: dict[str, ClusterWorker] = {}
-        self.entry: ClusterWorker | None = None
-        self.decode: ClusterWorker | None = None
+        self.decode: ClusterWorker | None = None  # where finished prefills' KV moves
         self.transfer: ExecutionPredictor | None = None
         self.links: dict[int, SharedLink] = {}
         self.completed = 0
         pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
+        serves, gpus = {}, {}
         for pool_index, (stage_name, stage) in enumerate(graph.stages.items()):
             if stage.serves == "transfer":
                 self.transfer = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed)
@@ -85,50 +87,70 @@ class GlobalController:
                               log=self.log)
                 for i in range(pool.replicas)
             ]
-            worker = ClusterWorker(name, replicas, sched.routing)
-            self.workers[name] = worker
-            if stage.serves in ("prefill", "both"):
-                self.entry = worker
-            else:
-                self.decode = worker
-        if self.entry is None:
-            raise SimulationError(f"workflow {graph.name} has no stage that serves prefill; nothing can take requests")
-        if any(r.serves == "prefill" for r in self.entry.replicas) and self.decode is None:
-            raise SimulationError(f"workflow {graph.name} prefills in stage {self.entry.name} but has no decode stage")
+            self.workers[name] = ClusterWorker(name, replicas, sched.routing)
+            serves[name] = stage.serves
+            gpus[name] = sum(pools_by_role[r][1].gpus for r in stage.pools)
+        entry = graph.entry
+        entries = [pools_by_role[role][0] for role in entry.pools]
+        if any(serves[name] == "prefill" for name in entries):
+            # the KV of a prefill-only pool moves to the one pool that decodes (dsl.entry checked it)
+            self.decode = next(self.workers[name] for name, s in serves.items() if s != "prefill")
+        self.ledger = TokenLedger(table.n, list(self.workers))
+        self.router = EntryRouter(entry, [PoolState(self.workers[name], deployment.pools[name].role, serves[name],
+                                                    gpus[name], self.ledger) for name in entries], table)
+        self.entries = [self.workers[name] for name in entries]
+        self._entry_index = {name: i for i, name in enumerate(self.workers)}
+        self._gpus = gpus
+        table.pool_names = list(self.workers)
 
     # -- requests in ---------------------------------------------------------------------------
     def arrive(self, rid: int) -> None:
-        self.table.arrival[rid] = self.events.now
-        self.entry.pick().submit(rid)
+        t = self.table
+        t.arrival[rid] = self.events.now
+        pool = self.router.route(rid)
+        t.prefill_pool[rid] = self._entry_index[pool.name]
+        # its prompt, and its outputs where the pool decodes them too
+        self.ledger.enter(rid, pool.name, int(t.prompt[rid]) + (int(t.output[rid]) if pool.serves == "both" else 0))
+        pool.worker.pick().submit(rid)
 
     # -- callbacks from replicas ---------------------------------------------------------------
     def finished(self, rid: int, replica: ReplicaWorker) -> None:
         self.completed += 1
-        if replica.serves == "decode":
+        self.ledger.leave(rid)
+        if self.decode is not None and replica.pool == self.decode.name:
             self._retry_pending((Node.ITERATION, replica.last_row))
         if self.on_finish is not None:
             self.on_finish(rid)
 
     def preempted(self, rid: int, replica: ReplicaWorker) -> None:
-        """A preempted sequence is recomputed from its prompt and the tokens it generated.
-        What it then waits for is what the preempting iteration waited for."""
+        """A preempted sequence is recomputed from its prompt and the tokens it generated: where
+        it is, unless the pool only decodes, then on the pool it entered. What it then waits
+        for is what the preempting iteration waited for."""
         if replica.serves == "decode":
-            entry = self.entry.pick()
+            self.ledger.leave(rid)
+            worker = self.entries[0] if len(self.entries) == 1 else self._entered(rid)
+            t = self.table
+            self.ledger.enter(rid, worker.name, int(t.prompt[rid] + t.generated[rid]))
+            entry = worker.pick()
             entry.cut()
             entry.waiting.appendleft(rid)
-            self.events.after(0.0, self._kick_entry, replica.planning)
+            self.events.after(0.0, self._kick_entry, worker, replica.planning)
             self.events.after(0.0, self._retry_pending, replica.planning)  # its seat and KV are free again
         else:
             replica.waiting.appendleft(rid)
 
-    def _kick_entry(self, after: Ref) -> None:
-        for r in self.entry.replicas:
+    def _entered(self, rid: int) -> ClusterWorker:
+        return self.workers[self.table.pool_names[self.table.prefill_pool[rid]]]
+
+    def _kick_entry(self, worker: ClusterWorker, after: Ref) -> None:
+        for r in worker.replicas:
             r.cut()
             r.kick(Cause.REQUEUE, -1, after)
 
     def handoff(self, rid: int, source: ReplicaWorker) -> None:
         """A prefill finished: move its KV to a decode replica once one has room."""
         self.table.transfer_ready[rid] = self.events.now
+        self.ledger.leave(rid)
         if not self._try_transfer(rid, source):
             self.pending.append((rid, source))
 
@@ -157,6 +179,7 @@ class GlobalController:
         t.transfer_start[rid] = self.events.now
         t.transfer_waited_for_kind[rid], t.transfer_waited_for[rid] = after
         t.decode_replica[rid] = target.index
+        self.ledger.enter(rid, target.pool, left)
         if self.transfer is None:  # KV already streamed layer by layer during the prefill
             self._arrived(rid, source, target)
             return True
@@ -190,6 +213,24 @@ class GlobalController:
         if self.reserved or self.pending:
             raise SimulationError(f"internal error: {len(self.reserved)} KV reservations and {len(self.pending)} "
                                   "transfers left after the last request")
+
+    def idle_warnings(self) -> list[str]:
+        """A pool that ran no iteration through a run: its GPUs count in the per-GPU figures
+        though they did nothing."""
+        if not self.table.n:
+            return []
+        out = []
+        routed = self.router.counts() if len(self.entries) > 1 else {}
+        for worker in self.workers.values():
+            if any(r.iterations for r in worker.replicas):
+                continue
+            why = (f"the entry rule {self.router.entry.describe()} sent it none of the {self.table.n:,} requests"
+                   if worker.name in routed else "no request reached it")
+            gpus = self._gpus[worker.name]
+            out.append(f"pool {worker.name} stayed idle through the run: {why}, yet its {gpus} GPU{'s' * (gpus != 1)} "
+                       "count in the output tokens/s per GPU (and the cost). Change the entry rule or its parameters, "
+                       "or drop the pool")
+        return out
 
     # -- when nothing can happen any more ------------------------------------------------------
     def diagnose(self) -> DeadlockError:

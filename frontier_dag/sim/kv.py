@@ -29,24 +29,25 @@ class KVCache:
 
     @property
     def free_blocks(self) -> int:
-        """Blocks available now (evictable prefix blocks count as available)."""
-        return self.capacity - self.used + self._evictable
+        """Blocks available now: the empty ones and the unreferenced prefix-cache blocks, which
+        are evicted on demand (``used`` leaves both out, so that is ``capacity - used``)."""
+        return self.capacity - self.used
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold ``tokens`` tokens."""
         return -(-int(tokens) // self.block_size)
 
     def can_allocate(self, blocks: int) -> bool:
-        return blocks <= self.capacity - self.used + self._evictable
+        return blocks <= self.capacity - self.used
 
     def allocate(self, blocks: int) -> bool:
         """Take ``blocks`` blocks (evicting unreferenced prefix entries as needed); False, taking
         nothing, when fewer are free."""
         if blocks <= 0:
             return True
-        if blocks > self.capacity - self.used + self._evictable:
+        if blocks > self.capacity - self.used:
             return False
-        over = self.used + blocks - (self.capacity - self._evictable)
+        over = self.used + self._evictable + blocks - self.capacity  # the empty blocks do not suffice
         if over > 0:
             self._evict(over)
         self.used += blocks

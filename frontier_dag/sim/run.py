@@ -98,7 +98,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     # what the run should not be trusted for without reading: requests beyond the model's
     # context, then what the traced strategy does not do as it says. One per line, empty when
     # none (a string, so that sweep tables hold it as they hold every other summary field)
-    summary["warnings"] = "\n".join([*deployment.warnings, *notes, *graph.warnings])
+    summary["warnings"] = "\n".join([*deployment.warnings, *notes, *graph.warnings, *controller.idle_warnings()])
     if inputs:
         summary[SUMMARY_KEY] = recorded(inputs)
     return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary, inputs)

@@ -33,6 +33,8 @@ class RequestTable:
         self.generated = np.zeros(n, dtype=np.int64)  # output tokens so far
         self.cached_tokens = np.zeros(n, dtype=np.int64)  # prompt tokens served by the prefix cache
         self.preemptions = np.zeros(n, dtype=np.int32)
+        self.prefill_pool = np.full(n, -1, dtype=np.int16)  # the pool it entered: an index of pool_names
+        self.pool_names: list[str] = []
         self.prefill_replica = np.full(n, -1, dtype=np.int32)
         self.decode_replica = np.full(n, -1, dtype=np.int32)
         # the recorded dependencies (rows of the iteration log; -1: none)
@@ -73,6 +75,8 @@ class RequestTable:
             "e2e_ms": (self.finish - self.arrival) * 1e3,
             "cached_tokens": self.cached_tokens,
             "preemptions": self.preemptions,
+            "prefill_pool": pd.Categorical.from_codes(self.prefill_pool, categories=self.pool_names)
+            if self.pool_names else pd.Categorical([None] * self.n),
             "prefill_replica": self.prefill_replica,
             "decode_replica": self.decode_replica,
             "first_scheduled_iteration": self.first_scheduled_iteration,

@@ -33,8 +33,9 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         iterations += sum(r.iterations for r in worker.replicas)
         transfer_wait[name] = 0.0
     waits = (frame["transfer_wait_s"]).fillna(0.0)
-    if controller.decode is not None and any(r.serves == "prefill" for r in controller.entry.replicas):
-        transfer_wait[controller.entry.name] = float(waits.sum())
+    for worker in controller.entries:
+        if worker.replicas[0].serves == "prefill":  # it hands its prefills' KV off, and waits for decode blocks
+            transfer_wait[worker.name] = float(waits.sum())
     gpus = deployment.total_gpus
     # replicas of a pool share one predictor; the transfer stage has its own
     usage = {name: w.replicas[0].predictor.coster.usage for name, w in controller.workers.items()}
@@ -44,7 +45,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     steady = steady_figures(frame, tokens, find_window(frame, tokens, cfg.workload), gpus=gpus,
                             slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms,
                             warmup_requests=cfg.workload.warmup_requests)
-    return {
+    out = {
         "num_requests": int(table.n),
         "num_completed": int(np.isfinite(table.finish).sum()),
         "num_measured": int(len(done)),
@@ -77,6 +78,10 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "cost": cost(deployment, out_tokens / window),
         "seed": cfg.seed,
     }
+    if len(controller.entries) > 1:  # which pools requests entered, and by which rule
+        router = controller.router
+        out["entry"] = {"rule": router.entry.describe(), "requests": router.counts()}
+    return out
 
 
 def fleet(deployment: Deployment) -> dict[str, dict[str, Any]]:

@@ -59,9 +59,9 @@ def test_implied_edges_are_dropped(deployment):
 def test_streams_are_ordered_per_stage(deployment):
     def wf(g):
         link = g.link("prefill", "decode")
-        with g.stage("prefill", pools=["prefill"]) as st:
+        with g.stage("prefill", pools=["prefill"], serves="prefill") as st:
             g.transfer("x", link, bytes=st.mb.tokens)
-        with g.stage("decode", pools=["decode"]) as st:
+        with g.stage("decode", pools=["decode"], serves="decode") as st:
             g.transfer("y", link, bytes=st.mb.tokens)  # another stage's iteration: no edge
 
     graph = run(wf, deployment)

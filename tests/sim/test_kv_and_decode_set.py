@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from frontier_dag.sim.decode_set import DecodeSet
 from frontier_dag.sim.kv import KVCache
@@ -27,15 +26,18 @@ def test_block_manager_counts_blocks_and_prefix_references():
     assert kv.used == 0 and kv.peak == 10
 
 
-@pytest.mark.xfail(strict=True, reason="free_blocks counts unreferenced prefix blocks twice (capacity - used + "
-                                       "evictable, where used already excludes them), so replicas with prefix "
-                                       "caching can fill more than their capacity; fixing it changes results")
 def test_evictable_prefix_blocks_are_free_once():
+    """An unreferenced prefix block is free (evicted on demand), counted once: a replica never
+    holds more blocks than it has."""
     kv = KVCache(10, 16, prefix_block_tokens=32)
     kv.allocate(4)
     kv.cache_prompt(np.array([7, 8]), 0, 64, 4)
     kv.free_sequence(0, [7, 8])
-    assert kv.free_blocks == 10
+    assert kv.free_blocks == 10 and kv.can_allocate(10) and not kv.can_allocate(11)
+    assert kv.allocate(8) and kv.cached_prefix([7]) == 0 and kv.cached_prefix([8]) == 1  # 6 empty, 7 evicted
+    assert kv.used == 8 and kv.free_blocks == 2
+    assert not kv.allocate(3) and kv.allocate(2) and kv.cached_prefix([8]) == 0
+    assert kv.used == kv.capacity == kv.peak
 
 
 def test_decode_set_keeps_its_sequences_on_one_clock():

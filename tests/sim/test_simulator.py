@@ -59,7 +59,7 @@ def check_invariants(result) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 25), prompt=st.integers(1, 300), output=st.integers(1, 40), rate=st.floats(1, 500),
        seqs=st.integers(1, 8), tokens=st.integers(16, 512), chunked=st.booleans(),
-       policy=st.sampled_from(["vllm", "sglang"]), layout=st.sampled_from(["colocated", "pd"]),
+       policy=st.sampled_from(["vllm", "sglang"]), layout=st.sampled_from(["colocated", "pd", "hybrid"]),
        spare=st.integers(16, 2000), seed=st.integers(0, 3))
 # found by this test: SGLang admitted a chunked prefill on its first chunk, its next chunk
 # preempted it, and prefill-first re-admitted it forever while the decodes held the memory
@@ -67,6 +67,10 @@ def check_invariants(result) -> None:
          layout="colocated", spare=389, seed=0)
 @example(n=13, prompt=222, output=26, rate=83.21, seqs=6, tokens=240, chunked=True, policy="sglang",
          layout="colocated", spare=260, seed=3)
+# found by this test: the decode pool of a mixed strategy admitted a new prompt into the seat
+# that a transfer it had accepted was promised; the arrived KV found no seat, the prompt no memory
+@example(n=5, prompt=1, output=17, rate=7.0, seqs=1, tokens=16, chunked=False, policy="vllm", layout="hybrid",
+         spare=16, seed=0)
 def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens, chunked, policy, layout, spare, seed):
     capacity = prompt + output + spare  # one request always fits: the run must complete
     # without chunked prefill a prompt must fit one step's budget (a config vLLM refuses otherwise)
@@ -76,8 +80,13 @@ def test_invariants_on_generated_workloads(n, prompt, output, rate, seqs, tokens
     if layout == "colocated":
         cfg = make_config(TINY_DENSE, {"main": {"role": "colocated", "gpus": 1, "kv_capacity_tokens": capacity}},
                           "colocated", workload=wl, scheduler=sched, seed=seed)
-    else:
+    elif layout == "pd":
         cfg = pd(decode_kv=capacity, prefill_kv=capacity, workload=wl, scheduler=sched, seed=seed)
+    else:  # the decode pool prefills every other request itself and takes the others' KV
+        pools = {"prefill": {"role": "prefill", "gpus": 1, "kv_capacity_tokens": capacity},
+                 "decode": {"role": "decode", "gpus": 1, "kv_capacity_tokens": capacity}}
+        cfg = make_config(TINY_DENSE, pools, "hybrid_pd", workload=wl, scheduler=sched, seed=seed,
+                          cluster={"pools": pools, "entry": {"rule": "round_robin"}})
     result = simulate(assemble(cfg, cost_model=FAST))
     check_invariants(result)
     assert result.summary["num_completed"] == n

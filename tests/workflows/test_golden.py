@@ -22,7 +22,11 @@ ATTN_FFN = {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 
 PD_TP2 = {"p": {"role": "prefill", "gpus": 2, "tp": 2}, "d": {"role": "decode", "gpus": 2, "tp": 2}}
 PD_EP4 = {"p": {"role": "prefill", "gpus": 4, "ep": 4}, "d": {"role": "decode", "gpus": 4, "ep": 4}}
 
-#: case -> (tiny model, pools, workflow, params)
+#: prompts on both sides of hybrid_pd's threshold (with one length, one entry pool gets nothing: an error)
+MIXED_PROMPTS = {"workload": {"arrival": {"kind": "poisson", "rate_per_s": 1.0},
+                              "prompt_tokens": {"kind": "uniform", "low": 16, "high": 4096}}}
+
+#: case -> (tiny model, pools, workflow, params[, config keys])
 CASES = {
     "colocated_dense_tp2": ("dense", {"m": {"role": "colocated", "gpus": 2, "tp": 2}}, "colocated", {}),
     "colocated_moe_dp2": ("moe", {"m": {"role": "colocated", "gpus": 2}}, "colocated", {}),
@@ -35,13 +39,14 @@ CASES = {
     "pd_ep_moe_mla": ("mla", PD_EP4, "pd_ep_moe", {"routing": {"kind": "power_law", "alpha": 1.2}}),
     "af_ep_moe_m2": ("moe", {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 4, "ep": 4}},
                      "af_ep_moe", {"micro_batches": 2}),
+    "hybrid_pd": ("dense", PD_TP2, "hybrid_pd", {"threshold": 512}, MIXED_PROMPTS),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_dump(case, trace_dict, tiny):
-    model, pools, workflow, params = CASES[case]
-    _, graph = trace_dict(tiny[model], pools, workflow, params)
+    model, pools, workflow, params, *extra = CASES[case]
+    _, graph = trace_dict(tiny[model], pools, workflow, params, **(extra[0] if extra else {}))
     text = graph.dump()
     path = GOLDEN / f"{case}.txt"
     if UPDATE:
@@ -53,7 +58,7 @@ def test_golden_dump(case, trace_dict, tiny):
 
 
 def test_every_built_in_workflow_has_a_golden_dump():
-    covered = {workflow for _, _, workflow, _ in CASES.values()}
+    covered = {case[2] for case in CASES.values()}
     built_in = {w.name for w in list_workflows() if w.fn.__module__.startswith("frontier_dag.workflows.")}
     assert built_in <= covered
 

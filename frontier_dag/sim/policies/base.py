@@ -127,7 +127,9 @@ class SchedulingPolicy:
         admitted: list[Prefilling] = []
         per_hash = kv.prefix_blocks_each
         reserved = self.reservation.reserved() if self.reservation is not None else 0
-        waiting, running = r.waiting, r.running
+        # a request whose KV is on its way here holds a seat (a pool that prefills and decodes
+        # takes both): seated after a new prompt, it could find its blocks but no seat
+        waiting, running = r.waiting, r.running + r.inbound
         while waiting and running < lim.max_seqs and budget.tokens > 0:
             rid = waiting[0]
             prompt = int(t.prompt[rid] + t.generated[rid])

@@ -34,7 +34,7 @@ class SGLangPolicy(SchedulingPolicy):
     def _can_admit(self) -> bool:
         """Whether the first waiting request's prompt (and reservation) fits now."""
         r = self.replica
-        if not r.waiting or r.running >= self.limits.max_seqs:
+        if not r.waiting or r.running + r.inbound >= self.limits.max_seqs:  # inbound KV holds seats
             return False
         rid = r.waiting[0]
         t = r.table
