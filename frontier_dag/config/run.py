@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from itertools import accumulate, pairwise
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -366,17 +366,17 @@ def stage_weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig,
     whole = model.weight_bytes()
     usual = {"experts": pool.gpus_per_stage}
     out = []
+
+    def part(w: Mapping[str, float], *names: str) -> float:
+        """The groups' bytes per GPU, summed before one division where they split alike."""
+        splits = {name: placed[name] or usual.get(name, pool.dense_tp) for name in names if name in placed}
+        if len(set(splits.values())) == 1:
+            return sum(w[name] for name in splits) / next(iter(splits.values()))
+        return sum(w[name] / split for name, split in splits.items())
+
     for shares in stage_weight_shares(model, pool):
         w = {name: whole[name] * shares[name] for name in whole}
-
-        def part(*names: str) -> float:
-            """The groups' bytes per GPU, summed before one division where they split alike."""
-            splits = {name: placed[name] or usual.get(name, pool.dense_tp) for name in names if name in placed}
-            if len(set(splits.values())) == 1:
-                return sum(w[name] for name in splits) / next(iter(splits.values()))
-            return sum(w[name] / split for name, split in splits.items())
-
-        out.append(part("attention", "embeddings") + (part("dense_ffn", "shared_experts") + part("experts")))
+        out.append(part(w, "attention", "embeddings") + (part(w, "dense_ffn", "shared_experts") + part(w, "experts")))
     return out
 
 

@@ -188,6 +188,12 @@ class EventGraph:
         return EventGraph(self.name, self.params, sub, self.templates, self.resources,
                           {stage: self.stages[stage]}, self.routing, list(self.warnings))
 
+    def restrict(self, nodes: list[int]) -> EventGraph:
+        """The graph of ``nodes`` and the edges among them (a part of a stage, such as one
+        pipeline stage's ops), sharing templates, resources and stages."""
+        return EventGraph(self.name, self.params, self.graph.subgraph(nodes).copy(), self.templates, self.resources,
+                          self.stages, self.routing, list(self.warnings))
+
     # -- checking ------------------------------------------------------------------------------
     def validate(self) -> EventGraph:
         """Check the invariants every pass relies on; raise GraphError naming the node."""

@@ -23,6 +23,7 @@ from frontier_dag.sim.iteration_log import ITERATION_COLUMNS, NO_REF, Cause, Nod
 from frontier_dag.sim.kv import KVCache
 from frontier_dag.sim.link import SharedLink
 from frontier_dag.sim.memory import kv_capacity_tokens
+from frontier_dag.sim.pipeline import Pipeline, StagePrices
 from frontier_dag.sim.policies import build_policy
 from frontier_dag.sim.predictor import ExecutionPredictor
 from frontier_dag.sim.replica import ReplicaWorker
@@ -58,6 +59,7 @@ class GlobalController:
         self.decode: ClusterWorker | None = None
         self.transfer: ExecutionPredictor | None = None
         self.links: dict[int, SharedLink] = {}
+        self.pipelines: dict[str, list[Pipeline]] = {}  # pool -> its replicas' pipelines, where pipelined
         self.completed = 0
         pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
         for pool_index, (stage_name, stage) in enumerate(graph.stages.items()):
@@ -76,14 +78,22 @@ class GlobalController:
             sched = cfg.scheduler
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
-            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
-                                           attribute)
+            if graph.pipeline_stages(stage_name) is None:
+                predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed,
+                                               sched.iteration_overhead_us, attribute)
+                predictors = [predictor] * pool.replicas
+            else:  # each replica's pipeline runs pp lanes of batches (frontier_dag.sim.pipeline)
+                prices = StagePrices(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
+                                     attribute)
+                self.pipelines[name] = [Pipeline(prices, events) for _ in range(pool.replicas)]
+                predictors = [pipeline.lane() for pipeline in self.pipelines[name] for _ in range(pool.pp)]
+                capacity //= pool.pp
             replicas = [
                 ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves, predictor=predictor,
                               kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),
                               policy=build_policy(sched, pool), table=table, events=events, controller=self,
                               log=self.log)
-                for i in range(pool.replicas)
+                for i, predictor in enumerate(predictors)
             ]
             worker = ClusterWorker(name, replicas, sched.routing)
             self.workers[name] = worker

@@ -34,7 +34,9 @@ def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: in
     ):
         return None
     pools = graph.stages[stage].pools
-    ranks = sum(1 for r in graph.resources.values() if r.rank is not None and r.pool in pools) or 1
+    # each pipeline stage has streams for the same ranks: count the first stage's
+    ranks = sum(1 for r in graph.resources.values()
+                if r.rank is not None and r.pool in pools and not r.pp_stage) or 1
     spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
     moe = deployment.model.moe
     return Router(spec, moe.num_experts, moe.top_k, ranks, deployment.model.num_layers, seed)
@@ -46,6 +48,9 @@ CRITICAL_RANKS = 2
 
 class ExecutionPredictor:
     """Iteration time of one stage, in microseconds, from the batch's sequences."""
+
+    #: an iteration's time depends on its batch only, so a replica may plan decode steps ahead
+    plans_ahead = True
 
     def __init__(self, graph: EventGraph, stage: str, deployment: Deployment, cost_model: CostModel,
                  seed: int = 0, overhead_us: float = 0.0, attribute: bool = True):
@@ -77,6 +82,10 @@ class ExecutionPredictor:
                                   dtype=np.int64)
         self.last_categories: tuple[float, ...] = (0.0,) * len(CATEGORIES)
         self._grad: np.ndarray | None = None  # the latest gradient computed (see _time)
+
+    def usages(self, pool: str) -> dict:
+        """The prices this predictor used (a UsageCounter), by ``pool``'s name."""
+        return {pool: self.coster.usage}
 
     def time_us(self, q: np.ndarray, ctx: np.ndarray, kv_out_tokens: int = 0) -> float:
         """One iteration over sequences with ``q`` new and ``ctx`` cached tokens each."""
