@@ -7,6 +7,8 @@ the compiled DAG. Nothing here loops over the DAG's nodes.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from frontier_dag.config.run import Deployment
@@ -34,9 +36,9 @@ def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: in
     ):
         return None
     pools = graph.stages[stage].pools
-    # each pipeline stage has streams for the same ranks: count the first stage's
-    ranks = sum(1 for r in graph.resources.values()
-                if r.rank is not None and r.pool in pools and not r.pp_stage) or 1
+    # each pipeline stage with expert layers has streams for the same ranks: count one stage's
+    by_stage = Counter(r.pp_stage for r in graph.resources.values() if r.rank is not None and r.pool in pools)
+    ranks = max(by_stage.values(), default=0) or 1
     spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
     moe = deployment.model.moe
     return Router(spec, moe.num_experts, moe.top_k, ranks, deployment.model.num_layers, seed)
