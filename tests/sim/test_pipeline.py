@@ -5,6 +5,8 @@ every workflow composing with a pipelined pool."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,29 @@ def test_af_pools_refuse_pipeline_parallelism():
     pools = {"attention": {"role": "attention", "gpus": 2, "pp": 2}, "ffn": {"role": "ffn", "gpus": 2}}
     with pytest.raises(ConfigError, match="pipeline parallelism splits a whole model's layers"):
         make_config(FOUR_LAYERS, pools, "af_pingpong")
+
+
+def test_the_commands_name_the_slowest_stage_and_the_bubbles(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from frontier_dag.cli.main import cli
+
+    data = {"model": FOUR_LAYERS, "hardware": "h100_sxm", "predictor": {"source": "roofline"},
+            "cluster": {"pools": {"main": {"role": "colocated", "gpus": 4, "tp": 2, "pp": 2}}},
+            "workflow": {"name": "colocated"}, "workload": workload(30, prompt=64, output=8)}
+    config = tmp_path / "pp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["critical-path", str(config)], catch_exceptions=False).output
+    assert "pipeline stages: pp[0]" in out and "slowest pp[1]" in out and "bubbles pp[0]" in out
+    report = json.loads(runner.invoke(cli, ["critical-path", str(config), "--json"], catch_exceptions=False).output)
+    stages = report["pipeline"]["colocated"]
+    assert stages["period_us"] == max(stages["stages_us"]) and len(stages["links_us"]) == 2
+    run = tmp_path / "run"
+    assert runner.invoke(cli, ["simulate", str(config), "--out", str(run)], catch_exceptions=False).exit_code == 0
+    result = runner.invoke(cli, ["render", str(run), "--bottlenecks", "--out", str(tmp_path / "b.dot")],
+                           catch_exceptions=False)
+    assert result.exit_code == 0 and "rebuilt iteration" not in result.output  # a lane's waits are not its DAG's
+    dot = (tmp_path / "b.dot").read_text()
+    assert "pipeline of 2 stages: slowest pp[" in dot and "waits_and_bubbles" in dot
