@@ -113,17 +113,17 @@ class PoolConfig(Strict):
             self._pipeline_shape(per_replica)
         per_replica //= self.pp  # the GPUs of one pipeline stage hold every layer's shards alike
         if per_replica % self.ep and self.role != "attention":
-            raise ValueError(f"ep={self.ep} does not divide the gpus per {self._unit} ({per_replica})")
+            raise ValueError(f"ep={self.ep} does not divide the {self._per(per_replica)}")
         if self.role == "ffn":  # no attention: its dense layers are tensor parallel over the replica
             if self.tp != per_replica:
                 raise ValueError(f"tp={self.tp}: an ffn pool's dense layers are tensor parallel over all its GPUs "
                                  f"per replica; omit tp or set it to {per_replica}")
             return self
         if per_replica % self.tp:
-            raise ValueError(f"gpus per {self._unit} ({per_replica}) is not divisible by tp={self.tp}")
+            raise ValueError(f"{self._per(per_replica)} is not divisible by tp={self.tp}")
         dp = self.dp if self.dp is not None else per_replica // self.tp
         if dp * self.tp != per_replica:
-            raise ValueError(f"tp={self.tp} x dp={dp} must equal the gpus per {self._unit} ({per_replica})")
+            raise ValueError(f"tp={self.tp} x dp={dp} must equal the {self._per(per_replica)}")
         return self
 
     def _pipeline_shape(self, per_replica: int) -> None:
@@ -137,11 +137,12 @@ class PoolConfig(Strict):
             raise ValueError(f"pp_layers={self.pp_layers} names {len(self.pp_layers)} stages but pp={self.pp}; give "
                              "one layer count per stage")
 
-    @property
-    def _unit(self) -> str:
+    def _per(self, gpus: int) -> str:
+        """``gpus per replica (8)``, or with pipeline parallelism ``gpus per pipeline stage (4 =
+        8 per replica / pp=2)``."""
         if self.pp == 1:
-            return "replica"
-        return f"pipeline stage ({self.gpus // self.replicas} per replica / pp={self.pp})"
+            return f"gpus per replica ({gpus})"
+        return f"gpus per pipeline stage ({gpus} = {self.gpus // self.replicas} per replica / pp={self.pp})"
 
     @property
     def gpus_per_replica(self) -> int:
