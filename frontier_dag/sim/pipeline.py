@@ -38,6 +38,7 @@ from frontier_dag.config.run import Deployment
 from frontier_dag.cost.coster import BatchSummary, UsageCounter
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.queries import CATEGORIES
+from frontier_dag.errors import SimulationError
 from frontier_dag.ir.graph import EventGraph
 from frontier_dag.sim.events import EventQueue
 from frontier_dag.sim.predictor import ExecutionPredictor
@@ -54,7 +55,7 @@ class StagePrices:
                  overhead_us: float = 0.0, attribute: bool = True):
         parts = graph.pipeline_stages(stage)
         if parts is None:
-            raise ValueError(f"stage {stage} of {graph.name} does not run pipeline parallel")
+            raise SimulationError(f"internal error: stage {stage} of {graph.name} does not run pipeline parallel")
         self.stage = stage
         self.stages: list[ExecutionPredictor] = []
         self.links: list[ExecutionPredictor | None] = []
