@@ -9,6 +9,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from frontier_dag.analysis.iteration import analyze_iteration
 from frontier_dag.sim.assembly import assemble
@@ -162,3 +164,23 @@ def test_the_commands_name_the_slowest_stage_and_the_bubbles(tmp_path):
     assert result.exit_code == 0 and "rebuilt iteration" not in result.output  # a lane's waits are not its DAG's
     dot = (tmp_path / "b.dot").read_text()
     assert "pipeline of 2 stages: slowest pp[" in dot and "waits_and_bubbles" in dot
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 20), prompt=st.integers(1, 300), output=st.integers(1, 30), rate=st.floats(1, 500),
+       seqs=st.integers(1, 8), tokens=st.integers(16, 512), policy=st.sampled_from(["vllm", "sglang"]),
+       pp=st.sampled_from([2, 4]), layout=st.sampled_from(["colocated", "pd"]), spare=st.integers(16, 2000),
+       seed=st.integers(0, 3))
+def test_invariants_hold_with_pipelined_pools(n, prompt, output, rate, seqs, tokens, policy, pp, layout, spare, seed):
+    per_lane = prompt + output + spare  # one request always fits a lane: the run must complete
+    sched = {"policy": policy, "max_num_seqs": seqs, "max_num_batched_tokens": tokens}
+    pool = {"gpus": pp, "pp": pp, "kv_capacity_tokens": per_lane * pp}
+    if layout == "colocated":
+        pools = {"main": {"role": "colocated", **pool}}
+    else:
+        pools = {"prefill": {"role": "prefill", **pool}, "decode": {"role": "decode", **pool}}
+    cfg = make_config(FOUR_LAYERS, pools, layout, workload=workload(n, prompt, output, rate), scheduler=sched,
+                      seed=seed)
+    result = simulate(assemble(cfg, cost_model=FAST))
+    check_invariants(result)
+    assert result.summary["num_completed"] == n
