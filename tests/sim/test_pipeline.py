@@ -166,7 +166,7 @@ def test_the_commands_name_the_slowest_stage_and_the_bubbles(tmp_path):
     assert "pipeline of 2 stages: slowest pp[" in dot and "waits_and_bubbles" in dot
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 20), prompt=st.integers(1, 300), output=st.integers(1, 30), rate=st.floats(1, 500),
        seqs=st.integers(1, 8), tokens=st.integers(16, 512), policy=st.sampled_from(["vllm", "sglang"]),
        pp=st.sampled_from([2, 4]), layout=st.sampled_from(["colocated", "pd"]), spare=st.integers(16, 2000),
