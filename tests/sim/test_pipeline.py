@@ -158,7 +158,8 @@ def test_the_commands_name_the_slowest_stage_and_the_bubbles(tmp_path):
     stages = report["pipeline"]["colocated"]
     assert stages["period_us"] == max(stages["stages_us"]) and len(stages["links_us"]) == 2
     run = tmp_path / "run"
-    assert runner.invoke(cli, ["simulate", str(config), "--out", str(run)], catch_exceptions=False).exit_code == 0
+    simulated = runner.invoke(cli, ["simulate", str(config), "--out", str(run), "--no-progress"], catch_exceptions=False)
+    assert simulated.exit_code == 0 and "pipeline stages busy pp[0]" in simulated.output
     result = runner.invoke(cli, ["render", str(run), "--bottlenecks", "--out", str(tmp_path / "b.dot")],
                            catch_exceptions=False)
     assert result.exit_code == 0 and "rebuilt iteration" not in result.output  # a lane's waits are not its DAG's
