@@ -201,6 +201,13 @@ class GlobalController:
             raise SimulationError(f"internal error: {len(self.reserved)} KV reservations and {len(self.pending)} "
                                   "transfers left after the last request")
 
+    def _lane_note(self, pool: str) -> str:
+        if pool not in self.pipelines:
+            return ""
+        pp = len(self.pipelines[pool][0].busy_s)
+        return (f"; pool {pool} is pipelined: this replica is one of {pp} lanes, each with 1/{pp} of its replica's KV "
+                "(docs/configuration.md, Pipeline parallelism)")
+
     # -- when nothing can happen any more ------------------------------------------------------
     def diagnose(self) -> DeadlockError:
         """Explain why unfinished requests can never progress."""
@@ -224,7 +231,8 @@ class GlobalController:
                     need = r.kv.blocks_for(r.policy.admission_tokens(int(t.prompt[rid] + t.generated[rid])))
                     lines.append(f"pool {r.pool} replica {r.index}: {len(r.waiting)} request(s) wait to be admitted; "
                                  f"the next needs {need} KV blocks and {r.kv.free_blocks} of {r.kv.capacity} are free"
-                                 + (" (larger than the whole cache: raise kv_capacity_tokens)" if need > r.kv.capacity else ""))
+                                 + (" (larger than the whole cache: raise kv_capacity_tokens)" if need > r.kv.capacity else "")
+                                 + self._lane_note(r.pool))
                 if r.decode.n and not r.busy:
                     lines.append(f"pool {r.pool} replica {r.index}: {r.decode.n} running sequence(s) cannot grow "
                                  f"their KV ({r.kv.free_blocks} of {r.kv.capacity} blocks free)")

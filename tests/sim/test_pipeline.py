@@ -185,3 +185,12 @@ def test_invariants_hold_with_pipelined_pools(n, prompt, output, rate, seqs, tok
     result = simulate(assemble(cfg, cost_model=FAST))
     check_invariants(result)
     assert result.summary["num_completed"] == n
+
+
+def test_a_prompt_larger_than_a_lanes_kv_is_a_deadlock_that_says_so():
+    from frontier_dag.errors import DeadlockError
+
+    cfg = make_config(FOUR_LAYERS, {"main": {"role": "colocated", "gpus": 2, "pp": 2, "kv_capacity_tokens": 1500}},
+                      "colocated", workload=workload(2, prompt=1000, output=10))
+    with pytest.raises(DeadlockError, match="one of 2 lanes, each with 1/2 of its replica's KV"):
+        simulate(assemble(cfg, cost_model=FAST))
