@@ -160,6 +160,8 @@ def test_the_commands_name_the_slowest_stage_and_the_bubbles(tmp_path):
     run = tmp_path / "run"
     simulated = runner.invoke(cli, ["simulate", str(config), "--out", str(run), "--no-progress"], catch_exceptions=False)
     assert simulated.exit_code == 0 and "pipeline stages busy pp[0]" in simulated.output
+    path = runner.invoke(cli, ["critical-path", str(run)], catch_exceptions=False).output
+    assert "pipeline of pool main: slowest stage pp[" in path
     result = runner.invoke(cli, ["render", str(run), "--bottlenecks", "--out", str(tmp_path / "b.dot")],
                            catch_exceptions=False)
     assert result.exit_code == 0 and "rebuilt iteration" not in result.output  # a lane's waits are not its DAG's
