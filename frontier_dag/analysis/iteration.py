@@ -164,8 +164,9 @@ def pipeline_times(graph: EventGraph, whole: CompiledStage, start: np.ndarray, w
             continue
         stages, links = [], []
         for nodes in parts:
-            link = [position[n] for n in nodes if graph.resources[graph.graph.nodes[n]["resource"]].pipeline_link]
-            own = [position[n] for n in nodes if position[n] not in set(link)]
+            on_link = [graph.resources[graph.graph.nodes[n]["resource"]].pipeline_link for n in nodes]
+            link = [position[n] for n, hop in zip(nodes, on_link, strict=True) if hop]
+            own = [position[n] for n, hop in zip(nodes, on_link, strict=True) if not hop]
             for spans, out_list in ((own, stages), (link, links)):
                 out_list.append(float(max(start[spans] + weights[spans]) - min(start[spans])) if spans else 0.0)
         out[name] = PipelineTimes(stages, links)

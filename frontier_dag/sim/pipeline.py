@@ -60,8 +60,9 @@ class StagePrices:
         self.stages: list[ExecutionPredictor] = []
         self.links: list[ExecutionPredictor | None] = []
         for k, nodes in enumerate(parts):
-            link = [n for n in nodes if graph.resources[graph.graph.nodes[n]["resource"]].pipeline_link]
-            compute = [n for n in nodes if n not in set(link)]
+            on_link = {n for n in nodes if graph.resources[graph.graph.nodes[n]["resource"]].pipeline_link}
+            link = [n for n in nodes if n in on_link]
+            compute = [n for n in nodes if n not in on_link]
             # the host's scheduling overhead delays the first stage only
             self.stages.append(ExecutionPredictor(graph.restrict(compute), stage, deployment, cost_model, seed,
                                                   overhead_us if k == 0 else 0.0, attribute))
@@ -110,7 +111,7 @@ class Pipeline:
         until the last stage is done and the part of it spent waiting for busy stages, µs."""
         now = t = self.events.now
         waited = 0.0
-        for k, (s, x) in enumerate(zip(stage_us, link_us, strict=True)):
+        for k, (s, x) in enumerate(zip(stage_us, link_us, strict=True)):  # x: the hop into stage k
             t += x * 1e-6
             start = max(t, self.free_at[k])
             waited += start - t
