@@ -42,7 +42,7 @@ def pd_ep_moe_tbo(g: Builder, micro_batches: int, routing: dict) -> None:
     dispatch_bytes = 1 if (g.model.moe_dtype or g.model.dtype).startswith("fp8") else ACTIVATION_BYTES
 
     def all_to_all(name, mb, per_element, after):
-        tokens_per_gpu = mb.tokens.ceil_div(decode.gpus_per_replica)
+        tokens_per_gpu = mb.tokens.ceil_div(decode.gpus_per_stage)
         return g.collective(name, comm, "all_to_all", bytes=tokens_per_gpu * moe.top_k * hidden * per_element,
                             group=decode.ep, placement=placement, impl="deepep_ll", after=after)
 

@@ -34,7 +34,7 @@ def ep_moe_block(impl: str = "deepep_normal"):
         x = router(g, pool, on, mb, after)
         x = shared_experts(g, pool, on, mb, x, whole_per_gpu=True)
         # each GPU sends its share of the tokens, top_k copies, to the experts' ranks
-        per_gpu = mb.tokens.ceil_div(pool.gpus_per_replica) * moe.top_k * hidden
+        per_gpu = mb.tokens.ceil_div(pool.gpus_per_stage) * moe.top_k * hidden
         dispatch_bytes = 1 if (g.model.moe_dtype or g.model.dtype).startswith("fp8") else ACTIVATION_BYTES
         placement = pool.placement(pool.ep)
         x = g.collective("dispatch", on, "all_to_all", bytes=per_gpu * dispatch_bytes, group=pool.ep,
@@ -69,7 +69,7 @@ def gather_moe_block(g: Builder, pool, on, mb, layer, after):
     node per rank, a barrier on the slowest), and the partial outputs are summed: an
     all-reduce, or with attention DP a reduce-scatter back to the DP ranks."""
     hidden = g.model.hidden_size
-    group = pool.gpus_per_replica
+    group = pool.gpus_per_stage
     placement = pool.placement(group)
     x = router(g, pool, on, mb, after)
     x = shared_experts(g, pool, on, mb, x)

@@ -3,7 +3,9 @@
 Each function traces one block of a decoder layer onto a pool's stream for one
 micro-batch and returns the Op that finishes it. Sizes are per GPU: attention
 heads and dense FFN columns are split by TP; with attention data parallelism
-(``dp`` > 1) each DP rank holds ``1/dp`` of the micro-batch's tokens.
+(``dp`` > 1) each DP rank holds ``1/dp`` of the micro-batch's tokens. With pipeline
+parallelism nothing changes here: the tracer puts each layer's ops on its stage's
+GPUs and moves the activations between stages (docs/dsl.md).
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def shared_experts(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op, *,
     if g.model.moe.shared_size == 0:
         return after
     if whole_per_gpu:
-        gpus = pool.gpus_per_replica
+        gpus = pool.gpus_per_stage
         return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", tp=1,
                          tokens=mb.tokens if gpus == 1 else mb.tokens.ceil_div(gpus))
     return dense_ffn(g, pool, on, mb, after, width=g.model.moe.shared_size, prefix="shared_", reduce=False)
@@ -141,9 +143,9 @@ def tp_moe(g: Builder, pool: PoolView, on, mb: MicroBatch, layer: int, after: Op
     with g.weights("experts"):
         x = g.compute("experts", on, "moe_grouped_gemm", routing=(mb, layer, 0), after=x,
                       num_tokens=mb.tokens, hidden=g.model.hidden_size,
-                      inter=moe.expert_intermediate_size // pool.gpus_per_replica, num_experts=moe.num_experts,
-                      topk=moe.top_k, ep=1, moe_tp=pool.gpus_per_replica, dtype=g.model.moe_dtype or g.model.dtype)
-    group = pool.gpus_per_replica
+                      inter=moe.expert_intermediate_size // pool.gpus_per_stage, num_experts=moe.num_experts,
+                      topk=moe.top_k, ep=1, moe_tp=pool.gpus_per_stage, dtype=g.model.moe_dtype or g.model.dtype)
+    group = pool.gpus_per_stage
     if group == 1:
         return x
     return g.collective("moe_all_reduce", on, "all_reduce", bytes=mb.tokens * g.model.hidden_size * ACTIVATION_BYTES,
@@ -192,8 +194,12 @@ def decoder(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None = N
 
 
 def kv_bytes_per_token(g: Builder, pool: PoolView, layers: int | None = None):
-    """KV-cache bytes of one token that one GPU of ``pool`` sends (its KV-head shard)."""
+    """KV-cache bytes of one token that one GPU of ``pool`` sends (its KV-head shard of
+    ``layers`` layers; by default of all the layers its GPUs hold: with pipeline parallelism
+    each stage sends its own layers' KV at once, and the largest stage sets the pace)."""
     m = g.model
     shards = 1 if m.mla is not None else min(pool.tp, m.num_kv_heads)
     per_layer = m.kv_bytes_per_token_per_layer / shards
-    return per_layer * (m.num_layers if layers is None else layers)
+    if layers is None:
+        layers = m.num_layers if pool.pp == 1 else max(pool.stage_layers(m.num_layers))
+    return per_layer * layers

@@ -110,14 +110,67 @@ class IterationReport:
     overlap: dict[str, StageOverlap] = field(default_factory=dict)
     #: the traced graph's warnings, and the overlap report's
     warnings: list[str] = field(default_factory=list)
+    #: per pipelined stage (``PipelineTimes``)
+    pipeline: dict[str, PipelineTimes] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {"iteration_time_us": self.iteration_time_us, "stage_times_us": self.stage_times_us,
                "critical_path": self.critical_path, "attribution": self.attribution, "bubbles": self.bubbles}
         if self.overlap:
             out["overlap"] = {name: o.to_json() for name, o in self.overlap.items()}
+        if self.pipeline:
+            out["pipeline"] = {name: p.to_json() for name, p in self.pipeline.items()}
         out["warnings"] = self.warnings
         return out
+
+
+@dataclass
+class PipelineTimes:
+    """One micro-batch through a pipelined pool's stages: each stage's time (from its first
+    op's start to its last op's end, the transfer into it aside) and each link's transfer
+    into the next stage. With ``pp`` such batches in flight (frontier_dag.sim.pipeline) a
+    batch leaves the pipeline every ``period_us`` (the slowest stage's time), and each
+    other stage idles for the difference: its bubbles."""
+
+    stages_us: list[float]
+    links_us: list[float]
+
+    @property
+    def slowest_stage(self) -> int:
+        return int(np.argmax(self.stages_us))
+
+    @property
+    def period_us(self) -> float:
+        return max(self.stages_us)
+
+    @property
+    def bubbles(self) -> list[float]:
+        """Each stage's idle share of a period in steady state."""
+        return [1.0 - s / self.period_us if self.period_us > 0 else 0.0 for s in self.stages_us]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stages_us": self.stages_us, "links_us": self.links_us, "slowest_stage": self.slowest_stage,
+                "period_us": self.period_us, "bubbles": self.bubbles}
+
+
+def pipeline_times(graph: EventGraph, whole: CompiledStage, start: np.ndarray, weights: np.ndarray
+                   ) -> dict[str, PipelineTimes]:
+    """``PipelineTimes`` of every pipelined stage of an iteration priced on ``whole``."""
+    position = {int(n): i for i, n in enumerate(whole.nodes.tolist())}
+    out = {}
+    for name in graph.stages:
+        parts = graph.pipeline_stages(name)
+        if parts is None:
+            continue
+        stages, links = [], []
+        for nodes in parts:
+            on_link = [graph.resources[graph.graph.nodes[n]["resource"]].pipeline_link for n in nodes]
+            link = [position[n] for n, hop in zip(nodes, on_link, strict=True) if hop]
+            own = [position[n] for n, hop in zip(nodes, on_link, strict=True) if not hop]
+            for spans, out_list in ((own, stages), (link, links)):
+                out_list.append(float(max(start[spans] + weights[spans]) - min(start[spans])) if spans else 0.0)
+        out[name] = PipelineTimes(stages, links)
+    return out
 
 
 def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: CostModel,
@@ -157,7 +210,8 @@ def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: Cos
     by_category["waits_and_bubbles"] += max(0.0, total - sum(by_category.values()))
     attribution = {k: (v / total if total > 0 else 0.0) for k, v in by_category.items()}
     return IterationReport(total, stage_times, rows, attribution, _bubbles(graph, whole, start, weights),
-                           whole, start, weights, slack, path, overlaps, warnings)
+                           whole, start, weights, slack, path, overlaps, warnings,
+                           pipeline_times(graph, whole, start, weights))
 
 
 def _stage_overlap(graph: EventGraph, compiled: CompiledStage, costs: np.ndarray, time_us: float) -> StageOverlap:

@@ -38,7 +38,7 @@ class RebuiltIteration:
     pool: str
     replica: int
     start_us: float
-    recorded_us: float  # the iteration's recorded duration (with host overhead)
+    recorded_us: float  # the iteration's recorded duration (with host overhead; pipelined: less its waits for busy stages)
     deployment: Deployment
     graph: EventGraph  # the stage's subgraph
     report: IterationReport
@@ -244,8 +244,10 @@ def rebuild_iteration(run: RunData, row: int, cost_model: CostModel | None = Non
         for load in loads:
             load.expert_loads = router.draw(int(load.q.sum()), rng)
     report = analyze_iteration(sub, deployment, cost_model, {pool.stage: loads})
-    rebuilt = RebuiltIteration(row, pool.name, int(it["replica"]), float(it["start_s"]) * 1e6,
-                               float(it["duration_us"]), deployment, sub, report,
+    recorded = float(it["duration_us"])
+    if deployment.pools[pool.name].pp > 1:  # a lane's iteration also waits for stages busy with other lanes' batches
+        recorded -= float(it["waits_and_bubbles_us"])
+    rebuilt = RebuiltIteration(row, pool.name, int(it["replica"]), float(it["start_s"]) * 1e6, recorded, deployment, sub, report,
                                run.config.scheduler.iteration_overhead_us)
     if own and abs(rebuilt.difference) > TOLERANCE:
         warnings.warn(rebuilt.warning(), FrontierDagWarning, stacklevel=2)

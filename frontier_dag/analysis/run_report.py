@@ -92,7 +92,9 @@ def run_report(source: str | Path | RunAnalysis, request: int | None = None, wha
         "attribution_by_pool": analysis.by_pool(path),
         "request_latency_ms": {k: _num(rq[f"{k}_ms"]) for k in ("ttft", "tpot", "e2e")},
         "pools": {name: {"role": p.role, "stage": p.stage, "serves": p.serves, "replicas": p.replicas,
-                         "members": list(p.members), "utilization": run.summary.get("utilization", {}).get(name)}
+                         "members": list(p.members), "utilization": run.summary.get("utilization", {}).get(name),
+                         **({"pipeline": run.summary["pipeline"][name]}
+                            if name in (run.summary.get("pipeline") or {}) else {})}
                   for name, p in run.pools.items()},
         "pool_split": ("estimated: each multi-pool stage's categories divided among its pools as in a rebuilt "
                        "iteration of median duration" if analysis.splits else None),

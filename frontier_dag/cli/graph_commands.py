@@ -140,6 +140,14 @@ def critical_path(target, request_id, what_if, as_json, config_path, batch_size,
     click.echo(f"iteration time: {report.iteration_time_us / 1000:.3f} ms")
     for stage, t in report.stage_times_us.items():
         click.echo(f"  stage {stage}: {t / 1000:.3f} ms")
+        if stage in report.pipeline:
+            p = report.pipeline[stage]
+            times = ", ".join(f"pp[{k}] {s / 1000:.3f}" for k, s in enumerate(p.stages_us))
+            links = ", ".join(f"{x / 1000:.3f}" for x in p.links_us[1:])
+            bubbles = ", ".join(f"pp[{k}] {b:.0%}" for k, b in enumerate(p.bubbles) if k != p.slowest_stage)
+            click.echo(f"    pipeline stages: {times} ms (transfers between them {links} ms); slowest pp[{p.slowest_stage}]"
+                       f": with {len(p.stages_us)} micro-batches in flight one leaves every {p.period_us / 1000:.3f} ms; "
+                       f"bubbles {bubbles}")
     click.echo("overlap: busy share of each stream and link over its stage")
     for stage, o in report.overlap.items():
         line = f"  stage {stage}:"

@@ -34,6 +34,13 @@ def format_report(report: dict) -> str:
     lines.append(f"  attribution: {_shares(report['attribution'], 8)}")
     for pool, cats in sorted(report["attribution_by_pool"].items(), key=lambda kv: -sum(kv[1].values())):
         lines.append(f"    {pool:<20} {sum(cats.values()) * 100:5.1f}%  ({_shares(cats, 4)})")
+    for pool, info in report.get("pools", {}).items():
+        pipe = info.get("pipeline")
+        if pipe:
+            k = pipe["slowest_stage"]
+            bubbles = ", ".join(f"pp[{i}] {b * 100:.1f}%" for i, b in enumerate(pipe["bubbles"]) if i != k)
+            lines.append(f"  pipeline of pool {pool}: slowest stage pp[{k}] (busy {pipe['stage_busy'][k] * 100:.1f}%); "
+                         f"bubbles {bubbles}; waits for busy stages are waits_and_bubbles")
     rows = report["critical_path"]
     shown = sorted(range(len(rows)), key=lambda i: -rows[i]["duration_us"])[:ROWS_SHOWN]
     lines.append(f"path: {len(rows)} segments" + (f"; the {len(shown)} longest, in time order:" if len(rows) > len(shown) else ":"))

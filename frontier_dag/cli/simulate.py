@@ -80,6 +80,10 @@ def format_summary(s: dict) -> str:
             extra.append(f"backpressure stall {s['backpressure_stall_s'][pool]:,.1f} s")
         lines.append(f"pool {pool}: busy {util * 100:.1f}%, KV peak {s['kv_peak_usage'][pool] * 100:.1f}%"
                      + (", " + ", ".join(extra) if extra else ""))
+        pipe = s.get("pipeline", {}).get(pool)
+        if pipe:
+            busy = ", ".join(f"pp[{k}] {b * 100:.1f}%" for k, b in enumerate(pipe["stage_busy"]))
+            lines.append(f"  pipeline stages busy {busy}; slowest pp[{pipe['slowest_stage']}]")
     lines.append(_prices(s))
     lines += [f"warning: {w}" for w in warning_lines(steady)]
     return "\n".join(lines)

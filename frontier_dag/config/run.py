@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,7 +78,12 @@ class PoolConfig(Strict):
     gpus: PositiveInt
     tp: PositiveInt = Field(1, description="tensor parallel size of attention and dense layers")
     ep: PositiveInt = Field(1, description="expert parallel size of MoE layers")
-    dp: PositiveInt | None = Field(None, description="attention data parallel; default gpus per replica / tp")
+    dp: PositiveInt | None = Field(None, description="attention data parallel; default gpus per stage / tp")
+    pp: PositiveInt = Field(1, description="pipeline parallel stages of a replica: its layers split into pp "
+                                           "contiguous stages, each on gpus per replica / pp GPUs")
+    pp_layers: list[PositiveInt] | None = Field(
+        None, description="layers of each pipeline stage, first to last (as vLLM's VLLM_PP_LAYER_PARTITION); "
+                          "default: an even split, the remainder on the stages before the last")
     replicas: PositiveInt = 1
     hardware: str | None = Field(None, description="GPU system of this pool; default the top-level hardware")
     predictor: PredictorConfig | None = Field(
@@ -103,23 +109,69 @@ class PoolConfig(Strict):
         if self.gpus % self.replicas:
             raise ValueError(f"gpus={self.gpus} is not divisible by replicas={self.replicas}")
         per_replica = self.gpus // self.replicas
+        if self.pp > 1 or self.pp_layers is not None:
+            self._pipeline_shape(per_replica)
+        per_replica //= self.pp  # the GPUs of one pipeline stage hold every layer's shards alike
         if per_replica % self.ep and self.role != "attention":
-            raise ValueError(f"ep={self.ep} does not divide the gpus per replica ({per_replica})")
+            raise ValueError(f"ep={self.ep} does not divide the {self._per(per_replica)}")
         if self.role == "ffn":  # no attention: its dense layers are tensor parallel over the replica
             if self.tp != per_replica:
                 raise ValueError(f"tp={self.tp}: an ffn pool's dense layers are tensor parallel over all its GPUs "
                                  f"per replica; omit tp or set it to {per_replica}")
             return self
         if per_replica % self.tp:
-            raise ValueError(f"gpus per replica ({per_replica}) is not divisible by tp={self.tp}")
+            raise ValueError(f"{self._per(per_replica)} is not divisible by tp={self.tp}")
         dp = self.dp if self.dp is not None else per_replica // self.tp
         if dp * self.tp != per_replica:
-            raise ValueError(f"tp={self.tp} x dp={dp} must equal the gpus per replica ({per_replica})")
+            raise ValueError(f"tp={self.tp} x dp={dp} must equal the {self._per(per_replica)}")
         return self
+
+    def _pipeline_shape(self, per_replica: int) -> None:
+        if self.role in ("attention", "ffn"):
+            raise ValueError(f"pp={self.pp}: pipeline parallelism splits a whole model's layers; an {self.role} pool "
+                             "holds half of each layer (use pp on colocated, prefill or decode pools)")
+        if per_replica % self.pp:
+            raise ValueError(f"pp={self.pp} does not divide the gpus per replica ({per_replica}): each pipeline "
+                             "stage runs on gpus per replica / pp GPUs")
+        if self.pp_layers is not None and len(self.pp_layers) != self.pp:
+            raise ValueError(f"pp_layers={self.pp_layers} names {len(self.pp_layers)} stages but pp={self.pp}; give "
+                             "one layer count per stage")
+
+    def _per(self, gpus: int) -> str:
+        """``gpus per replica (8)``, or with pipeline parallelism ``gpus per pipeline stage (4 =
+        8 per replica / pp=2)``."""
+        if self.pp == 1:
+            return f"gpus per replica ({gpus})"
+        return f"gpus per pipeline stage ({gpus} = {self.gpus // self.replicas} per replica / pp={self.pp})"
 
     @property
     def gpus_per_replica(self) -> int:
+        """All the GPUs of one replica (with pipeline parallelism, of all its stages)."""
         return self.gpus // self.replicas
+
+    @property
+    def gpus_per_stage(self) -> int:
+        """The GPUs of one pipeline stage, which hold its layers' shards (TP x DP, EP x expert
+        TP): the GPUs per replica without pipeline parallelism."""
+        return self.gpus_per_replica // self.pp
+
+    def stage_layers(self, num_layers: int) -> list[int]:
+        """Layers of each pipeline stage, first to last: ``pp_layers``, or vLLM's and SGLang's
+        even split (``get_pp_indices``): ``num_layers // pp`` each, and the remainder one
+        more each on the stages before the last, from the second-to-last backwards (the last
+        also runs the final norm and the LM head): 61 layers in 2 stages are [31, 30], 126
+        in 4 are [31, 32, 32, 31]."""
+        if self.pp_layers is not None:
+            return list(self.pp_layers)
+        counts = [num_layers // self.pp] * self.pp
+        for i in range(2, num_layers % self.pp + 2):
+            counts[-i] += 1
+        return counts
+
+    def stage_ranges(self, num_layers: int) -> list[range]:
+        """The layer indices of each pipeline stage."""
+        bounds = [0, *accumulate(self.stage_layers(num_layers))]
+        return [range(a, b) for a, b in pairwise(bounds)]
 
     @property
     def dense_tp(self) -> int:
@@ -129,12 +181,12 @@ class PoolConfig(Strict):
 
     @property
     def attention_dp(self) -> int:
-        return self.dp if self.dp is not None else self.gpus_per_replica // self.tp
+        return self.dp if self.dp is not None else self.gpus_per_stage // self.tp
 
     @property
     def moe_tp(self) -> int:
-        """Tensor parallel size inside each expert (gpus per replica / ep)."""
-        return max(1, self.gpus_per_replica // self.ep)
+        """Tensor parallel size inside each expert (gpus per stage / ep)."""
+        return max(1, self.gpus_per_stage // self.ep)
 
 
 class EntryConfig(Strict):
@@ -315,25 +367,59 @@ UNDECLARED_WEIGHTS = "undeclared"
 
 def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: Mapping[str, int | None] | None = None
                           ) -> float:
-    """Weight bytes each GPU of the pool holds: of each weight group its ops read (``groups``:
-    group -> how many GPUs split it, from the traced workflow; default its role's groups),
-    ``1/split`` of the group. A group's usual split (None) is the pool's dense TP for
-    attention, embeddings, dense FFNs and shared experts, and its GPUs per replica for
-    routed experts (EP x expert TP)."""
+    """Weight bytes each GPU of the pool holds (with pipeline parallelism, each GPU of its
+    most loaded stage): of each weight group its ops read (``groups``: group -> how many GPUs
+    split it, from the traced workflow; default its role's groups), ``1/split`` of the group.
+    A group's usual split (None) is the pool's dense TP for attention, embeddings, dense FFNs
+    and shared experts, and its GPUs per stage for routed experts (EP x expert TP)."""
+    return max(stage_weights_per_gpu_bytes(model, pool, groups))
+
+
+def stage_weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig,
+                                groups: Mapping[str, int | None] | None = None) -> list[float]:
+    """``weights_per_gpu_bytes`` of each pipeline stage: its layers' share of every group
+    (``stage_weight_shares``)."""
     placed = dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]) if groups is None else dict(groups)
     if UNDECLARED_WEIGHTS in placed:
         placed = {**dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]), **placed}
-    w = model.weight_bytes()
-    usual = {"experts": pool.gpus_per_replica}
+    whole = model.weight_bytes()
+    usual = {"experts": pool.gpus_per_stage}
+    out = []
 
-    def part(*names: str) -> float:
+    def part(w: Mapping[str, float], *names: str) -> float:
         """The groups' bytes per GPU, summed before one division where they split alike."""
         splits = {name: placed[name] or usual.get(name, pool.dense_tp) for name in names if name in placed}
         if len(set(splits.values())) == 1:
             return sum(w[name] for name in splits) / next(iter(splits.values()))
         return sum(w[name] / split for name, split in splits.items())
 
-    return part("attention", "embeddings") + (part("dense_ffn", "shared_experts") + part("experts"))
+    for shares in stage_weight_shares(model, pool):
+        w = {name: whole[name] * shares[name] for name in whole}
+        out.append(part(w, "attention", "embeddings") + (part(w, "dense_ffn", "shared_experts") + part(w, "experts")))
+    return out
+
+
+def stage_weight_shares(model: ModelConfig, pool: PoolConfig) -> list[dict[str, float]]:
+    """The share of each weight group (``ModelConfig.weight_bytes``) that each pipeline stage
+    holds: attention by its layers, dense FFNs by its dense layers, experts by its MoE layers;
+    the first stage holds the input embedding and the last the LM head (a matrix each, also
+    where the model ties them, as vLLM and SGLang load it). One stage holds everything."""
+    names = ("attention", "embeddings", "dense_ffn", "shared_experts", "experts")
+    if pool.pp == 1:
+        return [dict.fromkeys(names, 1.0)]
+    ranges = pool.stage_ranges(model.num_layers)
+    moe_total = model.num_moe_layers
+    dense_total = model.num_layers - moe_total
+    matrices = 1 if model.tie_word_embeddings else 2
+    out = []
+    for k, layers in enumerate(ranges):
+        moe = sum(model.is_moe_layer(i) for i in layers)
+        ends = (k == 0) + (k == len(ranges) - 1)
+        experts = moe / moe_total if moe_total else 0.0
+        out.append({"attention": len(layers) / model.num_layers, "embeddings": ends / matrices,
+                    "dense_ffn": (len(layers) - moe) / dense_total if dense_total else 0.0,
+                    "shared_experts": experts, "experts": experts})
+    return out
 
 
 def check_weights_fit(deployment: Deployment, name: str, groups: Mapping[str, int | None] | None = None) -> None:
@@ -346,8 +432,8 @@ def check_weights_fit(deployment: Deployment, name: str, groups: Mapping[str, in
     if need > have:
         raise ConfigError(
             f"{deployment.origin.name}: cluster.pools.{name}: {model.name} needs {need / 2**30:.1f} GiB of weights per "
-            f"GPU with tp={pool.dense_tp}, ep={pool.ep} but a {hw.name} GPU has {have / 2**30:.1f} GiB usable; raise "
-            "tp/ep or use more GPUs per replica")
+            f"GPU with tp={pool.dense_tp}, ep={pool.ep}{f', pp={pool.pp}' if pool.pp > 1 else ''} but a {hw.name} GPU "
+            f"has {have / 2**30:.1f} GiB usable; raise tp/ep{'/pp' if pool.pp > 1 else ''} or use more GPUs per replica")
 
 
 def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
@@ -389,6 +475,12 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
                               f"of {MAX_SEQS_PER_REPLICA:,} (a typo? the limits are in docs/configuration.md)")
         if model.moe is None and pool.ep > 1:
             raise ConfigError(f"{key}.ep: {model.name} is dense; expert parallelism needs a MoE model (set ep: 1)")
+        if pool.pp > model.num_layers:
+            raise ConfigError(f"{key}.pp: pp={pool.pp} stages for the {model.num_layers} layers of {model.name}; a "
+                              f"stage holds at least one layer (use pp <= {model.num_layers})")
+        if pool.pp_layers is not None and sum(pool.pp_layers) != model.num_layers:
+            raise ConfigError(f"{key}.pp_layers: {pool.pp_layers} sum to {sum(pool.pp_layers)} layers but "
+                              f"{model.name} has {model.num_layers}; give each stage's layers, first to last")
     notes = check_request_lengths(config, model, *declared_lengths(config.workload), origin=origin)
     deployment = Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin,
                             warnings=tuple(notes))

@@ -160,11 +160,36 @@ class PoolView:
 
     @property
     def gpus_per_replica(self) -> int:
+        """All the GPUs of one replica, of every pipeline stage."""
         return self.config.gpus_per_replica
+
+    @property
+    def pp(self) -> int:
+        """Pipeline stages of a replica (1: no pipeline parallelism)."""
+        return self.config.pp
+
+    @property
+    def gpus_per_stage(self) -> int:
+        """The GPUs that hold one layer (TP x DP, EP x expert TP): those of one pipeline
+        stage, all the replica's without pipeline parallelism."""
+        return self.config.gpus_per_stage
+
+    def stage_layers(self, num_layers: int) -> list[int]:
+        """Layers of each pipeline stage (``PoolConfig.stage_layers``)."""
+        return self.config.stage_layers(num_layers)
 
     def placement(self, group: int) -> str:
         """intra_node when a group of ``group`` GPUs of this pool fits in one node."""
         return "intra_node" if group <= self.hardware.node.gpus_per_node else "inter_node"
+
+    def stage_link_placement(self, stage: int) -> str:
+        """The link that carries activations into pipeline stage ``stage`` from the one before:
+        intra_node (NVLink) when both stages' GPUs lie in one node. A replica's GPUs are
+        numbered from the start of a node, stage k holding GPUs k x gpus_per_stage to
+        (k + 1) x gpus_per_stage - 1."""
+        per_node, per_stage = self.hardware.node.gpus_per_node, self.gpus_per_stage
+        first, last = (stage - 1) * per_stage, (stage + 1) * per_stage - 1
+        return "intra_node" if first // per_node == last // per_node else "inter_node"
 
 
 class Builder:
@@ -189,6 +214,13 @@ class Builder:
         self._late_edges: list[tuple[int, int, str]] = []
         self._ancestor_cache: dict[int, tuple[int, set[int]]] = {}
         self._pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
+        # pipeline parallelism: each pipelined pool's layer -> stage, and the activations
+        # already sent from an op into a later stage ((node, stage) -> the op that received them)
+        self._stage_of_layer: dict[str, list[int]] = {
+            p.role: [k for k, count in enumerate(p.stage_layers(self.model.num_layers)) for _ in range(count)]
+            for p in deployment.pools.values() if p.pp > 1}
+        self._pp_sent: dict[tuple[int, int], int] = {}
+        self._pp_forced: int | None = None
 
     # -- the deployment ------------------------------------------------------------------------
     def has_pool(self, role: str) -> bool:
@@ -470,6 +502,8 @@ class Builder:
                                 "rank's experts; pass routing=(micro_batch, layer, rank)")
 
     def _link_placement(self, link: Resource) -> str:
+        if link.pipeline_link:
+            return self.pool(link.pool).stage_link_placement(link.pp_stage)
         src, dst = self.pool(link.pool), self.pool(link.dst)
         if src.hardware.name != dst.hardware.name:
             return "inter_node"  # different GPUs never share a node's NVLink
@@ -508,6 +542,8 @@ class Builder:
             inherited = {self.ir.graph.nodes[p]["micro_batch"] for p in pred_nodes}
             if len(inherited) == 1:
                 micro_batch = inherited.pop()
+        if resource.kind == "gpu" and resource.pool in self._stage_of_layer:
+            resource, pred_nodes = self._on_pipeline_stage(op, resource, pred_nodes, micro_batch)
         tid = self._template_ids.setdefault(template, len(self._template_ids))
         if tid == len(self.ir.templates):
             self.ir.templates.append(template)
@@ -556,7 +592,92 @@ class Builder:
         self._ancestor_cache[node] = (floor, seen)
         return seen
 
+    # -- pipeline parallelism ----------------------------------------------------------------
+    def _on_pipeline_stage(self, op: str, resource: Resource, preds: list[int], micro_batch: int | None
+                           ) -> tuple[Resource, list[int]]:
+        """Place an op of a pipelined pool on its pipeline stage's copy of ``resource``: the
+        stage of the layer being traced, or, outside ``g.layers()``, of the latest stage among
+        the ops of the pool it waits for (the first stage when none: the embedding). Where
+        it waits for an op of an earlier stage, the activations travel there first
+        (``_send_forward``), and it waits for their arrival instead."""
+        role = resource.pool
+        here = [self._pipeline_stage_of(p, role) for p in preds]
+        if self._pp_forced is not None:
+            stage = self._pp_forced
+        elif self._layer is not None:
+            stage = self._stage_of_layer[role][self._layer]
+        else:
+            stage = max((k for k in here if k is not None), default=0)
+        moved = []
+        for p, k in zip(preds, here, strict=True):
+            if k is not None and k > stage:
+                raise WorkflowError(f"{_where()}: op {op!r} runs on pipeline stage {stage} of pool {role} but waits for "
+                                    f"{self.ir.label(p)} on stage {k}: activations only flow forward through the stages. "
+                                    "Trace a layer's ops inside g.layers() so that each lands on its layer's stage")
+            moved.append(p if k is None or k == stage else self._send_forward(p, role, k, stage, micro_batch))
+        return self._stage_resource(resource, stage), moved
+
+    def _pipeline_stage_of(self, node: int, role: str) -> int | None:
+        """The pipeline stage of ``node`` when it is an op of pool ``role`` in this stage."""
+        attrs = self.ir.graph.nodes[node]
+        resource = self.ir.resources[attrs["resource"]]
+        if resource.pool != role or attrs["stage"] != self._stage.name:
+            return None
+        return resource.pp_stage
+
+    def _stage_resource(self, resource: Resource, stage: int) -> Resource:
+        """``decode`` -> ``decode.pp[1]``, ``decode.ep_rank[3]`` -> ``decode.pp[1].ep_rank[3]``."""
+        role = resource.pool
+        name = f"{role}.pp[{stage}]{resource.name[len(role):]}"
+        return self._declare(Resource(name, "gpu", role, rank=resource.rank, pp_stage=stage))
+
+    def _send_forward(self, node: int, role: str, src: int, dst: int, micro_batch: int | None) -> int:
+        """The activations of ``node`` (on stage ``src``) moved to stage ``dst`` through every
+        stage between, once per node and stage; the node that holds them on ``dst``."""
+        at = node
+        for stage in range(src + 1, dst + 1):
+            sent = self._pp_sent.get((node, stage))
+            if sent is None:
+                sent = self._pp_sent[(node, stage)] = self._pp_hop(role, stage, at, micro_batch)
+            at = sent
+        return at
+
+    def _pp_hop(self, role: str, stage: int, after: int, micro_batch: int | None) -> int:
+        """Send one micro-batch's activations from pipeline stage ``stage - 1`` to ``stage``, as
+        vLLM and SGLang do: the hidden states and the residual (``IntermediateTensors``,
+        ``PPProxyTensors``), each TP rank sending its 1/tp slice over its own link to its
+        peer, and the next stage's TP group all-gathering them."""
+        pool = self.pool(role)
+        if micro_batch is None:
+            if self._stage.micro_batches != 1:
+                raise WorkflowError(f"{_where()}: an op of no micro-batch waits for pipeline stage {stage - 1} of pool "
+                                    f"{role}: say which micro-batch's activations cross (g.scope(micro_batch=i))")
+            micro_batch = 0
+        tokens = Sym.var(f"{self._stage.name}.mb{micro_batch}.tokens")
+        if pool.dp > 1:
+            tokens = tokens.ceil_div(pool.dp)
+        tensors = tokens * (2 * self.model.hidden_size * 2)  # hidden states + residual, bf16
+        link = self._declare(Resource(f"link:{role}.pp[{stage - 1}]->{role}.pp[{stage}]", "link", role, dst=role,
+                                      pp_stage=stage))
+        saved, self._pp_forced = self._pp_forced, stage
+        weights, self._weights = self._weights, None  # activations, not the layer's weights
+        try:
+            with self.scope(micro_batch=micro_batch):
+                x = self.transfer("pp_send", link, bytes=tensors.ceil_div(pool.tp) if pool.tp > 1 else tensors,
+                                  after=Op(after, self._id, self.ir.label(after)))
+                if pool.tp > 1:
+                    main = self._declare(Resource(role, "gpu", role))
+                    x = self.collective("pp_all_gather", main, "all_gather", bytes=tensors, group=pool.tp,
+                                        placement=pool.placement(pool.tp), after=x)
+        finally:
+            self._pp_forced, self._weights = saved, weights
+        return x.node
+
     def finish(self) -> EventGraph:
+        unused = {r.name for r in self.ir.resources.values()
+                  if r.pool in self._stage_of_layer and r.pp_stage is None}
+        for name in unused - {a for _, a in self.ir.graph.nodes(data="resource")}:
+            del self.ir.resources[name]  # a pipelined pool runs on its stages' streams only
         for before, later, where in self._late_edges:
             self.ir.graph.add_edge(before, later, dep="order")
             if not _is_acyclic(self.ir.graph):
@@ -589,7 +710,8 @@ class Builder:
         while stack:
             node = stack.pop()
             attrs = g.nodes[node]
-            if attrs["kind"] == "transfer" and self.ir.resources[attrs["resource"]].dst in stage.pools:
+            resource = self.ir.resources[attrs["resource"]]
+            if attrs["kind"] == "transfer" and resource.dst in stage.pools and not resource.pipeline_link:
                 return True
             for p in g.pred[node]:
                 if p not in seen:

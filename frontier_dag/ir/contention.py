@@ -104,21 +104,22 @@ def _gpus(resource: Resource) -> int | None:
     return resource.rank
 
 
-def _occupant(graph: EventGraph, node: int) -> tuple[tuple[str, str], int | None] | None:
-    """(stage, pool role), GPUs for an op that holds its GPUs' SMs: a compute op on a GPU stream."""
+def _occupant(graph: EventGraph, node: int) -> tuple[tuple[str, str, int | None], int | None] | None:
+    """(stage, pool role, pipeline stage), GPUs for an op that holds its GPUs' SMs: a compute
+    op on a GPU stream. Each pipeline stage of a pool has GPUs of its own."""
     a = graph.graph.nodes[node]
     resource = graph.resources[a["resource"]]
     if resource.kind != "gpu" or a["kind"] != "compute" or graph.templates[a["template"]].family == "sync":
         return None
-    return (a["stage"], resource.pool), _gpus(resource)
+    return (a["stage"], resource.pool, resource.pp_stage), _gpus(resource)
 
 
-def _communicator(graph: EventGraph, node: int) -> tuple[tuple[str, str], int | None] | None:
+def _communicator(graph: EventGraph, node: int) -> tuple[tuple[str, str, int | None], int | None] | None:
     a = graph.graph.nodes[node]
     resource = graph.resources[a["resource"]]
     if resource.kind != "gpu" or a["kind"] != "collective":
         return None
-    return (a["stage"], resource.pool), _gpus(resource)
+    return (a["stage"], resource.pool, resource.pp_stage), _gpus(resource)
 
 
 @dataclass
@@ -159,12 +160,12 @@ def _plan(graph: EventGraph, order: list[int], sm_share: SmShare) -> _Plan:
     n = len(order)
     preds = [[position[u] for u in graph.graph.predecessors(v)] for v in order]
     occupant = [_occupant(graph, v) for v in order]
-    orders: dict[tuple[str, str], _ComputeOrder] = {}
+    orders: dict[tuple[str, str, int | None], _ComputeOrder] = {}
     ancestors = [0] * n
     serialises = False
     # per (stage, pool): the compute ops on every GPU, and on each rank
-    on_all: dict[tuple[str, str], int] = {}
-    on_rank: dict[tuple[tuple[str, str], int], int] = {}
+    on_all: dict[tuple[str, str, int | None], int] = {}
+    on_rank: dict[tuple[tuple[str, str, int | None], int], int] = {}
     for i in range(n):
         anc = 0
         for p in preds[i]:
@@ -210,11 +211,11 @@ def _plan(graph: EventGraph, order: list[int], sm_share: SmShare) -> _Plan:
 def _shared(graph: EventGraph) -> bool:
     """Whether some stage runs ops of one pool on more than one of its GPU streams (only
     then can they contend)."""
-    streams: dict[tuple[str, str], set[str]] = {}
+    streams: dict[tuple[str, str, int | None], set[str]] = {}
     for _, a in graph.graph.nodes(data=True):
         resource = graph.resources[a["resource"]]
         if resource.kind == "gpu" and a["kind"] in ("compute", "collective"):
-            streams.setdefault((a["stage"], resource.pool), set()).add(resource.name)
+            streams.setdefault((a["stage"], resource.pool, resource.pp_stage), set()).add(resource.name)
     return any(len(s) > 1 for s in streams.values())
 
 
@@ -228,7 +229,7 @@ def _apply(graph: EventGraph, order: list[int], plan: _Plan) -> None:
             sequence.append(_share_node(graph, v, plan.shares[v]))
     position = {v: i for i, v in enumerate(sequence)}
     ancestors = [0] * len(sequence)
-    orders: dict[tuple[str, str], _ComputeOrder] = {}
+    orders: dict[tuple[str, str, int | None], _ComputeOrder] = {}
     for i, v in enumerate(sequence):
         existing = {position[u] for u in g.predecessors(v)}
         wanted = set(existing)
@@ -256,8 +257,9 @@ def _share_node(graph: EventGraph, comm: int, share: float) -> int:
     """A node on the compute order of ``comm``'s GPUs weighing ``share`` x its cost."""
     a = graph.graph.nodes[comm]
     resource = graph.resources[a["resource"]]
-    if resource.rank is None:  # the SMs of every GPU: shown on the pool's main stream
-        on = graph.resources.setdefault(resource.pool, Resource(resource.pool, "gpu", resource.pool))
+    if resource.rank is None:  # the SMs of every GPU: shown on the pool's (pipeline stage's) main stream
+        name = resource.pool if resource.pp_stage is None else f"{resource.pool}.pp[{resource.pp_stage}]"
+        on = graph.resources.setdefault(name, Resource(name, "gpu", resource.pool, pp_stage=resource.pp_stage))
     else:
         on = resource
     node = max(graph.graph.nodes, default=-1) + 1

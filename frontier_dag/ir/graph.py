@@ -30,13 +30,22 @@ NODE_ATTRS = ("kind", "op", "resource", "stage", "layer", "micro_batch", "templa
 @dataclass(frozen=True)
 class Resource:
     """What executes operations: a pool's GPU stream (``decode``), one EP rank's stream
-    (``decode.ep_rank[3]``), or a link between pools (``link:prefill->decode``)."""
+    (``decode.ep_rank[3]``), or a link between pools (``link:prefill->decode``). With
+    pipeline parallelism each stage of a pool has its own streams (``decode.pp[1]``,
+    ``decode.pp[1].ep_rank[3]``) and a link from the stage before it
+    (``link:decode.pp[0]->decode.pp[1]``)."""
 
     name: str
     kind: Literal["gpu", "link"]
     pool: str  # the role of the pool it belongs to (a link: its source pool)
     rank: int | None = None
     dst: str | None = None  # a link's destination pool role
+    pp_stage: int | None = None  # the pipeline stage whose GPUs it runs on (a link: the stage it feeds)
+
+    @property
+    def pipeline_link(self) -> bool:
+        """A link between two pipeline stages of one pool."""
+        return self.kind == "link" and self.pp_stage is not None
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,24 @@ class EventGraph:
     def stage_nodes(self, stage: str) -> list[int]:
         return [n for n, s in self.graph.nodes(data="stage") if s == stage]
 
+    def pipeline_stages(self, stage: str) -> list[list[int]] | None:
+        """The nodes of ``stage`` by pipeline stage, first to last, where its pool runs
+        pipeline parallel (None otherwise): each stage's ops, the transfer into it from the
+        stage before (its GPUs receive it before they compute), and the ops of no stage (a
+        KV transfer to another pool) with the stage of the first op they wait for."""
+        nodes = self.stage_nodes(stage)
+        own = {n: self.resources[self.graph.nodes[n]["resource"]].pp_stage for n in nodes}
+        if all(k is None for k in own.values()):
+            return None
+        for n in self.topological_order():
+            if n in own and own[n] is None:
+                preds = [own[p] for p in self.graph.predecessors(n) if own.get(p) is not None]
+                own[n] = min(preds) if preds else 0
+        out: list[list[int]] = [[] for _ in range(max(own.values()) + 1)]
+        for n in nodes:
+            out[own[n]].append(n)
+        return out
+
     def subgraph(self, stage: str) -> EventGraph:
         """The nodes and edges of one stage, sharing templates and resources."""
         if stage not in self.stages:
@@ -163,6 +190,12 @@ class EventGraph:
         sub = self.graph.subgraph(self.stage_nodes(stage)).copy()
         return EventGraph(self.name, self.params, sub, self.templates, self.resources,
                           {stage: self.stages[stage]}, self.routing, list(self.warnings), self.entry)
+
+    def restrict(self, nodes: list[int]) -> EventGraph:
+        """The graph of ``nodes`` and the edges among them (a part of a stage, such as one
+        pipeline stage's ops), sharing templates, resources and stages."""
+        return EventGraph(self.name, self.params, self.graph.subgraph(nodes).copy(), self.templates, self.resources,
+                          self.stages, self.routing, list(self.warnings))
 
     # -- checking ------------------------------------------------------------------------------
     def validate(self) -> EventGraph:

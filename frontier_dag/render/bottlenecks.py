@@ -64,6 +64,18 @@ def transfer_ops(graph: EventGraph, roles: set[str]) -> str:
     return " / ".join(sorted(ops))
 
 
+def pipeline_line(summary: dict, pool: str, shares: dict[str, float]) -> str:
+    """For a pipelined pool: its slowest stage, each stage's bubbles (the share of the run
+    it idles while the slowest works) and the waits for busy stages on the critical path."""
+    pipe = (summary.get("pipeline") or {}).get(pool)
+    if not pipe:
+        return ""
+    k, busy = pipe["slowest_stage"], pipe["stage_busy"]
+    bubbles = ", ".join(f"pp[{i}] {_pct(b)}" for i, b in enumerate(pipe["bubbles"]) if i != k)
+    return (f"\npipeline of {len(busy)} stages: slowest pp[{k}] (busy {_pct(busy[k])}); bubbles {bubbles}; "
+            f"waits_and_bubbles {_pct(shares.get('waits_and_bubbles', 0.0))} of the critical path")
+
+
 def bottleneck_pool(analysis: RunAnalysis, path_pools: dict[str, dict[str, float]]) -> tuple[str, float]:
     """The pool (of those that run iterations) with the largest share of the critical path,
     its members' included; by utilisation where the run has no attribution. And the share."""
@@ -149,7 +161,8 @@ def stage_graph(analysis: RunAnalysis, graph: EventGraph) -> tuple[graphviz.Digr
         label = (f"{title}: {pool.gpus} GPUs, x{pool.replicas}\n"
                  f"busy {_pct(summary.get('utilization', {}).get(name, 0.0))}, "
                  f"KV peak {_pct(summary.get('kv_peak_usage', {}).get(name, 0.0))}\n"
-                 f"critical path {_pct(share)}: {_top(path_pools.get(name, {}), WAITS)}\n{tails(name, exclude=WAITS)}")
+                 f"critical path {_pct(share)}: {_top(path_pools.get(name, {}), WAITS)}\n{tails(name, exclude=WAITS)}"
+                 + pipeline_line(summary, name, path_pools.get(name, {})))
         g.node(f"s_pool_{name}", label, shape="box", style="rounded,filled",
                fillcolor=POOL_COLORS.get(pool.role, "#f4f4f4"))
         edge(after, f"s_pool_{name}", share)

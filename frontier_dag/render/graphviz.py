@@ -76,6 +76,14 @@ def _table(rows: list[tuple[str, str, str, bool]]) -> str:
     return f'<<table border="0" cellspacing="0" cellpadding="1">{"".join(cells)}</table>>'
 
 
+def _pipeline_stage(graph: EventGraph, report, folded, run) -> str:
+    """`` on pp[1]`` for layers that run on a pipeline stage's GPUs."""
+    nodes = report.compiled.nodes
+    stages = {graph.resources[graph.graph.nodes[int(nodes[v])]["resource"]].pp_stage
+              for v, r in folded.run_of.items() if r == run} - {None}
+    return f" on pp[{min(stages)}]" if len(stages) == 1 else ""
+
+
 def _stage_label(stage: str, graph: EventGraph, deployment: Deployment, report: IterationReport,
                  attrs: list[dict]) -> str:
     """A stage box's title: its time, its pools and its links."""
@@ -86,6 +94,11 @@ def _stage_label(stage: str, graph: EventGraph, deployment: Deployment, report: 
     parts = [f"stage {stage}: {_fmt_us(report.stage_times_us.get(stage, 0.0))}"]
     if spec.serves != "transfer":
         parts += [pool_title(role_to_name[r], deployment) for r in spec.pools if r in role_to_name]
+    pipe = report.pipeline.get(stage)
+    if pipe is not None:
+        times = ", ".join(f"pp[{k}] {_fmt_us(t)}" for k, t in enumerate(pipe.stages_us))
+        parts.append(f"pipeline stages {times}; slowest pp[{pipe.slowest_stage}]: with {len(pipe.stages_us)} batches "
+                     f"in flight one leaves every {_fmt_us(pipe.period_us)}")
     return "\n".join(parts + [f"link {link}" for link in links])
 
 
@@ -155,8 +168,8 @@ def iteration_dot(graph: EventGraph, deployment: Deployment, report: IterationRe
                         box.node(node_id)
                     continue
                 path_us = sum(float(report.duration_us[v]) for v in critical if folded.run_of.get(v) == run)
-                label = run.label + (f": {_fmt_us(path_us / run.count)} a layer, {_fmt_us(path_us)} on the "
-                                     "critical path" if path_us else "")
+                label = run.label + _pipeline_stage(graph, report, folded, run) + (
+                    f": {_fmt_us(path_us / run.count)} a layer, {_fmt_us(path_us)} on the critical path" if path_us else "")
                 with box.subgraph(name=f"cluster_run_{stage_name}_{run.first}") as inner:
                     inner.attr(label=label, style="dashed,rounded", color="#777777", fillcolor="none", fontsize="9")
                     for node_id in node_ids:

@@ -24,6 +24,7 @@ from frontier_dag.sim.iteration_log import ITERATION_COLUMNS, NO_REF, Cause, Nod
 from frontier_dag.sim.kv import KVCache
 from frontier_dag.sim.link import SharedLink
 from frontier_dag.sim.memory import kv_capacity_tokens
+from frontier_dag.sim.pipeline import Pipeline, StagePrices
 from frontier_dag.sim.policies import build_policy
 from frontier_dag.sim.predictor import ExecutionPredictor
 from frontier_dag.sim.replica import ReplicaWorker
@@ -59,6 +60,7 @@ class GlobalController:
         self.decode: ClusterWorker | None = None  # where finished prefills' KV moves
         self.transfer: ExecutionPredictor | None = None
         self.links: dict[int, SharedLink] = {}
+        self.pipelines: dict[str, list[Pipeline]] = {}  # pool -> its replicas' pipelines, where pipelined
         self.completed = 0
         pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
         serves, gpus = {}, {}
@@ -78,14 +80,22 @@ class GlobalController:
             sched = cfg.scheduler
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
-            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
-                                           attribute)
+            if graph.pipeline_stages(stage_name) is None:
+                predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed,
+                                               sched.iteration_overhead_us, attribute)
+                predictors = [predictor] * pool.replicas
+            else:  # each replica's pipeline runs pp lanes of batches (frontier_dag.sim.pipeline)
+                prices = StagePrices(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
+                                     attribute)
+                self.pipelines[name] = [Pipeline(prices, events) for _ in range(pool.replicas)]
+                predictors = [pipeline.lane() for pipeline in self.pipelines[name] for _ in range(pool.pp)]
+                capacity //= pool.pp
             replicas = [
                 ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves, predictor=predictor,
                               kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),
                               policy=build_policy(sched, pool), table=table, events=events, controller=self,
                               log=self.log)
-                for i in range(pool.replicas)
+                for i, predictor in enumerate(predictors)
             ]
             self.workers[name] = ClusterWorker(name, replicas, sched.routing)
             serves[name] = stage.serves
@@ -231,6 +241,12 @@ class GlobalController:
                        "count in the output tokens/s per GPU (and the cost). Change the entry rule or its parameters, "
                        "or drop the pool")
         return out
+    def _lane_note(self, pool: str) -> str:
+        if pool not in self.pipelines:
+            return ""
+        pp = len(self.pipelines[pool][0].busy_s)
+        return (f"; pool {pool} is pipelined: this replica is one of {pp} lanes, each with 1/{pp} of its replica's KV "
+                "(docs/configuration.md, Pipeline parallelism)")
 
     # -- when nothing can happen any more ------------------------------------------------------
     def diagnose(self) -> DeadlockError:
@@ -255,7 +271,8 @@ class GlobalController:
                     need = r.kv.blocks_for(r.policy.admission_tokens(int(t.prompt[rid] + t.generated[rid])))
                     lines.append(f"pool {r.pool} replica {r.index}: {len(r.waiting)} request(s) wait to be admitted; "
                                  f"the next needs {need} KV blocks and {r.kv.free_blocks} of {r.kv.capacity} are free"
-                                 + (" (larger than the whole cache: raise kv_capacity_tokens)" if need > r.kv.capacity else ""))
+                                 + (" (larger than the whole cache: raise kv_capacity_tokens)" if need > r.kv.capacity else "")
+                                 + self._lane_note(r.pool))
                 if r.decode.n and not r.busy:
                     lines.append(f"pool {r.pool} replica {r.index}: {r.decode.n} running sequence(s) cannot grow "
                                  f"their KV ({r.kv.free_blocks} of {r.kv.capacity} blocks free)")

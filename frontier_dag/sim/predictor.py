@@ -7,6 +7,8 @@ the compiled DAG. Nothing here loops over the DAG's nodes.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from frontier_dag.config.run import Deployment
@@ -34,7 +36,9 @@ def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: in
     ):
         return None
     pools = graph.stages[stage].pools
-    ranks = sum(1 for r in graph.resources.values() if r.rank is not None and r.pool in pools) or 1
+    # each pipeline stage with expert layers has streams for the same ranks: count one stage's
+    by_stage = Counter(r.pp_stage for r in graph.resources.values() if r.rank is not None and r.pool in pools)
+    ranks = max(by_stage.values(), default=0) or 1
     spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
     moe = deployment.model.moe
     return Router(spec, moe.num_experts, moe.top_k, ranks, deployment.model.num_layers, seed)
@@ -46,6 +50,9 @@ CRITICAL_RANKS = 2
 
 class ExecutionPredictor:
     """Iteration time of one stage, in microseconds, from the batch's sequences."""
+
+    #: an iteration's time depends on its batch only, so a replica may plan decode steps ahead
+    plans_ahead = True
 
     def __init__(self, graph: EventGraph, stage: str, deployment: Deployment, cost_model: CostModel,
                  seed: int = 0, overhead_us: float = 0.0, attribute: bool = True):
@@ -77,6 +84,10 @@ class ExecutionPredictor:
                                   dtype=np.int64)
         self.last_categories: tuple[float, ...] = (0.0,) * len(CATEGORIES)
         self._grad: np.ndarray | None = None  # the latest gradient computed (see _time)
+
+    def usages(self, pool: str) -> dict:
+        """The prices this predictor used (a UsageCounter), by ``pool``'s name."""
+        return {pool: self.coster.usage}
 
     def time_us(self, q: np.ndarray, ctx: np.ndarray, kv_out_tokens: int = 0) -> float:
         """One iteration over sequences with ``q`` new and ``ctx`` cached tokens each."""

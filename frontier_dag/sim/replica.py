@@ -104,7 +104,7 @@ class ReplicaWorker:
         if after is None:
             after = (_ITERATION, self.last_row)
         if self.decode.n and not (self.prefilling or self.waiting or self.incoming) and \
-                self._launch_stretch(cause, request, after):
+                self.predictor.plans_ahead and self._launch_stretch(cause, request, after):
             return
         self.planning = after
         batch = self.policy.plan()

@@ -28,6 +28,8 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     for name, worker in controller.workers.items():
         busy = sum(r.busy_s for r in worker.replicas)
         utilization[name] = float(busy / (len(worker.replicas) * simulated)) if simulated > 0 else 0.0
+        if name in controller.pipelines:  # a lane's iterations overlap its siblings': count the stages' work
+            utilization[name] = float(np.mean(pipeline_busy(controller.pipelines[name], simulated)))
         stall[name] = float(sum(r.stall_s for r in worker.replicas))
         kv_peak[name] = max(r.kv.peak / max(r.kv.capacity, 1) for r in worker.replicas)
         iterations += sum(r.iterations for r in worker.replicas)
@@ -38,7 +40,7 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
             transfer_wait[worker.name] = float(waits.sum())
     gpus = deployment.total_gpus
     # replicas of a pool share one predictor; the transfer stage has its own
-    usage = {name: w.replicas[0].predictor.coster.usage for name, w in controller.workers.items()}
+    usage = {key: u for name, w in controller.workers.items() for key, u in w.replicas[0].predictor.usages(name).items()}
     if controller.transfer is not None:
         usage[controller.transfer.stage] = controller.transfer.coster.usage
     tokens = TokenTimes.of(controller.log.to_frame(), frame)
@@ -75,6 +77,8 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
                                       for name, u in usage.items()},
         "gpus": gpus,
         "pools": fleet(deployment),
+        **({"pipeline": {name: pipeline_figures(p, simulated) for name, p in controller.pipelines.items()}}
+           if controller.pipelines else {}),
         "cost": cost(deployment, out_tokens / window),
         "seed": cfg.seed,
     }
@@ -82,6 +86,21 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         router = controller.router
         out["entry"] = {"rule": router.entry.describe(), "requests": router.counts()}
     return out
+
+
+def pipeline_busy(pipelines, simulated_s: float) -> list[float]:
+    """The busy share of each pipeline stage, averaged over a pool's replicas."""
+    if simulated_s <= 0:
+        return [0.0] * len(pipelines[0].busy_s)
+    return [float(np.mean([p.busy_s[k] for p in pipelines]) / simulated_s) for k in range(len(pipelines[0].busy_s))]
+
+
+def pipeline_figures(pipelines, simulated_s: float) -> dict[str, Any]:
+    """A pipelined pool's stages: each one's busy share, the slowest (busiest) stage, and
+    each stage's bubbles: the share of the run it idles while the slowest stage works."""
+    busy = pipeline_busy(pipelines, simulated_s)
+    slowest = int(np.argmax(busy))
+    return {"stage_busy": busy, "slowest_stage": slowest, "bubbles": [busy[slowest] - b for b in busy]}
 
 
 def fleet(deployment: Deployment) -> dict[str, dict[str, Any]]:

@@ -93,6 +93,8 @@ def describe(version: str, rows: Iterable[SiliconRow]) -> dict:
 
 def _parallel(prefix: str, w: Worker, moe: bool) -> dict:
     out = {f"{prefix}tp_size": w.tp, f"{prefix}attention_dp_size": w.dp}
+    if w.pp > 1:  # aiconfigurator's estimate takes (prefill_, decode_)pp_size, 1 by default
+        out[f"{prefix}pp_size"] = w.pp
     if moe:  # a dense model's MoE columns mean nothing (silicon.py); aiconfigurator wants none
         out.update({f"{prefix}moe_tp_size": w.moe_tp, f"{prefix}moe_ep_size": w.moe_ep})
     return out

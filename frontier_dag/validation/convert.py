@@ -41,7 +41,8 @@ class Converted:
 
 
 def _pool(role: str, w: Worker, replicas: int) -> dict:
-    return {"role": role, "gpus": w.gpus * replicas, "replicas": replicas, "tp": w.tp, "dp": w.dp, "ep": w.moe_ep}
+    return {"role": role, "gpus": w.gpus * replicas, "replicas": replicas, "tp": w.tp, "dp": w.dp, "ep": w.moe_ep,
+            "pp": w.pp}
 
 
 def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: float = 0.0) -> Converted:

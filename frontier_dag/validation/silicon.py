@@ -40,7 +40,8 @@ REQUIRED = ("id", "backend", "model_path", "system", "mode", "isl", "osl", "sili
 
 @dataclass(frozen=True)
 class Worker:
-    """One engine instance: ``tp`` x ``dp`` GPUs for attention, ``moe_tp`` x ``moe_ep`` for experts."""
+    """One engine instance: ``pp`` pipeline stages, each of ``tp`` x ``dp`` GPUs for attention
+    and ``moe_tp`` x ``moe_ep`` for experts."""
 
     tp: int = 1
     dp: int = 1
@@ -48,10 +49,11 @@ class Worker:
     moe_ep: int = 1
     workers: int = 1
     batch_size: int | None = None  # the configuration's batch per engine (per attention-DP rank)
+    pp: int = 1
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.dp
+        return self.tp * self.dp * self.pp
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,17 @@ class SiliconRow:
     def describe(self) -> str:
         if self.mode == "agg":
             w = self.agg
-            par = f"tp{w.tp} dp{w.dp} moe_tp{w.moe_tp} ep{w.moe_ep}"
+            par = f"tp{w.tp} dp{w.dp} moe_tp{w.moe_tp} ep{w.moe_ep}{_pp(w)}"
         else:
             p, d = self.prefill, self.decode
-            par = (f"{p.workers}P(tp{p.tp} dp{p.dp} ep{p.moe_ep}) {d.workers}D(tp{d.tp} dp{d.dp} ep{d.moe_ep})")
+            par = (f"{p.workers}P(tp{p.tp} dp{p.dp} ep{p.moe_ep}{_pp(p)}) "
+                   f"{d.workers}D(tp{d.tp} dp{d.dp} ep{d.moe_ep}{_pp(d)})")
         return (f"{self.model_path} {self.system} {self.backend} {self.mode} {self.isl}x{self.osl} "
                 f"c{self.concurrency} {par}")
+
+
+def _pp(w: Worker) -> str:
+    return f" pp{w.pp}" if w.pp > 1 else ""
 
 
 def default_csv() -> Path:
@@ -118,8 +125,9 @@ def _worker(rec: dict, prefix: str, moe: bool, row_id: str, notes: list[str]) ->
     moe_ep = max(_int(rec.get(f"{prefix}moe_ep_size"), 1) or 1, 1)
     workers = max(_int(rec.get(f"{prefix}num_workers"), 1) or 1, 1)
     batch = _int(rec.get(f"{prefix}batch_size"))
+    pp = max(_int(rec.get(f"{prefix}pp_size"), 1) or 1, 1)  # aiconfigurator 0.12's samples have none above 1
     if not moe:
-        return Worker(tp, dp, 1, 1, workers, batch)
+        return Worker(tp, dp, 1, 1, workers, batch, pp)
     named = _ID_PARALLEL.search(row_id) if not prefix else None
     if named:
         t, e = int(named.group(1)), int(named.group(2))
@@ -133,7 +141,7 @@ def _worker(rec: dict, prefix: str, moe: bool, row_id: str, notes: list[str]) ->
         tp = gpus // dp
     if moe_tp * moe_ep != gpus:
         moe_tp = gpus // moe_ep
-    return Worker(tp, dp, moe_tp, moe_ep, workers, batch)
+    return Worker(tp, dp, moe_tp, moe_ep, workers, batch, pp)
 
 
 def parse_row(index: int, rec: dict, moe: bool) -> SiliconRow:

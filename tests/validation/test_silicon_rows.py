@@ -14,7 +14,12 @@ from frontier_dag.validation.engines import GENERATOR_TOKEN_SLACK, token_budget
 from frontier_dag.validation.models import Unsupported, is_moe, row_model
 from frontier_dag.validation.report import format_table, summarize_records
 from frontier_dag.validation.runner import benchmark_means
-from frontier_dag.validation.silicon import cheapest_per_partition, parse_row, read_rows
+from frontier_dag.validation.silicon import (
+    cheapest_per_partition,
+    default_csv,
+    parse_row,
+    read_rows,
+)
 
 BASE = {
     "id": "x", "backend": "trtllm", "backend_version": "1.0", "model_path": "Qwen/Qwen3-32B", "system": "h100_sxm",
@@ -156,3 +161,23 @@ def test_report_mape_median_coverage_and_partitions():
     assert report["partitions"]["backend"]["sglang"]["rows_simulated"] == 1
     assert report["not_simulated"] == [{"index": 3, "id": "3", "status": "unsupported", "reason": "no kernels"}]
     assert "backend=vllm" in format_table(report)
+
+
+def test_pipeline_parallel_rows_become_pipelined_pools():
+    # aiconfigurator-core 0.12's samples have no row with pp_size > 1 (below); one that has
+    # replays as a pool of pp stages
+    row = parse_row(0, {**BASE, "model_path": "meta-llama/Llama-3.1-70B", "tp_size": 2, "pp_size": 2}, moe=False)
+    assert (row.agg.tp, row.agg.pp, row.agg.gpus) == (2, 2, 4) and "pp2" in row.describe()
+    pool = row_config(row).config.cluster.pools["worker"]
+    assert (pool.tp, pool.pp, pool.gpus) == (2, 2, 4)
+    disagg = parse_row(0, {**BASE, "mode": "disagg", "model_path": "meta-llama/Llama-3.1-70B", "prefill_tp_size": 4,
+                           "prefill_pp_size": 2, "decode_tp_size": 8, "decode_pp_size": 1}, moe=False)
+    pools = row_config(disagg).config.cluster.pools
+    assert (pools["prefill"].pp, pools["prefill"].gpus, pools["decode"].pp) == (2, 8, 1)
+
+
+def test_no_h100_or_h200_sample_runs_pipeline_parallel():
+    frame = pd.read_csv(default_csv())
+    hopper = frame[frame["system"].isin(["h100_sxm", "h200_sxm"])]
+    for column in ("pp_size", "prefill_pp_size", "decode_pp_size"):
+        assert (hopper[column].fillna(1) == 1).all(), column

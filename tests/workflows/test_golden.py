@@ -40,6 +40,10 @@ CASES = {
     "af_ep_moe_m2": ("moe", {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 4, "ep": 4}},
                      "af_ep_moe", {"micro_batches": 2}),
     "hybrid_pd": ("dense", PD_TP2, "hybrid_pd", {"threshold": 512}, MIXED_PROMPTS),
+    # pipeline parallelism: one layer per stage, the activations sent between them
+    "colocated_dense_tp2_pp2": ("dense", {"m": {"role": "colocated", "gpus": 4, "tp": 2, "pp": 2}}, "colocated", {}),
+    "pd_ep_moe_pp2": ("moe", {"p": {"role": "prefill", "gpus": 2, "pp": 2},
+                              "d": {"role": "decode", "gpus": 4, "ep": 2, "pp": 2}}, "pd_ep_moe", {}),
 }
 
 

@@ -47,7 +47,8 @@ class Limits:
     @classmethod
     def of(cls, scheduler: SchedulerConfig, pool: PoolConfig) -> Limits:
         dp = pool.attention_dp
-        return cls(max_seqs=scheduler.max_num_seqs * dp, max_tokens=scheduler.max_num_batched_tokens * dp,
+        # a pipelined replica's lanes share its sequences (frontier_dag.sim.pipeline)
+        return cls(max_seqs=-(-scheduler.max_num_seqs * dp // pool.pp), max_tokens=scheduler.max_num_batched_tokens * dp,
                    chunked_prefill=scheduler.chunked_prefill, prefix_caching=scheduler.prefix_caching,
                    max_prefill=(scheduler.max_prefill_tokens or 0) * dp,
                    reserve_output=0.0 if pool.role == "prefill" else scheduler.reserve_output,
