@@ -83,8 +83,13 @@ def _trace_popularity(path: str, num_experts: int, layers: int) -> np.ndarray:
 
 def _place(expected: np.ndarray, ep: int, redundant: int) -> tuple[np.ndarray, np.ndarray]:
     """Assign experts (plus ``redundant`` replicas of the hottest) to ``ep`` ranks with equal
-    slots, greedily balancing expected load. Returns (slot_expert, slot_share): the expert in
-    each rank's slot and the fraction of that expert's tokens the slot receives."""
+    slots, as DeepSeek's EPLB does with its global policy (``replicate_experts``, then
+    ``balanced_packing``): each redundant slot goes to the expert with the largest expected
+    load per copy; then the copies, heaviest first, each go to the least-loaded rank that has
+    a free slot, so a hot expert's replicas land on different, lightly loaded ranks. A
+    replica receives an equal share of its expert's tokens. Returns (slot_expert,
+    slot_share): the expert in each rank's slot and the fraction of that expert's tokens the
+    slot receives."""
     num_experts = len(expected)
     replicas = np.ones(num_experts, dtype=int)
     for _ in range(redundant):
