@@ -33,6 +33,9 @@ CASES = {
                                   {"micro_batches": 2}),
     "ep_moe_ep4": ("moe", {"m": {"role": "colocated", "gpus": 4, "ep": 4}}, "ep_moe", {}),
     "pd_ep_moe_mla": ("mla", PD_EP4, "pd_ep_moe", {"routing": {"kind": "power_law", "alpha": 1.2}}),
+    "pd_ep_moe_tbo_mtp": ("mla", PD_EP4, "pd_ep_moe", {"micro_batches": 2,
+                                                         "mtp": {"draft_tokens": 1, "acceptance": 0.8}}),
+    "ep_moe_tbo": ("moe", {"m": {"role": "colocated", "gpus": 4, "ep": 4}}, "ep_moe", {"micro_batches": 2}),
     "af_ep_moe_m2": ("moe", {"a": {"role": "attention", "gpus": 1}, "f": {"role": "ffn", "gpus": 4, "ep": 4}},
                      "af_ep_moe", {"micro_batches": 2}),
 }
