@@ -18,8 +18,9 @@ many tokens per iteration in TPOT and throughput (``g.speculate``), on average: 
 sequence advances alike, and a request's TPOT does not vary with its own acceptances.
 
 Priced with one approximation: the MTP module's decoder layer is the model's last layer,
-and its routed experts are priced on the verification's routing (``1 + d`` tokens per
-sequence), an upper bound for that one layer.
+and its MoE FFN (router, shared and routed experts, dispatch and combine) is priced at the
+verification's tokens (``1 + d`` per sequence, the verification's routing draw), an upper
+bound for that one layer per draft token.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def draft(g: Builder, pool: PoolView, on, mb: MicroBatch, verified: MicroBatch, 
         with g.weights("attention", split=pool.tp):
             x = g.gemm("mtp_eh_proj", on, m=tokens, n=m.hidden_size, k=2 * m.hidden_size, after=x)
         x = attention(g, pool, on, mb, x, layer)
-        # the routed experts share the verification's routing draw (see the module's docstring)
+        # the MoE FFN at the verification's tokens and routing draw (see the module's docstring)
         x = ffn(g, pool, on, verified if m.is_moe_layer(layer) else mb, layer, x, moe_block)
         x = lm_head(g, pool, on, mb, x)
     return x
