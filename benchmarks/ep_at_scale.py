@@ -70,12 +70,26 @@ def measure(hardware: str, decode_gpus: int, variant: str, seqs_per_gpu) -> dict
             "seqs_per_gpu": seqs, "step_ms": step_us / 1000, "tpot_ms": step_us / 1000 / emitted,
             "tokens_per_s_per_gpu": seqs * emitted / (step_us * 1e-6),
             "attribution": decode_attribution(built.graph, report),
+            "out_of_range": decode_out_of_range(built, loads),
         })
     prefill_us = report.stage_times_us["prefill"]
     return {"hardware": hardware, "decode_gpus": decode_gpus, "variant": variant, "tokens_per_step": emitted,
             "prefill_tokens_per_s_per_gpu": PREFILL_TOKENS_PER_GPU / (prefill_us * 1e-6),
             "prefill_step_ms": prefill_us / 1000, "points": points,
             "predictor": built.deployment.config.predictor.model_dump(exclude_none=True)}
+
+
+def decode_out_of_range(built, loads) -> dict[str, float]:
+    """Per operator family, the share of the decode stage's prices that came from outside the
+    data their predictor was fitted on (the summary's ``predictor_out_of_range``)."""
+    from frontier_dag.analysis.iteration import stage_env
+    from frontier_dag.cost.coster import StageCoster
+    from frontier_dag.ir.compile import CompiledStage
+
+    coster = StageCoster(built.graph, CompiledStage(built.graph, "decode"), built.cost_model)
+    coster.costs(*stage_env("decode", loads["decode"]))
+    used = coster.usage.by_family()
+    return {f: round(n / used[f], 3) for f, n in sorted(coster.usage.out_of_range_by.items()) if n and used.get(f)}
 
 
 def decode_attribution(graph, report) -> dict[str, float]:
@@ -110,6 +124,11 @@ def draw(results: list[dict], out: Path) -> list[Path]:
                      "markersize": 3}
             axes[0][col].plot(x, [p["tokens_per_s_per_gpu"] for p in r["points"]], label=label, **style)
             axes[1][col].plot(x, [p["tpot_ms"] for p in r["points"]], label=label, **style)
+            # hollow rings: most expert GEMMs priced outside the profiled token counts
+            outside = [p for p in r["points"] if p.get("out_of_range", {}).get("moe_grouped_gemm", 0) > 0.5]
+            for row, key in ((0, "tokens_per_s_per_gpu"), (1, "tpot_ms")):
+                axes[row][col].scatter([p["seqs_per_gpu"] for p in outside], [p[key] for p in outside], s=60,
+                                       facecolors="none", edgecolors=colors[r["decode_gpus"]], linewidths=1)
         axes[0][col].set_title(f"DeepSeek-V3 decode, {hw}")
         axes[0][col].set_ylabel("decode tokens/s per GPU")
         axes[1][col].set_ylabel("TPOT (ms)")
@@ -120,7 +139,8 @@ def draw(results: list[dict], out: Path) -> list[Path]:
     axes[0][-1].legend(fontsize=7, ncol=2)
     source = results[0]["predictor"]
     fig.suptitle(f"priced by {source.get('source')} ({source.get('backend', '')}); context {CONTEXT} tokens, "
-                 f"power-law routing 1.2, MTP 1 draft token at {MTP['acceptance']:.0%} acceptance", fontsize=9)
+                 f"power-law routing 1.2, MTP 1 draft token at {MTP['acceptance']:.0%} acceptance; rings: most "
+                 "expert GEMMs priced outside the profiled token counts", fontsize=9)
     fig.tight_layout()
     written = []
     for fmt in ("svg", "png"):
@@ -135,13 +155,15 @@ def table(results: list[dict]) -> str:
     """The doc's table: step time and decode tokens/s per GPU at 64, 128 and 256 sequences
     per GPU, the prefill pool's tokens/s per GPU, the decode critical path's top categories."""
     lines = ["| GPU | decode GPUs | variant | 64/GPU: step, tok/s/GPU | 128/GPU | 256/GPU | prefill tok/s/GPU | "
-             "decode critical path at 128/GPU |", "|---|---|---|---|---|---|---|---|"]
+             "decode critical path at 128/GPU | priced outside the profiles at 128/GPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         at = {p["seqs_per_gpu"]: p for p in r["points"]}
         cells = [f"{at[s]['step_ms']:.0f} ms, {at[s]['tokens_per_s_per_gpu']:,.0f}" for s in (64, 128, 256)]
         top = ", ".join(f"{k} {v:.0%}" for k, v in list(at[128]["attribution"].items())[:3])
+        outside = ", ".join(f"{k} {v:.0%}" for k, v in at[128].get("out_of_range", {}).items()) or "none"
         lines.append(f"| {r['hardware']} | {r['decode_gpus']} | {r['variant']} | {' | '.join(cells)} | "
-                     f"{r['prefill_tokens_per_s_per_gpu']:,.0f} | {top} |")
+                     f"{r['prefill_tokens_per_s_per_gpu']:,.0f} | {top} | {outside} |")
     return "\n".join(lines) + "\n"
 
 
