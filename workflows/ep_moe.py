@@ -91,7 +91,7 @@ def gather_moe_block(g: Builder, pool, on, mb, layer, after):
 #: Two-batch overlap's micro-batches (the parameter of ``two_batch_overlap.py``, declared here
 #: so that this module does not import the one that builds on it).
 TBO_MICRO_BATCHES = Param(int, 1, "two-batch overlap: micro-batches whose dispatch and combine overlap one another's "
-                          "compute (1: none, today's iteration; 2: SGLang's and DeepSeek's TBO)", minimum=1)
+                          "compute (1: none, the plain iteration; 2: SGLang's and DeepSeek's TBO)", minimum=1)
 
 #: How expert-parallel MoE layers of the co-located and PD workflows exchange tokens.
 EP_COMM = Param(str, "all_to_all", "expert-parallel token exchange: all_to_all (DeepEP dispatch and combine) or "
