@@ -243,8 +243,10 @@ def rebuild_iteration(run: RunData, row: int, cost_model: CostModel | None = Non
         for load in loads:
             load.expert_loads = router.draw(int(load.q.sum()), rng)
     report = analyze_iteration(sub, deployment, cost_model, {pool.stage: loads})
+    # with speculative decoding a recorded step is 1 / tokens_per_step of the iteration the DAG
+    # prices (the simulator steps one emitted token at a time)
     rebuilt = RebuiltIteration(row, pool.name, int(it["replica"]), float(it["start_s"]) * 1e6,
-                               float(it["duration_us"]), deployment, sub, report,
+                               float(it["duration_us"]) * stage.tokens_per_step, deployment, sub, report,
                                run.config.scheduler.iteration_overhead_us)
     if own and abs(rebuilt.difference) > TOLERANCE:
         warnings.warn(rebuilt.warning(), FrontierDagWarning, stacklevel=2)

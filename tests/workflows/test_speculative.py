@@ -3,11 +3,15 @@ decode DAG, and the accepted tokens per iteration in TPOT and throughput."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 import frontier_dag as fd
-from frontier_dag.errors import ConfigError
+from frontier_dag.analysis.rebuild import rebuild_iteration
+from frontier_dag.analysis.run_data import load_run
+from frontier_dag.errors import ConfigError, FrontierDagWarning
 from frontier_dag.sim.predictor import ExecutionPredictor, stage_router
 from frontier_dag.workflows.speculative import Speculation
 
@@ -100,3 +104,16 @@ def test_tpot_counts_the_accepted_tokens():
     assert runs[0.0]["tpot_ms"]["p50"] > none["tpot_ms"]["p50"]  # verifying and drafting for nothing costs
     assert runs[1.0]["tpot_ms"]["p50"] < none["tpot_ms"]["p50"]  # all accepted: faster than without MTP
     assert runs[1.0]["num_completed"] == none["num_completed"] == 60
+
+
+def test_a_run_rebuilds_its_iterations_whole(tmp_path):
+    """The run-level views rebuild a logged decode step as the whole iteration it is a share
+    of: priced alike, no warning that the DAG differs from the run."""
+    run = fd.simulate(CONFIG, {**mtp(2, [0.8, 0.6]), "workload.num_requests": 20}, out=tmp_path / "run")
+    data = load_run(tmp_path / "run")
+    decode = data.iterations.index[data.iterations["pool"] == "decode"][-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FrontierDagWarning)
+        rebuilt = rebuild_iteration(data, int(decode))
+    assert abs(rebuilt.difference) < 0.1
+    assert run.summary["num_completed"] == 20
