@@ -1,6 +1,7 @@
-"""The two-batch-overlap example (examples/pd_ep_moe_tbo.py), a strategy written from
-docs/dsl.md with a side stream: its overlap never beats the work the decode pool's GPUs
-must do, whatever the micro-batches and the SMs its all-to-alls hold."""
+"""The two-batch-overlap example (examples/pd_ep_moe_tbo.yaml: pd_ep_moe with micro_batches,
+traced by workflows/two_batch_overlap.py on a side stream): its overlap never beats the
+work the decode pool's GPUs must do, whatever the micro-batches and the SMs its
+all-to-alls hold."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def test_overlap_never_beats_the_conserved_work(micro_batches, sms, layout):
     assert len(work) == (8 if layout == "one_node" else 32)
     assert report.stage_times_us["decode"] >= max(work.values()) * (1 - 1e-9)
     shares = [a for _, a in graph.graph.nodes(data=True) if "share_of" in a]
-    assert bool(shares) == (sms != 0)  # the dispatches and combines overlap compute (and its shared experts)
+    # with two micro-batches the dispatches and combines overlap compute (and its shared
+    # experts); with one, the iteration is the plain one, all-to-alls on the compute stream
+    assert bool(shares) == (sms != 0 and micro_batches == 2)
 
 
 def test_the_overlap_is_on_the_communication_stream():
@@ -68,3 +71,21 @@ def test_the_overlap_is_on_the_communication_stream():
     # a large batch: hiding the all-to-alls behind the other micro-batch pays (roofline prices)
     assert report.stage_times_us["decode"] < one.stage_times_us["decode"]
     assert graph.warnings == []
+
+
+def test_ep_moe_overlaps_too():
+    """The co-located ep_moe takes the same micro_batches: its all-to-alls move to the
+    communication stream, and with 1 the iteration is the plain one."""
+    example = TBO.parent / "ep_moe_qwen3_235b.yaml"
+    times = {}
+    for m in (1, 2):
+        assembly = assemble(example, overrides=["predictor.source=roofline", f"workflow.params.micro_batches={m}"])
+        graph = assembly.graph
+        comm = {a["op"] for _, a in graph.graph.nodes(data=True) if a["resource"] == "colocated.comm"}
+        assert comm == ({"dispatch", "combine", "ep_barrier"} if m == 2 else set())
+        loads = representative_loads(graph, assembly.deployment, batch_size=2048)
+        times[m] = analyze_iteration(graph, assembly.deployment, assembly.cost_model, loads).stage_times_us
+    plain = assemble(example, overrides=["predictor.source=roofline"])
+    loads = representative_loads(plain.graph, plain.deployment, batch_size=2048)
+    assert analyze_iteration(plain.graph, plain.deployment, plain.cost_model, loads).stage_times_us == times[1]
+    assert times[2]["colocated"] > 0

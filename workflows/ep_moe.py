@@ -17,6 +17,8 @@ from frontier_dag.workflows.layers import (
     ACTIVATION_BYTES,
     all_reduce_impl,
     decoder,
+    embed,
+    lm_head,
     router,
     shared_experts,
 )
@@ -86,6 +88,11 @@ def gather_moe_block(g: Builder, pool, on, mb, layer, after):
                         impl=all_reduce_impl(g), after=x)
 
 
+#: Two-batch overlap's micro-batches (the parameter of ``two_batch_overlap.py``, declared here
+#: so that this module does not import the one that builds on it).
+TBO_MICRO_BATCHES = Param(int, 1, "two-batch overlap: micro-batches whose dispatch and combine overlap one another's "
+                          "compute (1: none, the plain iteration; 2: SGLang's and DeepSeek's TBO)", minimum=1)
+
 #: How expert-parallel MoE layers of the co-located and PD workflows exchange tokens.
 EP_COMM = Param(str, "all_to_all", "expert-parallel token exchange: all_to_all (DeepEP dispatch and combine) or "
                 "gather (every GPU gets all tokens, an all-reduce or reduce-scatter sums the experts' outputs: "
@@ -93,10 +100,20 @@ EP_COMM = Param(str, "all_to_all", "expert-parallel token exchange: all_to_all (
 
 
 @workflow("ep_moe", "One pool serves prefill and decode; MoE layers run expert parallel (dispatch, one "
-          "expert node per EP rank, barrier on the slowest rank, combine).", params={"routing": ROUTING})
-def ep_moe(g: Builder, routing: dict) -> None:
+          "expert node per EP rank, barrier on the slowest rank, combine), optionally with two-batch overlap.",
+          params={"routing": ROUTING, "micro_batches": TBO_MICRO_BATCHES})
+def ep_moe(g: Builder, routing: dict, micro_batches: int) -> None:
+    from frontier_dag.workflows.two_batch_overlap import tbo_layers  # it builds on this module
+
     pool = g.pool("colocated")
     g.expert_routing(routing)
     stream = g.stream("colocated")
-    with g.stage("colocated", pools=["colocated"], serves="both") as st:
-        decoder(g, pool, stream, st.mb, moe_block=ep_moe_block("deepep_normal"))
+    with g.stage("colocated", pools=["colocated"], micro_batches=micro_batches, serves="both") as st:
+        if micro_batches == 1:
+            decoder(g, pool, stream, st.mb, moe_block=ep_moe_block("deepep_normal"))
+            return
+        # two-batch overlap: one micro-batch's dispatch and combine under the other's compute
+        x = tbo_layers(g, pool, st.micro_batches, {mb.index: embed(g, pool, stream, mb) for mb in st.micro_batches},
+                       "deepep_normal")
+        for mb in st.micro_batches:
+            lm_head(g, pool, stream, mb, x[mb.index])

@@ -65,6 +65,9 @@ def _attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None,
     m = g.model
     tokens = rank_tokens(pool, mb)
     heads = m.num_heads // pool.tp
+    # a decode step that verifies draft tokens attends with each of them: decode kernels
+    # (FlashMLA, FlashInfer) fold a sequence's queries into the heads
+    queries = heads * mb.queries_per_seq
     window = m.attention_window(layer) if layer is not None else None
     windowed = {"window": window} if window else {}
     x = g.elementwise("input_norm", on, kind="rmsnorm", tokens=tokens, hidden=m.hidden_size, after=after)
@@ -77,7 +80,7 @@ def _attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None,
         else:
             x = g.gemm("q_proj", on, m=tokens, n=heads * qk, k=m.hidden_size, after=x)
         x = g.gemm("kv_a_proj", on, m=tokens, n=mla.kv_lora_rank + mla.qk_rope_head_dim, k=m.hidden_size, after=x)
-        x = g.compute("attention", on, "mla", batch=mb, after=x, dp_ranks=pool.dp, num_heads=heads,
+        x = g.compute("attention", on, "mla", batch=mb, after=x, dp_ranks=pool.dp, num_heads=queries,
                       kv_lora_rank=mla.kv_lora_rank, qk_nope_head_dim=mla.qk_nope_head_dim,
                       qk_rope_head_dim=mla.qk_rope_head_dim, v_head_dim=mla.v_head_dim,
                       dtype="bf16", kv_dtype=m.kv_cache_dtype)
@@ -85,7 +88,7 @@ def _attention(g: Builder, pool: PoolView, on, mb: MicroBatch, after: Op | None,
     else:
         kv_heads = max(1, m.num_kv_heads // pool.tp)
         x = g.gemm("qkv_proj", on, m=tokens, n=(heads + 2 * kv_heads) * m.head_dim, k=m.hidden_size, after=x)
-        x = g.compute("attention", on, "attention", batch=mb, after=x, dp_ranks=pool.dp, num_heads=heads,
+        x = g.compute("attention", on, "attention", batch=mb, after=x, dp_ranks=pool.dp, num_heads=queries,
                       num_kv_heads=kv_heads, head_dim=m.head_dim, dtype="bf16", kv_dtype=m.kv_cache_dtype,
                       **windowed)
         x = g.gemm("o_proj", on, m=tokens, n=m.hidden_size, k=heads * m.head_dim, after=x)

@@ -30,10 +30,28 @@ KV_TRANSFER = Param(str, "per_request", "when KV moves to the decode pool: per_r
 
 
 def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None, decode_moe: MoEBlock | None = None) -> None:
-    prefill, decode = g.pool("prefill"), g.pool("decode")
-    prefill_moe = prefill_moe or moe_block_for(prefill, "deepep_normal")
+    decode = g.pool("decode")
     decode_moe = decode_moe or moe_block_for(decode, "deepep_ll")
-    prefill_stream, decode_stream = g.stream("prefill"), g.stream("decode")
+    g.stream("prefill")  # declared in the order the DAG has always had: prefill, decode, the link
+    decode_stream = g.stream("decode")
+    arrived = prefill_stages(g, kv_transfer, prefill_moe)
+
+    with g.stage("decode", pools=["decode"], serves="decode") as st:
+        # a request decodes once its KV has arrived and its prefill sampled the first token
+        # (per_layer: the last layer's KV can arrive before the prefill's lm_head is done)
+        x = embed(g, decode, decode_stream, st.mb, after=arrived)
+        for layer in g.layers():
+            x = attention(g, decode, decode_stream, st.mb, x, layer)
+            x = ffn(g, decode, decode_stream, st.mb, layer, x, decode_moe)
+        lm_head(g, decode, decode_stream, st.mb, x)
+
+
+def prefill_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None) -> list[Op]:
+    """The prefill stage and the KV transfer to the decode pool (its own stage, or per layer
+    inside the prefill); returns what a decode stage waits for: the KV and the first token."""
+    prefill = g.pool("prefill")
+    prefill_moe = prefill_moe or moe_block_for(prefill, "deepep_normal")
+    prefill_stream = g.stream("prefill")
     link = g.link("prefill", "decode")
 
     with g.stage("prefill", pools=["prefill"], serves="prefill") as st:
@@ -50,15 +68,7 @@ def pd_stages(g: Builder, kv_transfer: str, prefill_moe: MoEBlock | None = None,
     if kv_transfer == "per_request":
         with g.stage("kv_transfer", pools=["prefill", "decode"], serves="transfer") as st:
             sent = g.transfer("kv_cache", link, bytes=st.mb.kv_tokens * kv_bytes_per_token(g, prefill), after=done)
-
-    with g.stage("decode", pools=["decode"], serves="decode") as st:
-        # a request decodes once its KV has arrived and its prefill sampled the first token
-        # (per_layer: the last layer's KV can arrive before the prefill's lm_head is done)
-        x = embed(g, decode, decode_stream, st.mb, after=[sent, done])
-        for layer in g.layers():
-            x = attention(g, decode, decode_stream, st.mb, x, layer)
-            x = ffn(g, decode, decode_stream, st.mb, layer, x, decode_moe)
-        lm_head(g, decode, decode_stream, st.mb, x)
+    return [sent, done]
 
 
 def prefill_and_transfer(g: Builder, dst: str, moe_block: MoEBlock | None = None) -> Op:

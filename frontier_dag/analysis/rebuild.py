@@ -247,7 +247,10 @@ def rebuild_iteration(run: RunData, row: int, cost_model: CostModel | None = Non
     recorded = float(it["duration_us"])
     if deployment.pools[pool.name].pp > 1:  # a lane's iteration also waits for stages busy with other lanes' batches
         recorded -= float(it["waits_and_bubbles_us"])
-    rebuilt = RebuiltIteration(row, pool.name, int(it["replica"]), float(it["start_s"]) * 1e6, recorded, deployment, sub, report,
+    # with speculative decoding a recorded step is 1 / tokens_per_step of the iteration the DAG
+    # prices (the simulator steps one emitted token at a time)
+    rebuilt = RebuiltIteration(row, pool.name, int(it["replica"]), float(it["start_s"]) * 1e6,
+                               recorded * stage.tokens_per_step, deployment, sub, report,
                                run.config.scheduler.iteration_overhead_us)
     if own and abs(rebuilt.difference) > TOLERANCE:
         warnings.warn(rebuilt.warning(), FrontierDagWarning, stacklevel=2)

@@ -436,6 +436,26 @@ def check_weights_fit(deployment: Deployment, name: str, groups: Mapping[str, in
             f"has {have / 2**30:.1f} GiB usable; raise tp/ep{'/pp' if pool.pp > 1 else ''} or use more GPUs per replica")
 
 
+def redundant_experts(workflow: WorkflowConfig) -> int:
+    """The redundant expert replicas (EPLB) that a workflow's ``routing`` parameter asks for."""
+    routing = workflow.params.get("routing")
+    value = routing.get("redundant_experts", 0) if isinstance(routing, Mapping) else 0
+    return value if isinstance(value, int) and value > 0 else 0  # the routing's own check reports bad values
+
+
+def check_expert_slots(key: str, ep: int, model: ModelConfig, redundant: int) -> None:
+    """Every EP rank holds the same number of expert slots: the model's experts plus the
+    redundant replicas (EPLB) divide evenly over ``ep`` ranks (256 + 32 over 72 ranks does)."""
+    slots = model.moe.num_experts + redundant
+    if slots % min(ep, slots) == 0:
+        return
+    extra = f" + {redundant} redundant" if redundant else ""
+    fit = -model.moe.num_experts % ep or ep
+    raise ConfigError(f"{key}.ep: ep={ep} does not divide the {model.moe.num_experts}{extra} experts of {model.name}; "
+                      f"use a divisor of {slots}, or set workflow.params.routing.redundant_experts so that experts + "
+                      f"redundant is a multiple of {ep} (for example {fit} or {fit + ep})")
+
+
 def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
     """Resolve names and check that the deployment can exist, before any simulation starts."""
     src = origin.name
@@ -467,8 +487,8 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
                 raise ConfigError(f"{key}.tp: tp={pool.tp} does not divide the {model.num_heads} attention heads of {model.name}; use a divisor of {model.num_heads}")
             if model.mla is None and pool.tp > model.num_kv_heads and pool.tp % model.num_kv_heads:
                 raise ConfigError(f"{key}.tp: tp={pool.tp} must be a multiple of the {model.num_kv_heads} KV heads of {model.name} when larger than them")
-        if model.moe is not None and pool.role != "attention" and model.moe.num_experts % min(pool.ep, model.moe.num_experts):
-            raise ConfigError(f"{key}.ep: ep={pool.ep} does not divide the {model.moe.num_experts} experts of {model.name}")
+        if model.moe is not None and pool.role != "attention":
+            check_expert_slots(key, pool.ep, model, redundant_experts(config.workflow))
         if config.scheduler.max_num_seqs * pool.attention_dp > MAX_SEQS_PER_REPLICA:
             raise ConfigError(f"{key}: a replica runs up to scheduler.max_num_seqs x attention-DP ranks = "
                               f"{config.scheduler.max_num_seqs:,} x {pool.attention_dp:,} sequences, above the limit "

@@ -83,8 +83,13 @@ def _trace_popularity(path: str, num_experts: int, layers: int) -> np.ndarray:
 
 def _place(expected: np.ndarray, ep: int, redundant: int) -> tuple[np.ndarray, np.ndarray]:
     """Assign experts (plus ``redundant`` replicas of the hottest) to ``ep`` ranks with equal
-    slots, greedily balancing expected load. Returns (slot_expert, slot_share): the expert in
-    each rank's slot and the fraction of that expert's tokens the slot receives."""
+    slots, as DeepSeek's EPLB does with its global policy (``replicate_experts``, then
+    ``balanced_packing``): each redundant slot goes to the expert with the largest expected
+    load per copy; then the copies, heaviest first, each go to the least-loaded rank that has
+    a free slot, so a hot expert's replicas land on different, lightly loaded ranks. A
+    replica receives an equal share of its expert's tokens. Returns (slot_expert,
+    slot_share): the expert in each rank's slot and the fraction of that expert's tokens the
+    slot receives."""
     num_experts = len(expected)
     replicas = np.ones(num_experts, dtype=int)
     for _ in range(redundant):
@@ -108,12 +113,15 @@ def _place(expected: np.ndarray, ep: int, redundant: int) -> tuple[np.ndarray, n
 class Router:
     """Draws per-layer, per-rank, per-local-expert token counts for one micro-batch."""
 
-    def __init__(self, spec: RoutingSpec, num_experts: int, top_k: int, ep: int, layers: int, seed: int = 0):
+    def __init__(self, spec: RoutingSpec, num_experts: int, top_k: int, ep: int, layers: int, seed: int = 0,
+                 queries_per_seq: int = 1):
         if (num_experts + spec.redundant_experts) % ep:
             raise ConfigError(
                 f"routing: {num_experts} experts + {spec.redundant_experts} redundant do not divide over ep={ep} ranks; "
                 f"choose redundant_experts so that the sum is a multiple of {ep}")
         self.spec, self.num_experts, self.top_k, self.ep, self.layers = spec, num_experts, top_k, ep, layers
+        # a decode step that verifies draft tokens routes every one of them (g.speculate)
+        self.queries_per_seq = queries_per_seq
         rng = stream(seed, "expert_popularity")
         if spec.kind == "uniform":
             self.popularity = np.full((layers, num_experts), 1.0 / num_experts)
@@ -137,7 +145,8 @@ class Router:
         return self.slot_expert.shape[2]
 
     def draw(self, tokens: int, rng: np.random.Generator) -> np.ndarray:
-        """Token counts of shape (layers, ep, experts per rank) for ``tokens`` tokens.
+        """Token counts of shape (layers, ep, experts per rank) for ``tokens`` tokens (each
+        of them ``queries_per_seq`` tokens when a decode step verifies draft tokens).
 
         A layer routes ``tokens x top_k`` picks, a multinomial draw over its experts. For
         many layers x experts, expert e's count is drawn as Poisson with mean
@@ -147,7 +156,7 @@ class Router:
         """
         if tokens <= 0:
             return np.zeros(self.slot_expert.shape, dtype=np.int64)
-        picks = int(tokens) * self.top_k
+        picks = int(tokens) * self.queries_per_seq * self.top_k
         if self.popularity.size <= 2048:  # few layers x experts: the exact multinomial is cheap
             per_expert = rng.multinomial(picks, self.popularity)
             layer_index = np.arange(self.layers)[:, None, None]
@@ -175,6 +184,6 @@ class Router:
 
     def expected(self, tokens: int) -> np.ndarray:
         """Mean counts, for a deterministic single-iteration view."""
-        per_expert = tokens * self.top_k * self.popularity
+        per_expert = tokens * self.queries_per_seq * self.top_k * self.popularity
         layer_index = np.arange(self.layers)[:, None, None]
         return np.rint(per_expert[layer_index, self.slot_expert] * self.slot_share).astype(np.int64)

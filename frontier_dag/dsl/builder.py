@@ -109,6 +109,9 @@ class Op:
 class MicroBatch:
     """A slice of a stage's batch; its attributes are Syms bound per iteration."""
 
+    #: queries each sequence attends with (1 + draft tokens when a decode step verifies them)
+    queries_per_seq = 1
+
     def __init__(self, stage: str, index: int):
         self.stage = stage
         self.index = index
@@ -332,6 +335,21 @@ class Builder:
             yield StageView(stage)
         finally:
             self._stage = None
+
+    def speculate(self, queries_per_seq: int, tokens_per_step: float) -> None:
+        """Declare that the open stage decodes speculatively: each sequence runs
+        ``queries_per_seq`` tokens through the model per iteration (its last token and the
+        draft tokens, verified together) and emits ``tokens_per_step`` tokens on average.
+        The routing draws ``queries_per_seq`` tokens per sequence, and the simulator counts
+        ``tokens_per_step`` tokens per iteration in TPOT and throughput."""
+        stage = self._stage
+        if stage is None or stage.serves != "decode":
+            raise WorkflowError(f"{_where()}: g.speculate() declares how a decode stage emits tokens; call it inside "
+                                "a stage with serves='decode'")
+        if int(queries_per_seq) < 1 or not 1 <= tokens_per_step <= queries_per_seq:
+            raise WorkflowError(f"{_where()}: g.speculate({queries_per_seq}, {tokens_per_step}): a sequence runs at "
+                                "least 1 token and emits between 1 and that many tokens per step")
+        stage.queries_per_seq, stage.tokens_per_step = int(queries_per_seq), float(tokens_per_step)
 
     def layers(self, count: int | None = None, start: int = 0) -> Iterator[int]:
         """Iterate over layer indices, tagging the ops traced in each pass with the layer."""

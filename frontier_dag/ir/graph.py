@@ -96,6 +96,11 @@ class Stage:
     serves: Literal["prefill", "decode", "both", "transfer"] = "both"
     #: the DSL file:line that opened it (``with g.stage(...)``)
     where: str = ""
+    #: speculative decoding (multi-token prediction): the tokens each decoding sequence runs
+    #: through the model per iteration (1 + draft tokens, verified together) and the tokens
+    #: it emits per iteration on average (1 + the accepted draft tokens)
+    queries_per_seq: int = 1
+    tokens_per_step: float = 1.0
 
 
 @dataclass
@@ -232,7 +237,9 @@ class EventGraph:
         for r in sorted(self.resources.values(), key=lambda r: r.name):
             lines.append(f"resource {r.name} kind={r.kind} pool={r.pool}" + (f" dst={r.dst}" if r.dst else ""))
         for s in self.stages.values():
-            lines.append(f"stage {s.name} pools={','.join(s.pools)} micro_batches={s.micro_batches} serves={s.serves}")
+            lines.append(f"stage {s.name} pools={','.join(s.pools)} micro_batches={s.micro_batches} serves={s.serves}"
+                         + (f" queries_per_seq={s.queries_per_seq} tokens_per_step={s.tokens_per_step:.6g}"
+                            if s.queries_per_seq != 1 or s.tokens_per_step != 1 else ""))
         if self.routing is not None:
             lines.append(f"routing {self.routing}")
         if self.entry is not None and len(self.entry.pools) > 1:

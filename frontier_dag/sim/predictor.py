@@ -41,7 +41,8 @@ def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: in
     ranks = max(by_stage.values(), default=0) or 1
     spec = graph.routing if isinstance(graph.routing, RoutingSpec) else RoutingSpec()
     moe = deployment.model.moe
-    return Router(spec, moe.num_experts, moe.top_k, ranks, deployment.model.num_layers, seed)
+    return Router(spec, moe.num_experts, moe.top_k, ranks, deployment.model.num_layers, seed,
+                  queries_per_seq=graph.stages[stage].queries_per_seq)
 
 
 #: Expert-parallel ranks priced per layer and iteration, by each of two loads (see StageCoster).
@@ -72,6 +73,12 @@ class ExecutionPredictor:
         # a stage whose longest path is a fixed weighted sum of its templates (no parallel
         # branches, e.g. a TP chain) is priced as that sum, with memoised parts
         self.linear = self.compiled.program.linear_coefficients() if self.router is None else None
+        # speculative decoding: an iteration (draft and verification) emits tokens_per_step
+        # tokens per sequence on average; the simulator steps one token at a time, each step
+        # 1 / tokens_per_step of an iteration, so TPOT and throughput count the accepted tokens
+        self.steps_per_iteration = graph.stages[stage].tokens_per_step
+        if self.steps_per_iteration != 1.0:
+            self.linear = None  # every step through _time, which divides
         used = [self._keys[0].index(v) for v in self.coster.scalar_variables] if self.micro_batches == 1 else []
         self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
         self._scalar_memo: dict = {}
@@ -206,7 +213,7 @@ class ExecutionPredictor:
         costs = self.coster.costs(env, batches)
         total = self.compiled.iteration_time_one(costs)
         if not self.attribute:
-            return total + self.overhead_us
+            return self._per_step(total + self.overhead_us)
         # the previous iteration's critical path re-weighted: while it is still a longest path
         # (the usual case from one batch to the next) its gradient is this iteration's too, and
         # the costly backward pass is skipped
@@ -217,5 +224,12 @@ class ExecutionPredictor:
             weighted = self._grad * costs
         cats = np.bincount(self._category, weights=weighted, minlength=len(CATEGORIES))
         cats[-1] = self.overhead_us
+        if self.steps_per_iteration != 1.0:
+            cats /= self.steps_per_iteration
         self.last_categories = tuple(cats.tolist())
-        return total + self.overhead_us
+        return self._per_step(total + self.overhead_us)
+
+    def _per_step(self, iteration_us: float) -> float:
+        """The time of one simulated step: the whole iteration, or with speculative decoding
+        the share of one emitted token."""
+        return iteration_us if self.steps_per_iteration == 1.0 else iteration_us / self.steps_per_iteration

@@ -169,6 +169,18 @@ def test_ep_must_divide_the_experts(tmp_path):
     assert "ep=6 does not divide the 8 experts of mixtral-8x7b" in config_error(tmp_path, data)
 
 
+def test_redundant_experts_count_in_the_expert_slots(tmp_path):
+    """EP 72 with DeepSeek-V3's 256 experts and 32 redundant replicas (EPLB): 4 slots a rank."""
+    pools = {"p": {"role": "prefill", "gpus": 16, "ep": 16}, "d": {"role": "decode", "gpus": 72, "ep": 72}}
+    data = {**BASE, "model": "deepseek-v3", "hardware": "h200_sxm", "cluster": {"pools": pools},
+            "workflow": {"name": "pd_ep_moe", "params": {"routing": {"kind": "power_law", "redundant_experts": 32}}}}
+    resolve(load_run_config(write(tmp_path, data)))
+    data["workflow"]["params"]["routing"]["redundant_experts"] = 16
+    message = config_error(tmp_path, data)
+    assert "cluster.pools.d.ep: ep=72 does not divide the 256 + 16 redundant experts of deepseek-v3" in message
+    assert "multiple of 72 (for example 32 or 104)" in message
+
+
 def test_tp_beyond_the_kv_heads_must_replicate_them_evenly(tmp_path):
     data = {**BASE, "model": "qwen3-32b", "cluster": {"pools": {
         "p": {"role": "prefill", "gpus": 16, "tp": 16}, "d": {"role": "decode", "gpus": 8, "tp": 8}}}}

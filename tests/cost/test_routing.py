@@ -72,3 +72,34 @@ def test_redundant_experts_must_fill_the_ranks():
         router(redundant_experts=3)
     with pytest.raises(ConfigError, match="no such file"):
         router("trace", path="/nonexistent/ids.npy")
+
+
+def eplb_reference(weight: np.ndarray, slots_total: int, ranks: int) -> tuple[np.ndarray, np.ndarray]:
+    """DeepSeek's EPLB, global policy (eplb.py: ``replicate_experts`` then ``balanced_packing``),
+    transcribed loop for loop: per-expert replica counts and per-rank loads, sorted."""
+    logcnt = np.ones(len(weight), dtype=int)
+    for _ in range(slots_total - len(weight)):
+        logcnt[int(np.argmax(weight / logcnt))] += 1
+    physical = [w / n for w, n in zip(weight, logcnt, strict=True) for _ in range(n)]
+    per_rank = slots_total // ranks
+    loads, items = [0.0] * ranks, [0] * ranks
+    for w in sorted(physical, reverse=True):
+        pack = min((i for i in range(ranks) if items[i] < per_rank), key=loads.__getitem__)
+        loads[pack] += w
+        items[pack] += 1
+    return logcnt, np.sort(loads)
+
+
+@pytest.mark.parametrize(("ep", "redundant"), [(72, 32), (32, 32), (64, 64), (8, 8)])
+def test_redundant_experts_are_placed_as_eplb_places_them(ep, redundant):
+    """DeepSeek-V3's 256 experts: the hottest get the replicas, and the replicas spread over
+    the ranks exactly as DeepSeek's EPLB packs them (same replica counts, same rank loads)."""
+    r = router("power_law", experts=256, top_k=8, ep=ep, layers=3, redundant_experts=redundant)
+    for layer in range(3):
+        counts, loads = eplb_reference(r.popularity[layer], 256 + redundant, ep)
+        placed = np.bincount(r.slot_expert[layer].ravel(), minlength=256)
+        np.testing.assert_array_equal(placed, counts)
+        ours = (r.popularity[layer][r.slot_expert[layer]] * r.slot_share[layer]).sum(axis=1)
+        np.testing.assert_allclose(np.sort(ours), loads, rtol=1e-12)
+        assert counts[np.argmax(r.popularity[layer])] == counts.max() > 1  # the hottest expert is replicated most
+        assert r.slot_expert.shape[2] == (256 + redundant) // ep
