@@ -54,7 +54,8 @@ def test_models_lists_presets_and_the_shipped_hugging_face_ids():
     assert "sparse attention" in shipped["zai-org/GLM-5"]["reason"]
 
     text = invoke("models")
-    assert text.exit_code == 0 and "presets (9):" in text.output and "Qwen/Qwen3-8B" in text.output
+    assert text.exit_code == 0 and f"presets ({len(presets)}):" in text.output and "Qwen/Qwen3-8B" in text.output
+    assert presets["llama-3.1-405b"]["layers"] == 126
 
 
 def test_unknown_names_suggest_the_closest():
