@@ -10,10 +10,9 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from frontier_dag.config.loading import Strict, validate
+from frontier_dag.config.loading import Strict, load_yaml, validate
 from frontier_dag.errors import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "hardware.yaml"
@@ -78,7 +77,7 @@ class HardwareConfig(Strict):
 
 @cache
 def _presets() -> dict[str, dict]:
-    return yaml.safe_load(PRESETS_FILE.read_text())
+    return load_yaml(PRESETS_FILE.read_text())
 
 
 def hardware_names() -> list[str]:
@@ -98,7 +97,7 @@ def _from_aiconfigurator(system: str) -> dict | None:
     root = _aiconfigurator_systems_dir()
     if root is None or not (root / f"{system}.yaml").is_file():
         return None
-    spec = yaml.safe_load((root / f"{system}.yaml").read_text())
+    spec = load_yaml((root / f"{system}.yaml").read_text())
     gpu, node = spec["gpu"], spec["node"]
     flops = {}
     for key, dtype in (("bfloat16_tc_flops", "bf16"), ("fp8_tc_flops", "fp8"),

@@ -12,11 +12,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import DTYPE_BYTES
-from frontier_dag.config.loading import Strict, positive_at_most, validate
+from frontier_dag.config.loading import Strict, load_yaml, positive_at_most, validate
 from frontier_dag.errors import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets") / "models.yaml"
@@ -297,7 +296,7 @@ def from_hf_config(cfg: dict, name: str, source: str = "config.json") -> ModelCo
 
 @cache
 def _presets() -> dict[str, dict]:
-    return yaml.safe_load(PRESETS_FILE.read_text())
+    return load_yaml(PRESETS_FILE.read_text())
 
 
 def model_names() -> list[str]:
