@@ -1,14 +1,19 @@
 """Simulator speed and memory on the workloads of issue 4.
 
-    python benchmarks/run.py [--only colocated|deepseek|memory|examples] [--requests N] [--source SRC]
+    python benchmarks/run.py [--only startup|colocated|deepseek|memory|examples] [--requests N] [--source SRC]
 
 Each benchmark runs in a fresh process so that its peak memory (max RSS, which includes
 the interpreter and numpy/pandas/numba) is its own. The cost model is built (or loaded
 from the predictor cache) before the clock starts, and a 100-request run of the same
-config then loads its compiled kernels (numba's cache, about 1 s once per process; printed
-as ``warm-up``); the timed part is ``simulate()``: tracing, compiling, generating the
+config then warms the process up (printed as ``warm-up``); the timed part is ``simulate()``: tracing, compiling, generating the
 workload and every iteration.
 
+startup    Whole processes of the CLI, as a user runs them: ``frontier-dag simulate
+           examples/colocated_llama3_8b.yaml`` of 10 requests on a fitted system (target
+           <= 0.4 CPU-s and <= 150 MB), ``frontier-dag --help`` and ``frontier-dag
+           workflows`` (target < 0.3 s): CPU seconds (user + system) and peak memory, the
+           median of 3 runs after one untimed run (which fits the predictors or builds the
+           compiled kernels where this machine has none yet).
 colocated  Llama-2-7B on one A100 (aiconfigurator's a100_sxm kernel tables, used here for
            speed only), splitwise_conv lengths, Poisson arrivals, vLLM-style scheduling with
            chunked prefill 512 and 128 sequences, 10,000 requests: scheduler iterations per
@@ -26,9 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +68,35 @@ def run_one(config: str, requests: int, source: str | None) -> dict:
             "predictor_sources": s["predictor_sources"]}
 
 
+def cli_process(*args: str, runs: int = 3) -> dict:
+    """Median CPU seconds (user + system) and peak RSS of ``frontier-dag ARGS`` run as its own
+    process, after one untimed run."""
+    script = Path(sys.executable).with_name("frontier-dag")  # the installed command, as a user starts it
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "frontier_dag.cli.main"]
+    command += args
+    samples = []
+    for i in range(runs + 1):
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(child.pid, 0)
+        if status != 0:
+            raise SystemExit(f"frontier-dag {' '.join(args)} failed:\n{child.stderr.read().decode()[-3000:]}")
+        child.stderr.close()
+        if i:
+            samples.append((usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024))
+    return {"cpu_s": statistics.median(c for c, _ in samples), "peak_rss_mb": statistics.median(m for _, m in samples)}
+
+
+def startup() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        run = cli_process("simulate", str(HERE.parent / "examples" / "colocated_llama3_8b.yaml"), "--out",
+                          f"{tmp}/run", "--overwrite", "--no-progress", "--set", "workload.num_requests=10")
+    print(f"start-up: simulate of 10 requests (colocated_llama3_8b) {run['cpu_s']:.2f} CPU-s, peak "
+          f"{run['peak_rss_mb']:.0f} MB (target <= 0.4 CPU-s, <= 150 MB)")
+    for args in (("--help",), ("workflows",)):
+        r = cli_process(*args)
+        print(f"start-up: frontier-dag {args[0]} {r['cpu_s']:.2f} CPU-s, peak {r['peak_rss_mb']:.0f} MB (target < 0.3 s)")
+
+
 def in_subprocess(config: str, requests: int, source: str | None) -> dict:
     args = [sys.executable, __file__, "--child", config, str(requests)] + ([source] if source else [])
     out = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -73,11 +110,13 @@ def main() -> None:
         print(json.dumps(run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["colocated", "deepseek", "memory", "examples"])
+    parser.add_argument("--only", choices=["startup", "colocated", "deepseek", "memory", "examples"])
     parser.add_argument("--requests", type=int, help="override the number of requests")
     parser.add_argument("--source", help="predictor source (default: each config's)")
     args = parser.parse_args()
-    todo = [args.only] if args.only else ["colocated", "memory", "deepseek"]
+    todo = [args.only] if args.only else ["startup", "colocated", "memory", "deepseek"]
+    if "startup" in todo:
+        startup()
     if "colocated" in todo:
         r = in_subprocess("colocated_llama2_7b_a100.yaml", args.requests or 10_000, args.source)
         print(f"colocated Llama-2-7B/A100: {r['requests']:,} requests, {r['iterations']:,} iterations in "

@@ -13,11 +13,15 @@ Location: ``$FRONTIER_DAG_CACHE`` or ``~/.cache/frontier-dag``, under ``predicto
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 import pickle
+import struct
 import tempfile
+import time
 import warnings
 from functools import cache
 from pathlib import Path
@@ -59,30 +63,91 @@ def cache_key(data_hash: str, parts: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-#: Every entry starts with this and the sha256 of the pickle that follows it.
-MAGIC = b"frontier-dag predictors 1\n"
+#: Every entry starts with this, then the header: the sha256 of what follows it, and the
+#: lengths of the pickle and of each of its out-of-band buffers (little-endian uint64s).
+MAGIC = b"frontier-dag predictors 2\n"
+#: Buffers (the models' arrays) start at multiples of this many bytes.
+ALIGN = 64
+#: An entry whose checksum held is not hashed again while its size, modification time and
+#: inode are those recorded beside it (``<key>.ok``), and it was at least this many seconds
+#: old when checked: a timestamp that coarse cannot hide a later edit.
+SETTLED_S = 2.0
 
 
 def load(key: str) -> Any | None:
     """The entry stored under ``key``, or None when there is none. A damaged entry (its
     checksum does not match: a truncated or altered file) is not loaded: a warning says so
-    once, and the caller fits again and stores a sound one over it."""
+    once, and the caller fits again and stores a sound one over it.
+
+    The models' arrays are not read but mapped (copy on write): a process pages in only
+    the tree nodes its predictions walk, in place of unpickling the whole set (hundreds of MB)."""
     path = cache_dir() / f"{key}.pkl"
     if not path.is_file():
         return None
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) if size else b""
+    except (OSError, ValueError) as exc:
         return _damaged(path, f"cannot be read: {exc}")
-    head = len(MAGIC) + 32
-    if not data.startswith(MAGIC) or len(data) < head:
+    view = memoryview(data)
+    head = _header(view)
+    if head is None:
         return _damaged(path, "it is not an entry this version wrote")
-    if hashlib.sha256(data[head:]).digest() != data[len(MAGIC):head]:
+    digest, pickled, buffers = head
+    if not _verified(path, view, digest):
         return _damaged(path, "its checksum does not match: the file was truncated or altered")
     try:
-        return pickle.loads(data[head:])
+        return pickle.loads(pickled, buffers=buffers)
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
         return _damaged(path, f"it cannot be unpickled ({type(exc).__name__}: {exc})")
+
+
+def _header(view: memoryview) -> tuple[bytes, memoryview, list[memoryview]] | None:
+    """(checksum, pickle, buffers) of an entry, or None where the file is not one of this
+    version's (another magic, or lengths that do not fit its size)."""
+    start = len(MAGIC) + 32
+    if len(view) < start + 16 or bytes(view[: len(MAGIC)]) != MAGIC:
+        return None
+    digest = bytes(view[len(MAGIC): start])
+    pickle_length, count = struct.unpack_from("<QQ", view, start)
+    position = start + 16 + 8 * count
+    if position > len(view):
+        return None
+    lengths = struct.unpack_from(f"<{count}Q", view, start + 16)
+    pickled = view[position: position + pickle_length]
+    position += pickle_length
+    buffers = []
+    for length in lengths:
+        position += -position % ALIGN
+        buffers.append(view[position: position + length])
+        position += length
+    if position != len(view):
+        return None
+    return digest, pickled, buffers
+
+
+def _verified(path: Path, view: memoryview, digest: bytes) -> bool:
+    """Whether the entry's contents match ``digest``: hashed from the file (not through the
+    map, which would keep every page resident), unless a settled entry was checked before."""
+    stamp, info = path.with_suffix(".ok"), path.stat()
+    identity = f"{info.st_size} {info.st_mtime_ns} {info.st_ino}"
+    try:
+        if stamp.read_text() == identity:
+            return True
+    except OSError:
+        pass
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(len(MAGIC) + 32)
+        while chunk := handle.read(1 << 22):
+            hasher.update(chunk)
+    if hasher.digest() != digest:
+        return False
+    if time.time() - info.st_mtime >= SETTLED_S:
+        with contextlib.suppress(OSError):
+            _write_atomic(stamp, identity.encode())
+    return True
 
 
 def _damaged(path: Path, why: str) -> None:
@@ -108,12 +173,29 @@ def check_writable() -> Path:
 
 def store(key: str, value: Any) -> Path:
     """Write atomically (a temporary file renamed), so a concurrent reader never sees half a
-    file, with a checksum that ``load`` verifies."""
+    file, with a checksum that ``load`` verifies. The arrays of ``value`` are written raw,
+    aligned, after the pickle (pickle protocol 5's out-of-band buffers), for ``load`` to map."""
     directory = check_writable()
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(handle, "wb") as out:
-        out.write(MAGIC + hashlib.sha256(data).digest() + data)
+    buffers: list[pickle.PickleBuffer] = []
+    pickled = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    parts = [struct.pack(f"<QQ{len(raws)}Q", len(pickled), len(raws), *(r.nbytes for r in raws)), pickled]
+    position = len(MAGIC) + 32 + sum(len(p) for p in parts)
+    for raw in raws:
+        parts.append(bytes(-position % ALIGN))
+        position += len(parts[-1]) + raw.nbytes
+        parts.append(raw)
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part)
     target = directory / f"{key}.pkl"
-    os.replace(temporary, target)
+    _write_atomic(target, MAGIC, hasher.digest(), *parts)
     return target
+
+
+def _write_atomic(path: Path, *parts) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "wb") as out:
+        for part in parts:
+            out.write(part)
+    os.replace(temporary, path)

@@ -39,8 +39,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from frontier_dag.aot import Kernels
 from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
 from frontier_dag.cost.queries import (
     COLLECTIVE_FAMILIES,
@@ -124,7 +124,13 @@ def transforms(family: str) -> np.ndarray:
 
 # -- helpers of the row loops ------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+#: The compiled loops; ``predict_rows``, the simulator's call, also ahead of time (frontier_dag.aot)
+kernel = Kernels(__name__, error_model="numpy", exports={
+    "predict_rows": "f8[:, ::1](i8, i8, f8[:], f8[:], i8[:], f8[:, :], f8[:], i1[:], f8[:, :], i4[:, ::1], f4[:], "
+                    "i8[:], i8, f8[:])"})
+
+
+@kernel
 def _sort(values, n):
     """``values[:n]`` sorted in place; short rows by insertion, where numba's sort costs more
     to set up than to run."""
@@ -140,7 +146,7 @@ def _sort(values, n):
         values[j + 1] = x
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _quantile(ordered, n, p):
     """The linear-interpolated ``p`` quantile of ``ordered[:n]`` (numpy's default)."""
     position = p * (n - 1.0)
@@ -150,7 +156,7 @@ def _quantile(ordered, n, p):
     return a + (position - low) * (b - a)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _roofline_columns(out, o, work, flops, nbytes, peak, consts, quantization):
     """Raw log_flops, log_bytes, log_compute_us, log_memory_us, log_roofline_us and
     log_quantized_compute_us from ``out[o]``, and the work (quantized compute, memory) µs."""
@@ -173,7 +179,7 @@ FA_TILES = ((64.0, 192.0, 128.0, 160.0), (96.0, 192.0, 144.0, 128.0), (128.0, 12
             (192.0, 128.0, 112.0, 160.0), (np.inf, 128.0, 80.0, 128.0))
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _fa_tiles(head_dim, kv_width):
     """(query rows, keys) of a FlashAttention-3 tile for ``head_dim`` and a KV of ``kv_width`` bytes."""
     for limit, rows, keys, fp8_keys in FA_TILES:
@@ -182,7 +188,7 @@ def _fa_tiles(head_dim, kv_width):
     return 128.0, 80.0  # not reached: the last limit is infinite
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _kv_splits(m_blocks, n_blocks, sm):
     """How many parts split-KV attention cuts the keys into (FlashAttention's heuristic): none
     (1) when the query tiles (``m_blocks``, of the longest sequence: a varlen batch is planned
@@ -206,7 +212,7 @@ def _kv_splits(m_blocks, n_blocks, sm):
 
 # -- one row of each family: raw columns into ``out``, work into ``work`` --------------------------
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
     """A batch of ``count`` sequences with ``new`` and ``ctx`` tokens. ``p``: heads, KV heads (1
     for MLA), head_dim (or MLA's kv_lora_rank, rope, nope, v dims), dtype code, KV dtype
@@ -285,7 +291,7 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
     _roofline_columns(out, o + 2, work, flops, nbytes, peak, consts, quantization)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _moe_row(out, work, t, count, p, consts, ordered):
     """``count`` local experts with ``t`` tokens each. ``p``: num_tokens, hidden, num_experts,
     topk, ep, moe_tp, inter, dtype code, peak FLOP/s, width."""
@@ -324,7 +330,7 @@ def _moe_row(out, work, t, count, p, consts, ordered):
     _roofline_columns(out, 19, work, flops, nbytes, p[8], consts, quantization)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _gemm_row(out, work, p, consts):
     """``p``: m, n, k, dtype code, peak FLOP/s, width."""
     sm, act = consts[0], consts[2]
@@ -339,7 +345,7 @@ def _gemm_row(out, work, p, consts):
                       quantization)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _transfer_row(out, work, p, kind):
     """``p``: bytes, group size, placement code, impl code, link bytes/s, link latency µs;
     the link time of a ring collective or a point-to-point copy."""
@@ -357,7 +363,7 @@ def _transfer_row(out, work, p, kind):
     work[0], work[1] = 0.0, link
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _elementwise_row(out, work, p, consts):
     """``p``: op code, tokens, hidden, dtype code, peak FLOP/s, width, elements moved per element."""
     elements = p[1] * p[2]
@@ -365,7 +371,7 @@ def _elementwise_row(out, work, p, consts):
     _roofline_columns(out, 5, work, elements, elements * p[6] * p[5], p[4], consts, 1.0)
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _raw(kind, rows, a, b, lengths, per_row, consts, width):
     """Raw columns (rows x width), work (rows x 2) and the empty rows (no sequences or
     experts: zeros) of a batch. ``a`` and ``b``: the flat ragged values (new tokens and
@@ -406,7 +412,7 @@ def _raw(kind, rows, a, b, lengths, per_row, consts, width):
     return raw, work, empty
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _transformed(raw, transform):
     """``transforms`` applied and float32 rounding, plus a last column of zeros (read at leaves)."""
     rows, width = raw.shape
@@ -422,13 +428,13 @@ def _transformed(raw, transform):
     return X
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _matrix(kind, rows, a, b, lengths, per_row, consts, transform):
     raw, work, _ = _raw(kind, rows, a, b, lengths, per_row, consts, len(transform))
     return _transformed(raw, transform)[:, :-1], work
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def walk_forest(X, nodes, roots, depth):
     """The leaf (node index) of every (row, tree) pair of the flat forest ``nodes`` (see
     ``forest.FlatForest``): rows x trees. ``X``'s last column is zeros, the feature of a leaf.
@@ -452,7 +458,7 @@ def walk_forest(X, nodes, roots, depth):
     return node
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def _on_leaves(node, thresholds):
     for i in range(node.shape[0]):
         for t in range(node.shape[1]):
@@ -461,7 +467,7 @@ def _on_leaves(node, thresholds):
     return True
 
 
-@njit(cache=True, error_model="numpy")
+@kernel
 def predict_rows(kind, rows, a, b, lengths, per_row, consts, transform, box, nodes, spread, roots, depth, calibration):
     """Every row's (log inefficiency, log CV, calibrated roofline µs, out-of-range flag).
 

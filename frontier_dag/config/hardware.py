@@ -10,10 +10,9 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
-from frontier_dag.config.loading import Strict, validate
+from frontier_dag.config.loading import Strict, load_yaml, validate
 from frontier_dag.config.precision import COMPUTE_PIPES, PRECISIONS, canonical_precision
 from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.errors import ConfigError
@@ -97,7 +96,7 @@ class HardwareConfig(Strict):
 
 @cache
 def _presets() -> dict[str, dict]:
-    return yaml.safe_load(PRESETS_FILE.read_text())
+    return load_yaml(PRESETS_FILE.read_text())
 
 
 def hardware_names() -> list[str]:
@@ -110,7 +109,7 @@ def aiconfigurator_system_names() -> list[str]:
     root = _aiconfigurator_systems_dir()
     if root is None:
         return []
-    return sorted(p.stem for p in root.glob("*.yaml") if "gpu" in (yaml.safe_load(p.read_text()) or {}))
+    return sorted(p.stem for p in root.glob("*.yaml") if "gpu" in (load_yaml(p.read_text()) or {}))
 
 
 def _aiconfigurator_systems_dir() -> Path | None:
@@ -125,7 +124,7 @@ def _from_aiconfigurator(system: str) -> dict | None:
     root = _aiconfigurator_systems_dir()
     if root is None or not (root / f"{system}.yaml").is_file():
         return None
-    spec = yaml.safe_load((root / f"{system}.yaml").read_text())
+    spec = load_yaml((root / f"{system}.yaml").read_text())
     gpu, node = spec["gpu"], spec["node"]
     flops = {}
     for key, dtype in (("bfloat16_tc_flops", "bf16"), ("fp8_tc_flops", "fp8"),

@@ -37,6 +37,12 @@ def positive_at_most(limit: int) -> Any:
     return Annotated[int, Field(gt=0), AfterValidator(partial(_at_most, limit))]
 
 
+def load_yaml(text: str) -> Any:
+    """The data of a YAML document of our own (the preset files), parsed by libyaml where
+    PyYAML has it: the same data as ``yaml.safe_load``, in a tenth of the time."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, or raise ConfigError naming the file."""
     path = Path(path)

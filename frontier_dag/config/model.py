@@ -12,11 +12,10 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import DTYPE_BYTES
-from frontier_dag.config.loading import Strict, positive_at_most, validate
+from frontier_dag.config.loading import Strict, load_yaml, positive_at_most, validate
 from frontier_dag.config.precision import canonical_precision
 from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.errors import ConfigError
@@ -365,7 +364,7 @@ def _from_hf_config(cfg: dict, name: str, source: str) -> ModelConfig:
 
 @cache
 def _presets() -> dict[str, dict]:
-    return yaml.safe_load(PRESETS_FILE.read_text())
+    return load_yaml(PRESETS_FILE.read_text())
 
 
 def model_names() -> list[str]:

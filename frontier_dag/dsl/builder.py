@@ -17,6 +17,7 @@ with the workflow's file:line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import sys
@@ -89,9 +90,15 @@ def _engine_frame(frame) -> bool:
 def _shown(filename: str) -> str:
     """A file as error messages name it: relative to the project, or to the working directory."""
     if filename.startswith(_PACKAGE_ROOT):
-        return os.path.relpath(filename, _PACKAGE_ROOT)
+        return _in_package(filename)
     parts = Path(filename).parts
     return "/".join(parts[-2:]) if "site-packages" in parts else os.path.relpath(filename)
+
+
+@functools.cache
+def _in_package(filename: str) -> str:
+    """A project file relative to the project (asked for every traced op)."""
+    return os.path.relpath(filename, _PACKAGE_ROOT)
 
 
 @dataclass(frozen=True)

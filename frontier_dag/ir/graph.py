@@ -15,12 +15,20 @@ with ``nx.dag_longest_path`` (which reads edge weights).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Literal
 
 from frontier_dag.errors import GraphError
 from frontier_dag.ir.symbols import Sym
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+def _networkx():
+    """networkx, imported when a graph is first built (listing workflows needs none)."""
+    import networkx
+
+    return networkx
 
 NodeKind = Literal["compute", "collective", "transfer", "sync"]
 NODE_KINDS = ("compute", "collective", "transfer", "sync")
@@ -109,7 +117,7 @@ class EventGraph:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    graph: nx.DiGraph = field(default_factory=lambda: _networkx().DiGraph())
     templates: list[Template] = field(default_factory=list)
     resources: dict[str, Resource] = field(default_factory=dict)
     stages: dict[str, Stage] = field(default_factory=dict)
@@ -142,7 +150,7 @@ class EventGraph:
 
     def topological_order(self) -> list[int]:
         """Topological order with ties broken by creation order, so it is stable."""
-        return list(nx.lexicographical_topological_sort(self.graph))
+        return list(_networkx().lexicographical_topological_sort(self.graph))
 
     def scale(self, n: int) -> float:
         """The multiple of its template's cost that node ``n`` weighs (1 unless a pass set it)."""
@@ -221,6 +229,7 @@ class EventGraph:
                 raise GraphError(f"{where}: node {self.label(n)} belongs to unknown stage {attrs['stage']!r}")
             if not attrs.get("scale", 1.0) >= 0:
                 raise GraphError(f"{where}: node {self.label(n)} has scale {attrs['scale']!r}; expected a number >= 0")
+        nx = _networkx()
         if not nx.is_directed_acyclic_graph(g):
             cycle = nx.find_cycle(g)
             path = " -> ".join(f"{self.label(u)} ({g.nodes[u]['where']})" for u, _ in cycle)

@@ -7,17 +7,25 @@ in microseconds, where a generated Python statement per node takes hundreds. The
 bit for bit the generated function's: each finish is the node's weight plus the largest
 predecessor finish, the same two operands of the same addition.
 
-Imported on first use by ``frontier_dag.ir.reduce``, which falls back to the generated
-function where numba is missing.
+Imported on first use by ``frontier_dag.ir.reduce``. The kernels are compiled ahead of
+time (``frontier_dag.aot``): a process that evaluates a residual DAG loads them in a
+millisecond, without importing numba.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from frontier_dag.aot import Kernels
+
+kernel = Kernels(__name__, exports={
+    "residual_finish": "f8[:](f8[:], i8[:], i8[:])",
+    "residual_longest": "f8(f8[:], i8[:], i8[:], i8[:])",
+    "residual_path": "i8[:](f8[:], i8[:], i8[:], i8[:])",
+})
 
 
-@njit(cache=True)
+@kernel
 def residual_finish(weights: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.ndarray) -> np.ndarray:
     """Finish time of every node: ``weights[v]`` plus the largest finish among its
     predecessors ``pred_idx[pred_ptr[v]:pred_ptr[v + 1]]`` (none: starts at 0)."""
@@ -36,7 +44,7 @@ def residual_finish(weights: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.ndar
     return finish
 
 
-@njit(cache=True)
+@kernel
 def residual_longest(weights: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.ndarray, sinks: np.ndarray) -> float:
     """The longest path: the largest finish among ``sinks``."""
     finish = residual_finish(weights, pred_ptr, pred_idx)
@@ -47,7 +55,7 @@ def residual_longest(weights: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.nda
     return longest
 
 
-@njit(cache=True)
+@kernel
 def residual_path(finish: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.ndarray, sinks: np.ndarray) -> np.ndarray:
     """The nodes of a longest path, last first: from the sink predecessor that finishes
     last, each step back to the predecessor that finishes last (ties to the lower index)."""

@@ -28,11 +28,12 @@ _OPS = {"+": "+", "-": "-", "*": "*", "//": "//", "/": "/"}
 class Sym:
     """An expression tree: ``("var", name)``, ``("const", value)`` or ``(op, left, right)``."""
 
-    __slots__ = ("expr", "_fn")
+    __slots__ = ("expr", "_fn", "_variables")
 
     def __init__(self, expr: tuple):
         self.expr = expr
         self._fn = None
+        self._variables: tuple[str, ...] | None = None
 
     @staticmethod
     def var(name: str) -> Sym:
@@ -93,6 +94,12 @@ class Sym:
         return text[1:-1] if text.startswith("(") and text.endswith(")") else text
 
     def variables(self) -> tuple[str, ...]:
+        """The variables in order of first appearance (found once: tracing asks for every op)."""
+        if self._variables is None:
+            self._variables = self._find_variables()
+        return self._variables
+
+    def _find_variables(self) -> tuple[str, ...]:
         found: list[str] = []
 
         def walk(e: tuple) -> None:

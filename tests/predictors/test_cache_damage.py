@@ -126,3 +126,31 @@ def test_jitter_without_spread_is_a_warning(profiles, cache_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitted_cost_model(PredictorConfig(source=str(profiles)), load_hardware("h200_sxm"))
+
+
+def test_an_entry_maps_its_arrays_and_a_settled_one_is_hashed_once(profiles, cache_dir, monkeypatch):
+    """The models' arrays come back mapped from the file, equal to the stored ones; once a
+    settled entry's checksum held it is not hashed again, until the file changes."""
+    source = open_source("profile-dir", path=profiles)
+    first, _ = fitted_set(source)
+    monkeypatch.setattr(cache, "SETTLED_S", 0.0)
+    loaded, cached = fitted_set(source)
+    assert cached and set(loaded.models) == set(first.models)
+    for family, model in loaded.models.items():
+        nodes = model.forest.nodes
+        assert np.array_equal(nodes, first.models[family].forest.nodes) and not nodes.flags.owndata
+        assert nodes.ctypes.data % cache.ALIGN == 0
+    key = cache_key_for(source, DEFAULT_SETTINGS)
+    entry = cache_dir / f"{key}.pkl"
+    assert entry.with_suffix(".ok").is_file()
+    hashed = []
+    sha256 = cache.hashlib.sha256
+    monkeypatch.setattr(cache.hashlib, "sha256", lambda *a: hashed.append(1) or sha256(*a))
+    assert cache.load(key) is not None and not hashed
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    os.utime(entry, ns=(entry.stat().st_atime_ns, entry.stat().st_mtime_ns + 1))  # whatever the clock's grain
+    with pytest.warns(FrontierDagWarning, match="its checksum does not match"):
+        assert cache.load(key) is None
+    assert hashed
