@@ -34,7 +34,12 @@ import numpy as np
 from numba import njit
 
 from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
-from frontier_dag.cost.queries import ATTENTION_FAMILIES, COLLECTIVE_FAMILIES, MLA_FAMILIES
+from frontier_dag.cost.queries import (
+    ATTENTION_FAMILIES,
+    COLLECTIVE_FAMILIES,
+    MLA_FAMILIES,
+    MOE_FAMILIES,
+)
 from frontier_dag.cost.roofline import (
     ACTIVATION_BYTES,
     INTRA_NODE_COLLECTIVE_LATENCY_US,
@@ -52,7 +57,7 @@ from .features import (
 )
 
 #: families with a compiled feature kernel; the others (elementwise) use ``features.py``
-FAST_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES, "gemm", "moe_grouped_gemm", *COLLECTIVE_FAMILIES,
+FAST_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES, "gemm", *MOE_FAMILIES, *COLLECTIVE_FAMILIES,
                            "p2p"})
 _MLA_KIND = {"mla_decode": 1, "mla_prefill": 2}
 
@@ -685,7 +690,7 @@ class CompiledFamily:
             per_row = _matrix([_column(q["m"]), _column(q["n"]), _column(q["k"]), *tables.dtype_columns(q["dtype"])],
                               rows)
             out = _gemm(rows, per_row, tables.consts, *self.model_arrays)
-        elif family == "moe_grouped_gemm":
+        elif family in MOE_FAMILIES:
             tokens, lengths = _ragged(q["expert_tokens"], rows)
             per_row = _matrix([*(_column(q[c]) for c in self.MOE_SHAPE), *tables.dtype_columns(q["dtype"])], rows)
             out = _moe(tokens, np.array(lengths, dtype=np.int64), per_row, tables.consts, *self.model_arrays)

@@ -5,12 +5,14 @@
   (kv = context + new); the attended (query, key) pairs (sum of q x kv, causal);
   new prefill tokens and decode keys; query tiles (128 rows) and KV tiles (128 keys)
   and their waves against the SM count; heads, KV heads (or MLA ranks), head size, dtypes.
-* moe_grouped_gemm, from the tokens of each local expert: local experts, routed
+* moe_grouped_gemm and the wide-EP expert families, from the tokens of each local expert: local experts, routed
   tokens, max, mean, CV, Gini, entropy (bits), active experts, row tiles of 16 and 64
   and the waves of the first GEMM's tiles; and the shapes (tokens, hidden, inter,
   experts, top-k, EP, TP, dtype).
 * gemm: M, N, K, dtype, 128x128 and 64x128 output tiles, waves and the last wave's fill.
 * collectives and p2p: bytes, bytes per rank, group size, placement, implementation.
+* DeepEP dispatch and combine: tokens per rank, hidden, top-k, experts (and per rank), group
+  size, placement, mode, and the message's bytes.
 * elementwise: op, tokens, width, elements, dtype.
 
 Every family's features end with the roofline terms (log FLOPs, bytes, compute and
@@ -36,11 +38,14 @@ from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
     COLLECTIVE_FAMILIES,
+    DEEPEP_FAMILIES,
     MLA_FAMILIES,
+    MOE_FAMILIES,
     check_query,
 )
 from frontier_dag.cost.roofline import (
     attention_flops_and_bytes,
+    deepep_bytes,
     flops_and_bytes,
     kernel_roofline_us,
     moe_flops_and_bytes,
@@ -53,7 +58,7 @@ DTYPE_CODES = {"fp32": 0, "bf16": 1, "fp16": 1, "fp8": 2, "fp8_block": 3, "int8"
 PLACEMENT_CODES = {"intra_node": 0, "inter_node": 1}
 #: categorical columns whose codes come from the training data instead of a fixed table
 LEARNED_CATEGORIES = {"all_reduce": ("impl",), "all_gather": ("impl",), "reduce_scatter": ("impl",),
-                      "all_to_all": ("impl",), "elementwise": ("op",)}
+                      "all_to_all": ("impl",), "deepep_dispatch": ("impl",), "deepep_combine": ("impl",), "elementwise": ("op",)}
 #: features kept on their own scale (codes, shares, ratios); every other is a size and enters as log1p
 LINEAR_FEATURES = frozenset({"dtype", "kv_dtype", "placement", "impl", "op", "decode_share", "gqa", "kv_splits",
                              "last_wave_fill", "load_cv", "load_gini", "load_entropy"})
@@ -243,6 +248,15 @@ def _transfer(family: str, q: Mapping[str, Any], vocab: Mapping[str, Sequence[st
     return f
 
 
+def _deepep(family: str, q: Mapping[str, Any], vocab: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    tokens, topk, group = _num(q, "num_tokens"), _num(q, "topk"), np.maximum(_num(q, "group_size"), 1)
+    nbytes = deepep_bytes(family, q)
+    return {"num_tokens": tokens, "hidden": _num(q, "hidden"), "topk": topk, "num_experts": _num(q, "num_experts"),
+            "group_size": group, "local_experts": _num(q, "num_experts") / group,
+            "placement": _codes(q["placement"], PLACEMENT_CODES), "impl": _codes(q["impl"], vocab.get("impl", ())),
+            "log_bytes": np.log1p(nbytes), "log_bytes_per_rank": np.log1p(nbytes / group)}
+
+
 def _elementwise(q: Mapping[str, Any], vocab: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
     tokens, hidden = _num(q, "num_tokens"), _num(q, "hidden")
     return {"op": _codes(q["op"], vocab.get("op", ())), "num_tokens": tokens, "hidden": hidden,
@@ -260,14 +274,14 @@ def features(family: str, query: Mapping[str, Any], hw: HardwareConfig,
     """
     check_query(family, query)
     vocab = vocab or {}
-    if family in COLLECTIVE_FAMILIES or family == "p2p":
-        named = _transfer(family, query, vocab)
+    if family in COLLECTIVE_FAMILIES or family == "p2p" or family in DEEPEP_FAMILIES:
+        named = _deepep(family, query, vocab) if family in DEEPEP_FAMILIES else _transfer(family, query, vocab)
         link_us = roofline_us(family, query, hw)
         named["log_roofline_us"] = np.log1p(link_us)
         return named, np.column_stack([np.zeros_like(link_us), link_us])
     if family in ATTENTION_FAMILIES or family in MLA_FAMILIES:
         named, (flops, nbytes), quantization = _attention(family, query, hw)
-    elif family == "moe_grouped_gemm":
+    elif family in MOE_FAMILIES:
         named, (flops, nbytes), quantization = _moe(query, hw)
     elif family == "gemm":
         (named, quantization), (flops, nbytes) = _gemm(query, hw), flops_and_bytes(family, query)

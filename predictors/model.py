@@ -10,7 +10,11 @@ sequence's lengths would cost kilobytes a row. The miss path runs the compiled
 features and walk of ``fastpath`` (numba); without numba, ``features.py`` and
 ``FlatForest.leaves`` give the same numbers 10-20x slower.
 
-Families without a profile fall back to the roofline and say so (``source``), except
+Families without a profile fall back to the roofline and say so (``source``), except the
+wide-EP expert families (``moe_wideep_prefill``, ``moe_wideep_decode``), priced by the plain
+``moe_grouped_gemm`` model where the system and engine have no wide-EP table, DeepEP's
+dispatch and combine, priced by the ``all_to_all`` model on their message where DeepEP was
+measured only by message size (the engines' ``moe_a2a`` tables), and
 ``attention_mixed`` when the prefill and decode families are fitted (aiconfigurator
 measures only uniform prefill and decode batches): a mixed batch is then priced as its
 prefill sequences through the prefill model plus its decode sequences through the
@@ -35,12 +39,14 @@ from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.cost.protocol import Prediction
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
+    DEEPEP_FAMILIES,
     MLA_FAMILIES,
+    MOE_FAMILIES,
     QUERY_COLUMNS,
     RAGGED_COLUMNS,
     check_query,
 )
-from frontier_dag.cost.roofline import roofline_us
+from frontier_dag.cost.roofline import deepep_bytes, roofline_us
 
 from .fitted_set import FittedSet
 
@@ -214,6 +220,16 @@ class FittedCostModel:
         models = self.fitted.models
         if family == "attention_mixed" and "attention_prefill" in models and "attention_decode" in models:
             return self._split_mixed(query)
+        if family in MOE_FAMILIES and "moe_grouped_gemm" in models:
+            # no wide-EP table for this system and engine: the plain MoE tables price the experts
+            return self.predict("moe_grouped_gemm", query)
+        if family in DEEPEP_FAMILIES and "all_to_all" in models:
+            # DeepEP measured by message size only (the engines' moe_a2a tables): the all-to-all
+            # model prices the message, its impl the mode and phase
+            phase = family.removeprefix("deepep_")
+            return self.predict("all_to_all", {"bytes": deepep_bytes(family, query), "group_size": query["group_size"],
+                                               "placement": query["placement"],
+                                               "impl": [f"{impl}_{phase}" for impl in query["impl"]]})
         return Prediction(roofline_us(family, query, self.hardware), source="roofline",
                           extra={"reason": f"no {family} profile in {self.fitted.description}"})
 
