@@ -80,7 +80,7 @@ def test_out_of_range_is_detected_counted_and_extrapolated(fitted):
     model = FittedCostModel(fitted)
     inside = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["bf16"]})
     beyond = model.predict("gemm", {"m": [65536], "n": [4096], "k": [4096], "dtype": ["bf16"]})
-    unknown = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["fp4"]})
+    unknown = model.predict("gemm", {"m": [512], "n": [4096], "k": [4096], "dtype": ["fp8"]})
     assert not inside.out_of_range[0] and beyond.out_of_range[0] and unknown.out_of_range[0]
     assert model.out_of_range_count == 2
     # 8x the rows of the largest measured GEMM: the calibrated roofline carries the estimate
