@@ -12,7 +12,9 @@ features and walk of ``fastpath`` (numba); without numba, ``features.py`` and
 
 Families without a profile fall back to the roofline and say so (``source``), except the
 wide-EP expert families (``moe_wideep_prefill``, ``moe_wideep_decode``), priced by the plain
-``moe_grouped_gemm`` model where the system and engine have no wide-EP table, DeepEP's
+``moe_grouped_gemm`` model where the system and engine have no wide-EP table or the
+table never measured the row's experts (aiconfigurator measured DeepSeek-V3's FP8 experts
+only: another model's shape or precision is priced from the plain MoE tables), DeepEP's
 dispatch and combine, priced by the ``all_to_all`` model on their message where DeepEP was
 measured only by message size (the engines' ``moe_a2a`` tables), and
 ``attention_mixed`` when the prefill and decode families are fitted (aiconfigurator
@@ -48,9 +50,13 @@ from frontier_dag.cost.queries import (
 )
 from frontier_dag.cost.roofline import deepep_bytes, roofline_us
 
+from .features import DTYPE_CODES
 from .fitted_set import FittedSet
 
 MEMO_SIZE = 1 << 16
+#: the wide-EP expert families, and the query columns that say which experts a row runs
+WIDE_EP_FAMILIES = frozenset(MOE_FAMILIES) - {"moe_grouped_gemm"}
+EXPERT_SHAPE = ("hidden", "inter", "num_experts", "topk")
 #: families whose rows list every sequence's lengths: priced without a per-row memo
 PER_SEQUENCE_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES})
 
@@ -95,6 +101,10 @@ class FittedCostModel:
         model = self.fitted.models.get(family)
         if model is None:
             return self._without_model(family, query)
+        if family in WIDE_EP_FAMILIES and "moe_grouped_gemm" in self.fitted.models:
+            foreign = self._unmeasured_experts(model, query)
+            if foreign.any():
+                return self._split_rows(query, foreign, "moe_grouped_gemm", family)
         memo = self._memo.get(family)
         if memo is None:
             rows = check_query(family, query)
@@ -215,6 +225,36 @@ class FittedCostModel:
         if len(memo) > self.memo_size:
             for key in list(memo)[: len(memo) - self.memo_size // 2]:
                 del memo[key]
+
+    @staticmethod
+    def _unmeasured_experts(model, query: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """Rows whose experts (``EXPERT_SHAPE`` or precision) the wide-EP model never saw:
+        aiconfigurator measured DeepSeek-V3's FP8 experts only."""
+        outside = np.zeros(len(query["dtype"]), dtype=bool)
+        for column in EXPERT_SHAPE:
+            j = model.names.index(column)
+            x = np.log1p(np.asarray(query[column], dtype=float)).astype(np.float32).astype(float)
+            outside |= (x < model.low[j]) | (x > model.high[j])
+        j = model.names.index("dtype")
+        codes = np.array([DTYPE_CODES.get(str(d), -1.0) for d in query["dtype"]], dtype=float)
+        return outside | (codes < model.low[j]) | (codes > model.high[j])
+
+    def _split_rows(self, query: Mapping[str, Sequence[Any]], rows: np.ndarray, family: str, rest: str) -> Prediction:
+        """``rows`` of ``query`` priced by ``family``, the others by ``rest``."""
+        if rows.all():
+            return self.predict(family, query)
+        parts = [(np.flatnonzero(rows), family), (np.flatnonzero(~rows), rest)]
+        n = len(rows)
+        latency, std, out_of_range = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+        jitter, self.jitter = self.jitter, False  # sampled once, below
+        try:
+            for index, name in parts:
+                part = self.predict(name, {c: [query[c][i] for i in index] for c in QUERY_COLUMNS[name]})
+                latency[index], std[index], out_of_range[index] = part.latency_us, part.std_us, part.out_of_range
+                self.out_of_range_count -= int(np.count_nonzero(part.out_of_range))
+        finally:
+            self.jitter = jitter
+        return self._prediction(latency, std, out_of_range, "rf")
 
     def _without_model(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
         models = self.fitted.models

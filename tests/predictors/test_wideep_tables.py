@@ -93,3 +93,26 @@ def test_without_wide_ep_tables_the_plain_models_price_the_layer():
                                         "placement": ["intra_node"], "impl": ["deepep_ll_dispatch"]})
     assert dispatch.latency_us[0] == same.latency_us[0]
     assert "deepep_ll_dispatch" in set(a2a["impl"])
+
+
+def test_experts_the_wide_ep_tables_never_measured_are_priced_by_the_plain_model():
+    """The wide-EP tables measured DeepSeek-V3's FP8 experts only: Qwen3-235B's experts (4,096
+    wide, 128 of them) behind DeepEP are priced by moe_grouped_gemm, DeepSeek-V3's are not."""
+    hw = load_hardware("h100_sxm")
+    plain = aic.read_aiconfigurator("h100_sxm", "sglang").tables
+    moe = plain["moe_grouped_gemm"]
+    moe = moe[moe["num_experts"].isin([128, 256])].reset_index(drop=True)
+    models = {"moe_grouped_gemm": fit_family("moe_grouped_gemm", moe, hw),
+              "moe_wideep_decode": fit_family("moe_wideep_decode", plain["moe_wideep_decode"], hw)}
+    model = FittedCostModel(FittedSet(hw.name, "sglang", "-", DEFAULT_SETTINGS, models))
+    deepseek = {"num_tokens": [4096], "hidden": [7168], "inter": [2048], "num_experts": [256], "topk": [8],
+                "ep": [64], "moe_tp": [1], "dtype": ["fp8_block"], "expert_tokens": [np.array([128, 128, 128, 128])]}
+    qwen = {**deepseek, "hidden": [4096], "inter": [1536], "num_experts": [128], "expert_tokens": [np.array([256, 256])]}
+    assert model.predict("moe_wideep_decode", deepseek).latency_us[0] == pytest.approx(92.4, rel=0.1)
+    assert model.predict("moe_wideep_decode", deepseek).latency_us[0] != model.predict("moe_grouped_gemm",
+                                                                                       deepseek).latency_us[0]
+    assert model.predict("moe_wideep_decode", qwen).latency_us[0] == model.predict("moe_grouped_gemm",
+                                                                                   qwen).latency_us[0]
+    both = model.predict("moe_wideep_decode", {c: deepseek[c] + qwen[c] for c in deepseek})
+    assert both.latency_us.tolist() == [model.predict("moe_wideep_decode", deepseek).latency_us[0],
+                                        model.predict("moe_grouped_gemm", qwen).latency_us[0]]
