@@ -353,21 +353,99 @@ def moe_a2a_rows(path: Path) -> pd.DataFrame:
     return _collective("all_to_all", nbytes, t["ep_size"], impl, t["latency"], _source(path, t), placement)
 
 
-def wideep_deepep_rows(path: Path, low_latency: bool) -> pd.DataFrame:
-    """sglang's DeepEP tables: one row holds both phases (µs); 8 GPUs per node."""
+#: the SMs DeepEP's normal (prefill) kernels use by default; the tables time 4 to 24
+DEEPEP_SMS = 20
+def wideep_deepep_rows(path: Path, low_latency: bool, skip_nodes: frozenset[int] = frozenset()) -> pd.DataFrame:
+    """SGLang's DeepEP tables as ``deepep_dispatch`` and ``deepep_combine`` rows: one row of
+    the table holds both phases (µs), 8 GPUs per node, ``num_token`` the tokens each rank
+    sends; normal-mode rows at the default SM budget (``DEEPEP_SMS``). Rows of ``skip_nodes``
+    node counts are left out (a newer version measured them)."""
     timing = (("dispatch_avg_t_us", "combine_avg_t_us", "dispatch_bandwidth_gbps", "combine_bandwidth_gbps")
               if low_latency else ("dispatch_transmit_us", "dispatch_notify_us", "combine_transmit_us",
                                    "combine_notify_us", "dispatch_sms", "combine_sms"))
     t = read_table(path, ("node_num", "num_token", "num_topk", "hidden_size", "num_experts", *timing),
                    {"op_name": ("ll",) if low_latency else ("normal",)})
+    keep = ~t["node_num"].isin(skip_nodes)
+    if not low_latency:  # the SM budget DeepEP and SGLang default to, as aiconfigurator queries
+        keep &= (t["dispatch_sms"] == DEEPEP_SMS) & (t["combine_sms"] == DEEPEP_SMS)
+    t = t[keep].reset_index(drop=True)
     frames = []
     for phase in ("dispatch", "combine"):
         time = t[f"{phase}_avg_t_us"] if low_latency else t[f"{phase}_transmit_us"] + t[f"{phase}_notify_us"]
-        nbytes = t["num_token"] * t["num_topk"] * t["hidden_size"] * 2.0
-        impl = f"deepep_{'ll' if low_latency else 'normal'}_{phase}"
-        placement = np.where(t["node_num"].to_numpy() > 1, "inter_node", "intra_node")
-        frames.append(_collective("all_to_all", nbytes, t["node_num"] * 8, impl, time, _source(path, t), placement))
+        out = pd.DataFrame({"family": f"deepep_{phase}", "num_tokens": t["num_token"], "hidden": t["hidden_size"],
+                            "topk": t["num_topk"], "num_experts": t["num_experts"], "group_size": t["node_num"] * 8,
+                            "placement": np.where(t["node_num"].to_numpy() > 1, "inter_node", "intra_node"),
+                            "impl": "deepep_ll" if low_latency else "deepep_normal"})
+        out["source"] = _source(path, t)
+        frames.append(_measured(out, time))
     return pd.concat(frames, ignore_index=True)
+
+
+def wideep_deepep_plan(base: Path, backend: str, filename: str, low_latency: bool) -> Plan:
+    """The DeepEP table of ``filename``: from the canonical (else newest) version, and from
+    older versions the node counts it did not measure (SGLang 0.5.12 measured one node for
+    many model shapes; 0.5.6.post2 measured DeepSeek-V3's shape on 1 to 8 nodes)."""
+    first = find_table(base, "comm", backend, filename)
+    if first is None:
+        return []
+    plan: Plan = [(first, partial(wideep_deepep_rows, low_latency=low_latency), None)]
+    seen = set(pd.read_parquet(first, columns=["node_num"])["node_num"].tolist())
+    for version in versions(base / "comm" / backend):
+        path = base / "comm" / backend / version / filename
+        if path == first or not path.is_file() or version_key(version) > version_key(first.parent.name):
+            continue
+        nodes = set(pd.read_parquet(path, columns=["node_num"])["node_num"].tolist())
+        if nodes - seen:
+            plan.append((path, partial(wideep_deepep_rows, low_latency=low_latency, skip_nodes=frozenset(seen)), None))
+            seen |= nodes
+    return plan
+
+
+#: draws averaged to replay a power-law row of the wide-EP tables: the collector averaged the
+#: latency over 5 random draws that cannot be replayed; the mean loads of many draws estimate
+#: what those 5 had on average (with 5 replayed draws, grouped hold-out accuracy is lower)
+WIDEEP_POWER_LAW_DRAWS = 64
+
+
+def wideep_uniform_tokens(num_tokens: int, num_experts: int, topk: int, ep: int, prefill: bool) -> np.ndarray:
+    """One rank's local loads under the wide-EP collector's uniform routing: every local expert
+    gets ``num_tokens x topk // num_experts`` tokens; a decode batch too small for that gives
+    one token to each of the first ``tokens per rank x topk`` local experts."""
+    local = num_experts // ep
+    base = num_tokens * topk // num_experts
+    loads = np.full(local, base, dtype=np.int64)
+    if base == 0 and not prefill:
+        loads[: (num_tokens // ep) * topk] = 1
+    return loads
+
+
+def wideep_moe_rows(path: Path, prefill: bool) -> pd.DataFrame:
+    """SGLang's wide-EP experts (DeepGEMM behind DeepEP: contiguous layout for prefill, masked
+    for decode), DeepSeek-V3's shape. ``num_tokens`` is the whole batch before dispatch: the
+    collector logs each rank's tokens x EP. The latency is one rank's experts: every rank's
+    under ``uniform`` routing, the most loaded rank's under ``power_law_<alpha>`` (replayed as
+    in ``synthetic_routing``)."""
+    t = read_table(path, ("num_tokens", "hidden_size", "inter_size", "num_experts", "topk", "moe_ep_size",
+                          "moe_tp_size", "moe_dtype", "distribution", "latency"),
+                   {"moe_dtype": DTYPES, "distribution": lambda v: v == "uniform" or bool(_DISTRIBUTION.match(v)),
+                    "moe_tp_size": _is_one})
+    out = pd.DataFrame({"num_tokens": t["num_tokens"], "hidden": t["hidden_size"], "inter": t["inter_size"],
+                        "num_experts": t["num_experts"], "topk": t["topk"], "ep": t["moe_ep_size"],
+                        "moe_tp": t["moe_tp_size"], "dtype": _dtype(t["moe_dtype"])})
+    cache: dict[tuple, np.ndarray] = {}
+    routed = []
+    for *shape, distribution in zip(*(t[c].to_numpy().tolist() for c in ("num_tokens", "num_experts", "topk",
+                                                                          "moe_ep_size")),
+                                    t["distribution"].astype(str).tolist(), strict=True):
+        key = (*shape, distribution)
+        if key not in cache:
+            cache[key] = (wideep_uniform_tokens(*shape, prefill) if distribution == "uniform" else
+                          power_law_expert_tokens(*shape, float(distribution.removeprefix("power_law_")),
+                                                  draws=WIDEEP_POWER_LAW_DRAWS))
+        routed.append(cache[key])
+    out["expert_tokens"] = routed
+    out["source"] = _source(path, t) + ":" + t["distribution"].astype(str).to_numpy(dtype=object)
+    return _measured(out, t["latency"] * 1e3)
 
 
 # -- which tables, and the system's GPU --------------------------------------------------------
@@ -401,6 +479,9 @@ def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) ->
     add("attention", backend, "generation_attention_perf.parquet", partial(attention_rows, prefill=False), "attention_decode")
     add("gemm", backend, "gemm_perf.parquet", gemm_rows, "gemm")
     add("moe", backend, "moe_perf.parquet", moe_rows, "moe_grouped_gemm")
+    add("moe", backend, "wideep_context_moe_perf.parquet", partial(wideep_moe_rows, prefill=True), "moe_wideep_prefill")
+    add("moe", backend, "wideep_generation_moe_perf.parquet", partial(wideep_moe_rows, prefill=False),
+        "moe_wideep_decode")
     for owner in dict.fromkeys((backend, "trtllm", "sglang")):
         if add("mla", owner, "context_mla_perf.parquet", partial(mla_rows, prefill=True), "mla_prefill"):
             add("mla", owner, "generation_mla_perf.parquet", partial(mla_rows, prefill=False), "mla_decode")
@@ -409,8 +490,8 @@ def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) ->
         add("comm", "oneccl", "oneccl_perf.parquet", nccl_rows)
     add("comm", backend, "custom_allreduce_perf.parquet", custom_allreduce_rows)
     if not add("comm", backend, "moe_a2a_perf.parquet", moe_a2a_rows):
-        add("comm", backend, "wideep_deepep_ll_perf.parquet", partial(wideep_deepep_rows, low_latency=True))
-        add("comm", backend, "wideep_deepep_normal_perf.parquet", partial(wideep_deepep_rows, low_latency=False))
+        plan.extend(wideep_deepep_plan(base, backend, "wideep_deepep_ll_perf.parquet", low_latency=True))
+        plan.extend(wideep_deepep_plan(base, backend, "wideep_deepep_normal_perf.parquet", low_latency=False))
     if not any(family for _, _, family in plan):
         engines = [b for b in BACKENDS if (base / "gemm" / b).is_dir() or (base / "attention" / b).is_dir()]
         raise PredictorError(f"--system {system} --backend {backend}: aiconfigurator-core has no {backend} kernel "

@@ -5,7 +5,8 @@
   group leaves training, so the model must predict a shape it never saw. Groups:
   attention and MLA prefill: the sequence lengths (q) of the batch; decode: the
   context lengths; mixed: the batch composition (prefill lengths, decode count,
-  context lengths); gemm: the (n, k) site; moe_grouped_gemm: the token count;
+  context lengths); gemm: the (n, k) site; moe_grouped_gemm, the wide-EP expert families and DeepEP's dispatch and combine: the
+  token count;
   collectives and p2p: the message size; elementwise: the token count.
   Groups at the edge of the measured range (holding the smallest or largest size)
   stay in training: predicting them is extrapolation, which the model flags as out
@@ -24,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from frontier_dag.config.hardware import load_hardware
-from frontier_dag.cost.queries import ATTENTION_FAMILIES, COLLECTIVE_FAMILIES, MLA_FAMILIES
+from frontier_dag.cost.queries import (
+    ATTENTION_FAMILIES,
+    COLLECTIVE_FAMILIES,
+    DEEPEP_FAMILIES,
+    MLA_FAMILIES,
+    MOE_FAMILIES,
+)
 from frontier_dag.errors import PredictorError
 
 from .fitting import DEFAULT_SETTINGS, FitSettings, fit_family, metrics, table_query
@@ -57,7 +64,7 @@ def group_rule(family: str) -> tuple[Callable[[pd.DataFrame], list], Callable[[p
         return _composition, (lambda t: np.column_stack([_max_of(t["q_lens"]), _max_of(t["ctx_lens"])]))
     if family == "gemm":
         return (lambda t: list(zip(t["n"], t["k"], strict=True))), (lambda t: t[["n", "k"]].to_numpy(float))
-    if family == "moe_grouped_gemm" or family == "elementwise":
+    if family in MOE_FAMILIES or family in DEEPEP_FAMILIES or family == "elementwise":
         return (lambda t: t["num_tokens"].tolist()), (lambda t: t[["num_tokens"]].to_numpy(float))
     if family in COLLECTIVE_FAMILIES or family == "p2p":
         return (lambda t: t["bytes"].tolist()), (lambda t: t[["bytes"]].to_numpy(float))

@@ -6,12 +6,14 @@
   new prefill tokens and decode keys; query tiles (128 rows) and KV tiles (128 keys)
   and their waves against the SM count; heads, KV heads (or MLA ranks), head size, dtypes;
   prefill and mixed batches add the split-KV count (``_kv_splits``).
-* moe_grouped_gemm, from the tokens of each local expert: local experts, routed
+* moe_grouped_gemm and the wide-EP expert families, from the tokens of each local expert: local experts, routed
   tokens, max, mean, CV, Gini, entropy (bits), active experts, row tiles of 16 and 64
   and the waves of the first GEMM's tiles; and the shapes (tokens, hidden, inter,
   experts, top-k, EP, TP, dtype).
 * gemm: M, N, K, dtype, 128x128 and 64x128 output tiles, waves and the last wave's fill.
 * collectives and p2p: bytes, bytes per rank, group size, placement, implementation.
+* DeepEP dispatch and combine: tokens per rank, hidden, top-k, experts (and per rank), group
+  size, placement, mode, and the message's bytes.
 * elementwise: op, tokens, width, elements, dtype.
 
 Every family's features end with the roofline terms (log FLOPs, bytes, compute and
@@ -44,6 +46,9 @@ from frontier_dag.aot import Kernels
 from frontier_dag.config.hardware import DTYPE_BYTES, HardwareConfig
 from frontier_dag.cost.queries import (
     COLLECTIVE_FAMILIES,
+    DEEPEP_FAMILIES,
+    DEEPEP_WIDTH,
+    MOE_FAMILIES,
     check_query,
 )
 from frontier_dag.cost.roofline import (
@@ -59,7 +64,7 @@ DTYPE_CODES = {"fp32": 0, "bf16": 1, "fp16": 1, "fp8": 2, "fp8_block": 3, "int8"
 PLACEMENT_CODES = {"intra_node": 0, "inter_node": 1}
 #: categorical columns whose codes come from the training data instead of a fixed table
 LEARNED_CATEGORIES = {"all_reduce": ("impl",), "all_gather": ("impl",), "reduce_scatter": ("impl",),
-                      "all_to_all": ("impl",), "elementwise": ("op",)}
+                      "all_to_all": ("impl",), "deepep_dispatch": ("impl",), "deepep_combine": ("impl",), "elementwise": ("op",)}
 #: features kept on their own scale (codes, shares, ratios); every other is a size and enters as log1p
 LINEAR_FEATURES = frozenset({"dtype", "kv_dtype", "placement", "impl", "op", "decode_share", "gqa", "kv_splits",
                              "last_wave_fill", "load_cv", "load_gini", "load_entropy"})
@@ -73,10 +78,12 @@ SPLIT_KV_FAMILIES = ("attention_prefill", "attention_mixed")
 # -- the columns of each family, in the kernels' order -----------------------------------------
 
 #: kernel kinds: which loop computes a family's columns, with which options
-ATTENTION, ATTENTION_SPLIT, MLA_DECODE, MLA_PREFILL, GEMM, MOE, P2P, ALL_REDUCE, COLLECTIVE, ELEMENTWISE = range(10)
+ATTENTION, ATTENTION_SPLIT, MLA_DECODE, MLA_PREFILL, GEMM, MOE, P2P, ALL_REDUCE, COLLECTIVE, ELEMENTWISE, DEEPEP = (
+    range(11))
 KINDS = {"attention_decode": ATTENTION, **dict.fromkeys(SPLIT_KV_FAMILIES, ATTENTION_SPLIT),
-         "mla_decode": MLA_DECODE, "mla_prefill": MLA_PREFILL, "gemm": GEMM, "moe_grouped_gemm": MOE, "p2p": P2P,
-         **dict.fromkeys(COLLECTIVE_FAMILIES, COLLECTIVE), "all_reduce": ALL_REDUCE, "elementwise": ELEMENTWISE}
+         "mla_decode": MLA_DECODE, "mla_prefill": MLA_PREFILL, "gemm": GEMM, **dict.fromkeys(MOE_FAMILIES, MOE),
+         "p2p": P2P, **dict.fromkeys(COLLECTIVE_FAMILIES, COLLECTIVE), "all_reduce": ALL_REDUCE,
+         "elementwise": ELEMENTWISE, **dict.fromkeys(DEEPEP_FAMILIES, DEEPEP)}
 
 _LENGTHS = tuple(f"{side}_{stat}" for side in ("q", "kv") for stat in ("sum", "mean", "std", "min", "max", "p50",
                                                                       "p90"))
@@ -100,6 +107,8 @@ _NAMES = {
     ALL_REDUCE: _COLLECTIVE,
     COLLECTIVE: _COLLECTIVE,
     ELEMENTWISE: ("op", "num_tokens", "hidden", "elements", "dtype", *_ROOFLINE),
+    DEEPEP: ("num_tokens", "hidden", "topk", "num_experts", "group_size", "local_experts", "placement", "impl",
+             "log_bytes", "log_bytes_per_rank", "log_roofline_us"),
 }
 
 
@@ -117,7 +126,7 @@ def names(family: str) -> tuple[str, ...]:
 def transforms(family: str) -> np.ndarray:
     """Per column: 0 kept (``LINEAR_FEATURES``), 1 log1p (a size), 2 log (a kernel's roofline
     time, which the launch latency keeps above zero)."""
-    transfer = kind_of(family) in (P2P, ALL_REDUCE, COLLECTIVE)
+    transfer = kind_of(family) in (P2P, ALL_REDUCE, COLLECTIVE, DEEPEP)
     return np.array([2 if name == "log_roofline_us" and not transfer else 0 if name in LINEAR_FEATURES else 1
                      for name in names(family)], dtype=np.int8)
 
@@ -364,6 +373,21 @@ def _transfer_row(out, work, p, kind):
 
 
 @kernel
+def _deepep_row(out, work, p):
+    """``p``: tokens per rank, hidden, top-k, experts, group size, placement code, impl code,
+    link bytes/s, link latency µs, bytes per element; DeepEP's message (tokens x top-k x
+    hidden) over the link as an all-to-all."""
+    tokens, hidden, topk, experts = p[0], p[1], p[2], p[3]
+    g = max(p[4], 1.0)
+    nbytes = tokens * topk * hidden * p[9]
+    out[0], out[1], out[2], out[3], out[4], out[5] = tokens, hidden, topk, experts, g, experts / g
+    out[6], out[7], out[8], out[9] = p[5], p[6], nbytes, nbytes / g
+    link = p[8] + (g - 1) / g * nbytes / p[7] * 1e6 if g > 1 else 0.0
+    out[10] = link
+    work[0], work[1] = 0.0, link
+
+
+@kernel
 def _elementwise_row(out, work, p, consts):
     """``p``: op code, tokens, hidden, dtype code, peak FLOP/s, width, elements moved per element."""
     elements = p[1] * p[2]
@@ -407,6 +431,8 @@ def _raw(kind, rows, a, b, lengths, per_row, consts, width):
             _gemm_row(raw[r], work[r], p, consts)
         elif kind == ELEMENTWISE:
             _elementwise_row(raw[r], work[r], p, consts)
+        elif kind == DEEPEP:
+            _deepep_row(raw[r], work[r], p)
         else:
             _transfer_row(raw[r], work[r], p, kind)
     return raw, work, empty
@@ -621,6 +647,11 @@ class Featurizer:
             traffic = [ELEMENTWISE_TRAFFIC.get(str(op), 2.0) for op in ops]
             per_row = _per_row([self._code("op", ops), _column(q["num_tokens"]), _column(q["hidden"]),
                                 *tables.dtype_columns(q["dtype"]), _column(traffic)], rows)
+        elif kind == DEEPEP:
+            placement, bandwidth, latency = tables.link_columns(q["placement"])
+            per_row = _per_row([_column(q["num_tokens"]), _column(q["hidden"]), _column(q["topk"]),
+                                _column(q["num_experts"]), _column(q["group_size"]), placement,
+                                self._code("impl", q["impl"]), bandwidth, latency, DEEPEP_WIDTH[self.family]], rows)
         else:
             placement, bandwidth, latency = tables.link_columns(q["placement"])
             group, impl = (0.0, 0.0) if kind == P2P else (_column(q["group_size"]), self._code("impl", q["impl"]))

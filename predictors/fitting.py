@@ -29,7 +29,9 @@ from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
     COLLECTIVE_FAMILIES,
+    DEEPEP_FAMILIES,
     MLA_FAMILIES,
+    MOE_FAMILIES,
     QUERY_COLUMNS,
     check_query,
 )
@@ -57,9 +59,10 @@ SIZE_FEATURES: dict[str, tuple[str, ...]] = {
     **{f: (*_ATTENTION_SIZE, "kv_heads", "head_dim") for f in ATTENTION_FAMILIES},
     **{f: (*_ATTENTION_SIZE, "kv_lora_rank", "rope_dim", "nope_dim", "v_dim") for f in MLA_FAMILIES},
     "gemm": ("m", "n", "k", "dtype"),
-    "moe_grouped_gemm": ("num_tokens", "hidden", "inter", "num_experts", "topk", "ep", "moe_tp", "dtype", "n_local",
-                         "routed", "load_max"),
+    **dict.fromkeys(MOE_FAMILIES, ("num_tokens", "hidden", "inter", "num_experts", "topk", "ep", "moe_tp", "dtype",
+                                   "n_local", "routed", "load_max")),
     **{f: ("log_bytes", "group_size", "placement", "impl") for f in COLLECTIVE_FAMILIES},
+    **dict.fromkeys(DEEPEP_FAMILIES, ("num_tokens", "hidden", "topk", "num_experts", "group_size", "placement", "impl")),
     "p2p": ("log_bytes", "placement"),
     "elementwise": ("op", "num_tokens", "hidden", "dtype"),
 }

@@ -9,7 +9,13 @@ of the batch's sums) and asks for rows it has not priced, and exact keys over ev
 sequence's lengths would cost kilobytes a row. The miss path is one compiled call
 per batch (``fitting.CompiledFamily``): features, range check and forest walk.
 
-Families without a profile fall back to the roofline and say so (``source``), except
+Families without a profile fall back to the roofline and say so (``source``), except the
+wide-EP expert families (``moe_wideep_prefill``, ``moe_wideep_decode``), priced by the plain
+``moe_grouped_gemm`` model where the system and engine have no wide-EP table or the
+table never measured the row's experts (aiconfigurator measured DeepSeek-V3's FP8 experts
+only: another model's shape or precision is priced from the plain MoE tables), DeepEP's
+dispatch and combine, priced by the ``all_to_all`` model on their message where DeepEP was
+measured only by message size (the engines' ``moe_a2a`` tables), and
 ``attention_mixed`` when the prefill and decode families are fitted (aiconfigurator
 measures only uniform prefill and decode batches): a mixed batch is then priced as its
 prefill sequences through the prefill model plus its decode sequences through the
@@ -33,18 +39,23 @@ from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.cost.protocol import Prediction
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
+    DEEPEP_FAMILIES,
     MLA_FAMILIES,
+    MOE_FAMILIES,
     QUERY_COLUMNS,
     RAGGED_COLUMNS,
     check_query,
 )
-from frontier_dag.cost.roofline import roofline_us
+from frontier_dag.cost.roofline import deepep_bytes, roofline_us
 
-from .features import HardwareTables
+from .features import DTYPE_CODES, HardwareTables
 from .fitted_set import FittedSet
 from .fitting import CompiledFamily
 
 MEMO_SIZE = 1 << 16
+#: the wide-EP expert families, and the query columns that say which experts a row runs
+WIDE_EP_FAMILIES = frozenset(MOE_FAMILIES) - {"moe_grouped_gemm"}
+EXPERT_SHAPE = ("hidden", "inter", "num_experts", "topk")
 #: families whose rows list every sequence's lengths: priced without a per-row memo
 PER_SEQUENCE_FAMILIES = frozenset({*ATTENTION_FAMILIES, *MLA_FAMILIES})
 
@@ -78,6 +89,10 @@ class FittedCostModel:
         model = self.fitted.models.get(family)
         if model is None:
             return self._without_model(family, query)
+        if family in WIDE_EP_FAMILIES and "moe_grouped_gemm" in self.fitted.models:
+            foreign = self._unmeasured_experts(model, query)
+            if foreign.any():
+                return self._split_rows(query, foreign, "moe_grouped_gemm", family)
         memo = self._memo.get(family)
         if memo is None:
             rows = check_query(family, query)
@@ -185,10 +200,50 @@ class FittedCostModel:
             for key in list(memo)[: len(memo) - self.memo_size // 2]:
                 del memo[key]
 
+    @staticmethod
+    def _unmeasured_experts(model, query: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """Rows whose experts (``EXPERT_SHAPE`` or precision) the wide-EP model never saw:
+        aiconfigurator measured DeepSeek-V3's FP8 experts only."""
+        outside = np.zeros(len(query["dtype"]), dtype=bool)
+        for column in EXPERT_SHAPE:
+            j = model.names.index(column)
+            x = np.log1p(np.asarray(query[column], dtype=float)).astype(np.float32).astype(float)
+            outside |= (x < model.low[j]) | (x > model.high[j])
+        j = model.names.index("dtype")
+        codes = np.array([DTYPE_CODES.get(str(d), -1.0) for d in query["dtype"]], dtype=float)
+        return outside | (codes < model.low[j]) | (codes > model.high[j])
+
+    def _split_rows(self, query: Mapping[str, Sequence[Any]], rows: np.ndarray, family: str, rest: str) -> Prediction:
+        """``rows`` of ``query`` priced by ``family``, the others by ``rest``."""
+        if rows.all():
+            return self.predict(family, query)
+        parts = [(np.flatnonzero(rows), family), (np.flatnonzero(~rows), rest)]
+        n = len(rows)
+        latency, std, out_of_range = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+        jitter, self.jitter = self.jitter, False  # sampled once, below
+        try:
+            for index, name in parts:
+                part = self.predict(name, {c: [query[c][i] for i in index] for c in QUERY_COLUMNS[name]})
+                latency[index], std[index], out_of_range[index] = part.latency_us, part.std_us, part.out_of_range
+                self.out_of_range_count -= int(np.count_nonzero(part.out_of_range))
+        finally:
+            self.jitter = jitter
+        return self._prediction(latency, std, out_of_range, "rf")
+
     def _without_model(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
         models = self.fitted.models
         if family == "attention_mixed" and "attention_prefill" in models and "attention_decode" in models:
             return self._split_mixed(query)
+        if family in MOE_FAMILIES and "moe_grouped_gemm" in models:
+            # no wide-EP table for this system and engine: the plain MoE tables price the experts
+            return self.predict("moe_grouped_gemm", query)
+        if family in DEEPEP_FAMILIES and "all_to_all" in models:
+            # DeepEP measured by message size only (the engines' moe_a2a tables): the all-to-all
+            # model prices the message, its impl the mode and phase
+            phase = family.removeprefix("deepep_")
+            return self.predict("all_to_all", {"bytes": deepep_bytes(family, query), "group_size": query["group_size"],
+                                               "placement": query["placement"],
+                                               "impl": [f"{impl}_{phase}" for impl in query["impl"]]})
         return Prediction(roofline_us(family, query, self.hardware), source="roofline",
                           extra={"reason": f"no {family} profile in {self.fitted.description}"})
 

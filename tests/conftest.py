@@ -11,7 +11,8 @@ import pytest
 
 from frontier_dag.config.run import Deployment, RunConfig, run_config_from_dict
 from frontier_dag.cost.protocol import Prediction
-from frontier_dag.cost.queries import FAMILIES
+from frontier_dag.cost.queries import DEEPEP_FAMILIES, FAMILIES, MOE_FAMILIES
+from frontier_dag.cost.roofline import deepep_bytes
 from frontier_dag.ir.graph import EventGraph
 
 #: Small architectures: two layers keep golden dumps readable and tests fast.
@@ -60,8 +61,11 @@ def _units(family: str, query: Mapping[str, Sequence[Any]], row: int, bytes_per_
         return float(query["m"][row])
     if family == "elementwise":
         return float(query["num_tokens"][row])
-    if family == "moe_grouped_gemm":
+    if family in MOE_FAMILIES:
         return float(np.sum(query["expert_tokens"][row]))
+    if family in DEEPEP_FAMILIES:
+        return float(deepep_bytes(family, {c: [query[c][row]] for c in ("num_tokens", "topk", "hidden")})[0]) \
+            / bytes_per_unit
     if family.startswith(("attention", "mla")):
         return float(np.sum(query["q_lens"][row]))
     return float(query["bytes"][row]) / bytes_per_unit

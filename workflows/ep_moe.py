@@ -12,6 +12,7 @@ replicates the hottest experts across ranks (EPLB).
 into other strategies.
 """
 
+from frontier_dag.cost.queries import WIDEEP_FAMILY_OF_IMPL
 from frontier_dag.dsl import Builder, Param, workflow
 from frontier_dag.workflows.layers import (
     ACTIVATION_BYTES,
@@ -29,32 +30,33 @@ ROUTING = Param(dict, {"kind": "uniform"}, "expert routing: {kind: uniform|power
 
 def ep_moe_block(impl: str = "deepep_normal"):
     """An expert-parallel MoE layer, with all-to-alls implemented by ``impl``
-    (``deepep_normal`` for throughput-bound prefill, ``deepep_ll`` for latency-bound decode)."""
+    (``deepep_normal`` for throughput-bound prefill, ``deepep_ll`` for latency-bound decode).
+    Its experts are the wide-EP kernels that run behind that DeepEP mode (priced from the
+    tables that measure them where the system has them, else from the plain MoE tables)."""
 
     def block(g: Builder, pool, on, mb, layer, after):
         moe, hidden = g.model.moe, g.model.hidden_size
         x = router(g, pool, on, mb, after)
         x = shared_experts(g, pool, on, mb, x, whole_per_gpu=True)
-        # each GPU sends its share of the tokens, top_k copies, to the experts' ranks
-        per_gpu = mb.tokens.ceil_div(pool.gpus_per_stage) * moe.top_k * hidden
-        dispatch_bytes = 1 if (g.model.moe_dtype or g.model.dtype).startswith("fp8") else ACTIVATION_BYTES
-        placement = pool.placement(pool.ep)
-        x = g.collective("dispatch", on, "all_to_all", bytes=per_gpu * dispatch_bytes, group=pool.ep,
-                         placement=placement, impl=impl, after=x)
-        x = expert_ranks(g, pool, on, mb, layer, x)
-        return g.collective("combine", on, "all_to_all", bytes=per_gpu * ACTIVATION_BYTES, group=pool.ep,
-                            placement=placement, impl=impl, after=x)
+        # each GPU sends its share of the tokens, top_k copies, to the experts' ranks (DeepEP
+        # dispatches FP8 and combines BF16: frontier_dag.cost.queries.DEEPEP_WIDTH)
+        exchange = {"num_tokens": mb.tokens.ceil_div(pool.gpus_per_stage), "hidden": hidden, "topk": moe.top_k,
+                    "num_experts": moe.num_experts, "group_size": pool.ep, "placement": pool.placement(pool.ep),
+                    "impl": impl}
+        x = g.compute("dispatch", on, "deepep_dispatch", kind="collective", after=x, **exchange)
+        x = expert_ranks(g, pool, on, mb, layer, x, family=WIDEEP_FAMILY_OF_IMPL[impl])
+        return g.compute("combine", on, "deepep_combine", kind="collective", after=x, **exchange)
 
     return block
 
 
-def expert_ranks(g: Builder, pool, on, mb, layer, after):
-    """One grouped-GEMM node per EP rank, weighted by the tokens routed to it, and the
-    barrier on the slowest rank."""
+def expert_ranks(g: Builder, pool, on, mb, layer, after, family: str = "moe_grouped_gemm"):
+    """One grouped-GEMM node per EP rank (of operator ``family``), weighted by the tokens
+    routed to it, and the barrier on the slowest rank."""
     moe = g.model.moe
     with g.weights("experts"):
         experts = [
-            g.compute("experts", rank, "moe_grouped_gemm", routing=(mb, layer, r), after=after,
+            g.compute("experts", rank, family, routing=(mb, layer, r), after=after,
                       num_tokens=mb.tokens, hidden=g.model.hidden_size,
                       inter=moe.expert_intermediate_size // pool.config.moe_tp, num_experts=moe.num_experts,
                       topk=moe.top_k, ep=pool.ep, moe_tp=pool.config.moe_tp, dtype=g.model.moe_dtype or g.model.dtype)

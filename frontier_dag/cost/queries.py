@@ -23,11 +23,23 @@ from typing import Any
 ATTENTION_FAMILIES = ("attention_prefill", "attention_decode", "attention_mixed")
 MLA_FAMILIES = ("mla_prefill", "mla_decode")
 COLLECTIVE_FAMILIES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+#: One EP rank's routed experts: the fused/grouped MoE kernels, and the wide-EP kernels that
+#: run behind DeepEP (normal mode: prefill, contiguous grouped GEMM; low-latency mode: decode,
+#: masked grouped GEMM), measured apart by aiconfigurator-core (docs/profile-schema.md).
+MOE_FAMILIES = ("moe_grouped_gemm", "moe_wideep_prefill", "moe_wideep_decode")
+#: The wide-EP expert family behind each DeepEP mode (a collective's ``impl``).
+WIDEEP_FAMILY_OF_IMPL = {"deepep_normal": "moe_wideep_prefill", "deepep_ll": "moe_wideep_decode"}
+#: DeepEP's all-to-alls around wide-EP experts, by phase: priced on the tokens and the model's
+#: shape (the message alone does not tell one shape from another), ``impl`` the DeepEP mode.
+DEEPEP_FAMILIES = ("deepep_dispatch", "deepep_combine")
+#: Bytes per element DeepEP moves in each phase: dispatch sends FP8 activations (their
+#: per-128 scales left out), combine returns BF16 (the SGLang tables' bandwidth columns agree).
+DEEPEP_WIDTH = {"deepep_dispatch": 1.0, "deepep_combine": 2.0}
 
 #: Every operator family, in the order reports list them.
 FAMILIES: tuple[str, ...] = (
-    *ATTENTION_FAMILIES, *MLA_FAMILIES, "gemm", "moe_grouped_gemm",
-    *COLLECTIVE_FAMILIES, "p2p", "elementwise",
+    *ATTENTION_FAMILIES, *MLA_FAMILIES, "gemm", *MOE_FAMILIES,
+    *COLLECTIVE_FAMILIES, *DEEPEP_FAMILIES, "p2p", "elementwise",
 )
 
 _ATTN = ("num_heads", "num_kv_heads", "head_dim", "dtype", "kv_dtype", "q_lens", "ctx_lens")
@@ -43,12 +55,16 @@ QUERY_COLUMNS: dict[str, tuple[str, ...]] = {
     "gemm": ("m", "n", "k", "dtype"),
     # One EP rank's experts: expert_tokens[j] tokens reach its j-th local expert.
     # num_tokens is the tokens entering the layer across the EP group, before top-k routing.
-    "moe_grouped_gemm": ("num_tokens", "hidden", "inter", "num_experts", "topk", "ep", "moe_tp",
-                         "dtype", "expert_tokens"),
+    **dict.fromkeys(MOE_FAMILIES, ("num_tokens", "hidden", "inter", "num_experts", "topk", "ep", "moe_tp",
+                                   "dtype", "expert_tokens")),
     # bytes are each GPU's message; placement is intra_node or inter_node;
-    # impl names the implementation: nccl, custom (one-shot/two-shot all-reduce), deepep_ll,
-    # deepep_normal.
+    # impl names the implementation: nccl, custom (one-shot/two-shot all-reduce), and DeepEP's
+    # all-to-alls by mode and phase: deepep_ll_dispatch, deepep_ll_combine, deepep_normal_dispatch, ...
     **{f: _COLL for f in COLLECTIVE_FAMILIES},
+    # num_tokens: the tokens each rank sends (before top-k copies); group_size: the EP ranks;
+    # impl: deepep_ll (low-latency, decode) or deepep_normal (prefill)
+    **dict.fromkeys(DEEPEP_FAMILIES, ("num_tokens", "hidden", "topk", "num_experts", "group_size", "placement",
+                                      "impl")),
     "p2p": ("bytes", "placement"),
     # op: rmsnorm, silu_mul, rope, add, embedding, sampling, router, ...; num_tokens x hidden elements
     "elementwise": ("op", "num_tokens", "hidden", "dtype"),
@@ -60,8 +76,8 @@ CATEGORIES = ("attention", "dense_gemm", "moe_experts", "elementwise", "collecti
 #: The category of each template family (``attention`` and ``mla`` are the DSL's dynamic families).
 CATEGORY_OF_FAMILY = {
     **dict.fromkeys((*ATTENTION_FAMILIES, *MLA_FAMILIES, "attention", "mla"), "attention"),
-    "gemm": "dense_gemm", "moe_grouped_gemm": "moe_experts", "elementwise": "elementwise",
-    **dict.fromkeys(COLLECTIVE_FAMILIES, "collectives"), "p2p": "transfers", "sync": "waits_and_bubbles",
+    "gemm": "dense_gemm", **dict.fromkeys(MOE_FAMILIES, "moe_experts"), "elementwise": "elementwise",
+    **dict.fromkeys((*COLLECTIVE_FAMILIES, *DEEPEP_FAMILIES), "collectives"), "p2p": "transfers", "sync": "waits_and_bubbles",
 }
 
 RAGGED_COLUMNS = frozenset({"q_lens", "ctx_lens", "expert_tokens"})

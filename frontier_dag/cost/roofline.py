@@ -23,7 +23,10 @@ from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.cost.queries import (
     ATTENTION_FAMILIES,
     COLLECTIVE_FAMILIES,
+    DEEPEP_FAMILIES,
+    DEEPEP_WIDTH,
     MLA_FAMILIES,
+    MOE_FAMILIES,
     check_query,
 )
 from frontier_dag.errors import CostModelError
@@ -122,7 +125,7 @@ def flops_and_bytes(family: str, q: Mapping[str, Any]) -> tuple[np.ndarray, np.n
         m, n, k = _arr(q["m"]), _arr(q["n"]), _arr(q["k"])
         weights, inputs = _widths(q["dtype"]), _activation_widths(q["dtype"])
         return 2 * m * n * k, m * k * inputs + k * n * weights + m * n * ACTIVATION_BYTES
-    if family == "moe_grouped_gemm":
+    if family in MOE_FAMILIES:
         rows = check_query(family, q)
         t, row = _segments(q["expert_tokens"])
         return moe_flops_and_bytes(q, _row_sums(t, row, rows), _row_sums((t > 0).astype(float), row, rows))
@@ -140,6 +143,11 @@ def _link(hw: HardwareConfig, placement) -> tuple[np.ndarray, np.ndarray]:
     return bandwidth, latency
 
 
+def deepep_bytes(family: str, q: Mapping[str, Any]) -> np.ndarray:
+    """One rank's DeepEP message: tokens x top-k copies x hidden x the phase's width."""
+    return _arr(q["num_tokens"]) * _arr(q["topk"]) * _arr(q["hidden"]) * DEEPEP_WIDTH[family]
+
+
 def roofline_us(family: str, q: Mapping[str, Any], hw: HardwareConfig) -> np.ndarray:
     """Roofline time in microseconds of each row of ``q``.
 
@@ -149,6 +157,8 @@ def roofline_us(family: str, q: Mapping[str, Any], hw: HardwareConfig) -> np.nda
     >>> round(float(t[0]), 1)  # 137 GFLOP at 989 TFLOP/s, plus the launch
     142.0
     """
+    if family in DEEPEP_FAMILIES:
+        return roofline_us("all_to_all", {**q, "bytes": deepep_bytes(family, q)}, hw)
     if family in COLLECTIVE_FAMILIES:
         nbytes, group = _arr(q["bytes"]), np.maximum(_arr(q["group_size"]), 1)
         bandwidth, latency = _link(hw, q["placement"])

@@ -103,8 +103,8 @@ def ep_report(ep_moe, cost, expert_loads, seqs=32):
 def test_ep_moe_layer_time_is_the_slowest_rank(ep_moe, fake_cost_model):
     """Everything else costs 1 µs per op; an EP rank costs 0.5 µs per routed token. The
     iteration is the rest plus, per layer, the slowest rank's experts."""
-    cost = fake_cost_model(constant={"gemm": 1.0, "elementwise": 1.0, "attention": 1.0, "all_to_all": 1.0},
-                           per_unit={"moe_grouped_gemm": 0.5})
+    cost = fake_cost_model(constant={"gemm": 1.0, "elementwise": 1.0, "attention": 1.0, "deepep_dispatch": 1.0,
+                                     "deepep_combine": 1.0}, per_unit={"moe_wideep_prefill": 0.5})
     rng = np.random.default_rng(0)
     loads = rng.integers(0, 20, size=(2, EP, 2))  # layers x ranks x experts per rank
     base = ep_report(ep_moe, cost, np.zeros_like(loads)).iteration_time_us
@@ -119,7 +119,7 @@ def test_ep_moe_layer_time_is_the_slowest_rank(ep_moe, fake_cost_model):
 
 
 def test_skewed_routing_is_slower_than_balanced_with_the_same_tokens(ep_moe, fake_cost_model):
-    cost = fake_cost_model(constant={"gemm": 1.0}, per_unit={"moe_grouped_gemm": 0.5})
+    cost = fake_cost_model(constant={"gemm": 1.0}, per_unit={"moe_wideep_prefill": 0.5})
     balanced = np.full((2, EP, 2), 8)
     skewed = np.zeros((2, EP, 2), dtype=np.int64)
     skewed[:, 0, :] = 20
@@ -138,7 +138,7 @@ def test_power_law_routing_is_slower_than_uniform(trace_dict, tiny, fake_cost_mo
 
     model = {**tiny["moe"], "moe": {**tiny["moe"]["moe"], "num_experts": 32}}
     pools = {"m": {"role": "colocated", "gpus": EP, "ep": EP}}
-    cost = fake_cost_model(constant={"gemm": 1.0}, per_unit={"moe_grouped_gemm": 0.01})
+    cost = fake_cost_model(constant={"gemm": 1.0}, per_unit={"moe_wideep_prefill": 0.01})
     times = {}
     for kind in ("uniform", "power_law"):
         deployment, graph = trace_dict(model, pools, "ep_moe", {"routing": {"kind": kind, "alpha": 1.5}})
