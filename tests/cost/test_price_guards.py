@@ -48,7 +48,7 @@ def test_a_bad_expert_price_names_the_op(trace_dict, tiny):
                                     "all_reduce": 1.0})
     loads = batch()
     loads[0].expert_loads = np.ones((2, 2, 4), dtype=np.int64)
-    with pytest.raises(CostModelError, match=r"op \S+ on colocated.*priced moe_grouped_gemm at nan"):
+    with pytest.raises(CostModelError, match=r"op \S+ on colocated.*priced moe_wideep_prefill at nan"):
         price(graph, "colocated", model, loads)
 
 
