@@ -4,6 +4,7 @@ TPOT (fractions: 0.05 is 5%), overall and per partition, and the coverage."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,8 +49,10 @@ def summarize_records(records: Sequence[dict], partitions: Sequence[str] = PARTI
 
 
 def _reason_key(reason: str) -> str:
-    """A reason without row-specific numbers, for counting."""
-    return reason.split(":")[0] if len(reason) > 160 else reason
+    """A reason without what names its row, for counting: the leading ``silicon row N (id): ``
+    goes, and a long reason keeps its first clause."""
+    reason = re.sub(r"^silicon row \d+ \([^)]*\): ", "", reason)
+    return reason.split(";")[0][:160] if len(reason) > 160 else reason
 
 
 def _pct(value) -> str:

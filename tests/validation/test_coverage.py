@@ -40,3 +40,14 @@ def test_convert_only_explains_rows_it_cannot_simulate(tmp_path):
     assert "linear attention" in result.output
     frame = pd.read_csv(out)
     assert (frame["status"] == "unsupported").all() and set(frame.columns) <= set(COVERAGE_FIELDS)
+
+
+def test_reasons_are_counted_without_the_row_that_gave_them():
+    from frontier_dag.validation.report import _reason_key
+
+    reasons = [f"silicon row {i} (dsr1_gb200_c{i}): cluster.pools.prefill: deepseek-v3 needs 168.1 GiB of weights "
+               "per GPU with tp=1, ep=1 but a gb200 GPU has 162.8 GiB usable; raise tp/ep or use more GPUs per replica"
+               for i in (769, 770)]
+    keys = {_reason_key(r) for r in reasons}
+    assert keys == {"cluster.pools.prefill: deepseek-v3 needs 168.1 GiB of weights per GPU with tp=1, ep=1 but a "
+                    "gb200 GPU has 162.8 GiB usable"}
