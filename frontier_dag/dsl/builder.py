@@ -300,17 +300,22 @@ class Builder:
 
         if self.ir.entry is not None:
             raise WorkflowError(f"{_where()}: g.entry is declared twice (first at {self.ir.entry.where})")
-        if isinstance(pools, str) or not isinstance(pools, Iterable):
-            raise WorkflowError(f"{_where()}: g.entry: pools= takes a list of roles, such as pools=[{pools!r}, ...]")
-        pools = tuple(pools)
-        for role in pools:
-            if role not in self._pools_by_role:
-                raise WorkflowError(f"{_where()}: {self._unknown_role(role, 'g.entry: pools= names')}")
+        pools = self._roles(pools, "g.entry")
         try:
             check_rule(rule, params if params is not None else {})
         except ValueError as exc:
             raise WorkflowError(f"{_where()}: g.entry: {exc}") from None
         self.ir.entry = Entry(pools, rule, dict(params or {}), _where())
+
+    def _roles(self, pools: Iterable[str], what: str) -> tuple[str, ...]:
+        """``pools=`` of ``what`` as a tuple of known roles, or the author's error."""
+        if isinstance(pools, str) or not isinstance(pools, Iterable):
+            raise WorkflowError(f"{_where()}: {what}: pools= takes a list of roles, such as pools=[{pools!r}]")
+        pools = tuple(pools)
+        for role in pools:
+            if role not in self._pools_by_role:
+                raise WorkflowError(f"{_where()}: {self._unknown_role(role, f'{what}: pools= names')}")
+        return pools
 
     # -- scopes --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -327,12 +332,7 @@ class Builder:
             raise WorkflowError(f"{_where()}: stage {name!r} needs at least one micro-batch, got {micro_batches}")
         if serves not in ("prefill", "decode", "both", "transfer"):
             raise WorkflowError(f"{_where()}: stage {name!r}: serves must be prefill, decode, both or transfer")
-        if isinstance(pools, str) or not isinstance(pools, Iterable):
-            raise WorkflowError(f"{_where()}: stage {name!r}: pools= takes a list of roles, such as pools=[{pools!r}]")
-        pools = tuple(pools)
-        for role in pools:
-            if role not in self._pools_by_role:
-                raise WorkflowError(f"{_where()}: {self._unknown_role(role, f'stage {name!r}: pools= names')}")
+        pools = self._roles(pools, f"stage {name!r}")
         if self._force_micro_batches is not None:
             micro_batches = self._force_micro_batches
         stage = Stage(name, pools, int(micro_batches), serves, _where())
