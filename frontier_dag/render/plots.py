@@ -83,7 +83,7 @@ def throughput_and_queues(run: RunData, plt):
     us = lambda c: rq[c].to_numpy(dtype=np.float64)  # noqa: E731
     queues = [(f"{run.entry}: waiting to be scheduled", us("arrival_s"), us("first_scheduled_s"))]
     if run.decode is not None:
-        queues.append((f"{run.entry}: waiting for {run.decode} KV blocks", us("first_token_s"), us("transfer_start_s")))
+        queues.append((f"{run.entry}: waiting for {run.decode} KV blocks", run.prefill_end_s(), us("transfer_start_s")))
         queues.append((f"{run.decode}: KV arrived, waiting for a batch", us("transfer_end_s"), us("decode_admitted_s")))
     for label, t_in, t_out in queues:
         times, level = _occupancy(t_in, t_out)

@@ -14,6 +14,7 @@ from itertools import cycle
 
 import numpy as np
 
+from frontier_dag.config.overheads import EngineOverheads
 from frontier_dag.config.run import Deployment
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.errors import DeadlockError, SimulationError
@@ -59,6 +60,14 @@ class GlobalController:
         self.transfer: ExecutionPredictor | None = None
         self.links: dict[int, SharedLink] = {}
         self.completed = 0
+        # the engine's time outside the kernels (config/overheads.py): zeros when none is given
+        overheads = deployment.overheads or EngineOverheads()
+        self.request_s = overheads.request_us * 1e-6
+        self.handoff_s = overheads.handoff_us * 1e-6
+        # with an overhead model, a disaggregated request's first token reaches the client from
+        # the decode server, once its KV arrived and the handoff is over (as SGLang and Dynamo serve it)
+        self.first_token_at_decode = deployment.overheads is not None
+        self._delivered = np.zeros(table.n, dtype=bool)  # requests whose first token reached the client so
         pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
         for pool_index, (stage_name, stage) in enumerate(graph.stages.items()):
             if stage.serves == "transfer":
@@ -76,8 +85,9 @@ class GlobalController:
             sched = cfg.scheduler
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices
-            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
-                                           attribute)
+            predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed,
+                                           sched.iteration_overhead_us + overheads.step_us, attribute,
+                                           overheads.step_per_sequence_us)
             replicas = [
                 ReplicaWorker(pool=name, pool_index=pool_index, index=i, serves=stage.serves, predictor=predictor,
                               kv=KVCache(capacity // sched.block_size, sched.block_size, block_tokens),
@@ -98,7 +108,14 @@ class GlobalController:
 
     # -- requests in ---------------------------------------------------------------------------
     def arrive(self, rid: int) -> None:
+        """A client sends request ``rid``; it reaches a scheduler after the engine's intake."""
         self.table.arrival[rid] = self.events.now
+        if self.request_s:
+            self.events.after(self.request_s, self._submit, rid)
+        else:
+            self.entry.pick().submit(rid)
+
+    def _submit(self, rid: int) -> None:
         self.entry.pick().submit(rid)
 
     # -- callbacks from replicas ---------------------------------------------------------------
@@ -167,7 +184,19 @@ class GlobalController:
 
     def _arrived(self, rid: int, source: ReplicaWorker, target: ReplicaWorker) -> None:
         self.table.transfer_end[rid] = self.events.now
+        if self.handoff_s:
+            self.events.after(self.handoff_s, self._handed_over, rid, source, target)
+        else:
+            self._handed_over(rid, source, target)
+
+    def _handed_over(self, rid: int, source: ReplicaWorker, target: ReplicaWorker) -> None:
+        """The decode server takes the request whose KV arrived, after the engine's handoff;
+        the prefill server frees its copy of the KV then (it holds it until the decode server
+        has taken the request) and, with an overhead model, the client gets its first token."""
         source.release_held(rid)
+        if self.first_token_at_decode and not self._delivered[rid]:  # once, not again after a recompute
+            self._delivered[rid] = True
+            self.table.first_token[rid] = self.events.now
         target.receive(rid)
 
     def _retry_pending(self, after: Ref) -> None:
