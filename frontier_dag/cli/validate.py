@@ -150,13 +150,16 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     if estimates:
         from frontier_dag.validation.compare import format_comparison, format_not_covered
 
-        named = {"calibrated": f"calibrated with {calibration}", "model_held_out": "calibrated leaving the model out",
+        named = {"frontier_dag": "frontier-dag", "calibrated": f"frontier-dag calibrated with {calibration}",
+                 "model_held_out": "frontier-dag calibrated on the other models of the engine",
                  "aiconfigurator": f"{baseline} {baseline_version} (its {peer.DATA_VERSION} data)" if baseline else ""}
-        click.echo("\n" + "; ".join(f"{est.short}: {named[est.key]}" for est in estimates[1:])
-                   + f"; fdag: uncalibrated. Errors on the rows all {len(estimates)} estimate ('both'):")
+        click.echo("\n" + " beside ".join(named[est.key] for est in estimates[:0:-1])
+                   + " beside frontier-dag on the same rows; errors on the rows all estimate ('both'):")
+        click.echo("  " + ", ".join(f"{est.short}: {named[est.key]}" for est in estimates))
         click.echo(format_comparison(report["comparison"], estimates))
         for est in estimates[1:]:
-            click.echo(format_not_covered(report["comparison"], est, est.short))
+            label = baseline if est.key == "aiconfigurator" else est.short
+            click.echo(format_not_covered(report["comparison"], est, label))
     if out:
         click.echo(f"wrote {out}")
 
