@@ -128,3 +128,14 @@ def test_a_calibration_file_reads_back(tmp_path):
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump({"engines": {"vllm": TRUTH.model_dump()}, "fitted": {"vllm": {"rows": 3}}}))
     assert read_overheads_file(path).entry("vllm", "0.12.0") == TRUTH
+
+
+def test_rows_that_cannot_be_simulated_give_a_clear_error(tmp_path):
+    path = tmp_path / "rows.csv"
+    pd.DataFrame([{**ROWS[0], "silicon_data_source": "", "silicon_ttft_ms": 100.0, "silicon_tpot_ms": 10.0}]) \
+        .to_csv(path, index=False)
+    result = CliRunner().invoke(cli, ["calibrate", str(path), "--out", str(tmp_path / "e.yaml"), "--workers", "1",
+                                      "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "none of the rows can be simulated" in result.output
+    assert not (tmp_path / "e.yaml").exists()
