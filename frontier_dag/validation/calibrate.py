@@ -90,14 +90,12 @@ def fit_overheads(rows: Sequence[SiliconRow], key: str = "", *, workers: int = 2
     model without tables) cannot inform the fit and are left out."""
     rows = list(rows)
     run = dict(workers=workers, rounds=rounds, benchmark_rounds=benchmark_rounds)
-    plain = run_jobs([(row, None) for row in rows], **run)
-    rows = [row for row, rec in zip(rows, plain, strict=True)
-            if rec["status"] == "ok" and rec["sim_ttft_ms"] is not None and rec["sim_tpot_ms"] is not None]
-    if not rows:
+    usable = [(row, rec) for row, rec in zip(rows, run_jobs([(row, None) for row in rows], **run), strict=True)
+              if rec["status"] == "ok" and rec["sim_ttft_ms"] is not None and rec["sim_tpot_ms"] is not None]
+    if not usable:
         raise ConfigError(f"calibrate {key}: none of its rows can be simulated (frontier-dag validate silicon "
                           "says why)")
-    plain = [rec for rec in plain if rec["status"] == "ok" and rec["sim_ttft_ms"] is not None
-             and rec["sim_tpot_ms"] is not None]
+    rows, plain = [row for row, _ in usable], [rec for _, rec in usable]
     free = tuple(p for p in PARAMETERS if p != "handoff_us" or any(r.mode == "disagg" for r in rows))
     scale = np.array([STEPS[p] for p in free])
     evaluations = 1
