@@ -42,7 +42,7 @@ class RebuiltIteration:
     deployment: Deployment
     graph: EventGraph  # the stage's subgraph
     report: IterationReport
-    overhead_us: float = 0.0  # the host overhead the recorded duration includes (scheduler.iteration_overhead_us)
+    overhead_us: float = 0.0  # the host overhead the recorded duration includes (``host_us``)
 
     @property
     def rebuilt_us(self) -> float:
@@ -251,10 +251,19 @@ def rebuild_iteration(run: RunData, row: int, cost_model: CostModel | None = Non
     # prices (the simulator steps one emitted token at a time)
     rebuilt = RebuiltIteration(row, pool.name, int(it["replica"]), float(it["start_s"]) * 1e6,
                                recorded * stage.tokens_per_step, deployment, sub, report,
-                               run.config.scheduler.iteration_overhead_us)
+                               host_us(run, int(it["num_seqs"])))
     if own and abs(rebuilt.difference) > TOLERANCE:
         warnings.warn(rebuilt.warning(), FrontierDagWarning, stacklevel=2)
     return rebuilt
+
+
+def host_us(run: RunData, sequences: int) -> float:
+    """The host time a recorded iteration of ``sequences`` sequences includes: the scheduler's
+    ``iteration_overhead_us`` and the engine's per-step overheads (``engine_overheads``)."""
+    overhead = run.config.scheduler.iteration_overhead_us
+    if run.overheads is None:
+        return overhead
+    return overhead + run.overheads.step_us + run.overheads.step_per_sequence_us * sequences
 
 
 def check_rebuilt(run: RunData, cost_model: CostModel | None = None) -> list[dict[str, Any]]:

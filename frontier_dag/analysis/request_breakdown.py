@@ -9,6 +9,10 @@ attributed as the request's critical path attributes it (see ``run_path``):
 * prefill (to its first token): the category split of the replica's iterations;
 * in PD: ``backpressure`` (waiting for decode KV blocks), ``kv_transfer``, ``queueing``
   (KV arrived, waiting for the decode iteration in flight or a free seat);
+* ``host_overhead`` beyond the iterations' own: the engine's intake before the queue and, in
+  PD, its handoff to the decode server (``engine_overheads``); with an overhead model the
+  client's first token of a PD request comes from the decode server, so the backpressure,
+  the transfer and the handoff count in its TTFT;
 * decode (to its last token): the split of its decode replica's iterations.
 
 TTFT is the part up to the first token, TPOT the rest divided by output tokens - 1.
@@ -34,7 +38,8 @@ def breakdown(run: RunData, times: ChainTimes) -> tuple[dict[str, np.ndarray], d
     """Per request, µs per ``pool:category`` up to the first token, and after it."""
     rq = run.requests
     us = lambda col: rq[col].to_numpy(dtype=np.float64) * 1e6  # noqa: E731
-    arr, fs, ft, fin = us("arrival_s"), us("first_scheduled_s"), us("first_token_s"), us("finish_s")
+    arr, fs, fin = us("arrival_s"), us("first_scheduled_s"), us("finish_s")
+    ft = run.prefill_end_s() * 1e6  # the prompt is in (the client's first token may come later: see below)
     entered = run.entry_of()
     first: dict[str, np.ndarray] = {}
     after: dict[str, np.ndarray] = {}
@@ -61,20 +66,26 @@ def breakdown(run: RunData, times: ChainTimes) -> tuple[dict[str, np.ndarray], d
     dec = rq["decode_replica"].to_numpy()
     handed = (dec >= 0) & (run.decode is not None)
     chains = {}
-    for pool in run.entries:  # each request's queue and prefill on the pool it entered
+    for pool in run.entries:  # each request's intake, queue and prefill on the pool it entered
         mine = entered == pool
         chains[pool] = entry = np.where(mine, _chains(run, pool, rq["prefill_replica"].to_numpy()), -1)
-        phase(first, pool, entry, np.where(mine, arr, np.nan), fs, wait=True)
+        add(first, pool, "host_overhead", np.where(mine & np.isfinite(arr), run.intake_us, 0.0))
+        phase(first, pool, entry, np.where(mine, arr + run.intake_us, np.nan), fs, wait=True)
         phase(first, pool, entry, np.where(mine, fs, np.nan), ft, wait=False)
     if run.decode is not None:
         ts, te, da = us("transfer_start_s"), us("transfer_end_s"), us("decode_admitted_s")
+        # with an overhead model the client's first token comes from the decode server: the
+        # hand-off counts before it (TTFT), else after it (TPOT)
+        to = first if run.overheads is not None else after
         gap = np.nan_to_num(ts - ft, nan=0.0)
         blocked = np.minimum(gap, np.maximum(np.nan_to_num(rq["transfer_wait_s"].to_numpy() * 1e6, nan=0.0), 0.0))
-        add(after, run.decode, "backpressure", blocked)
+        add(to, run.decode, "backpressure", blocked)
         rest = gap - blocked  # a preempted request's lost decode stint and recompute
-        add(after, run.decode, "memory_waits", np.where(rest > 1e-3, rest, 0.0))
-        add(after, run.link or "link", "kv_transfer", te - ts)
-        add(after, run.decode, "queueing", da - te)
+        add(to, run.decode, "memory_waits", np.where(rest > 1e-3, rest, 0.0))
+        add(to, run.link or "link", "kv_transfer", te - ts)
+        handoff = np.where(np.isfinite(te), run.handoff_us, 0.0)
+        add(to, run.decode, "host_overhead", handoff)
+        add(after, run.decode, "queueing", da - te - handoff)
         phase(after, run.decode, _chains(run, run.decode, dec), np.where(handed, da, np.nan), fin, wait=False)
     for pool in run.entries:  # and the rest on it, unless its KV moved
         ok = (entered == pool) & ~handed

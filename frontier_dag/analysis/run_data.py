@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from frontier_dag.config.overheads import EngineOverheads
 from frontier_dag.config.run import Origin, RunConfig
 from frontier_dag.cost.queries import CATEGORIES
 from frontier_dag.errors import RunDataError
@@ -83,6 +84,27 @@ class RunData:
     def entry_of(self) -> np.ndarray:
         """The entry pool of every request (its prefill ran there), by request id."""
         return self.requests["prefill_pool"].astype(str).to_numpy()
+    @property
+    def overheads(self) -> EngineOverheads | None:
+        """The engine overhead model the run was simulated with (its config inlines it)."""
+        value = self.config.engine_overheads
+        return value if isinstance(value, EngineOverheads) else None
+
+    @property
+    def intake_us(self) -> float:
+        """Each request's time from its arrival to the scheduler's queue (``request_us``)."""
+        return self.overheads.request_us if self.overheads is not None else 0.0
+
+    @property
+    def handoff_us(self) -> float:
+        """Each hand-off's time from its KV's arrival to the decode server's queue."""
+        return self.overheads.handoff_us if self.overheads is not None else 0.0
+
+    def prefill_end_s(self) -> np.ndarray:
+        """When each request's prompt was in: its first token in the engine (with an overhead
+        model, a PD request's first token reaches the client later, from the decode server)."""
+        rq = self.requests
+        return rq["prefill_done_s" if "prefill_done_s" in rq else "first_token_s"].to_numpy(dtype=np.float64)
 
 
 def categories_with_rest(run: RunData) -> np.ndarray:

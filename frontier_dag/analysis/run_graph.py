@@ -1,7 +1,8 @@
 """The recorded dependency graph of a run, and its re-evaluation with other weights.
 
 Nodes are the run's iterations (weight: their duration), one KV transfer per handed-off
-request (weight: its transfer time) and one arrival per request. Edges are what the
+request (weight: its transfer time, and the engine's handoff after it) and one arrival per
+request (weight: the engine's intake, ``engine_overheads.request_us``, after it). Edges are what the
 simulator waited on, as it recorded them (frontier_dag.sim.iteration_log):
 
 * stream order: an iteration follows the previous one of its replica (its *chain*);
@@ -95,8 +96,11 @@ class RecordedGraph:
         has_xfer = np.isfinite(ts) & np.isfinite(te)
         self.has_xfer = has_xfer
         self.start0[ni:ni + nr] = np.where(has_xfer, ts, 0.0)
-        self.dur0[ni:ni + nr] = np.where(has_xfer, te - ts, 0.0)
+        #: each transfer's time on the link; its node holds the engine's handoff after it as well
+        self.transfer_us = np.where(has_xfer, te - ts, 0.0)
+        self.dur0[ni:ni + nr] = self.transfer_us + np.where(has_xfer, run.handoff_us, 0.0)
         self.start0[ni + nr:] = arrival
+        self.dur0[ni + nr:] = run.intake_us  # an arrival node ends when the request reaches the scheduler
         self.release = np.full(self.N, -np.inf)
         self.unexplained = 0  # heads whose recorded start no recorded edge explains
         self.mismatched = 0  # heads the graph would start later than recorded (an edge too many)
@@ -177,7 +181,7 @@ class RecordedGraph:
         for k in np.flatnonzero(sent).tolist():
             self._add(ni + nr + k, int(self.follows[k]), FINISH)
             self.start0[ni + nr + k] = arrival[k] - self.think_us  # the finish it follows
-            self.dur0[ni + nr + k] = self.think_us
+            self.dur0[ni + nr + k] = self.think_us + run.intake_us
 
     def _order_heads(self) -> None:
         ni, nr = self.ni, self.nr
@@ -212,8 +216,10 @@ class RecordedGraph:
     def _weights(self, w: np.ndarray) -> np.ndarray:
         w = np.array(w, dtype=np.float64)
         arrivals = w[self.ni + self.nr:]
-        arrivals[:] = 0.0
-        arrivals[self.follows >= 0] = self.think_us  # a closed-loop arrival comes think time after the finish it follows
+        # a request reaches the scheduler the engine's intake after it was sent, and a closed-loop
+        # request is sent think time after the finish it follows
+        arrivals[:] = self.run.intake_us
+        arrivals[self.follows >= 0] += self.think_us
         return w
 
     def evaluate(self, weights: np.ndarray) -> Evaluation:

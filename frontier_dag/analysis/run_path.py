@@ -21,7 +21,10 @@ cover the request's latency exactly:
   preemption and the recompute count here too);
 * ``backpressure``: its finished prefill waiting for decode KV blocks (``ended_by``: the
   decode iteration that freed them);
-* ``kv_transfer``: its KV crossing the link between pools.
+* ``kv_transfer``: its KV crossing the link between pools;
+* ``host_overhead``: besides its iterations' host time, the engine's intake before it is
+  queued and its handoff to the decode server (``engine_overheads``: ``request_us``,
+  ``handoff_us``).
 """
 
 from __future__ import annotations
@@ -115,6 +118,15 @@ class PathBuilder:
         self._row(f"request {r} {label} at {pool}[{rep}]", max(us, key=us.get), f"{pool}[{rep}]", pool, t0, t1, us,
                   n, **extra)
 
+    def host(self, pool: str, what: str, t0: float, duration_us: float, r: int) -> float:
+        """Request ``r``'s time in the engine's host path from ``t0`` (its intake, or its
+        handoff to the decode server: ``engine_overheads``); when it ends."""
+        if duration_us <= 0 or not np.isfinite(t0):
+            return t0
+        self._row(f"request {r} {what}", "host_overhead", f"{pool} host", pool, t0, t0 + duration_us,
+                  {"host_overhead": duration_us}, request=r)
+        return t0 + duration_us
+
     def ended_by(self, iteration: int) -> str | None:
         """What woke an idle replica for the iteration ``iteration`` (None if it was busy)."""
         if iteration < 0:
@@ -139,21 +151,23 @@ class PathBuilder:
     def build(self, r: int) -> list[dict[str, Any]]:
         run, g = self.run, self.graph
         rq = run.requests.iloc[r]
-        us = {c: float(rq[c]) * 1e6 for c in ("arrival_s", "first_scheduled_s", "first_token_s", "transfer_start_s",
+        us = {c: float(rq[c]) * 1e6 for c in ("arrival_s", "first_scheduled_s", "transfer_start_s",
                                                 "transfer_end_s", "decode_admitted_s", "finish_s")}
+        us["prefill_done_s"] = float(run.prefill_end_s()[r]) * 1e6
         pool = str(rq["prefill_pool"])  # the pool it entered
         entry = self._chain(pool, int(rq["prefill_replica"]))
-        self.wait(entry, us["arrival_s"], us["first_scheduled_s"], r, "queueing",
+        queued = self.host(pool, "intake", us["arrival_s"], run.intake_us, r)
+        self.wait(entry, queued, us["first_scheduled_s"], r, "queueing",
                   self.ended_by(int(g.nodes.first_iter[r])), pool)
-        self.own(entry, us["first_scheduled_s"], us["first_token_s"], "prefill" if run.decode else "iterations")
+        self.own(entry, us["first_scheduled_s"], us["prefill_done_s"], "prefill" if run.decode else "iterations")
         handed = int(rq["decode_replica"]) >= 0 and run.decode is not None
         if not handed:
-            self.own(entry, us["first_token_s"], us["finish_s"], "decode" if pool == (run.decode or pool) else "iterations")
+            self.own(entry, us["prefill_done_s"], us["finish_s"], "decode" if pool == (run.decode or pool) else "iterations")
             return self.rows
         decode = self._chain(run.decode, int(rq["decode_replica"]))
         freed = self.freed_by(int(g.nodes.memory_node[r]))
-        if us["transfer_start_s"] - us["first_token_s"] > ROUNDING_US:
-            t0, t1 = us["first_token_s"], us["transfer_start_s"]
+        if us["transfer_start_s"] - us["prefill_done_s"] > ROUNDING_US:
+            t0, t1 = us["prefill_done_s"], us["transfer_start_s"]
             # the last hand-off's wait for blocks; before it, a preempted request's first decode
             # stint, its preemption and its recompute
             blocked = min(t1 - t0, max(0.0, float(rq["transfer_wait_s"]) * 1e6))
@@ -170,7 +184,8 @@ class PathBuilder:
                               "pool": run.link or "link", "category": "kv_transfer",
                               "categories": {"kv_transfer": t1 - t0} if t1 > t0 else {}, "iterations": 0,
                               "request": r})
-        self.wait(decode, us["transfer_end_s"], us["decode_admitted_s"], r, "queueing",
+        arrived = self.host(run.decode, "handoff", us["transfer_end_s"], run.handoff_us, r)
+        self.wait(decode, arrived, us["decode_admitted_s"], r, "queueing",
                   self.ended_by(int(g.nodes.admit_iter[r])))
         self.own(decode, us["decode_admitted_s"], us["finish_s"], "decode")
         return self.rows

@@ -70,7 +70,7 @@ def scenario_weights(graph: RecordedGraph, factor: float) -> tuple[list[str], np
         names.append(cat)
         columns.append(w)
     w = graph.dur0.copy()
-    w[ni:ni + nr] /= factor
+    w[ni:ni + nr] = graph.transfer_us / factor + (w[ni:ni + nr] - graph.transfer_us)  # the handoff stays
     names.append("kv_transfer")
     columns.append(w)
     pool_of = run.iterations["pool"].astype(str).to_numpy() if ni else np.array([])
@@ -110,8 +110,11 @@ def metrics(graph: RecordedGraph, ev) -> Metrics:
     done[: run.config.workload.warmup_requests] = False
     done &= n.prefill_iter >= 0
     idx = np.flatnonzero(done)
-    arr = ev.finish_many(graph.arr(idx))
+    arr = ev.finish_many(graph.arr(idx)) - run.intake_us  # the client's send, before the engine's intake
     first = ev.milestones(idx, FIRST_TOKEN)
+    if run.overheads is not None and run.decode is not None:  # PD: the client's first token comes from decode
+        handed = graph.has_xfer[idx]
+        first[handed] = ev.finish_many(graph.xfer(idx[handed]))
     fin = ev.milestones(idx, FINISH)
     out = rq["output_tokens"].to_numpy()[idx]
     tokens = float((rq["prompt_tokens"].to_numpy()[idx] + out).sum())
@@ -144,7 +147,7 @@ def what_if(graph: RecordedGraph, factor: float = 2.0, path_shares: dict[str, fl
     cats = categories_with_rest(graph.run)
     for s, name in enumerate(names[1:], start=1):
         if name == "kv_transfer":
-            present = float(graph.dur0[graph.ni:graph.ni + graph.nr].sum())
+            present = float(graph.transfer_us.sum())
         elif name.startswith("pool:"):
             present = 1.0
         else:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "trace": "frontier_dag.cli.trace:trace",
     "predictors": "frontier_dag.cli.predictors:predictors",
     "validate": "frontier_dag.cli.validate:validate",
+    "calibrate": "frontier_dag.cli.calibrate:calibrate",
     "profile": "frontier_dag.cli.profile:profile",
     "sweep": "frontier_dag.cli.sweep:sweep",
     "pareto": "frontier_dag.cli.sweep:pareto",

@@ -43,21 +43,29 @@ def validate() -> None:
 @click.option("--convert-only", is_flag=True,
               help="Do not simulate: convert each row to its config, trace it and price one representative "
                    "iteration with its predictors (minutes for a whole system); implies --coverage-only.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+              help="Also simulate every row with its engine's entry of this overheads file (frontier-dag calibrate; "
+                   "fit it on other rows: another system's) and report its errors beside the uncalibrated ones.")
+@click.option("--hold-out", "hold_out", type=click.Choice(["model"]),
+              help="Also simulate each model's rows with overheads fitted on the other models' rows of its engine "
+                   "(leave one model out; slow: one fit per model and engine) and report them beside the others.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
 def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
-            baseline, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
+            baseline, calibration, hold_out, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
-    system, backend, mode and model, and the rows that could not be simulated
-    (``--coverage-only``: only which rows were simulated). With --baseline, the peer's
-    estimate of the same rows beside them (docs/validation.md)."""
+    system, backend, mode and model, the rows that could not be simulated, and the noise floor
+    (configurations measured twice); ``--coverage-only``: only which rows were simulated. With
+    --baseline, the peer's estimate of the same rows beside them; with --calibration or
+    --hold-out, calibrated estimates (docs/validation.md)."""
     from frontier_dag.errors import ConfigError
     from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS
     from frontier_dag.validation.coverage import convert_rows, coverage_record
     from frontier_dag.validation.models import is_moe
+    from frontier_dag.validation.noise import format_noise, noise_floor
     from frontier_dag.validation.report import (
         format_coverage,
         format_reasons,
@@ -67,11 +75,19 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
     from frontier_dag.validation.runner import run_rows
     from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
 
-    if baseline and (coverage_only or convert_only):
-        raise click.UsageError("--baseline reports errors against the measured rows; --coverage-only and "
-                               "--convert-only report none: use one or the other")
+    if (baseline or calibration or hold_out) and (coverage_only or convert_only):
+        raise click.UsageError("--baseline, --calibration and --hold-out report errors against the measured rows; "
+                               "--coverage-only and --convert-only report none: use one or the other")
     if out:
         check_out_file(out, overwrite, inputs=(Path(csv_path),) if csv_path else ())
+    if phase != "burst" and (calibration or hold_out):
+        raise ConfigError("--phase spread is a diagnostic of the uncalibrated simulation; calibrated estimates "
+                          "(--calibration, --hold-out) are simulated as the benchmarks start (--phase burst)")
+    overheads = None
+    if calibration:
+        from frontier_dag.config.overheads import read_overheads_file
+
+        overheads = read_overheads_file(calibration)
     baseline_version = None
     if baseline:  # before any row is simulated: a missing package is an error, not hours later
         from frontier_dag.validation import baseline as peer
@@ -125,14 +141,34 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         bar.close()
     for record in records:
         record.update(peer_records.get(record["index"], {}))
+    run = {"workers": workers, "rounds": rounds or ROUNDS, "benchmark_rounds": benchmark_rounds or BENCHMARK_ROUNDS}
+    estimates = []
+    if calibration or hold_out:
+        from frontier_dag.validation import holdout
+
+        extra: dict[int, dict] = {}
+        if calibration:
+            estimates.append(holdout.CALIBRATED)
+            extra = holdout.with_calibration(rows, overheads, calibration, **run)
+        if hold_out:
+            estimates.append(holdout.MODEL_HELD_OUT)
+            say = (lambda line: click.echo(line, err=True)) if progress and not as_json else None
+            lomo = holdout.leave_one_model_out(rows, progress=say, **run)
+            extra = {i: {**extra.get(i, {}), **lomo.get(i, {})} for i in {*extra, *lomo}}
+        for record in records:
+            record.update(extra.get(record["index"], {}))
     records = [keep(r) for r in records]
     report = summarize_records(records, errors=not coverage_only)
-    estimates = []
+    if not coverage_only:  # measured against measured: not for the systems kept untouched
+        report["noise_floor"] = noise_floor(read_rows(csv_path, system=system, backend=backend, model=model,
+                                                      mode=mode, is_moe=is_moe))
     if baseline:
+        estimates.append(peer.AICONFIGURATOR)
+        report["baseline"] = peer.describe(baseline_version, rows)
+    if estimates:
         from frontier_dag.validation.compare import SIMULATION, compare
 
-        estimates = [SIMULATION, peer.AICONFIGURATOR]
-        report["baseline"] = peer.describe(baseline_version, rows)
+        estimates = [SIMULATION, *estimates]
         report["comparison"] = compare(records, estimates)
     if out:
         _write(records, out)
@@ -141,13 +177,21 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         return
     click.echo(format_coverage(report) if coverage_only else format_table(report))
     click.echo(format_reasons(report, done="converted" if convert_only else "simulated"))
-    if baseline:
+    if not coverage_only:
+        click.echo(format_noise(report["noise_floor"]))
+    if estimates:
         from frontier_dag.validation.compare import format_comparison, format_not_covered
 
-        click.echo(f"\n{baseline} {baseline_version} (its {peer.DATA_VERSION} data) beside frontier-dag on the "
-                   f"same rows; errors on the rows both estimate ('both'):")
+        named = {"frontier_dag": "frontier-dag", "calibrated": f"frontier-dag calibrated with {calibration}",
+                 "model_held_out": "frontier-dag calibrated on the other models of the engine",
+                 "aiconfigurator": f"{baseline} {baseline_version} (its {peer.DATA_VERSION} data)" if baseline else ""}
+        click.echo("\n" + " beside ".join(named[est.key] for est in estimates[:0:-1])
+                   + " beside frontier-dag on the same rows; errors on the rows all estimate ('both'):")
+        click.echo("  " + ", ".join(f"{est.short}: {named[est.key]}" for est in estimates))
         click.echo(format_comparison(report["comparison"], estimates))
-        click.echo(format_not_covered(report["comparison"], estimates[1], baseline))
+        for est in estimates[1:]:
+            label = baseline if est.key == "aiconfigurator" else est.short
+            click.echo(format_not_covered(report["comparison"], est, label))
     if out:
         click.echo(f"wrote {out}")
 

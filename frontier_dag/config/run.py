@@ -36,6 +36,7 @@ from frontier_dag.config.loading import (
     validate,
 )
 from frontier_dag.config.model import ModelConfig, load_model
+from frontier_dag.config.overheads import EngineOverheads, OverheadsRef, resolve_overheads
 from frontier_dag.config.workload import WorkloadConfig
 from frontier_dag.errors import ConfigError
 
@@ -286,6 +287,9 @@ class RunConfig(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     predictor: PredictorConfig = PredictorConfig()
     slo: SLOConfig = SLOConfig()
+    engine_overheads: EngineOverheads | OverheadsRef | str | None = Field(
+        None, description="the engine's time outside the kernels: inline values, or a file frontier-dag calibrate "
+                          "wrote (config/overheads.py); none: no time outside the kernels")
     gpu_hour_prices: dict[str, PositiveFloat] = Field(
         {}, description="price of one GPU-hour by hardware name (any currency); with a price for every pool's GPU "
                         "the summary gives the deployment's cost per hour and output tokens per unit of currency")
@@ -337,6 +341,12 @@ class Deployment:
     @property
     def total_gpus(self) -> int:
         return sum(p.gpus for p in self.pools.values())
+
+    @property
+    def overheads(self) -> EngineOverheads | None:
+        """The engine overhead model (``resolve`` replaces a file's name by its entry)."""
+        value = self.config.engine_overheads
+        return value if isinstance(value, EngineOverheads) else None
 
 
 def load_run_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
@@ -502,6 +512,13 @@ def resolve(config: RunConfig, origin: Origin = Origin()) -> Deployment:
             raise ConfigError(f"{key}.pp_layers: {pool.pp_layers} sum to {sum(pool.pp_layers)} layers but "
                               f"{model.name} has {model.num_layers}; give each stage's layers, first to last")
     notes = check_request_lengths(config, model, *declared_lengths(config.workload), origin=origin)
+    if config.engine_overheads is not None and not isinstance(config.engine_overheads, EngineOverheads):
+        # the run holds the values it used (its config.yaml stands alone), not the file's name
+        try:
+            overheads = resolve_overheads(config.engine_overheads, config.scheduler.policy, origin.path)
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: {exc}") from None
+        config = config.model_copy(update={"engine_overheads": overheads})
     deployment = Deployment(config=config, model=model, hardware=hardware, pool_hardware=pool_hw, origin=origin,
                             warnings=tuple(notes))
     for name, pool in config.cluster.pools.items():

@@ -85,7 +85,7 @@ def throughput_and_queues(run: RunData, plt):
     queues = [(f"{pool}: waiting to be scheduled", np.where(entered == pool, us("arrival_s"), np.nan),
                us("first_scheduled_s")) for pool in run.entries]
     if run.decode is not None:
-        queues.append((f"{run.handoff}: waiting for {run.decode} KV blocks", us("first_token_s"), us("transfer_start_s")))
+        queues.append((f"{run.handoff}: waiting for {run.decode} KV blocks", run.prefill_end_s(), us("transfer_start_s")))
         queues.append((f"{run.decode}: KV arrived, waiting for a batch", us("transfer_end_s"), us("decode_admitted_s")))
     for label, t_in, t_out in queues:
         times, level = _occupancy(t_in, t_out)

@@ -8,7 +8,8 @@
   transfer as a slice, and a flow (``ph: s/t/f``, one id per request) from the iteration
   that finished the prefill through the transfer to the decode iteration that admitted it;
 * counters (``ph: C``): requests waiting per pool (to be scheduled, for decode KV
-  blocks, for a decode seat) and KV usage per replica;
+  blocks, for a decode seat), requests in the engine's intake and handoff (host overhead,
+  with ``engine_overheads``) and KV usage per replica;
 * with a cost model, the slowest iteration of every pool rebuilt as its DAG: a track per
   stream, EP rank and link, each op a slice, at the iteration's time.
 
@@ -174,10 +175,16 @@ class TraceBuilder:
         entered = run.entry_of()
         series = [(pool, "waiting to be scheduled", np.where(entered == pool, us("arrival_s"), np.nan), us("first_scheduled_s"))
                   for pool in run.entries]
+        if run.intake_us:
+            series += [(pool, "in the engine's intake (host overhead)", np.where(entered == pool, us("arrival_s"), np.nan),
+                        us("arrival_s") + run.intake_us) for pool in run.entries]
         if run.decode is not None:
-            series.append((run.handoff, "prefilled, waiting for decode KV blocks", us("first_token_s"),
+            series.append((run.handoff, "prefilled, waiting for decode KV blocks", run.prefill_end_s() * 1e6,
                            us("transfer_start_s")))
             series.append((run.decode, "KV arrived, waiting for a decode batch", us("transfer_end_s"), us("decode_admitted_s")))
+            if run.handoff_us:
+                series.append((run.decode, "in the handoff to the decode server (host overhead)", us("transfer_end_s"),
+                               us("transfer_end_s") + run.handoff_us))
         for pool, name, t_in, t_out in series:
             times, values = _occupancy(t_in, t_out)
             self._counter(self.pid[pool], f"queue: {name}", "requests", times, values)

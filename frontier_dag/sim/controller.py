@@ -15,6 +15,7 @@ from itertools import cycle
 
 import numpy as np
 
+from frontier_dag.config.overheads import EngineOverheads
 from frontier_dag.config.run import Deployment
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.errors import DeadlockError, SimulationError
@@ -62,6 +63,14 @@ class GlobalController:
         self.links: dict[int, SharedLink] = {}
         self.pipelines: dict[str, list[Pipeline]] = {}  # pool -> its replicas' pipelines, where pipelined
         self.completed = 0
+        # the engine's time outside the kernels (config/overheads.py): zeros when none is given
+        overheads = deployment.overheads or EngineOverheads()
+        self.request_s = overheads.request_us * 1e-6
+        self.handoff_s = overheads.handoff_us * 1e-6
+        # with an overhead model, a disaggregated request's first token reaches the client from
+        # the decode server, once its KV arrived and the handoff is over (as SGLang and Dynamo serve it)
+        self.first_token_at_decode = deployment.overheads is not None
+        self._delivered = np.zeros(table.n, dtype=bool)  # requests whose first token reached the client so
         pools_by_role = {p.role: (name, p) for name, p in deployment.pools.items()}
         serves, gpus = {}, {}
         for pool_index, (stage_name, stage) in enumerate(graph.stages.items()):
@@ -82,11 +91,13 @@ class GlobalController:
             # replicas of a pool share one predictor: same DAG, same memoised prices
             if graph.pipeline_stages(stage_name) is None:
                 predictor = ExecutionPredictor(graph, stage_name, deployment, cost_model, cfg.seed,
-                                               sched.iteration_overhead_us, attribute)
+                                               sched.iteration_overhead_us + overheads.step_us, attribute,
+                                               overheads.step_per_sequence_us)
                 predictors = [predictor] * pool.replicas
             else:  # each replica's pipeline runs pp lanes of batches (frontier_dag.sim.pipeline)
-                prices = StagePrices(graph, stage_name, deployment, cost_model, cfg.seed, sched.iteration_overhead_us,
-                                     attribute)
+                prices = StagePrices(graph, stage_name, deployment, cost_model, cfg.seed,
+                                     sched.iteration_overhead_us + overheads.step_us, attribute,
+                                     overheads.step_per_sequence_us)
                 self.pipelines[name] = [Pipeline(prices, events) for _ in range(pool.replicas)]
                 predictors = [pipeline.lane() for pipeline in self.pipelines[name] for _ in range(pool.pp)]
                 capacity //= pool.pp
@@ -115,8 +126,16 @@ class GlobalController:
 
     # -- requests in ---------------------------------------------------------------------------
     def arrive(self, rid: int) -> None:
+        """A client sends request ``rid``; it reaches a scheduler after the engine's intake."""
+        self.table.arrival[rid] = self.events.now
+        if self.request_s:
+            self.events.after(self.request_s, self._submit, rid)
+        else:
+            self._submit(rid)
+
+    def _submit(self, rid: int) -> None:
+        """Request ``rid`` enters the pool its entry rule picks (at this instant's pool state)."""
         t = self.table
-        t.arrival[rid] = self.events.now
         pool = self.router.route(rid)
         t.prefill_pool[rid] = self._entry_index[pool.name]
         # its prompt, and its outputs where the pool decodes them too
@@ -200,7 +219,19 @@ class GlobalController:
 
     def _arrived(self, rid: int, source: ReplicaWorker, target: ReplicaWorker) -> None:
         self.table.transfer_end[rid] = self.events.now
+        if self.handoff_s:
+            self.events.after(self.handoff_s, self._handed_over, rid, source, target)
+        else:
+            self._handed_over(rid, source, target)
+
+    def _handed_over(self, rid: int, source: ReplicaWorker, target: ReplicaWorker) -> None:
+        """The decode server takes the request whose KV arrived, after the engine's handoff;
+        the prefill server frees its copy of the KV then (it holds it until the decode server
+        has taken the request) and, with an overhead model, the client gets its first token."""
         source.release_held(rid)
+        if self.first_token_at_decode and not self._delivered[rid]:  # once, not again after a recompute
+            self._delivered[rid] = True
+            self.table.first_token[rid] = self.events.now
         target.receive(rid)
 
     def _retry_pending(self, after: Ref) -> None:

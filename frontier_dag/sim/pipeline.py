@@ -52,7 +52,7 @@ class StagePrices:
     replicas of a pool share it (same DAG, same memoised prices)."""
 
     def __init__(self, graph: EventGraph, stage: str, deployment: Deployment, cost_model: CostModel, seed: int = 0,
-                 overhead_us: float = 0.0, attribute: bool = True):
+                 overhead_us: float = 0.0, attribute: bool = True, per_sequence_us: float = 0.0):
         parts = graph.pipeline_stages(stage)
         if parts is None:
             raise SimulationError(f"internal error: stage {stage} of {graph.name} does not run pipeline parallel")
@@ -65,7 +65,8 @@ class StagePrices:
             compute = [n for n in nodes if n not in on_link]
             # the host's scheduling overhead delays the first stage only
             self.stages.append(ExecutionPredictor(graph.restrict(compute), stage, deployment, cost_model, seed,
-                                                  overhead_us if k == 0 else 0.0, attribute))
+                                                  overhead_us if k == 0 else 0.0, attribute,
+                                                  per_sequence_us if k == 0 else 0.0))
             self.links.append(ExecutionPredictor(graph.restrict(link), stage, deployment, cost_model, seed, 0.0,
                                                  attribute) if link else None)
         self.pp = len(self.stages)

@@ -56,7 +56,7 @@ class ExecutionPredictor:
     plans_ahead = True
 
     def __init__(self, graph: EventGraph, stage: str, deployment: Deployment, cost_model: CostModel,
-                 seed: int = 0, overhead_us: float = 0.0, attribute: bool = True):
+                 seed: int = 0, overhead_us: float = 0.0, attribute: bool = True, per_sequence_us: float = 0.0):
         self.stage = stage
         self.compiled = CompiledStage(graph, stage)
         # only the ranks that can be the slowest are priced per iteration (see StageCoster)
@@ -64,7 +64,9 @@ class ExecutionPredictor:
         self.micro_batches = graph.stages[stage].micro_batches
         self.router = stage_router(graph, deployment, stage, seed)
         self.rng = stream(seed, "expert_routing")
+        # host time of an iteration, the GPU idle: overhead_us + per_sequence_us x its sequences
         self.overhead_us = overhead_us
+        self.per_sequence_us = per_sequence_us
         # split each iteration's time by category (the run-level critical path needs it);
         # off, non-linear stages skip the gradient (iterations then log zero categories)
         self.attribute = attribute
@@ -120,8 +122,9 @@ class ExecutionPredictor:
             self.coster.usage.add_out_of_range(entry[2])
         attention = self.coster.attention_time({self._batch_keys[0]: load}, self.linear)
         cats = entry[1]
-        self.last_categories = (cats[0] + attention, *cats[1:7], self.overhead_us)
-        return entry[0] + attention + self.overhead_us
+        host = self.overhead_us + self.per_sequence_us * summary.seqs
+        self.last_categories = (cats[0] + attention, *cats[1:7], host)
+        return entry[0] + attention + host
 
     def _scalar_entry(self, stats: tuple[int, ...]) -> tuple[float, tuple[float, ...], tuple]:
         """A linear stage's scalar part for batch statistics ``stats``: its weighted sum, that
@@ -177,10 +180,11 @@ class ExecutionPredictor:
                 attention[key] += coef * price
                 if flag:
                     flagged += members * keys.count(key)
-        base = scalar[0] + self.overhead_us
+        host = self.overhead_us + self.per_sequence_us * n
+        base = scalar[0] + host
         durations = [base + attention[key] for key in keys]
         cats = scalar[1]
-        columns = [[cats[0] + attention[key] for key in keys], *cats[1:7], self.overhead_us]
+        columns = [[cats[0] + attention[key] for key in keys], *cats[1:7], host]
         steps = len(keys)
         usage.scalar_uses += steps
         usage.uses["attention_decode"] += steps * self._attention_members
@@ -212,8 +216,9 @@ class ExecutionPredictor:
             batches[self._batch_keys[i]] = load
         costs = self.coster.costs(env, batches)
         total = self.compiled.iteration_time_one(costs)
+        host = self.overhead_us + self.per_sequence_us * sum(load.summary.seqs for load in loads)
         if not self.attribute:
-            return self._per_step(total + self.overhead_us)
+            return self._per_step(total + host)
         # the previous iteration's critical path re-weighted: while it is still a longest path
         # (the usual case from one batch to the next) its gradient is this iteration's too, and
         # the costly backward pass is skipped
@@ -223,11 +228,11 @@ class ExecutionPredictor:
             self._grad = self.compiled.program.gradient(costs)[1]
             weighted = self._grad * costs
         cats = np.bincount(self._category, weights=weighted, minlength=len(CATEGORIES))
-        cats[-1] = self.overhead_us
+        cats[-1] = host
         if self.steps_per_iteration != 1.0:
             cats /= self.steps_per_iteration
         self.last_categories = tuple(cats.tolist())
-        return self._per_step(total + self.overhead_us)
+        return self._per_step(total + host)
 
     def _per_step(self, iteration_us: float) -> float:
         """The time of one simulated step: the whole iteration, or with speculative decoding

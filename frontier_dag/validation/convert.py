@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frontier_dag.config.overheads import EngineOverheads
 from frontier_dag.config.run import Deployment, Origin, RunConfig, resolve, run_config_from_dict
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
@@ -45,10 +46,13 @@ def _pool(role: str, w: Worker, replicas: int) -> dict:
             "pp": w.pp}
 
 
-def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: float = 0.0) -> Converted:
+def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: float = 0.0,
+               overheads: EngineOverheads | None = None) -> Converted:
     """The RunConfig that replays ``row``; raises Unsupported with the reason when it cannot.
     ``ramp_s`` > 0: the clients' first requests at random times within it, the first round
-    (one request per client) left out of the statistics (see ``runner.PHASES``)."""
+    (one request per client) left out of the statistics (see ``runner.PHASES``).
+    ``overheads``: the engine's time outside the kernels (``engine_overheads``; none: the
+    kernels alone)."""
     if row.backend not in BACKENDS:
         raise Unsupported(f"backend {row.backend!r} has no kernel tables (only {', '.join(BACKENDS)})")
     if row.concurrency is None or row.concurrency < 1:
@@ -77,6 +81,8 @@ def row_config(row: SiliconRow, rounds: int = ROUNDS, seed: int = 0, ramp_s: flo
         "predictor": {"source": "aiconfigurator", "backend": row.backend},
         "seed": seed,
     }
+    if overheads is not None:
+        data["engine_overheads"] = overheads.model_dump()
     source = f"silicon row {row.index} ({row.id})"
     try:
         deployment = resolve(run_config_from_dict(data, source=source), Origin(source))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from frontier_dag.config.overheads import EngineOverheads, OverheadsFile
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
 from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS, row_config
@@ -72,22 +73,22 @@ def benchmark_means(requests, concurrency: int, benchmark_rounds: int = BENCHMAR
 
 
 def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
-                 benchmark_rounds: int = BENCHMARK_ROUNDS) -> dict:
+                 benchmark_rounds: int = BENCHMARK_ROUNDS, overheads: EngineOverheads | None = None) -> dict:
     """Simulate one row and compare its mean TTFT and TPOT with the measured ones, as a benchmark
     of ``benchmark_rounds`` rounds would measure them (``benchmark_means``); ``phase``: see
-    PHASES."""
+    PHASES; ``overheads``: the engine's time outside the kernels (none: the kernels alone)."""
     from frontier_dag.sim.assembly import assemble
     from frontier_dag.sim.run import simulate
 
     record = _base_record(row)
     started = time.perf_counter()
     try:
-        converted = row_config(row, rounds=rounds)
+        converted = row_config(row, rounds=rounds, overheads=overheads)
         record["notes"] = "; ".join(converted.notes)
         result = simulate(assemble(converted.deployment), attribute=False)
         if phase == "spread":
             cycle_s = result.summary["e2e_ms"]["mean"] * 1e-3
-            converted = row_config(row, rounds=rounds + 1, ramp_s=cycle_s)
+            converted = row_config(row, rounds=rounds + 1, ramp_s=cycle_s, overheads=overheads)
             result = simulate(assemble(converted.deployment), attribute=False)
     except Unsupported as exc:
         record.update(status="unsupported", reason=str(exc))
@@ -113,8 +114,12 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     return record
 
 
-def _simulate_many(rows: list[SiliconRow], rounds: int, phase: str, benchmark_rounds: int) -> list[dict]:
-    return [simulate_row(row, rounds, phase, benchmark_rounds) for row in rows]
+#: One simulation to run: a row, and the overheads to simulate it with (None: the kernels alone).
+Job = tuple[SiliconRow, EngineOverheads | None]
+
+
+def _simulate_many(jobs: list[tuple[int, Job]], rounds: int, phase: str, benchmark_rounds: int) -> list[tuple[int, dict]]:
+    return [(k, simulate_row(row, rounds, phase, benchmark_rounds, overheads)) for k, (row, overheads) in jobs]
 
 
 def _warm_cache(system: str, backend: str) -> None:
@@ -129,33 +134,47 @@ def _warm_cache(system: str, backend: str) -> None:
         cached_cost_model(PredictorConfig(backend=backend), load_hardware(system))
 
 
-def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",
+def run_jobs(jobs: Iterable[Job], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",
              benchmark_rounds: int = BENCHMARK_ROUNDS, progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Simulate ``rows`` over ``workers`` processes (1: in this process); ``progress`` is
-    called with each finished record. Records come back in the rows' order."""
-    rows = list(rows)
+    """Simulate each (row, overheads) of ``jobs`` over ``workers`` processes (1: in this
+    process); ``progress`` is called with each finished record. Records come back in the
+    jobs' order."""
+    jobs = list(jobs)
     records: dict[int, dict] = {}
-    if workers <= 1 or len(rows) <= 1:
-        for row in rows:
-            records[row.index] = simulate_row(row, rounds, phase, benchmark_rounds)
+    if workers <= 1 or len(jobs) <= 1:
+        for k, (row, overheads) in enumerate(jobs):
+            records[k] = simulate_row(row, rounds, phase, benchmark_rounds, overheads)
             if progress:
-                progress(records[row.index])
-        return [records[row.index] for row in rows]
+                progress(records[k])
+        return [records[k] for k in range(len(jobs))]
     # rows of one (system, backend) together, so each process loads few predictor sets;
     # small batches keep both processes busy to the end
-    order = sorted(rows, key=lambda r: (r.system, r.backend, r.model_path, r.index))
+    order = sorted(enumerate(jobs), key=lambda kj: (kj[1][0].system, kj[1][0].backend, kj[1][0].model_path,
+                                                     kj[1][0].index, kj[0]))
     batches = [order[i:i + 4] for i in range(0, len(order), 4)]
     with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or workers, len(batches))) as pool:
-        sets = sorted({(r.system, r.backend) for r in rows if r.backend in BACKENDS})
+        sets = sorted({(row.system, row.backend) for row, _ in jobs if row.backend in BACKENDS})
         for future in [pool.submit(_warm_cache, *key) for key in sets]:
             future.result()
         futures = [pool.submit(_simulate_many, batch, rounds, phase, benchmark_rounds) for batch in batches]
         for future in as_completed(futures):
-            for record in future.result():
-                records[record["index"]] = record
+            for k, record in future.result():
+                records[k] = record
                 if progress:
                     progress(record)
-    return [records[row.index] for row in rows]
+    return [records[k] for k in range(len(jobs))]
+
+
+def run_rows(rows: Iterable[SiliconRow], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",
+             benchmark_rounds: int = BENCHMARK_ROUNDS, progress: Callable[[dict], None] | None = None,
+             overheads: OverheadsFile | None = None) -> list[dict]:
+    """Simulate ``rows`` (``run_jobs``), each with its engine's entry of ``overheads`` if
+    given (``OverheadsFile.entry``: its version's, else its engine's; none: the kernels
+    alone). Records come back in the rows' order."""
+    jobs = [(row, overheads.entry(row.backend, row.backend_version) if overheads is not None else None)
+            for row in rows]
+    return run_jobs(jobs, workers=workers, rounds=rounds, phase=phase, benchmark_rounds=benchmark_rounds,
+                    progress=progress)
 
 
 def row_dicts(rows: Iterable[SiliconRow]) -> list[dict]:
