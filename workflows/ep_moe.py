@@ -28,6 +28,17 @@ ROUTING = Param(dict, {"kind": "uniform"}, "expert routing: {kind: uniform|power
                 "redundant_experts}")
 
 
+def deepep(g: Builder, pool, on, mb, phase: str, impl: str, after):
+    """DeepEP's ``phase`` ("dispatch" or "combine") of micro-batch ``mb`` on stream ``on``:
+    each GPU sends its share of the tokens, top_k copies, to the experts' ranks (DeepEP
+    dispatches FP8 and combines BF16: frontier_dag.cost.queries.DEEPEP_WIDTH)."""
+    moe = g.model.moe
+    return g.compute(phase, on, f"deepep_{phase}", kind="collective", after=after,
+                     num_tokens=mb.tokens.ceil_div(pool.gpus_per_stage), hidden=g.model.hidden_size,
+                     topk=moe.top_k, num_experts=moe.num_experts, group_size=pool.ep,
+                     placement=pool.placement(pool.ep), impl=impl)
+
+
 def ep_moe_block(impl: str = "deepep_normal"):
     """An expert-parallel MoE layer, with all-to-alls implemented by ``impl``
     (``deepep_normal`` for throughput-bound prefill, ``deepep_ll`` for latency-bound decode).
@@ -35,17 +46,11 @@ def ep_moe_block(impl: str = "deepep_normal"):
     tables that measure them where the system has them, else from the plain MoE tables)."""
 
     def block(g: Builder, pool, on, mb, layer, after):
-        moe, hidden = g.model.moe, g.model.hidden_size
         x = router(g, pool, on, mb, after)
         x = shared_experts(g, pool, on, mb, x, whole_per_gpu=True)
-        # each GPU sends its share of the tokens, top_k copies, to the experts' ranks (DeepEP
-        # dispatches FP8 and combines BF16: frontier_dag.cost.queries.DEEPEP_WIDTH)
-        exchange = {"num_tokens": mb.tokens.ceil_div(pool.gpus_per_stage), "hidden": hidden, "topk": moe.top_k,
-                    "num_experts": moe.num_experts, "group_size": pool.ep, "placement": pool.placement(pool.ep),
-                    "impl": impl}
-        x = g.compute("dispatch", on, "deepep_dispatch", kind="collective", after=x, **exchange)
+        x = deepep(g, pool, on, mb, "dispatch", impl, after=x)
         x = expert_ranks(g, pool, on, mb, layer, x, family=WIDEEP_FAMILY_OF_IMPL[impl])
-        return g.compute("combine", on, "deepep_combine", kind="collective", after=x, **exchange)
+        return deepep(g, pool, on, mb, "combine", impl, after=x)
 
     return block
 

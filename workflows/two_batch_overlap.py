@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from frontier_dag.cost.queries import WIDEEP_FAMILY_OF_IMPL
 from frontier_dag.dsl import Builder, MicroBatch, Op, PoolView
-from frontier_dag.workflows.ep_moe import TBO_MICRO_BATCHES, expert_ranks
+from frontier_dag.workflows.ep_moe import TBO_MICRO_BATCHES, deepep, expert_ranks
 from frontier_dag.workflows.layers import (
     attention,
     ffn,
@@ -36,14 +36,7 @@ def tbo_layers(g: Builder, pool: PoolView, micro_batches: list[MicroBatch], x: d
     (implemented by ``impl``) on its communication stream. ``x`` maps each micro-batch's
     index to what its first layer waits for; returns what each one's last layer ends with."""
     gpu, comm = g.stream(pool.role), g.stream(pool.role, "comm")  # two timelines on the same GPUs
-    moe, hidden = g.model.moe, g.model.hidden_size
-    placement = pool.placement(pool.ep)
-
-    def all_to_all(name: str, mb: MicroBatch, family: str, after) -> Op:
-        """DeepEP's dispatch or combine of ``mb`` (priced as ep_moe_block prices them)."""
-        return g.compute(name, comm, family, kind="collective", after=after,
-                         num_tokens=mb.tokens.ceil_div(pool.gpus_per_stage), hidden=hidden, topk=moe.top_k,
-                         num_experts=moe.num_experts, group_size=pool.ep, placement=placement, impl=impl)
+    hidden = g.model.hidden_size
 
     x = dict(x)
     for layer in g.layers():
@@ -61,13 +54,13 @@ def tbo_layers(g: Builder, pool: PoolView, micro_batches: list[MicroBatch], x: d
                               hidden=hidden, after=h)
             h = router(g, pool, gpu, mb, h)
             shared[mb.index] = shared_experts(g, pool, gpu, mb, h, whole_per_gpu=True)
-            sent[mb.index] = all_to_all("dispatch", mb, "deepep_dispatch", after=h)
+            sent[mb.index] = deepep(g, pool, comm, mb, "dispatch", impl, after=h)
         # Then every micro-batch's routed experts (one op per EP rank, the barrier on the
         # comm stream so that it does not hold the compute stream) and its combine:
         # micro-batch 0's combine runs while micro-batch 1's experts compute, and
         # micro-batch 1's combine while micro-batch 0 starts the next layer.
         for mb in micro_batches:
             routed = expert_ranks(g, pool, comm, mb, layer, sent[mb.index], family=WIDEEP_FAMILY_OF_IMPL[impl])
-            combined = all_to_all("combine", mb, "deepep_combine", after=routed)
+            combined = deepep(g, pool, comm, mb, "combine", impl, after=routed)
             x[mb.index] = [combined, shared[mb.index]]
     return x
