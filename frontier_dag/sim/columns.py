@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # The numeric dtypes written as they are (pandas' name for each is numpy's).
-_PLAIN = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+_PLAIN = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                     "float32", "float64"})
 
 
@@ -103,12 +103,13 @@ class Columns:
         for name, c in self._data.items():
             if isinstance(c, Categories):
                 codes = c.codes.astype(c.code_dtype, copy=False)
-                indices = pa.array(codes, mask=codes < 0) if (codes < 0).any() else pa.array(codes)
-                arrays.append(pa.DictionaryArray.from_arrays(indices, pa.array(list(c.categories), strings)))
+                indices = _arrow(pa, pa.from_numpy_dtype(codes.dtype), codes, codes < 0)
+                arrays.append(pa.DictionaryArray.from_arrays(indices, _strings(pa, strings, c.categories)))
                 described.append(_described(name, "categorical", codes.dtype.name,
                                             {"num_categories": len(c.categories), "ordered": False}))
             else:
-                arrays.append(pa.array(c, from_pandas=True))  # NaN as null, as pandas writes it
+                # NaN as null, as pandas writes it
+                arrays.append(_arrow(pa, pa.from_numpy_dtype(c.dtype), c, np.isnan(c) if c.dtype.kind == "f" else None))
                 described.append(_described(name, c.dtype.name, c.dtype.name, None))
         pandas_meta = {"index_columns": [], "column_indexes": [], "columns": described, "attributes": {},
                        "creator": {"library": "pyarrow", "version": pa.__version__},
@@ -134,6 +135,21 @@ def _pandas_column(c: Column):
             return pd.Categorical([None] * len(c))
         return pd.Categorical.from_codes(c.codes, categories=list(c.categories))
     return c
+
+
+# Arrow arrays straight from the buffers: ``pyarrow.array`` imports pandas to check its argument.
+def _arrow(pa, kind, values: np.ndarray, missing: np.ndarray | None):
+    nulls = int(missing.sum()) if missing is not None else 0
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(np.ascontiguousarray(values))],
+                                 null_count=nulls)
+
+
+def _strings(pa, kind, texts: tuple[str, ...]):
+    encoded = [t.encode() for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64 if kind == pa.large_string() else np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(kind, len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
 
 
 def _described(name: str, pandas_type: str, numpy_type: str, metadata: dict | None) -> dict:
