@@ -60,7 +60,7 @@ def run_one(config: str, requests: int, source: str | None) -> dict:
     result = simulate(assembly)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     s = result.summary
-    rows = result.requests.memory_usage(deep=True).sum() + result.iterations.memory_usage(deep=True).sum()
+    rows = result.request_table.nbytes + result.iteration_table.nbytes
     return {"config": config, "requests": requests, "iterations": s["iterations"], "cpu_s": cpu, "wall_s": wall,
             "warm_up_cpu_s": warm_up,
             "iterations_per_cpu_s": s["iterations"] / cpu, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

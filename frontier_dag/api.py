@@ -22,9 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from frontier_dag.config.run import (
     Deployment,
@@ -37,6 +35,9 @@ from frontier_dag.cost.protocol import CostModel
 from frontier_dag.sim.assembly import Assembly
 from frontier_dag.sim.assembly import assemble as _assemble
 from frontier_dag.sim.run import RunResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ConfigLike = str | Path | RunConfig | Mapping[str, Any]
 Overrides = Mapping[str, Any] | Iterable[str] | None

@@ -35,18 +35,24 @@ import re
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
 from frontier_dag.config.precision import AICONFIGURATOR_NAMES, PRECISIONS, WEIGHT_ONLY
 from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.cost.queries import QUERY_COLUMNS
 from frontier_dag.errors import FrontierDagError, PredictorError
+from frontier_dag.lazy import lazy_module
 
 from .schema import ProfileSet, normalize_profile
 from .synthetic_routing import balanced_expert_tokens, power_law_expert_tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: loading fitted predictors from the cache needs neither
+    pd = lazy_module("pandas")
 
 BACKENDS = ("vllm", "trtllm", "sglang")
 CANONICAL_VERSIONS = {"vllm": "0.24.0", "trtllm": "1.3.0rc20", "sglang": "0.5.14", "nccl": "2.29.2"}

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.hardware import HardwareConfig
 from frontier_dag.cost.queries import (
@@ -36,6 +35,7 @@ from frontier_dag.cost.queries import (
     check_query,
 )
 from frontier_dag.errors import PredictorError
+from frontier_dag.lazy import lazy_module
 
 from .features import (
     MLA_PREFILL,
@@ -46,6 +46,11 @@ from .features import (
     predict_rows,
 )
 from .forest import FlatForest
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: loading fitted predictors from the cache needs neither
+    pd = lazy_module("pandas")
 
 #: a measured spread above this CV is an outlier-ridden timing, not kernel jitter
 MAX_CV = 0.5

@@ -14,11 +14,12 @@ read when named explicitly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.cost.queries import QUERY_COLUMNS
+from frontier_dag.lazy import lazy_module
 
 from .schema import ProfileSet
 from .synthetic_routing import expert_tokens_from_stats
@@ -31,6 +32,11 @@ from .vidur_csv import (
     precision,
     timing,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: loading fitted predictors from the cache needs neither
+    pd = lazy_module("pandas")
 
 FRONTIER_FILES = ("attention.csv", "attention_combined.csv", "linear_op.csv", "moe.csv", "mlp.csv",
                   "all_reduce.csv", "send_recv.csv")

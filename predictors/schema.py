@@ -21,15 +21,23 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from frontier_dag.cost.queries import CATEGORICAL_COLUMNS, FAMILIES, QUERY_COLUMNS, RAGGED_COLUMNS
 from frontier_dag.errors import PredictorError
+from frontier_dag.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:  # imported on first use: loading fitted predictors from the cache needs neither
+    pd = lazy_module("pandas")
+    pa = lazy_module("pyarrow")
+    pq = lazy_module("pyarrow.parquet")
 
 MEASUREMENT_COLUMNS = ("latency_us", "latency_std_us", "repeats")
 OPTIONAL_COLUMNS = ("source", "method")

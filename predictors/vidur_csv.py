@@ -19,15 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.hardware import hardware_names, load_hardware
 from frontier_dag.cost.queries import QUERY_COLUMNS, attention_family
 from frontier_dag.errors import PredictorError
+from frontier_dag.lazy import lazy_module
 
 from .schema import ProfileSet, normalize_profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: loading fitted predictors from the cache needs neither
+    pd = lazy_module("pandas")
 
 VIDUR_FILES = ("mlp.csv", "attention.csv", "all_reduce.csv", "send_recv.csv")
 ELEMENTWISE_OPS = {"input_layernorm": "rmsnorm", "post_attention_layernorm": "rmsnorm", "attn_rope": "rope",

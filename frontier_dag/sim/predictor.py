@@ -169,7 +169,7 @@ class ExecutionPredictor:
             first_step.setdefault(key, j)
         memo, usage = self.coster.attention_memo, self.coster.usage
         attention = dict.fromkeys(first_step, 0.0)
-        flagged = 0
+        flagged, steps_of = 0, None
         for index, coef, members in self._attention_groups:
             entries = {key: memo.get((index, *key)) for key in first_step}
             missing = [key for key, entry in entries.items() if entry is None]
@@ -179,7 +179,11 @@ class ExecutionPredictor:
             for key, (price, flag, _) in entries.items():
                 attention[key] += coef * price
                 if flag:
-                    flagged += members * keys.count(key)
+                    if steps_of is None:  # how many steps share each key, counted once
+                        steps_of = dict.fromkeys(first_step, 0)
+                        for k in keys:
+                            steps_of[k] += 1
+                    flagged += members * steps_of[key]
         host = self.overhead_us + self.per_sequence_us * n
         base = scalar[0] + host
         durations = [base + attention[key] for key in keys]

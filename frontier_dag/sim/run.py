@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.run import Deployment, RunConfig
 from frontier_dag.sim.assembly import Assembly
+from frontier_dag.sim.columns import Categories, Columns
 from frontier_dag.sim.controller import GlobalController
 from frontier_dag.sim.events import EventQueue
 from frontier_dag.sim.run_dir import RUN_FILES, check_run_dir, write_run  # noqa: F401  (the run directory's API)
@@ -20,18 +21,39 @@ from frontier_dag.sim.summary import summarize
 from frontier_dag.sim.workload import generate_requests
 from frontier_dag.streams import stream
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass
 class RunResult:
+    """A finished run. Its tables are kept as built (``Columns``, or DataFrames for a run read
+    back from disk); ``requests`` and ``iterations`` are them as DataFrames, made on first use
+    so that a run that is only written to disk never imports pandas."""
+
     deployment: Deployment
-    requests: pd.DataFrame
-    iterations: pd.DataFrame
+    request_table: Columns | pd.DataFrame
+    iteration_table: Columns | pd.DataFrame
     summary: dict[str, Any]
     inputs: tuple[InputFile, ...] = ()  # the files the run read (a run directory keeps copies)
 
     @property
     def config(self) -> RunConfig:
         return self.deployment.config
+
+    @cached_property
+    def requests(self) -> pd.DataFrame:
+        """One row per request (requests.parquet)."""
+        return _frame(self.request_table)
+
+    @cached_property
+    def iterations(self) -> pd.DataFrame:
+        """One row per iteration (iterations.parquet)."""
+        return _frame(self.iteration_table)
+
+
+def _frame(table: Columns | pd.DataFrame) -> pd.DataFrame:
+    return table.to_frame() if isinstance(table, Columns) else table
 
 
 def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = True) -> RunResult:
@@ -94,14 +116,15 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
         raise controller.diagnose()
     controller.check_released()
     wall = time.perf_counter() - started
-    summary = summarize(deployment, table, controller, wall)
+    requests_table = table.to_columns()
+    summary = summarize(deployment, requests_table, controller, wall)
     # what the run should not be trusted for without reading: requests beyond the model's
     # context, then what the traced strategy does not do as it says. One per line, empty when
     # none (a string, so that sweep tables hold it as they hold every other summary field)
     summary["warnings"] = "\n".join([*deployment.warnings, *notes, *graph.warnings, *controller.idle_warnings()])
     if inputs:
         summary[SUMMARY_KEY] = recorded(inputs)
-    return RunResult(deployment, table.to_frame(), _iterations(controller, deployment), summary, inputs)
+    return RunResult(deployment, requests_table, _iterations(controller), summary, inputs)
 
 
 def check_generated(config: RunConfig, deployment: Deployment, requests) -> list[str]:
@@ -125,14 +148,15 @@ def check_generated(config: RunConfig, deployment: Deployment, requests) -> list
                                  "generated", deployment.origin)
 
 
-def _iterations(controller: GlobalController, deployment: Deployment) -> pd.DataFrame:
-    frame = controller.log.to_frame()
+def _iterations(controller: GlobalController) -> Columns:
+    """iterations.parquet's columns: the log, its pool codes as the pools' names."""
+    log = controller.log.to_columns()
     names = list(controller.workers)
     codes = np.full(max(w.replicas[0].pool_index for w in controller.workers.values()) + 1, -1, dtype=np.int16)
     for position, worker in enumerate(controller.workers.values()):
         codes[worker.replicas[0].pool_index] = position
-    frame["pool"] = pd.Categorical.from_codes(codes[frame["pool"].to_numpy()], categories=names)
-    return frame
+    return Columns({name: Categories(codes[log["pool"]], tuple(names)) if name == "pool" else log[name]
+                    for name in log})
 
 
 def _progress(total: int):

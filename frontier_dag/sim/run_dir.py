@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.run import Origin, RunConfig, load_run_config
 from frontier_dag.errors import ConfigError, RunDataError, SimulationError
@@ -48,6 +47,9 @@ from frontier_dag.sim.run_inputs import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from frontier_dag.sim.columns import Columns
     from frontier_dag.sim.run import RunResult
 
 #: The files a run directory holds (a directory holding anything else is not a run's).
@@ -111,8 +113,8 @@ def write_run(result: RunResult, out: Path, overwrite: bool = False,
         rid = run_id(config_yaml, summary)
         write_copies(staging, inputs)
         (staging / "config.yaml").write_text(f"{_CONFIG_HEADER}{rid}\n{config_yaml}")
-        _write_parquet(result.requests, staging / "requests.parquet", rid)
-        _write_parquet(result.iterations, staging / "iterations.parquet", rid)
+        _write_parquet(result.request_table, staging / "requests.parquet", rid)
+        _write_parquet(result.iteration_table, staging / "iterations.parquet", rid)
         summary = {"run_id": rid, **summary}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         if extras is not None:
@@ -145,11 +147,13 @@ def _inputs(result: RunResult) -> tuple[tuple[InputFile, ...], dict[str, Any]]:
     return inputs, {**result.summary, SUMMARY_KEY: records}
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path, rid: str) -> None:
+def _write_parquet(frame: Columns | pd.DataFrame, path: Path, rid: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    from frontier_dag.sim.columns import Columns
+
+    table = frame.to_arrow() if isinstance(frame, Columns) else pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_KEY: rid.encode()})
     pq.write_table(table, path)
 

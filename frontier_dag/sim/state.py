@@ -6,8 +6,8 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-import pandas as pd
 
+from frontier_dag.sim.columns import Categories, Columns
 from frontier_dag.sim.workload import Requests
 
 
@@ -52,9 +52,10 @@ class RequestTable:
         r = self.requests
         return r.hash_values[r.hash_offsets[rid]:r.hash_offsets[rid + 1]]
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_columns(self) -> Columns:
+        """requests.parquet's columns."""
         tpot = (self.finish - self.first_token) / np.maximum(self.output - 1, 1)
-        frame = pd.DataFrame({
+        return Columns({
             "request_id": np.arange(self.n),
             "arrival_s": self.arrival,
             "prompt_tokens": self.prompt,
@@ -75,8 +76,7 @@ class RequestTable:
             "e2e_ms": (self.finish - self.arrival) * 1e3,
             "cached_tokens": self.cached_tokens,
             "preemptions": self.preemptions,
-            "prefill_pool": pd.Categorical.from_codes(self.prefill_pool, categories=self.pool_names)
-            if self.pool_names else pd.Categorical([None] * self.n),
+            "prefill_pool": Categories(self.prefill_pool, tuple(self.pool_names)),
             "prefill_replica": self.prefill_replica,
             "decode_replica": self.decode_replica,
             "first_scheduled_iteration": self.first_scheduled_iteration,
@@ -88,7 +88,6 @@ class RequestTable:
             "transfer_waited_for": self.transfer_waited_for,
             "follows_request": self.follows_request,
         })
-        return frame
 
 
 _SEQUENCES = (list, tuple, np.ndarray)  # a column's values, not one value for every row
@@ -121,6 +120,6 @@ class ColumnLog:
     def column(self, name: str) -> np.ndarray:
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
 
-    def to_frame(self) -> pd.DataFrame:
-        """The table as a DataFrame over the log's own buffers (no copy: the log is done)."""
-        return pd.DataFrame({c: self.column(c) for c in self._data}, copy=False)
+    def to_columns(self) -> Columns:
+        """The table over the log's own buffers (no copy: the log is done)."""
+        return Columns({c: self.column(c) for c in self._data})

@@ -18,13 +18,16 @@ requests that finish in it; latencies are those of the requests that arrive in i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.workload import WorkloadConfig
+
+#: A table by column name: ``frontier_dag.sim.columns.Columns`` or a pandas DataFrame.
+Table = Mapping[str, Any]
 
 #: Bins of the token-rate series that MSER-5 truncates (at most; fewer for short runs).
 BINS = 100
@@ -42,13 +45,13 @@ class TokenTimes:
     counts: np.ndarray
 
     @staticmethod
-    def of(iterations: pd.DataFrame, requests: pd.DataFrame) -> TokenTimes:
+    def of(iterations: Table, requests: Table) -> TokenTimes:
         """One token per decoding sequence at the end of every iteration, and every first token."""
-        end = iterations["start_s"].to_numpy(dtype=np.float64) + iterations["duration_us"].to_numpy(dtype=np.float64) * 1e-6
-        first = requests["first_token_s"].to_numpy(dtype=np.float64)
+        end = column(iterations, "start_s") + column(iterations, "duration_us") * 1e-6
+        first = column(requests, "first_token_s")
         first = first[np.isfinite(first)]
         return TokenTimes(np.concatenate([end, first]),
-                          np.concatenate([iterations["decode_seqs"].to_numpy(dtype=np.float64), np.ones(len(first))]))
+                          np.concatenate([column(iterations, "decode_seqs"), np.ones(len(first))]))
 
     def between(self, start_s: float, end_s: float) -> float:
         inside = (self.times_s > start_s) & (self.times_s <= end_s)
@@ -65,6 +68,22 @@ class Window:
     @property
     def length_s(self) -> float:
         return self.end_s - self.start_s
+
+
+def column(table: Table, name: str, dtype=np.float64) -> np.ndarray:
+    """A column of ``table`` as an array of ``dtype``."""
+    return np.asarray(table[name], dtype=dtype)
+
+
+def nanmin(values: np.ndarray, largest: bool = False) -> float:
+    """The smallest (``largest``: the largest) value that is not NaN; 0 for no values and
+    NaN for only NaNs (as pandas' ``min`` and ``max``)."""
+    if not len(values):
+        return 0.0
+    kept = values[~np.isnan(values)]
+    if not len(kept):
+        return float("nan")
+    return float(kept.max() if largest else kept.min())
 
 
 def percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -93,14 +112,14 @@ def mser_truncation(series: np.ndarray, batch: int = BATCH) -> int:
     return int(np.argmin(score[:candidates])) * batch
 
 
-def find_window(requests: pd.DataFrame, tokens: TokenTimes, workload: WorkloadConfig) -> Window:
+def find_window(requests: Table, tokens: TokenTimes, workload: WorkloadConfig) -> Window:
     """The steady window of a finished run (``requests``: requests.parquet's columns)."""
     measure = workload.measure
-    measured = requests.iloc[workload.warmup_requests:]
-    finish = requests["finish_s"].to_numpy(dtype=np.float64)
+    finish = column(requests, "finish_s")
+    arrival = column(requests, "arrival_s")
     last_finish = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
-    first_arrival = float(measured["arrival_s"].min()) if len(measured) else 0.0
-    last_arrival = float(requests["arrival_s"].max()) if len(requests) else 0.0
+    first_arrival = nanmin(arrival[workload.warmup_requests:])
+    last_arrival = nanmin(arrival, largest=True)
     if measure.end_s != "auto":
         end, end_how = min(float(measure.end_s), last_finish), f"ends at {float(measure.end_s):g} s (configured)"
     else:
@@ -139,33 +158,32 @@ def _enough(total: int, in_window: int, drain_share: float) -> int:
     return int(-(-needed // scale) * scale)
 
 
-def steady_figures(requests: pd.DataFrame, tokens: TokenTimes, window: Window, *, gpus: int, slo_ttft_ms: float,
+def steady_figures(requests: Table, tokens: TokenTimes, window: Window, *, gpus: int, slo_ttft_ms: float,
                    slo_tpot_ms: float, warmup_requests: int = 0) -> dict[str, Any]:
     """Throughput, latency and goodput over ``window``; the whole run's keys with ``steady`` meaning."""
     t0, t1, span = window.start_s, window.end_s, max(window.length_s, 1e-12)
-    arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
-    finish = requests["finish_s"].to_numpy(dtype=np.float64)
-    first = requests["first_token_s"].to_numpy(dtype=np.float64)
+    arrival, finish, first = (column(requests, c) for c in ("arrival_s", "finish_s", "first_token_s"))
     measured = np.arange(len(requests)) >= warmup_requests
     arrived = measured & (arrival >= t0) & (arrival <= t1) & np.isfinite(finish)
     finished = measured & (finish > t0) & (finish <= t1)
     prompts = measured & (first > t0) & (first <= t1)
     out_tokens = tokens.between(t0, t1)
-    prompt_tokens = float(requests["prompt_tokens"].to_numpy()[prompts].sum())
-    lat = requests[arrived]
-    good = (lat["ttft_ms"] <= slo_ttft_ms) & ((lat["tpot_ms"] <= slo_tpot_ms) | lat["tpot_ms"].isna())
-    attained = float(good.mean()) if len(lat) else 0.0
+    prompt_tokens = float(np.asarray(requests["prompt_tokens"])[prompts].sum())
+    ttft, tpot, e2e = (column(requests, c)[arrived] for c in ("ttft_ms", "tpot_ms", "e2e_ms"))
+    late = finish[arrived] > t1
+    good = (ttft <= slo_ttft_ms) & ((tpot <= slo_tpot_ms) | np.isnan(tpot))
+    attained = float(good.mean()) if len(ttft) else 0.0
     # Little's law: the time-average of the requests in the system (warm-up ones too) over the window
     overlap = np.clip(np.minimum(np.where(np.isfinite(finish), finish, t1), t1) - np.maximum(arrival, t0), 0.0, None)
     in_flight = float(overlap.sum()) / span
-    drain_share = float((lat["finish_s"] > t1).mean()) if len(lat) else 0.0
+    drain_share = float(late.mean()) if len(late) else 0.0
     warnings = []
     if window.chosen == "whole run":
         warnings.append(window.how)
     if drain_share > DRAIN_SHARE_WARNING:
         warnings.append(f"{drain_share * 100:.0f}% of the window's requests finish after it, in the drain: their "
                         f"latency is measured at a falling load; raise workload.num_requests to about "
-                        f"{_enough(len(requests), len(lat), drain_share):,}")
+                        f"{_enough(len(requests), len(ttft), drain_share):,}")
     requests_per_s = float(finished.sum()) / span
     return {
         "start_s": t0,
@@ -179,9 +197,9 @@ def steady_figures(requests: pd.DataFrame, tokens: TokenTimes, window: Window, *
         "output_tokens_per_s_per_gpu": out_tokens / span / gpus,
         "requests_per_s": requests_per_s,
         "in_flight": in_flight,
-        "ttft_ms": percentiles(lat["ttft_ms"].to_numpy()),
-        "tpot_ms": percentiles(lat["tpot_ms"].to_numpy()),
-        "e2e_ms": percentiles(lat["e2e_ms"].to_numpy()),
+        "ttft_ms": percentiles(ttft),
+        "tpot_ms": percentiles(tpot),
+        "e2e_ms": percentiles(e2e),
         "goodput_requests_per_s": requests_per_s * attained,
         "slo_attained": attained,
         "drain_share": drain_share,

@@ -8,22 +8,24 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.sim.state import RequestTable
-from frontier_dag.sim.steady import TokenTimes, find_window, percentiles, steady_figures
+from frontier_dag.sim.columns import Columns
+from frontier_dag.sim.steady import TokenTimes, find_window, nanmin, percentiles, steady_figures
 
 
-def summarize(deployment: Deployment, table: RequestTable, controller, wall_time_s: float) -> dict[str, Any]:
+def summarize(deployment: Deployment, requests: Columns, controller, wall_time_s: float) -> dict[str, Any]:
+    """The summary of a finished run; ``requests``: requests.parquet's columns."""
     cfg = deployment.config
-    frame = table.to_frame()
-    measured = frame.iloc[cfg.workload.warmup_requests:]
-    done = measured[np.isfinite(measured["finish_s"])]
-    start = float(measured["arrival_s"].min()) if len(measured) else 0.0
-    end = float(done["finish_s"].max()) if len(done) else 0.0
+    warmup = cfg.workload.warmup_requests
+    finish = requests["finish_s"]
+    done = np.flatnonzero(np.isfinite(finish[warmup:])) + warmup  # the measured requests that finished
+    start = nanmin(requests["arrival_s"][warmup:])
+    end = float(finish[done].max()) if len(done) else 0.0
     window = max(end - start, 1e-12)
-    out_tokens = float(done["output_tokens"].sum())
-    all_tokens = out_tokens + float(done["prompt_tokens"].sum())
-    good = done[(done["ttft_ms"] <= cfg.slo.ttft_ms) & ((done["tpot_ms"] <= cfg.slo.tpot_ms) | done["tpot_ms"].isna())]
-    simulated = float(np.nanmax(table.finish)) if np.isfinite(table.finish).any() else 0.0
+    out_tokens = float(requests["output_tokens"][done].sum())
+    all_tokens = out_tokens + float(requests["prompt_tokens"][done].sum())
+    ttft, tpot, e2e = (requests[c][done] for c in ("ttft_ms", "tpot_ms", "e2e_ms"))
+    good = int(np.count_nonzero((ttft <= cfg.slo.ttft_ms) & ((tpot <= cfg.slo.tpot_ms) | np.isnan(tpot))))
+    simulated = float(np.nanmax(finish)) if np.isfinite(finish).any() else 0.0
     utilization, stall, transfer_wait, kv_peak, iterations = {}, {}, {}, {}, 0
     for name, worker in controller.workers.items():
         busy = sum(r.busy_s for r in worker.replicas)
@@ -34,7 +36,8 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         kv_peak[name] = max(r.kv.peak / max(r.kv.capacity, 1) for r in worker.replicas)
         iterations += sum(r.iterations for r in worker.replicas)
         transfer_wait[name] = 0.0
-    waits = (frame["transfer_wait_s"]).fillna(0.0)
+    waits = requests["transfer_wait_s"]
+    waits = np.where(np.isnan(waits), 0.0, waits)
     for worker in controller.entries:
         if worker.replicas[0].serves == "prefill":  # it hands its prefills' KV off, and waits for decode blocks
             transfer_wait[worker.name] = float(waits.sum())
@@ -43,13 +46,13 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
     usage = {key: u for name, w in controller.workers.items() for key, u in w.replicas[0].predictor.usages(name).items()}
     if controller.transfer is not None:
         usage[controller.transfer.stage] = controller.transfer.coster.usage
-    tokens = TokenTimes.of(controller.log.to_frame(), frame)
-    steady = steady_figures(frame, tokens, find_window(frame, tokens, cfg.workload), gpus=gpus,
+    tokens = TokenTimes.of(controller.log.to_columns(), requests)
+    steady = steady_figures(requests, tokens, find_window(requests, tokens, cfg.workload), gpus=gpus,
                             slo_ttft_ms=cfg.slo.ttft_ms, slo_tpot_ms=cfg.slo.tpot_ms,
                             warmup_requests=cfg.workload.warmup_requests)
     out = {
-        "num_requests": int(table.n),
-        "num_completed": int(np.isfinite(table.finish).sum()),
+        "num_requests": len(requests),
+        "num_completed": int(np.isfinite(finish).sum()),
         "num_measured": int(len(done)),
         "simulated_time_s": simulated,
         "wall_time_s": float(wall_time_s),
@@ -58,18 +61,18 @@ def summarize(deployment: Deployment, table: RequestTable, controller, wall_time
         "output_tokens_per_s": out_tokens / window,
         "output_tokens_per_s_per_gpu": out_tokens / window / gpus,
         "requests_per_s": len(done) / window,
-        "ttft_ms": percentiles(done["ttft_ms"].to_numpy()),
-        "tpot_ms": percentiles(done["tpot_ms"].to_numpy()),
-        "e2e_ms": percentiles(done["e2e_ms"].to_numpy()),
-        "goodput_requests_per_s": len(good) / window,
-        "slo": {"ttft_ms": cfg.slo.ttft_ms, "tpot_ms": cfg.slo.tpot_ms, "attained": len(good) / max(len(done), 1)},
+        "ttft_ms": percentiles(ttft),
+        "tpot_ms": percentiles(tpot),
+        "e2e_ms": percentiles(e2e),
+        "goodput_requests_per_s": good / window,
+        "slo": {"ttft_ms": cfg.slo.ttft_ms, "tpot_ms": cfg.slo.tpot_ms, "attained": good / max(len(done), 1)},
         "steady": steady,
         "utilization": utilization,
         "kv_peak_usage": kv_peak,
         "kv_transfer_wait_s": transfer_wait,
         "backpressure_stall_s": stall,
-        "preemptions": int(table.preemptions.sum()),
-        "prefix_cached_tokens": int(table.cached_tokens.sum()),
+        "preemptions": int(requests["preemptions"].sum()),
+        "prefix_cached_tokens": int(requests["cached_tokens"].sum()),
         "predictor_out_of_range": int(sum(u.out_of_range for u in usage.values())),
         "predictor_sources": _merge_sources(usage.values()),
         "predictor_prices_by": {name: dict(sorted(u.by_family().items())) for name, u in usage.items()},

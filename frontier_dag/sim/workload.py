@@ -16,15 +16,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.config.workload import ArrivalConfig, LengthConfig, TraceConfig, WorkloadConfig
 from frontier_dag.data import expand_data_path
 from frontier_dag.errors import ConfigError
-from frontier_dag.sim.traces import Trace, read_trace, take_blocks
 from frontier_dag.streams import stream
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from frontier_dag.sim.traces import Trace
 
 # The largest token count a float holds exactly; a cap for unbounded lognormal draws.
 MAX_TOKENS = 2**53
@@ -72,6 +76,8 @@ class Requests:
 
     def to_frame(self) -> pd.DataFrame:
         """A table for debugging, one row per request (block hashes as arrays)."""
+        import pandas as pd
+
         return pd.DataFrame({
             "arrival_s": self.arrival_s,
             "prompt_tokens": self.prompt_tokens,
@@ -112,6 +118,8 @@ def generate_requests(cfg: WorkloadConfig, seed: int, base_dir: Path | None = No
     if cfg.prompt_tokens.kind == "trace" and trace.block_tokens > 0:
         # A clipped prompt keeps only the blocks it still covers.
         covered = -(-prompt // trace.block_tokens)
+        from frontier_dag.sim.traces import take_blocks
+
         offsets, values = take_blocks(trace.hash_offsets, trace.hash_values, rows, covered)
         block_tokens = trace.block_tokens
     else:
@@ -169,6 +177,8 @@ def token_counts(
 
 def load_trace(cfg: TraceConfig, base_dir: Path | None = None) -> Trace:
     """Read ``cfg.path`` (``${FRONTIER_DAG_DATA}`` expanded, relative to ``base_dir``)."""
+    from frontier_dag.sim.traces import read_trace  # pandas reads the CSV formats
+
     trace = read_trace(expand_data_path(cfg.path, base_dir), cfg.format, cfg.block_tokens)
     if cfg.start >= len(trace):
         raise ConfigError(

@@ -1,0 +1,30 @@
+"""A simulation writes its run without pandas, and loads fitted predictors without pandas or
+pyarrow (together most of a second and 100 MB of a short run's start-up; issue 17)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str) -> None:
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_simulate_writes_its_run_without_importing_pandas(tmp_path):
+    out = tmp_path / "run"
+    _run("import sys\nfrom frontier_dag.cli.main import cli\n"
+         f"cli(['simulate', 'examples/colocated_llama3_8b.yaml', '--out', {str(out)!r}, '--no-progress', "
+         "'--set', 'workload.num_requests=5', '--set', 'predictor.source=roofline'], standalone_mode=False)\n"
+         "assert 'pandas' not in sys.modules, 'pandas was imported'\n")
+    assert (out / "requests.parquet").is_file() and (out / "summary.json").is_file()
+
+
+def test_the_predictors_load_path_imports_neither_pandas_nor_pyarrow():
+    _run("import sys\n"
+         "import frontier_dag.predictors.registry, frontier_dag.predictors.model, frontier_dag.predictors.sources\n"
+         "import frontier_dag.sim.run\n"
+         "assert not {'pandas', 'pyarrow'} & set(sys.modules), sorted({'pandas', 'pyarrow'} & set(sys.modules))\n")
