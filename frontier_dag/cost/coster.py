@@ -331,6 +331,11 @@ class StageCoster:
         self._mixed_measured = ["attention_mixed" in getattr(m, "measured_families", ()) for m in self._model_of]
 
     # -- public --------------------------------------------------------------------------------
+    def models(self) -> list[CostModel]:
+        """The cost models that price this stage's templates (one per GPU)."""
+        return [*{id(m): m for m in self._model_of}.values(),
+                *(model_for_gpu(self.cost_model, gpu) for _, _, gpu in self._experts)]
+
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
         """Template costs for an iteration whose statistics are ``env`` (``stage.mb0.tokens``
         -> value) and whose micro-batches are ``batches`` (``stage.mb0`` -> load)."""
@@ -638,6 +643,92 @@ class StageCoster:
             self.usage.uses[family] += len(idx)
             self.usage.out_of_range_by[family] += int(np.count_nonzero(pred.out_of_range[inverse]))
             self.usage.sources_of[family][pred.source] += len(idx)
+
+    def costs_many(self, envs: list[dict[str, int]], batches: list[dict[str, MicroBatchLoad]]) -> np.ndarray:
+        """``costs`` of several iterations, ``(k, T)``: the same prices and usage counts as
+        ``costs`` called for each in turn, with the expert templates of all of them priced in
+        one call per group (the scalar and attention memos are read iteration by iteration)."""
+        out = np.zeros((len(envs), self.num_templates))
+        for row, env, batch in zip(out, envs, batches, strict=True):
+            key = tuple(env[v] for v in self._variables)
+            cached = self._memo.get(key)
+            if cached is None:
+                cached = self._price_scalar(env)
+                self._memo[key] = cached
+            row += cached[0]
+            self.usage.scalar_uses += 1
+            if cached[1]:
+                self.usage.add_out_of_range(cached[1])
+            if self._attention:
+                self._price_attention(batch, row)
+        if self._experts:
+            self._price_experts_many(envs, batches, out)
+        return out
+
+    def _price_experts_many(self, envs: list[dict[str, int]], batches: list[dict[str, MicroBatchLoad]],
+                            out: np.ndarray) -> None:
+        """``_price_experts`` for several iterations: per group, the critical rows of every
+        iteration are found at once and their distinct sorted rows priced in one call."""
+        for (batch, family, gpu), group in self._expert_groups().items():
+            steps = [s for s, (env, b) in enumerate(zip(envs, batches, strict=True))
+                     if b[batch].expert_loads is not None and env[f"{batch}.tokens"] != 0]
+            if not steps:
+                continue
+            idx, layers, ranks, columns = group
+            queries = [{c: v.evaluate(envs[s]) if isinstance(v, Sym) else v for c, v in columns.items()} for s in steps]
+            if any(q != queries[0] for q in queries[1:]):  # shapes that move with the batch: one by one
+                for s in steps:
+                    row = out[s]
+                    self._price_experts(envs[s], batches[s], row)
+                continue
+            stacked = np.stack([batches[s][batch].expert_loads for s in steps])
+            rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
+            k, g = rows.shape[0], rows.shape[1]
+            if self.critical_ranks:
+                chosen = self._critical_mask(layers, rows)
+            else:
+                chosen = np.ones((k, g), dtype=bool)
+            picked = rows[chosen]  # step after step, rows in order within a step, as rows[priced]
+            unique, inverse = _distinct_rows(-np.sort(-picked, axis=1))
+            query = {c: [v] * len(unique) for c, v in queries[0].items()}
+            query["expert_tokens"] = list(unique)
+            self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
+            pred = model_for_gpu(self.cost_model, gpu).predict(family, query)
+            self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
+            latency, flagged = pred.latency_us[inverse], pred.out_of_range[inverse]
+            counts = chosen.sum(axis=1)
+            ends = np.cumsum(counts)
+            busy = rows.any(axis=2)
+            for j, s in enumerate(steps):
+                price = latency[ends[j] - counts[j]:ends[j]]
+                if counts[j] < g:
+                    floor = np.full(g, price.min() if len(price) else 0.0)
+                    floor[chosen[j]] = price
+                    price = floor
+                out[s, idx] = np.where(busy[j], price, 0.0)
+            self.usage.uses[family] += len(idx) * k
+            self.usage.out_of_range_by[family] += int(np.count_nonzero(flagged))
+            self.usage.sources_of[family][pred.source] += len(idx) * k
+
+    def _critical_mask(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``_critical_rows`` of each of several iterations' rows ``(k, group rows, experts)``,
+        as a mask ``(k, group rows)``."""
+        k, g = rows.shape[0], rows.shape[1]
+        if self._layer_slots is None:
+            self._critical_rows(layers, rows[0])  # sets the layer slots where the layers are regular
+        slots = self._layer_slots
+        if slots is None:
+            return np.ones((k, g), dtype=bool)
+        kk = min(self.critical_ranks, slots.shape[1])
+        if kk == slots.shape[1]:
+            return np.ones((k, g), dtype=bool)
+        mask = np.zeros((k, g), dtype=bool)
+        steps = np.repeat(np.arange(k), slots.shape[0])[:, None]
+        for score in (rows.sum(axis=2), rows.max(axis=2)):
+            per_layer = score[:, slots].reshape(k * slots.shape[0], slots.shape[1])
+            top = _largest(per_layer, kk)
+            mask[steps, np.take_along_axis(np.tile(slots, (k, 1)), top, axis=1)] = True
+        return mask
 
     # -- guards ---------------------------------------------------------------------------------
     def _check_sizes(self, family: str, query: dict[str, list], template_of_row) -> None:

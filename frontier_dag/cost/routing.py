@@ -182,6 +182,59 @@ class Router:
         share = per_expert[layer_index, self.slot_expert] * self.slot_share
         return np.ceil(share - 1e-9).astype(np.int64)
 
+    def draw_many(self, tokens: list[int], rng: np.random.Generator) -> np.ndarray:
+        """``np.stack([self.draw(t, rng) for t in tokens])``, the same numbers from ``rng`` in
+        few calls (a decode stretch routes the same batch sizes step after step): each
+        draw's normal block, then its Poisson block, and consecutive blocks of one kind
+        are drawn by one call, which consumes the stream as the calls one by one would."""
+        out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64)
+        live = [i for i, t in enumerate(tokens) if t > 0]  # an empty batch draws nothing
+        if not live:
+            return out
+        picks = np.array([tokens[i] for i in live], dtype=np.int64) * (self.queries_per_seq * self.top_k)
+        if self.popularity.size <= 2048:
+            per_expert = rng.multinomial(picks[:, None], self.popularity)
+        else:
+            lam = picks[:, None, None] * self.popularity  # (draws, layers, experts)
+            large = lam >= 10
+            per_expert = np.empty(lam.shape, dtype=np.int64)
+            some_large = large.any(axis=(1, 2))
+            # the blocks in stream order: (kind, draw); each draw's normals come before its Poissons
+            blocks = []
+            for d in range(len(live)):
+                if some_large[d]:
+                    blocks.append(("normal", d))
+                if not some_large[d] or not large[d].all():
+                    blocks.append(("poisson", d))
+            start = 0
+            while start < len(blocks):
+                kind = blocks[start][0]
+                end = start
+                while end < len(blocks) and blocks[end][0] == kind:
+                    end += 1
+                draws = [d for _, d in blocks[start:end]]
+                if kind == "normal":
+                    mask = large[draws]
+                    mean = lam[draws][mask]
+                    count = rng.standard_normal(len(mean))  # as in draw: mean + sqrt(mean) * z, rounded, >= 0
+                    count *= np.sqrt(mean)
+                    count += mean
+                    part = per_expert[draws]
+                    part[mask] = np.maximum(np.rint(count, out=count), 0, out=count)
+                else:
+                    mask = ~large[draws] if some_large[draws].any() else np.ones(large[draws].shape, dtype=bool)
+                    part = per_expert[draws]
+                    part[mask] = rng.poisson(lam[draws][mask])
+                per_expert[draws] = part
+                start = end
+        if self.popularity.size > 2048 and not self.spec.redundant_experts:
+            out[live] = per_expert.reshape(len(live), *self.slot_expert.shape)
+            return out
+        layer_index = np.arange(self.layers)[:, None, None]
+        share = per_expert[:, layer_index, self.slot_expert] * self.slot_share
+        out[live] = np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
+        return out
+
     def expected(self, tokens: int) -> np.ndarray:
         """Mean counts, for a deterministic single-iteration view."""
         per_expert = tokens * self.queries_per_seq * self.top_k * self.popularity
