@@ -22,7 +22,7 @@ deepseek   DeepSeek-V3, PD + EP-MoE on 1,024 H200s, 100,000 requests: wall time 
            < 5 min on 2 cores) and peak memory (target < 4 GB).
 memory     The colocated workload at 5,000 and 20,000 requests: memory beyond the result
            rows must not grow with the number of requests.
-examples   (only with --only) The PD, AF and AF + EP-MoE examples of examples/ at 300
+examples   (only with --only) The PD, AF, AF + EP-MoE and PD + EP-MoE examples of examples/ at 300
            requests each: CPU seconds and iterations (no target; to follow the general paths:
            deep dense models, ping-pong grids, EP routing).
 """
@@ -43,7 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-EXAMPLES = ("pd_llama3_70b.yaml", "af_pingpong_llama3_70b.yaml", "af_ep_moe_deepseek_v3.yaml")
+EXAMPLES = ("pd_llama3_70b.yaml", "af_pingpong_llama3_70b.yaml", "af_ep_moe_deepseek_v3.yaml",
+            "pd_ep_moe_deepseek_v3.yaml")
 
 
 def run_one(config: str, requests: int, source: str | None) -> dict:

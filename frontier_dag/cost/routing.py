@@ -187,8 +187,9 @@ class Router:
         few calls (a decode stretch routes the same batch sizes step after step): each
         draw's normal block, then its Poisson block, and consecutive blocks of one kind
         are drawn by one call, which consumes the stream as the calls one by one would."""
-        out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64)
         live = [i for i, t in enumerate(tokens) if t > 0]  # an empty batch draws nothing
+        out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64) if len(live) < len(tokens) else \
+            np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
         if not live:
             return out
         picks = np.array([tokens[i] for i in live], dtype=np.int64) * (self.queries_per_seq * self.top_k)
@@ -197,8 +198,11 @@ class Router:
         else:
             lam = picks[:, None, None] * self.popularity  # (draws, layers, experts)
             large = lam >= 10
-            per_expert = np.empty(lam.shape, dtype=np.int64)
             some_large = large.any(axis=(1, 2))
+            if not some_large.any():  # small batches: every count Poisson, one block
+                per_expert = rng.poisson(lam)
+                return self._placed(per_expert, live, out)
+            per_expert = np.empty(lam.shape, dtype=np.int64)
             # the blocks in stream order: (kind, draw); each draw's normals come before its Poissons
             blocks = []
             for d in range(len(live)):
@@ -227,8 +231,15 @@ class Router:
                     part[mask] = rng.poisson(lam[draws][mask])
                 per_expert[draws] = part
                 start = end
+        return self._placed(per_expert, live, out)
+
+    def _placed(self, per_expert: np.ndarray, live: list[int], out: np.ndarray) -> np.ndarray:
+        """Per-expert counts ``(draws, layers, experts)`` onto the ranks' slots, as ``draw`` places them."""
         if self.popularity.size > 2048 and not self.spec.redundant_experts:
-            out[live] = per_expert.reshape(len(live), *self.slot_expert.shape)
+            placed = per_expert.reshape(len(live), *self.slot_expert.shape)
+            if len(live) == len(out):
+                return placed
+            out[live] = placed
             return out
         layer_index = np.arange(self.layers)[:, None, None]
         share = per_expert[:, layer_index, self.slot_expert] * self.slot_share
