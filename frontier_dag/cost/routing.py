@@ -185,8 +185,9 @@ class Router:
     def draw_many(self, tokens: list[int], rng: np.random.Generator) -> np.ndarray:
         """``np.stack([self.draw(t, rng) for t in tokens])``, the same numbers from ``rng`` in
         few calls (a decode stretch routes the same batch sizes step after step): each
-        draw's normal block, then its Poisson block, and consecutive blocks of one kind
-        are drawn by one call, which consumes the stream as the calls one by one would."""
+        draw takes a block of normal deviates, then one of Poisson ones; where every draw
+        takes blocks of one kind only, all of them are drawn by one call, which consumes the
+        stream as the calls one by one would."""
         live = [i for i, t in enumerate(tokens) if t > 0]  # an empty batch draws nothing
         out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64) if len(live) < len(tokens) else \
             np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
@@ -196,41 +197,20 @@ class Router:
         if self.popularity.size <= 2048:
             per_expert = rng.multinomial(picks[:, None], self.popularity)
         else:
-            lam = picks[:, None, None] * self.popularity  # (draws, layers, experts)
-            large = lam >= 10
-            some_large = large.any(axis=(1, 2))
-            if not some_large.any():  # small batches: every count Poisson, one block
-                per_expert = rng.poisson(lam)
-                return self._placed(per_expert, live, out)
-            per_expert = np.empty(lam.shape, dtype=np.int64)
-            # the blocks in stream order: (kind, draw); each draw's normals come before its Poissons
-            blocks = []
-            for d in range(len(live)):
-                if some_large[d]:
-                    blocks.append(("normal", d))
-                if not some_large[d] or not large[d].all():
-                    blocks.append(("poisson", d))
-            start = 0
-            while start < len(blocks):
-                kind = blocks[start][0]
-                end = start
-                while end < len(blocks) and blocks[end][0] == kind:
-                    end += 1
-                draws = [d for _, d in blocks[start:end]]
-                if kind == "normal":
-                    mask = large[draws]
-                    mean = lam[draws][mask]
-                    count = rng.standard_normal(len(mean))  # as in draw: mean + sqrt(mean) * z, rounded, >= 0
-                    count *= np.sqrt(mean)
-                    count += mean
-                    part = per_expert[draws]
-                    part[mask] = np.maximum(np.rint(count, out=count), 0, out=count)
-                else:
-                    mask = ~large[draws] if some_large[draws].any() else np.ones(large[draws].shape, dtype=bool)
-                    part = per_expert[draws]
-                    part[mask] = rng.poisson(lam[draws][mask])
-                per_expert[draws] = part
-                start = end
+            # a draw's counts are all Poisson, all normal, or both (lam >= 10 is monotone in lam)
+            low, high = float(self.popularity.min()), float(self.popularity.max())
+            if all(pick * high < 10 for pick in picks.tolist()):  # small batches: one Poisson block
+                return self._placed(rng.poisson(picks[:, None, None] * self.popularity), live, out)
+            if all(pick * low >= 10 for pick in picks.tolist()):  # large batches: one normal block
+                lam = picks[:, None, None] * self.popularity  # (draws, layers, experts)
+                count = rng.standard_normal(lam.size).reshape(lam.shape)  # as in draw: mean + sqrt(mean) * z
+                count *= np.sqrt(lam)
+                count += lam
+                per_expert = np.maximum(np.rint(count, out=count), 0, out=count).astype(np.int64)
+            else:  # a normal block then a Poisson block per draw: nothing to join
+                for i in live:
+                    out[i] = self.draw(tokens[i], rng)
+                return out
         return self._placed(per_expert, live, out)
 
     def _placed(self, per_expert: np.ndarray, live: list[int], out: np.ndarray) -> np.ndarray:
