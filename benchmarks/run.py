@@ -139,7 +139,7 @@ def main() -> None:
     if "deepseek" in todo:
         r = in_subprocess("pd_ep_moe_deepseek_v3_1024.yaml", args.requests or 100_000, args.source)
         print(f"DeepSeek-V3 PD+EP on 1,024 GPUs: {r['requests']:,} requests, {r['iterations']:,} iterations in "
-              f"{r['wall_s']:.0f} s wall (target < 300 s); peak memory {r['peak_rss_mb'] / 1024:.2f} GB (target < 4)")
+              f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} CPU-s (target < 300 s); peak memory {r['peak_rss_mb'] / 1024:.2f} GB (target < 4)")
 
 
 if __name__ == "__main__":
