@@ -339,8 +339,8 @@ class StageCoster:
     # -- public --------------------------------------------------------------------------------
     def models(self) -> list[CostModel]:
         """The cost models that price this stage's templates (one per GPU)."""
-        return [*{id(m): m for m in self._model_of}.values(),
-                *(model_for_gpu(self.cost_model, gpu) for _, _, gpu in self._experts)]
+        gpus = {*self._gpu_of, *(gpu for _, _, gpu in self._experts)}
+        return [model_for_gpu(self.cost_model, gpu) for gpu in gpus]
 
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
         """Template costs for an iteration whose statistics are ``env`` (``stage.mb0.tokens``
@@ -752,8 +752,10 @@ class StageCoster:
             return np.ones((k, g), dtype=bool)
         mask = np.zeros((k, g), dtype=bool)
         steps = np.repeat(np.arange(k), slots.shape[0])[:, None]
-        for score in (rows.sum(axis=2), rows.max(axis=2)):
-            per_layer = score[:, slots].reshape(k * slots.shape[0], slots.shape[1])
+        # with one expert per rank the busiest expert is the rank's load: one score picks both
+        scores = (rows[:, :, 0],) if rows.shape[2] == 1 else (rows.sum(axis=2), rows.max(axis=2))
+        for score in scores:
+            per_layer = np.take(score, slots.ravel(), axis=1).reshape(k * slots.shape[0], slots.shape[1])
             top = _largest(per_layer, kk)
             mask[steps, np.take_along_axis(np.tile(slots, (k, 1)), top, axis=1)] = True
         return mask

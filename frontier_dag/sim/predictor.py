@@ -88,6 +88,7 @@ class ExecutionPredictor:
         self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
         self._scalar_memo: dict = {}
         self._decode_steps: bool | None = None  # whether decode_steps applies (decided on first use)
+        self._samples: bool | None = None  # whether a cost model samples its prices (jitter; on first use)
         self._attention_groups: list[tuple[int, float, int]] | None = None
         self._attention_members = 0
         # the attribution category of each template, and the latest iteration's attribution
@@ -203,7 +204,9 @@ class ExecutionPredictor:
         one go (the same numbers as step by step) and their expert templates priced in one
         call; the rest is priced and evaluated step by step, exactly as ``_time`` would.
         None where a cost model samples its prices (jitter): they are then drawn step by step."""
-        if any(getattr(m, "jitter", False) for m in self.coster.models()):
+        if self._samples is None:
+            self._samples = any(getattr(m, "jitter", False) for m in self.coster.models())
+        if self._samples:
             return None
         ctx = materialize([0])
         ones = np.ones(n, dtype=np.int64)
