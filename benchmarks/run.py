@@ -22,7 +22,7 @@ deepseek   DeepSeek-V3, PD + EP-MoE on 1,024 H200s, 100,000 requests: wall time 
            < 5 min on 2 cores) and peak memory (target < 4 GB).
 memory     The colocated workload at 5,000 and 20,000 requests: memory beyond the result
            rows must not grow with the number of requests.
-examples   (only with --only) The PD, AF and AF + EP-MoE examples of examples/ at 300
+examples   (only with --only) The PD, AF, AF + EP-MoE and PD + EP-MoE examples of examples/ at 300
            requests each: CPU seconds and iterations (no target; to follow the general paths:
            deep dense models, ping-pong grids, EP routing).
 """
@@ -43,7 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-EXAMPLES = ("pd_llama3_70b.yaml", "af_pingpong_llama3_70b.yaml", "af_ep_moe_deepseek_v3.yaml")
+EXAMPLES = ("pd_llama3_70b.yaml", "af_pingpong_llama3_70b.yaml", "af_ep_moe_deepseek_v3.yaml",
+            "pd_ep_moe_deepseek_v3.yaml")
 
 
 def run_one(config: str, requests: int, source: str | None) -> dict:
@@ -138,7 +139,7 @@ def main() -> None:
     if "deepseek" in todo:
         r = in_subprocess("pd_ep_moe_deepseek_v3_1024.yaml", args.requests or 100_000, args.source)
         print(f"DeepSeek-V3 PD+EP on 1,024 GPUs: {r['requests']:,} requests, {r['iterations']:,} iterations in "
-              f"{r['wall_s']:.0f} s wall (target < 300 s); peak memory {r['peak_rss_mb'] / 1024:.2f} GB (target < 4)")
+              f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} CPU-s (target < 300 s); peak memory {r['peak_rss_mb'] / 1024:.2f} GB (target < 4)")
 
 
 if __name__ == "__main__":

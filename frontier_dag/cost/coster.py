@@ -43,6 +43,9 @@ ATTENTION_MEMO_RESOLUTION = 0.005
 #: bounds its memory (~12 MB) on long runs. On the co-located benchmark (10,000 requests)
 #: it costs 7% more memo misses than 200,000 (27,271 vs 25,370 kernel calls).
 MEMO_LIMIT = 50_000
+#: Entries of each expert group's price memo before its older half is dropped (about 150
+#: bytes each).
+EXPERT_MEMO_LIMIT = 100_000
 #: Buckets ahead of a decode batch priced together with it (see StageCoster._decode_shifts).
 DECODE_LOOKAHEAD = 4
 #: Values of a statistic priced together with the one a scalar group needs (see _price_group).
@@ -326,11 +329,19 @@ class StageCoster:
         self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
         self._attention_memo: dict[tuple, tuple[float, int, str]] = {}
+        # expert prices per (group, query columns), by the hash of the sorted routed counts
+        self._expert_memo: dict[tuple, dict[int, tuple[float, bool]]] = defaultdict(dict)
+        self._expert_source: dict[tuple, str] = {}
         self._pricers: dict[tuple[str, int], object] = {}  # (family, template) -> direct pricer or None
         # without measured mixed batches, a mixed batch is priced as its two parts
         self._mixed_measured = ["attention_mixed" in getattr(m, "measured_families", ()) for m in self._model_of]
 
     # -- public --------------------------------------------------------------------------------
+    def models(self) -> list[CostModel]:
+        """The cost models that price this stage's templates (one per GPU)."""
+        gpus = {*self._gpu_of, *(gpu for _, _, gpu in self._experts)}
+        return [model_for_gpu(self.cost_model, gpu) for gpu in gpus]
+
     def costs(self, env: dict[str, int], batches: dict[str, MicroBatchLoad]) -> np.ndarray:
         """Template costs for an iteration whose statistics are ``env`` (``stage.mb0.tokens``
         -> value) and whose micro-batches are ``batches`` (``stage.mb0`` -> load)."""
@@ -622,13 +633,10 @@ class StageCoster:
             priced = self._critical_rows(layers, rows) if self.critical_ranks else np.arange(len(rows))
             # a grouped GEMM's time depends on the multiset of its experts' loads, not on which
             # expert holds which: sorted loads repeat far more often (memo hits, fewer rows)
-            unique, inverse = _distinct_rows(-np.sort(-rows[priced], axis=1))
-            query = {c: [v.evaluate(env) if isinstance(v, Sym) else v] * len(unique) for c, v in columns.items()}
-            query["expert_tokens"] = list(unique)
-            self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
-            pred = model_for_gpu(self.cost_model, gpu).predict(family, query)
-            self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
-            price = pred.latency_us[inverse]
+            constants = {c: v.evaluate(env) if isinstance(v, Sym) else v for c, v in columns.items()}
+            latency, flags, source = self._expert_prices((batch, family, gpu), idx, constants,
+                                                         -np.sort(-rows[priced], axis=1))
+            price = latency
             busy = rows.any(axis=1)
             if len(priced) < len(rows):
                 floor = np.full(len(rows), price.min() if len(price) else 0.0)
@@ -636,8 +644,121 @@ class StageCoster:
                 price = floor
             out[idx] = np.where(busy, price, 0.0)
             self.usage.uses[family] += len(idx)
-            self.usage.out_of_range_by[family] += int(np.count_nonzero(pred.out_of_range[inverse]))
-            self.usage.sources_of[family][pred.source] += len(idx)
+            self.usage.out_of_range_by[family] += int(np.count_nonzero(flags))
+            self.usage.sources_of[family][source] += len(idx)
+
+    def costs_many(self, envs: list[dict[str, int]], batches: list[dict[str, MicroBatchLoad]]) -> np.ndarray:
+        """``costs`` of several iterations, ``(k, T)``: the same prices and usage counts as
+        ``costs`` called for each in turn, with the expert templates of all of them priced in
+        one call per group (the scalar and attention memos are read iteration by iteration)."""
+        out = np.zeros((len(envs), self.num_templates))
+        for row, env, batch in zip(out, envs, batches, strict=True):
+            key = tuple(env[v] for v in self._variables)
+            cached = self._memo.get(key)
+            if cached is None:
+                cached = self._price_scalar(env)
+                self._memo[key] = cached
+            row += cached[0]
+            self.usage.scalar_uses += 1
+            if cached[1]:
+                self.usage.add_out_of_range(cached[1])
+            if self._attention:
+                self._price_attention(batch, row)
+        if self._experts:
+            self._price_experts_many(envs, batches, out)
+        return out
+
+    def _price_experts_many(self, envs: list[dict[str, int]], batches: list[dict[str, MicroBatchLoad]],
+                            out: np.ndarray) -> None:
+        """``_price_experts`` for several iterations: per group, the critical rows of every
+        iteration are found at once and their distinct sorted rows priced in one call."""
+        for (batch, family, gpu), group in self._expert_groups().items():
+            steps = [s for s, (env, b) in enumerate(zip(envs, batches, strict=True))
+                     if b[batch].expert_loads is not None and env[f"{batch}.tokens"] != 0]
+            if not steps:
+                continue
+            idx, layers, ranks, columns = group
+            queries = [{c: v.evaluate(envs[s]) if isinstance(v, Sym) else v for c, v in columns.items()} for s in steps]
+            if any(q != queries[0] for q in queries[1:]):  # shapes that move with the batch: one by one
+                for s in steps:
+                    row = out[s]
+                    self._price_experts(envs[s], batches[s], row)
+                continue
+            stacked = np.stack([batches[s][batch].expert_loads for s in steps])
+            rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
+            k, g = rows.shape[0], rows.shape[1]
+            if self.critical_ranks:
+                chosen = self._critical_mask(layers, rows)
+            else:
+                chosen = np.ones((k, g), dtype=bool)
+            picked = rows[chosen]  # step after step, rows in order within a step, as rows[priced]
+            latency, flagged, source = self._expert_prices((batch, family, gpu), idx, queries[0],
+                                                           -np.sort(-picked, axis=1))
+            counts = chosen.sum(axis=1)
+            ends = np.cumsum(counts)
+            busy = rows.any(axis=2)
+            for j, s in enumerate(steps):
+                price = latency[ends[j] - counts[j]:ends[j]]
+                if counts[j] < g:
+                    floor = np.full(g, price.min() if len(price) else 0.0)
+                    floor[chosen[j]] = price
+                    price = floor
+                out[s, idx] = np.where(busy[j], price, 0.0)
+            self.usage.uses[family] += len(idx) * k
+            self.usage.out_of_range_by[family] += int(np.count_nonzero(flagged))
+            self.usage.sources_of[family][source] += len(idx) * k
+
+    def _expert_prices(self, group: tuple, idx: np.ndarray, constants: dict, rows: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, str]:
+        """Price and out-of-range flag of each row of routed counts (sorted, largest first) of
+        an expert group whose other query columns are ``constants``, and the source that
+        prices the group. Rows are priced once each: the distinct ones in one call, and
+        those priced before (a few routed counts recur all run long) from a memo keyed by the
+        rows' hash (see _distinct_rows)."""
+        family, gpu = group[1], group[2]
+        unique, inverse, keys = _distinct_rows(rows)
+        model = model_for_gpu(self.cost_model, gpu)
+        # a model that samples its prices (jitter) draws every row afresh
+        memo = {} if getattr(model, "jitter", False) else self._expert_memo[(group, tuple(constants.items()))]
+        keys = keys.tolist()
+        entries = [memo.get(key) for key in keys]
+        missing = [i for i, entry in enumerate(entries) if entry is None]
+        if missing:
+            query = {c: [v] * len(missing) for c, v in constants.items()}
+            query["expert_tokens"] = list(unique[missing])
+            self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
+            pred = model.predict(family, query)
+            self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
+            self._expert_source[group] = pred.source
+            if len(memo) > EXPERT_MEMO_LIMIT:
+                for key in list(islice(memo, len(memo) // 2)):
+                    del memo[key]
+            for i, price, flag in zip(missing, pred.latency_us.tolist(), pred.out_of_range.tolist(), strict=True):
+                entries[i] = memo[keys[i]] = (price, flag)
+        table = np.array(entries, dtype=float).reshape(len(entries), 2)
+        return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[group]
+
+    def _critical_mask(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``_critical_rows`` of each of several iterations' rows ``(k, group rows, experts)``,
+        as a mask ``(k, group rows)``."""
+        k, g = rows.shape[0], rows.shape[1]
+        if self._layer_slots is None:
+            self._critical_rows(layers, rows[0])  # sets the layer slots where the layers are regular
+        slots = self._layer_slots
+        if slots is None:
+            return np.ones((k, g), dtype=bool)
+        kk = min(self.critical_ranks, slots.shape[1])
+        if kk == slots.shape[1]:
+            return np.ones((k, g), dtype=bool)
+        mask = np.zeros((k, g), dtype=bool)
+        steps = np.repeat(np.arange(k), slots.shape[0])[:, None]
+        # with one expert per rank the busiest expert is the rank's load: one score picks both
+        scores = (rows[:, :, 0],) if rows.shape[2] == 1 else (rows.sum(axis=2), rows.max(axis=2))
+        for score in scores:
+            per_layer = np.take(score, slots.ravel(), axis=1).reshape(k * slots.shape[0], slots.shape[1])
+            top = _largest(per_layer, kk)
+            mask[steps, np.take_along_axis(np.tile(slots, (k, 1)), top, axis=1)] = True
+        return mask
 
     # -- guards ---------------------------------------------------------------------------------
     def _check_sizes(self, family: str, query: dict[str, list], template_of_row) -> None:
@@ -726,13 +847,13 @@ class StageCoster:
 _ROW_HASH = np.random.default_rng(2**31 - 1).integers(1, 2**62, size=4096, dtype=np.int64) | 1
 
 
-def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of an integer matrix and each row's index among them. Rows are compared
-    by a 64-bit random linear hash (two rows collide with probability about 2**-64), which
-    is much faster than sorting whole rows."""
+def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct rows of an integer matrix, each row's index among them and the distinct
+    rows' hashes. Rows are compared by a 64-bit random linear hash (two rows collide with
+    probability about 2**-64), which is much faster than sorting whole rows."""
     keys = rows @ _ROW_HASH[: rows.shape[1]]
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return rows[first], inverse.ravel()
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return rows[first], inverse.ravel(), distinct
 
 
 def _largest(values: np.ndarray, k: int) -> np.ndarray:

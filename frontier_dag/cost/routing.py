@@ -182,6 +182,50 @@ class Router:
         share = per_expert[layer_index, self.slot_expert] * self.slot_share
         return np.ceil(share - 1e-9).astype(np.int64)
 
+    def draw_many(self, tokens: list[int], rng: np.random.Generator) -> np.ndarray:
+        """``np.stack([self.draw(t, rng) for t in tokens])``, the same numbers from ``rng`` in
+        few calls (a decode stretch routes the same batch sizes step after step): each
+        draw takes a block of normal deviates, then one of Poisson ones; where every draw
+        takes blocks of one kind only, all of them are drawn by one call, which consumes the
+        stream as the calls one by one would."""
+        live = [i for i, t in enumerate(tokens) if t > 0]  # an empty batch draws nothing
+        out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64) if len(live) < len(tokens) else \
+            np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
+        if not live:
+            return out
+        picks = np.array([tokens[i] for i in live], dtype=np.int64) * (self.queries_per_seq * self.top_k)
+        if self.popularity.size <= 2048:
+            per_expert = rng.multinomial(picks[:, None], self.popularity)
+        else:
+            # a draw's counts are all Poisson, all normal, or both (lam >= 10 is monotone in lam)
+            low, high = float(self.popularity.min()), float(self.popularity.max())
+            if all(pick * high < 10 for pick in picks.tolist()):  # small batches: one Poisson block
+                return self._placed(rng.poisson(picks[:, None, None] * self.popularity), live, out)
+            if all(pick * low >= 10 for pick in picks.tolist()):  # large batches: one normal block
+                lam = picks[:, None, None] * self.popularity  # (draws, layers, experts)
+                count = rng.standard_normal(lam.size).reshape(lam.shape)  # as in draw: mean + sqrt(mean) * z
+                count *= np.sqrt(lam)
+                count += lam
+                per_expert = np.maximum(np.rint(count, out=count), 0, out=count).astype(np.int64)
+            else:  # a normal block then a Poisson block per draw: nothing to join
+                for i in live:
+                    out[i] = self.draw(tokens[i], rng)
+                return out
+        return self._placed(per_expert, live, out)
+
+    def _placed(self, per_expert: np.ndarray, live: list[int], out: np.ndarray) -> np.ndarray:
+        """Per-expert counts ``(draws, layers, experts)`` onto the ranks' slots, as ``draw`` places them."""
+        if self.popularity.size > 2048 and not self.spec.redundant_experts:
+            placed = per_expert.reshape(len(live), *self.slot_expert.shape)
+            if len(live) == len(out):
+                return placed
+            out[live] = placed
+            return out
+        layer_index = np.arange(self.layers)[:, None, None]
+        share = per_expert[:, layer_index, self.slot_expert] * self.slot_share
+        out[live] = np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
+        return out
+
     def expected(self, tokens: int) -> np.ndarray:
         """Mean counts, for a deterministic single-iteration view."""
         per_expert = tokens * self.queries_per_seq * self.top_k * self.popularity

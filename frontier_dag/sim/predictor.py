@@ -47,6 +47,9 @@ def stage_router(graph: EventGraph, deployment: Deployment, stage: str, seed: in
 
 #: Expert-parallel ranks priced per layer and iteration, by each of two loads (see StageCoster).
 CRITICAL_RANKS = 2
+#: Decode steps of a routed stretch drawn and priced together: enough to share the calls,
+#: few enough that the routed counts (layers x experts per step) stay in the CPU's caches.
+ROUTED_CHUNK = 8
 
 
 class ExecutionPredictor:
@@ -85,6 +88,7 @@ class ExecutionPredictor:
         self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
         self._scalar_memo: dict = {}
         self._decode_steps: bool | None = None  # whether decode_steps applies (decided on first use)
+        self._samples: bool | None = None  # whether a cost model samples its prices (jitter; on first use)
         self._attention_groups: list[tuple[int, float, int]] | None = None
         self._attention_members = 0
         # the attribution category of each template, and the latest iteration's attribution
@@ -155,7 +159,7 @@ class ExecutionPredictor:
                 for _, kind, _, dp, fields in self.coster.attention_templates)
             self._decode_steps = plain and coster_memo_is_bucketed()
         if not self._decode_steps:
-            return None
+            return None if self.linear is not None else self._general_steps(n, contexts, longest, materialize)
         first = BatchSummary(n, n, 0, 0, contexts[0], longest[0], contexts[0], n, contexts[0], longest[0], 0)
         stats = first.stats()
         if self._scalar_key(stats) != self._scalar_key(first._replace(ctx_tokens=contexts[-1]).stats()):
@@ -197,6 +201,62 @@ class ExecutionPredictor:
             usage.add_out_of_range(scalar[2], steps)
         return durations, columns
 
+    def _general_steps(self, n: int, contexts: list[int], longest: list[int], materialize) -> tuple[list, list] | None:
+        """``decode_steps`` of a stage that is not a plain chain (expert routing, micro-batches):
+        step j's micro-batches are step 0's with every context grown by j (the split into
+        micro-batches does not look at contexts), so the routing of all the steps is drawn in
+        one go (the same numbers as step by step) and their expert templates priced in one
+        call; the rest is priced and evaluated step by step, exactly as ``_time`` would.
+        None where a cost model samples its prices (jitter): they are then drawn step by step."""
+        if self._samples is None:
+            self._samples = any(getattr(m, "jitter", False) for m in self.coster.models())
+        if self._samples:
+            return None
+        ctx = materialize([0])
+        ones = np.ones(n, dtype=np.int64)
+        parts = [(ones, ctx)] if self.micro_batches == 1 else split_micro_batches(ones, ctx, self.micro_batches)
+        heads = [(len(pq), int(pc.sum()), int(pc.max()) if len(pc) else 0) for pq, pc in parts]
+        if self.micro_batches == 1:
+            heads = [(n, contexts[0], longest[0])]
+        durations, categories = [], []
+        for first in range(0, len(contexts), ROUTED_CHUNK):
+            steps = range(first, min(first + ROUTED_CHUNK, len(contexts)))
+            self._price_steps(parts, heads, steps, durations, categories)
+        return durations, [list(column) for column in zip(*categories, strict=True)]
+
+    def _price_steps(self, parts: list, heads: list, steps: range, durations: list, categories: list) -> None:
+        """Price decode steps ``steps`` of ``_general_steps`` (appended to ``durations`` and
+        ``categories``)."""
+        loads = []
+        for j in steps:
+            step_loads = []
+            for (pq, pc), (seqs, total, top) in zip(parts, heads, strict=True):
+                if seqs:
+                    c, m = total + seqs * j, top + j
+                    summary = BatchSummary(seqs, seqs, 0, 0, c, m, c, seqs, c, m, 0)
+                else:
+                    summary = BatchSummary(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                step_loads.append(MicroBatchLoad(summary=summary, materialize=lambda pq=pq, pc=pc, j=j: (pq, pc + j)))
+            loads.append(step_loads)
+        if self.router is not None:
+            drawn = self.router.draw_many([load.tokens for step in loads for load in step], self.rng)
+            for i, load in enumerate(load for step in loads for load in step):
+                load.expert_loads = drawn[i]
+        bound = [self._bind(step) for step in loads]
+        costs = self.coster.costs_many([env for env, _ in bound], [batches for _, batches in bound])
+        for row, step_loads in zip(costs, loads, strict=True):
+            durations.append(self._timed(row, step_loads))
+            categories.append(self.last_categories)
+
+    def _bind(self, loads: list[MicroBatchLoad]) -> tuple[dict[str, int], dict[str, MicroBatchLoad]]:
+        """The statistics (``stage.mb0.tokens`` -> value) and micro-batches of an iteration."""
+        env: dict[str, int] = {}
+        batches: dict[str, MicroBatchLoad] = {}
+        for i, load in enumerate(loads):
+            env.update(zip(self._keys[i], load.summary.stats(load.kv_out_tokens), strict=True))
+            batches[self._batch_keys[i]] = load
+        return env, batches
+
     def _group_attention(self) -> list[tuple[int, float, int]]:
         """The attention templates of a plain decode chain grouped by identical shape:
         (the first one's index, the sum of their coefficients, how many), so that a step
@@ -211,14 +271,13 @@ class ExecutionPredictor:
         return [tuple(g) for g in groups.values()]
 
     def _time(self, loads: list[MicroBatchLoad]) -> float:
-        env: dict[str, int] = {}
-        batches: dict[str, MicroBatchLoad] = {}
-        for i, load in enumerate(loads):
-            env.update(zip(self._keys[i], load.summary.stats(load.kv_out_tokens), strict=True))
-            if self.router is not None:
+        if self.router is not None:
+            for load in loads:
                 load.expert_loads = self.router.draw(load.tokens, self.rng)
-            batches[self._batch_keys[i]] = load
-        costs = self.coster.costs(env, batches)
+        return self._timed(self.coster.costs(*self._bind(loads)), loads)
+
+    def _timed(self, costs: np.ndarray, loads: list[MicroBatchLoad]) -> float:
+        """The iteration's time from its template costs (its attribution in last_categories)."""
         total = self.compiled.iteration_time_one(costs)
         host = self.overhead_us + self.per_sequence_us * sum(load.summary.seqs for load in loads)
         if not self.attribute:

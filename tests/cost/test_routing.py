@@ -103,3 +103,18 @@ def test_redundant_experts_are_placed_as_eplb_places_them(ep, redundant):
         np.testing.assert_allclose(np.sort(ours), loads, rtol=1e-12)
         assert counts[np.argmax(r.popularity[layer])] == counts.max() > 1  # the hottest expert is replicated most
         assert r.slot_expert.shape[2] == (256 + redundant) // ep
+
+
+@pytest.mark.parametrize(("kind", "experts", "layers", "redundant"), [
+    ("uniform", 8, 3, 0), ("power_law", 8, 3, 4),  # the exact multinomial
+    ("uniform", 256, 12, 0), ("power_law", 256, 12, 0), ("power_law", 256, 12, 32),  # Poisson and normal counts
+])
+def test_draw_many_draws_what_draw_draws_one_by_one(kind, experts, layers, redundant):
+    """A stretch's routing drawn at once: the same counts, and the stream left where the
+    draws one by one leave it, whatever the mix of small, large and empty batches."""
+    r = Router(RoutingSpec(kind=kind, alpha=1.2, redundant_experts=redundant), experts, 8, 4, layers, seed=0)
+    for tokens in ([5, 5, 5], [300, 301, 300, 301], [0, 40, 0, 41], [400, 20, 20, 400], [2, 700, 3], [10, 9] * 4, [0]):
+        one, many = np.random.default_rng(3), np.random.default_rng(3)
+        expected = np.stack([r.draw(t, one) for t in tokens])
+        np.testing.assert_array_equal(r.draw_many(tokens, many), expected)
+        assert one.random() == many.random()

@@ -326,3 +326,41 @@ def test_decode_stretches_give_what_one_step_at_a_time_gives(monkeypatch):
     for column in ("first_token_s", "finish_s"):
         np.testing.assert_allclose(planned.requests[column], single.requests[column], rtol=1e-9)
     np.testing.assert_allclose(planned.iterations["duration_us"], single.iterations["duration_us"], rtol=1e-12)
+
+
+#: Many layers x experts: the router draws Poisson and normal counts rather than a multinomial.
+WIDE_MOE = {**TINY_MOE, "name": "wide-moe", "num_layers": 10,
+            "moe": {**TINY_MOE["moe"], "num_experts": 256, "top_k": 8}}
+
+
+@pytest.mark.parametrize(("model", "pools", "workflow", "params"), [
+    (TINY_MOE, {"attention": {"role": "attention", "gpus": 2}, "ffn": {"role": "ffn", "gpus": 4, "ep": 4}},
+     "af_ep_moe", {"micro_batches": 2, "routing": {"kind": "power_law", "alpha": 1.2}}),
+    (WIDE_MOE, {"attention": {"role": "attention", "gpus": 2}, "ffn": {"role": "ffn", "gpus": 8, "ep": 8}},
+     "af_ep_moe", {"micro_batches": 3, "routing": {"kind": "uniform"}}),
+    (WIDE_MOE, {"prefill": {"role": "prefill", "gpus": 4, "ep": 4}, "decode": {"role": "decode", "gpus": 8, "ep": 8}},
+     "pd_ep_moe", {"routing": {"kind": "power_law", "alpha": 1.2, "redundant_experts": 8}}),
+])
+def test_routed_decode_stretches_give_what_one_step_at_a_time_gives(monkeypatch, model, pools, workflow, params):
+    """A stretch of a routed or micro-batched stage draws its routing at once and prices its
+    experts in one call: the same numbers, iteration by iteration, as step by step."""
+    from frontier_dag.sim.predictor import ExecutionPredictor
+
+    cfg = make_config(model, pools, workflow, params, workload=workload(30, prompt=40, output=50, rate=40.0),
+                      scheduler={"policy": "sglang", "max_num_seqs": 64}, seed=2)
+    general = ExecutionPredictor._general_steps
+    stretches = []
+
+    def recording(self, *args):
+        priced = general(self, *args)
+        stretches.append(len(priced[0]))
+        return priced
+
+    monkeypatch.setattr(ExecutionPredictor, "_general_steps", recording)
+    planned = simulate(assemble(cfg))
+    assert max(stretches) > 4  # stretches of several steps went through the routed path
+    monkeypatch.setattr(ExecutionPredictor, "_general_steps", lambda self, *args: None)
+    single = simulate(assemble(cfg))
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(planned.iterations, single.iterations)
+    pd_testing.assert_frame_equal(planned.requests, single.requests)
