@@ -447,7 +447,7 @@ def wideep_moe_rows(path: Path, prefill: bool) -> pd.DataFrame:
         if key not in cache:
             cache[key] = (wideep_uniform_tokens(*shape, prefill) if distribution == "uniform" else
                           power_law_expert_tokens(*shape, float(distribution.removeprefix("power_law_")),
-                                                  draws=WIDEEP_POWER_LAW_DRAWS))
+                                                  draws=WIDEEP_POWER_LAW_DRAWS, shuffle_ties=True))
         routed.append(cache[key])
     out["expert_tokens"] = routed
     out["source"] = _source(path, t) + ":" + t["distribution"].astype(str).to_numpy(dtype=object)

@@ -11,6 +11,12 @@
   Groups at the edge of the measured range (holding the smallest or largest size)
   stay in training: predicting them is extrapolation, which the model flags as out
   of range and which is reported apart (``out_of_range``), not interpolation.
+* ``spaced``: as ``grouped`` (the same groups, count and edges), but two held-out groups
+  are never neighbours in size order: each held-out size keeps both measured neighbours in
+  training. On a table measured on a doubling grid, ``grouped`` may hold out two adjacent
+  token counts and leave a 4x gap, wider than any gap between a simulator's query and the
+  fitted rows; ``spaced`` scores the interpolation across one missing grid point
+  (docs/predictors.md, "Held-out splits").
 
 Metrics per family: rows in training and test, the share of test predictions within
 5% and 10% relative error, the median and p90 relative error, and how many test rows
@@ -38,7 +44,7 @@ from .fitting import DEFAULT_SETTINGS, FitSettings, fit_family, metrics, table_q
 from .schema import ProfileSet
 
 TEST_SHARE = 0.2
-SPLITS = ("random", "grouped")
+SPLITS = ("random", "grouped", "spaced")
 
 
 def _distinct(column) -> list[tuple]:
@@ -78,7 +84,7 @@ def held_out_mask(family: str, table: pd.DataFrame, split: str, seed: int = 0) -
         mask = np.zeros(len(table), dtype=bool)
         mask[rng.permutation(len(table))[: max(1, round(TEST_SHARE * len(table)))]] = True
         return mask
-    if split != "grouped":
+    if split not in ("grouped", "spaced"):
         raise PredictorError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     key_of, sizes_of = group_rule(family)
     keys = pd.Series(key_of(table), dtype=object)
@@ -92,7 +98,36 @@ def held_out_mask(family: str, table: pd.DataFrame, split: str, seed: int = 0) -
         return np.zeros(len(table), dtype=bool)
     # keep at least one interior group in training
     count = min(max(1, round(TEST_SHARE * len(groups))), len(interior) - 1)
+    if split == "spaced":
+        return np.isin(codes, _spaced_choice(rng, interior, _size_order(codes, sizes, len(groups)), count))
     return np.isin(codes, rng.choice(interior, size=count, replace=False))
+
+
+def _size_order(codes: np.ndarray, sizes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each group's position when the groups are sorted by their smallest size columns
+    (lexicographically)."""
+    first = np.full((n_groups, sizes.shape[1]), np.inf)
+    np.minimum.at(first, codes, sizes)
+    order = np.lexsort(first.T[::-1])
+    position = np.empty(n_groups, dtype=np.int64)
+    position[order] = np.arange(n_groups)
+    return position
+
+
+def _spaced_choice(rng: np.random.Generator, interior: np.ndarray, position: np.ndarray, count: int) -> np.ndarray:
+    """``count`` of the ``interior`` groups, drawn in random order, skipping a group whose
+    neighbour in size order (``position``) is drawn already; fewer if no more fit."""
+    taken: set[int] = set()
+    chosen = []
+    for group in rng.permutation(interior):
+        at = int(position[group])
+        if at - 1 in taken or at + 1 in taken:
+            continue
+        taken.add(at)
+        chosen.append(group)
+        if len(chosen) == count:
+            break
+    return np.array(chosen, dtype=np.int64)
 
 
 #: what ``evaluate(by=...)`` breaks the held-out rows down by

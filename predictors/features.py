@@ -78,10 +78,13 @@ SPLIT_KV_FAMILIES = ("attention_prefill", "attention_mixed")
 # -- the columns of each family, in the kernels' order -----------------------------------------
 
 #: kernel kinds: which loop computes a family's columns, with which options
-ATTENTION, ATTENTION_SPLIT, MLA_DECODE, MLA_PREFILL, GEMM, MOE, P2P, ALL_REDUCE, COLLECTIVE, ELEMENTWISE, DEEPEP = (
-    range(11))
+ATTENTION, ATTENTION_SPLIT, MLA_DECODE, MLA_PREFILL, GEMM, MOE, P2P, ALL_REDUCE, COLLECTIVE, ELEMENTWISE, DEEPEP, WIDE_EP = (
+    range(12))
+#: the wide-EP expert families (SGLang's DeepEP + DeepGEMM experts): the MoE loop plus ``_WIDE_EP``
+WIDE_EP_FAMILIES = tuple(f for f in MOE_FAMILIES if f != "moe_grouped_gemm")
 KINDS = {"attention_decode": ATTENTION, **dict.fromkeys(SPLIT_KV_FAMILIES, ATTENTION_SPLIT),
-         "mla_decode": MLA_DECODE, "mla_prefill": MLA_PREFILL, "gemm": GEMM, **dict.fromkeys(MOE_FAMILIES, MOE),
+         "mla_decode": MLA_DECODE, "mla_prefill": MLA_PREFILL, "gemm": GEMM, "moe_grouped_gemm": MOE,
+         **dict.fromkeys(WIDE_EP_FAMILIES, WIDE_EP),
          "p2p": P2P, **dict.fromkeys(COLLECTIVE_FAMILIES, COLLECTIVE), "all_reduce": ALL_REDUCE,
          "elementwise": ELEMENTWISE, **dict.fromkeys(DEEPEP_FAMILIES, DEEPEP)}
 
@@ -94,15 +97,18 @@ _TILES = ("q_tiles", "q_waves", "q_full_waves", "kv_tiles", "kv_waves")
 _ROOFLINE = ("log_flops", "log_bytes", "log_compute_us", "log_memory_us", "log_roofline_us",
              "log_quantized_compute_us")
 _COLLECTIVE = ("log_bytes", "placement", "group_size", "log_bytes_per_rank", "impl", "log_roofline_us")
+_MOE = ("num_tokens", "hidden", "num_experts", "topk", "ep", "moe_tp", "inter", "dtype", "n_local", "routed",
+        "load_max", "load_mean", "load_cv", "load_gini", "load_entropy", "active", "tiles_16", "tiles_64", "waves")
+#: what sets a wide-EP rank's expert time, in closed form from the shapes alone (``_wide_ep_columns``)
+_WIDE_EP = ("tokens_per_rank", "expected_active", "expected_weight_us")
 _NAMES = {
     ATTENTION: (*_SEQUENCES, *_HEADS, *_TILES, "dtype", "kv_dtype", *_ROOFLINE),
     ATTENTION_SPLIT: (*_SEQUENCES, *_HEADS, *_TILES, "kv_splits", "dtype", "kv_dtype", *_ROOFLINE),
     MLA_DECODE: (*_SEQUENCES, *_MLA, *_TILES, "dtype", "kv_dtype", *_ROOFLINE),
     MLA_PREFILL: (*_SEQUENCES, *_MLA, *_TILES, "dtype", "kv_dtype", *_ROOFLINE),
     GEMM: ("m", "n", "k", "dtype", "tiles", "waves", "last_wave_fill", "tiles_64", "m_mod_64", *_ROOFLINE),
-    MOE: ("num_tokens", "hidden", "num_experts", "topk", "ep", "moe_tp", "inter", "dtype", "n_local", "routed",
-          "load_max", "load_mean", "load_cv", "load_gini", "load_entropy", "active", "tiles_16", "tiles_64", "waves",
-          *_ROOFLINE),
+    MOE: (*_MOE, *_ROOFLINE),
+    WIDE_EP: (*_MOE, *_WIDE_EP, *_ROOFLINE),
     P2P: ("log_bytes", "placement", "log_roofline_us"),
     ALL_REDUCE: _COLLECTIVE,
     COLLECTIVE: _COLLECTIVE,
@@ -301,9 +307,10 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
 
 
 @kernel
-def _moe_row(out, work, t, count, p, consts, ordered):
+def _moe_row(out, work, t, count, p, consts, ordered, wide):
     """``count`` local experts with ``t`` tokens each. ``p``: num_tokens, hidden, num_experts,
-    topk, ep, moe_tp, inter, dtype code, peak FLOP/s, width."""
+    topk, ep, moe_tp, inter, dtype code, peak FLOP/s, width. ``wide``: a wide-EP family,
+    whose ``_WIDE_EP`` columns come before the roofline's."""
     sm, act = consts[0], consts[2]
     n = float(count)
     routed = square = active = tiles_16 = tiles_64 = 0.0
@@ -336,7 +343,26 @@ def _moe_row(out, work, t, count, p, consts, ordered):
     quantization = padding * (np.ceil(waves) / max(waves, 1e-9))
     flops = 2 * 3 * hidden * inter * routed
     nbytes = 3 * hidden * inter * p[9] * active + 2 * routed * hidden * act
-    _roofline_columns(out, 19, work, flops, nbytes, p[8], consts, quantization)
+    o = 19
+    if wide:
+        _wide_ep_columns(out, o, p, consts)
+        o += 3
+    _roofline_columns(out, o, work, flops, nbytes, p[8], consts, quantization)
+
+
+@kernel
+def _wide_ep_columns(out, o, p, consts):
+    """A wide-EP rank's expert time in closed form from the shapes alone: tokens per rank (the
+    batch before dispatch over EP), the expected number of its local experts that random
+    top-k routing activates, L (1 - (1 - k / E)^N), and the time their weights take to read
+    at peak bandwidth (µs). At a few tokens per rank the experts are weight-bound and their
+    time follows the active experts, which a held-out token count's neighbours do not show:
+    this column carries it between the measured counts, whatever the replayed loads say."""
+    tokens, hidden, experts, topk, ep, inter = p[0], p[1], p[2], p[3], p[4], p[6]
+    local = experts / max(ep, 1.0)
+    expected = local * (1.0 - (1.0 - min(topk / max(experts, 1.0), 1.0)) ** tokens)
+    out[o], out[o + 1] = tokens / max(ep, 1.0), expected
+    out[o + 2] = expected * 3 * hidden * inter * p[9] / consts[1] * 1e6
 
 
 @kernel
@@ -406,7 +432,7 @@ def _raw(kind, rows, a, b, lengths, per_row, consts, width):
     raw = np.zeros((rows, width))
     work = np.zeros((rows, 2))
     empty = np.zeros(rows, dtype=np.bool_)
-    ragged = kind <= MLA_PREFILL or kind == MOE
+    ragged = kind <= MLA_PREFILL or kind in (MOE, WIDE_EP)
     longest = 1
     if ragged:
         for r in range(rows):
@@ -421,8 +447,8 @@ def _raw(kind, rows, a, b, lengths, per_row, consts, width):
             if count == 0:
                 empty[r] = True
                 continue
-            if kind == MOE:
-                _moe_row(raw[r], work[r], a[start:start + count], count, p, consts, buf[0])
+            if kind in (MOE, WIDE_EP):
+                _moe_row(raw[r], work[r], a[start:start + count], count, p, consts, buf[0], kind == WIDE_EP)
             else:
                 _attention_row(raw[r], work[r], a[start:start + count], b[start:start + count], count, p, consts,
                                kind, buf)
@@ -635,7 +661,7 @@ class Featurizer:
                 raise ValueError(f"{self.family} query: q_lens and ctx_lens differ in length in some row")
             lengths = np.array(counts, dtype=np.int64)
             per_row = self.attention_rows(q, rows)
-        elif kind == MOE:
+        elif kind in (MOE, WIDE_EP):
             a, counts = _ragged(q["expert_tokens"], rows)
             lengths = np.array(counts, dtype=np.int64)
             per_row = _per_row([*(_column(q[c]) for c in _MOE_SHAPE), *tables.dtype_columns(q["dtype"])], rows)

@@ -45,8 +45,10 @@ def balanced_expert_tokens(num_tokens: int, num_experts: int, topk: int, ep: int
 
 
 def _power_law_draws(rng: np.random.Generator, draws: int, num_tokens: int, num_experts: int, topk: int,
-                     ep: int, alpha: float) -> np.ndarray:
-    """``draws`` draws of the collector's power-law routing, each the most-loaded rank's loads."""
+                     ep: int, alpha: float, shuffle_ties: bool = False) -> np.ndarray:
+    """``draws`` draws of the collector's power-law routing, each the most-loaded rank's loads.
+    ``shuffle_ties``: experts of equal count are nudged in random order (torch's default,
+    unstable sort) instead of by index."""
     if num_tokens * topk > num_experts:
         low, high = 1.0, num_tokens * 0.8
     else:
@@ -59,7 +61,11 @@ def _power_law_draws(rng: np.random.Generator, draws: int, num_tokens: int, num_
         # the collector nudges experts one token at a time: the largest ones up, the smallest
         # non-empty ones down, cycling when the difference exceeds the number of experts
         delta = int(target - row.sum())
-        order = np.argsort(-row, kind="stable")
+        if shuffle_ties:
+            shuffled = rng.permutation(num_experts)
+            order = shuffled[np.argsort(-row[shuffled], kind="stable")]
+        else:
+            order = np.argsort(-row, kind="stable")
         if delta > 0:
             np.add.at(row, order[np.arange(delta) % num_experts], 1)
         elif delta < 0:
@@ -71,11 +77,13 @@ def _power_law_draws(rng: np.random.Generator, draws: int, num_tokens: int, num_
 
 
 def power_law_expert_tokens(num_tokens: int, num_experts: int, topk: int, ep: int, alpha: float,
-                            draws: int = POWER_LAW_DRAWS) -> np.ndarray:
+                            draws: int = POWER_LAW_DRAWS, shuffle_ties: bool = False) -> np.ndarray:
     """The measured rank's local loads under power-law routing: the mean over ``draws``
-    draws of the loads sorted in descending order, rounded (seeded by the shape)."""
+    draws of the loads sorted in descending order, rounded (seeded by the shape);
+    ``shuffle_ties`` as in ``_power_law_draws``."""
     seed = zlib.crc32(f"{num_tokens},{num_experts},{topk},{ep},{alpha}".encode())
-    local = _power_law_draws(np.random.default_rng(seed), draws, num_tokens, num_experts, topk, ep, alpha)
+    local = _power_law_draws(np.random.default_rng(seed), draws, num_tokens, num_experts, topk, ep, alpha,
+                             shuffle_ties)
     return np.round(np.sort(local, axis=1)[:, ::-1].mean(axis=0)).astype(np.int64)
 
 

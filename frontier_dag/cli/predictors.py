@@ -87,8 +87,9 @@ def fit(source, system, backend, path, pattern, refit, as_json) -> None:
 
 @predictors.command()
 @source_options
-@click.option("--split", type=click.Choice(["random", "grouped"]), default="random", show_default=True,
-              help="random: rows held out; grouped: whole shapes held out (unseen lengths, token counts, (n, k)).")
+@click.option("--split", type=click.Choice(["random", "grouped", "spaced"]), default="random", show_default=True,
+              help="random: rows held out; grouped: whole shapes held out (unseen lengths, token counts, (n, k)); "
+                   "spaced: as grouped, never two neighbouring shapes at once.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and the forests.")
 @click.option("--family", "families", multiple=True, help="Only these operator families (repeatable).")
 @click.option("--by", type=click.Choice(["source", "dtype"]),

@@ -375,24 +375,28 @@ WEIGHTS_OF_ROLE: dict[str, frozenset[str]] = {
 UNDECLARED_WEIGHTS = "undeclared"
 
 
-def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: Mapping[str, int | None] | None = None
-                          ) -> float:
+def weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig, groups: Mapping[str, int | None] | None = None,
+                          redundant: int = 0) -> float:
     """Weight bytes each GPU of the pool holds (with pipeline parallelism, each GPU of its
     most loaded stage): of each weight group its ops read (``groups``: group -> how many GPUs
     split it, from the traced workflow; default its role's groups), ``1/split`` of the group.
     A group's usual split (None) is the pool's dense TP for attention, embeddings, dense FFNs
-    and shared experts, and its GPUs per stage for routed experts (EP x expert TP)."""
-    return max(stage_weights_per_gpu_bytes(model, pool, groups))
+    and shared experts, and its GPUs per stage for routed experts (EP x expert TP).
+    ``redundant`` expert replicas (EPLB, ``redundant_experts``) add their weights on an
+    expert-parallel pool: each EP rank holds (experts + redundant) / ep expert slots."""
+    return max(stage_weights_per_gpu_bytes(model, pool, groups, redundant))
 
 
 def stage_weights_per_gpu_bytes(model: ModelConfig, pool: PoolConfig,
-                                groups: Mapping[str, int | None] | None = None) -> list[float]:
+                                groups: Mapping[str, int | None] | None = None, redundant: int = 0) -> list[float]:
     """``weights_per_gpu_bytes`` of each pipeline stage: its layers' share of every group
     (``stage_weight_shares``)."""
     placed = dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]) if groups is None else dict(groups)
     if UNDECLARED_WEIGHTS in placed:
         placed = {**dict.fromkeys(WEIGHTS_OF_ROLE[pool.role]), **placed}
-    whole = model.weight_bytes()
+    whole = dict(model.weight_bytes())
+    if redundant and pool.ep > 1 and model.moe is not None:
+        whole["experts"] *= (model.moe.num_experts + redundant) / model.moe.num_experts
     usual = {"experts": pool.gpus_per_stage}
     out = []
 
@@ -437,7 +441,7 @@ def check_weights_fit(deployment: Deployment, name: str, groups: Mapping[str, in
     no room on its GPUs."""
     config, pool, model = deployment.config, deployment.pools[name], deployment.model
     hw = deployment.pool_hardware[name]
-    need = weights_per_gpu_bytes(model, pool, groups)
+    need = weights_per_gpu_bytes(model, pool, groups, redundant_experts(config.workflow))
     have = hw.gpu.hbm_capacity_bytes * config.scheduler.gpu_memory_utilization
     if need > have:
         raise ConfigError(

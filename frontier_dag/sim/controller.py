@@ -16,7 +16,7 @@ from itertools import cycle
 import numpy as np
 
 from frontier_dag.config.overheads import EngineOverheads
-from frontier_dag.config.run import Deployment
+from frontier_dag.config.run import Deployment, redundant_experts
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.errors import DeadlockError, SimulationError
 from frontier_dag.ir.graph import EventGraph
@@ -85,7 +85,7 @@ class GlobalController:
             where = f"{deployment.origin.name}: cluster.pools.{name}"
             hw = deployment.pool_hardware[name]
             capacity = kv_capacity_tokens(deployment.model, pool, hw, cfg.scheduler, where,
-                                          graph.weight_groups().get(pool.role))
+                                          graph.weight_groups().get(pool.role), redundant_experts(cfg.workflow))
             sched = cfg.scheduler
             block_tokens = table.requests.block_tokens if sched.prefix_caching else 0
             # replicas of a pool share one predictor: same DAG, same memoised prices

@@ -20,17 +20,18 @@ def kv_shards(model: ModelConfig, tp: int) -> int:
 
 
 def kv_capacity_tokens(model: ModelConfig, pool: PoolConfig, hardware: HardwareConfig, scheduler: SchedulerConfig,
-                       where: str, weights: Mapping[str, int | None] | None = None) -> int:
+                       where: str, weights: Mapping[str, int | None] | None = None, redundant: int = 0) -> int:
     """KV tokens one replica of ``pool`` holds: ``kv_capacity_tokens`` when given, otherwise
     what is left of each GPU's memory after weights (of the groups its ops read,
-    ``EventGraph.weight_groups``; default its role's) and the reserve, summed over the
+    ``EventGraph.weight_groups``; default its role's, with ``redundant`` EPLB expert replicas)
+    and the reserve, summed over the
     replica's attention-DP ranks. With pipeline parallelism each stage's GPUs hold the KV
     of its own layers after its own weights, and the tightest stage sets the replica's
     capacity (a token needs a slot in every stage)."""
     if pool.kv_capacity_tokens is not None:
         return pool.kv_capacity_tokens
     usable = hardware.gpu.hbm_capacity_bytes * scheduler.gpu_memory_utilization
-    stage_weights = stage_weights_per_gpu_bytes(model, pool, weights)
+    stage_weights = stage_weights_per_gpu_bytes(model, pool, weights, redundant)
     if pool.pp == 1:
         per_token = [model.kv_bytes_per_token / kv_shards(model, pool.tp)]
     else:

@@ -17,6 +17,7 @@ from frontier_dag.config.run import (
     check_request_lengths,
     config_hardware,
     config_model,
+    redundant_experts,
     resolve,
     run_config_from_dict,
     weights_per_gpu_bytes,
@@ -49,7 +50,7 @@ def _check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[
         hardware = config_hardware(origin, cfg.hardware, "hardware")
         for name, pool in cfg.cluster.pools.items():
             hw = config_hardware(origin, pool.hardware, f"cluster.pools.{name}.hardware") if pool.hardware else hardware
-            need = weights_per_gpu_bytes(model, pool)
+            need = weights_per_gpu_bytes(model, pool, redundant=redundant_experts(cfg.workflow))
             have = hw.gpu.hbm_capacity_bytes * cfg.scheduler.gpu_memory_utilization
             if need > have:
                 return "pruned", (f"weights: pool {name} needs {need / 2**30:.1f} GiB of {model.name} weights per GPU "
@@ -71,7 +72,7 @@ def _check(config: dict[str, Any], base_dir: Path | None, source: str) -> tuple[
             continue
         try:
             capacity = kv_capacity_tokens(deployment.model, pool, deployment.pool_hardware[name], cfg.scheduler,
-                                          f"cluster.pools.{name}")
+                                          f"cluster.pools.{name}", redundant=redundant_experts(cfg.workflow))
         except FrontierDagError as exc:
             return "pruned", f"kv: {exc}"
         need = prompt if holds == "prompt" else total

@@ -181,6 +181,31 @@ def test_redundant_experts_count_in_the_expert_slots(tmp_path):
     assert "multiple of 72 (for example 32 or 104)" in message
 
 
+def test_redundant_experts_hold_weights_and_leave_less_kv(tmp_path):
+    """Each EP rank holds (256 + 32) / 32 = 9 expert slots of DeepSeek-V3, not 8: the routed
+    experts' bytes per GPU grow by 9/8, and the KV capacity of every attention-DP rank falls by
+    what they take."""
+    from frontier_dag.config.run import SchedulerConfig, weights_per_gpu_bytes
+    from frontier_dag.sim.memory import kv_capacity_tokens
+
+    pools = {"p": {"role": "prefill", "gpus": 16, "ep": 16}, "d": {"role": "decode", "gpus": 32, "ep": 32}}
+    data = {**BASE, "model": "deepseek-v3", "hardware": "h200_sxm", "cluster": {"pools": pools},
+            "workflow": {"name": "pd_ep_moe", "params": {"routing": {"kind": "power_law", "redundant_experts": 32}}}}
+    deployment = resolve(load_run_config(write(tmp_path, data)))
+    model, pool, hw = deployment.model, deployment.pools["d"], deployment.pool_hardware["d"]
+    experts = model.weight_bytes()["experts"] / 32
+    plain, eplb = weights_per_gpu_bytes(model, pool), weights_per_gpu_bytes(model, pool, redundant=32)
+    assert eplb - plain == pytest.approx(experts / 8)
+    scheduler = SchedulerConfig()
+    kv = [kv_capacity_tokens(model, pool, hw, scheduler, "d", redundant=r) for r in (0, 32)]
+    # summed over the replica's attention-DP ranks, each floored to whole tokens
+    assert kv[0] - kv[1] == pytest.approx(experts / 8 / model.kv_bytes_per_token * pool.attention_dp,
+                                          abs=pool.attention_dp)
+    # an EP-1 pool holds every expert once: no replicas
+    single = deployment.pools["d"].model_copy(update={"gpus": 8, "ep": 1, "tp": 8})
+    assert weights_per_gpu_bytes(model, single, redundant=32) == weights_per_gpu_bytes(model, single)
+
+
 def test_tp_beyond_the_kv_heads_must_replicate_them_evenly(tmp_path):
     data = {**BASE, "model": "qwen3-32b", "cluster": {"pools": {
         "p": {"role": "prefill", "gpus": 16, "tp": 16}, "d": {"role": "decode", "gpus": 8, "tp": 8}}}}

@@ -4,6 +4,7 @@ model's memo, range detection, roofline fallback and jitter."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.ensemble import ExtraTreesRegressor
 
@@ -89,6 +90,22 @@ def test_grouped_split_holds_out_whole_interior_groups(profiles):
     assert sites and not sites & kept
     for n, k in sites:  # never the edges of the measured range
         assert table["n"].min() < n < table["n"].max() and table["k"].min() < k < table["k"].max()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spaced_split_never_holds_out_two_neighbouring_token_counts(seed):
+    """14 token counts on a doubling grid, as the wide-EP tables: ``spaced`` holds out as many
+    interior counts as ``grouped``, each with both measured neighbours left in training."""
+    counts = [2.0**i for i in range(14)]
+    table = pd.DataFrame({"num_tokens": [c for c in counts for _ in range(3)]})
+    grouped = held_out_mask("moe_wideep_decode", table, "grouped", seed)
+    spaced = held_out_mask("moe_wideep_decode", table, "spaced", seed)
+    held = sorted(set(table["num_tokens"][spaced]))
+    assert len(held) == len(set(table["num_tokens"][grouped])) == 3
+    positions = [counts.index(c) for c in held]
+    assert all(0 < p < len(counts) - 1 for p in positions)  # never an edge
+    assert (np.diff(positions) > 1).all()  # never neighbours
+    assert spaced.sum() == 3 * len(held)  # whole groups
 
 
 def test_cost_model_memo_and_protocol(fitted):

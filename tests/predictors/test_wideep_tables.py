@@ -58,16 +58,19 @@ def test_deepep_rows_back_fill_node_counts_and_keep_the_default_sms():
 
 
 def test_wide_ep_families_are_evaluated_on_their_own_grouped_by_token_count():
+    """Issue 14's goal, >= 90% of held-out rows within 10%, where it is reached (docs/predictors.md,
+    "Wide expert parallelism": not at every seed)."""
+    families = ("moe_wideep_decode", "moe_wideep_prefill", "deepep_dispatch", "deepep_combine")
     result = CliRunner().invoke(cli, ["predictors", "evaluate", "--source", "aiconfigurator", "--system", "h100_sxm",
-                                      "--backend", "sglang", "--split", "grouped", "--family", "moe_wideep_decode",
-                                      "--family", "deepep_dispatch", "--family", "deepep_combine", "--json"])
+                                      "--backend", "sglang", "--split", "grouped", "--json",
+                                      *(a for f in families for a in ("--family", f))])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert set(report) == {"moe_wideep_decode", "deepep_dispatch", "deepep_combine"}
-    # seed 0 holds out 3 of 14 decode token counts, and 20% of DeepEP's per-rank counts
-    assert report["deepep_dispatch"]["within_10pct"] >= 0.9
-    assert report["deepep_combine"]["within_10pct"] >= 0.9
-    assert report["moe_wideep_decode"]["within_10pct"] >= 0.85
+    assert set(report) == set(families)
+    # seed 0 holds out 3 of 14 decode token counts (512-2,048), 3 of 15 prefill counts and 20%
+    # of DeepEP's per-rank counts
+    for family in families:
+        assert report[family]["within_10pct"] >= 0.9, family
 
 
 def test_without_wide_ep_tables_the_plain_models_price_the_layer():
