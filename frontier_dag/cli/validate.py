@@ -24,6 +24,9 @@ def validate() -> None:
 @click.option("--per-partition", type=click.IntRange(min=1), metavar="N",
               help="Only the N rows of each system, engine, mode and model with the fewest tokens to simulate "
                    "(concurrency x (ISL + OSL)): a quick look at every partition.")
+@click.option("--pick", type=click.Choice(["cheapest", "concurrency"]), default="cheapest", show_default=True,
+              help="Which N rows --per-partition keeps: the cheapest, or the cheapest at each of N concurrencies "
+                   "spread from the partition's lowest to its highest (what a calibration needs).")
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
               help="A silicon CSV (default: systems/silicon_sample.csv of aiconfigurator-core).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
@@ -53,7 +56,7 @@ def validate() -> None:
 @overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
-def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
+def silicon(system, backend, model, mode, limit, per_partition, pick, csv_path, workers, rounds, benchmark_rounds, phase,
             baseline, calibration, hold_out, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
@@ -73,7 +76,7 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         summarize_records,
     )
     from frontier_dag.validation.runner import run_rows
-    from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
+    from frontier_dag.validation.silicon import PICKS, read_rows
 
     if (baseline or calibration or hold_out) and (coverage_only or convert_only):
         raise click.UsageError("--baseline, --calibration and --hold-out report errors against the measured rows; "
@@ -95,7 +98,7 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         baseline_version = peer.require(baseline)
     rows = read_rows(csv_path, system=system, backend=backend, model=model, mode=mode, limit=limit, is_moe=is_moe)
     if per_partition:
-        rows = cheapest_per_partition(rows, per_partition)
+        rows = PICKS[pick](rows, per_partition)
     if not rows:
         import pandas as pd
 

@@ -139,3 +139,29 @@ def test_rows_that_cannot_be_simulated_give_a_clear_error(tmp_path):
     assert result.exit_code == 2, result.output
     assert "none of the rows can be simulated" in result.output
     assert not (tmp_path / "e.yaml").exists()
+
+
+def test_a_simulation_asked_for_twice_runs_once(monkeypatch):
+    """The calibration asks for the same (row, overheads) more than once (the rows without
+    overheads that validate silicon has simulated, each leave-one-model-out fit's first
+    Jacobian): it is simulated once and the record handed back again, as a copy."""
+    from frontier_dag.validation import runner
+
+    calls = []
+
+    def fake(row, rounds, phase, benchmark_rounds, overheads):
+        calls.append((row.id, overheads))
+        return {"status": "ok", "id": row.id, "sim_ttft_ms": 1.0 + (overheads.request_us if overheads else 0.0)}
+
+    monkeypatch.setattr(runner, "simulate_row", fake)
+    monkeypatch.setattr(runner, "_DONE", {})
+    rows = [parse_row(i, {**BASE, "id": f"r{i}", "silicon_data_source": "silicon_concurrency=2",
+                          "silicon_ttft_ms": 10.0, "silicon_tpot_ms": 1.0}, moe=False) for i in range(2)]
+    moved = EngineOverheads(request_us=5.0)
+    first = runner.run_jobs([(rows[0], None), (rows[1], moved)], workers=1)
+    first[0]["changed"] = True  # a caller's change does not reach the memo
+    again = runner.run_jobs([(rows[1], moved), (rows[0], None), (rows[0], moved)], workers=1, rounds=4)
+    assert [r["sim_ttft_ms"] for r in again] == [6.0, 1.0, 6.0] and "changed" not in again[1]
+    assert calls == [("r0", None), ("r1", moved), ("r0", moved)]
+    runner.run_jobs([(rows[0], None)], workers=1, rounds=2)  # other rounds: another simulation
+    assert len(calls) == 4
