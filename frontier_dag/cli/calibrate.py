@@ -32,12 +32,14 @@ from frontier_dag.cli.options import check_out_file, json_option, overwrite_opti
 @overwrite_option
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
 @click.option("--rounds", type=int, default=None, help="Requests per row as rounds of the concurrency (default 4).")
+@click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
+              help="How the simulated clients start (as validate silicon --phase); use the file with the same.")
 @click.option("--iterations", type=click.IntRange(min=1), default=6, show_default=True,
               help="The most fitting steps per entry (each simulates the rows a few times).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Say how each step went.")
 @json_option
 def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, pick, by, out, overwrite, workers, rounds,
-              iterations, progress, as_json) -> None:
+              phase, iterations, progress, as_json) -> None:
     """Fit the engine's time outside the kernels to measured rows: a per-request constant,
     a prefill-to-decode handoff and host time per step (a constant and a term per sequence),
     per engine, by simulating the rows (docs/validation.md, "Calibration"). ROWS_CSV has the
@@ -61,7 +63,7 @@ def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, pi
     say = (lambda line: click.echo(line, err=True)) if progress and not as_json else None
     command = shlex.join(["frontier-dag", "calibrate", *sys.argv[2:]]) if sys.argv[1:2] == ["calibrate"] else ""
     overheads, fits = fit(rows, by=by, command=command, progress=say, workers=workers, rounds=rounds or ROUNDS,
-                          iterations=iterations)
+                          phase=phase, iterations=iterations)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(overheads.to_yaml())
     if as_json:

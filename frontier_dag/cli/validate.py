@@ -83,9 +83,6 @@ def silicon(system, backend, model, mode, limit, per_partition, pick, csv_path, 
                                "--coverage-only and --convert-only report none: use one or the other")
     if out:
         check_out_file(out, overwrite, inputs=(Path(csv_path),) if csv_path else ())
-    if phase != "burst" and (calibration or hold_out):
-        raise ConfigError("--phase spread is a diagnostic of the uncalibrated simulation; calibrated estimates "
-                          "(--calibration, --hold-out) are simulated as the benchmarks start (--phase burst)")
     overheads = None
     if calibration:
         from frontier_dag.config.overheads import read_overheads_file
@@ -144,7 +141,8 @@ def silicon(system, backend, model, mode, limit, per_partition, pick, csv_path, 
         bar.close()
     for record in records:
         record.update(peer_records.get(record["index"], {}))
-    run = {"workers": workers, "rounds": rounds or ROUNDS, "benchmark_rounds": benchmark_rounds or BENCHMARK_ROUNDS}
+    run = {"workers": workers, "rounds": rounds or ROUNDS, "benchmark_rounds": benchmark_rounds or BENCHMARK_ROUNDS,
+           "phase": phase}
     estimates = []
     if calibration or hold_out:
         from frontier_dag.validation import holdout
