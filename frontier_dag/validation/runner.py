@@ -28,10 +28,10 @@ from frontier_dag.validation.silicon import SiliconRow
 
 #: How the closed loop's clients start. ``burst``: all at once, as the benchmarks start (the
 #: default). ``spread``: each client's first request at a random time within one request's
-#: simulated duration (the mean end-to-end latency of a ``burst`` run of the row, which is
+#: simulated duration (the mean end-to-end latency of one ``burst`` round of the row, which is
 #: simulated first), the first round left out: the steady state of clients whose phases are
-#: independent. A diagnostic bracket for how the clients fall into step (docs/validation.md),
-#: not a fit: it takes nothing from the measurements.
+#: independent, which the measured clients are closer to (docs/validation.md, "What the
+#: largest errors come from"). It takes nothing from the measurements.
 PHASES = ("burst", "spread")
 
 def _base_record(row: SiliconRow) -> dict:
@@ -83,7 +83,8 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     record = _base_record(row)
     started = time.perf_counter()
     try:
-        converted = row_config(row, rounds=rounds, overheads=overheads)
+        # spread: one burst round (the least that gives a request's duration) sets the ramp
+        converted = row_config(row, rounds=rounds if phase == "burst" else 1, overheads=overheads)
         record["notes"] = "; ".join(converted.notes)
         result = simulate(assemble(converted.deployment), attribute=False)
         if phase == "spread":
