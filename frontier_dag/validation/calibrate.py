@@ -31,8 +31,10 @@ from frontier_dag.validation.runner import run_jobs
 from frontier_dag.validation.silicon import SiliconRow
 
 #: How far each parameter is moved to see what it does (µs): a change that moves the rows'
-#: times well above the simulation's rounding, and the unit the damping is measured in.
-STEPS = {"request_us": 5000.0, "handoff_us": 5000.0, "step_us": 200.0, "step_per_sequence_us": 5.0}
+#: times well above the simulation's rounding, and the unit the damping is measured in. A
+#: request's intake overlaps the step the engine is running when it arrives, so an intake
+#: shorter than that step changes no TTFT: the per-request moves are longer than a decode step.
+STEPS = {"request_us": 20000.0, "handoff_us": 20000.0, "step_us": 200.0, "step_per_sequence_us": 5.0}
 #: Relative error at which the soft-L1 loss turns from squares to absolute values.
 LOSS_SCALE = 0.25
 #: Rows that failed at a parameter set count this relative error (it keeps the fit away).

@@ -28,10 +28,11 @@ from frontier_dag.validation.silicon import SiliconRow
 
 #: How the closed loop's clients start. ``burst``: all at once, as the benchmarks start (the
 #: default). ``spread``: each client's first request at a random time within one request's
-#: simulated duration (the mean end-to-end latency of one ``burst`` round of the row, which is
-#: simulated first), the first round left out: the steady state of clients whose phases are
-#: independent, which the measured clients are closer to (docs/validation.md, "What the
-#: largest errors come from"). It takes nothing from the measurements.
+#: simulated duration (the mean end-to-end latency of one ``burst`` round of the row without
+#: engine overheads, which is simulated first), the first round left out: the steady state of
+#: clients whose phases are independent, which the measured clients are closer to
+#: (docs/validation.md, "What the largest errors come from"). It takes nothing from the
+#: measurements.
 PHASES = ("burst", "spread")
 
 def _base_record(row: SiliconRow) -> dict:
@@ -83,8 +84,10 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     record = _base_record(row)
     started = time.perf_counter()
     try:
-        # spread: one burst round (the least that gives a request's duration) sets the ramp
-        converted = row_config(row, rounds=rounds if phase == "burst" else 1, overheads=overheads)
+        # spread: one burst round without overheads (the least that gives a request's duration)
+        # sets the ramp, so that a calibration's moves do not draw the clients' phases anew
+        converted = row_config(row, rounds=rounds if phase == "burst" else 1,
+                               overheads=overheads if phase == "burst" else None)
         record["notes"] = "; ".join(converted.notes)
         result = simulate(assemble(converted.deployment), attribute=False)
         if phase == "spread":
