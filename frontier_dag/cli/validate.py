@@ -52,12 +52,14 @@ def validate() -> None:
 @click.option("--hold-out", "hold_out", type=click.Choice(["model"]),
               help="Also simulate each model's rows with overheads fitted on the other models' rows of its engine "
                    "(leave one model out; slow: one fit per model and engine) and report them beside the others.")
+@click.option("--iterations", type=click.IntRange(min=1), default=6, show_default=True,
+              help="The most fitting steps of each --hold-out fit (as frontier-dag calibrate --iterations).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
 def silicon(system, backend, model, mode, limit, per_partition, pick, csv_path, workers, rounds, benchmark_rounds, phase,
-            baseline, calibration, hold_out, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
+            baseline, calibration, hold_out, iterations, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, the rows that could not be simulated, and the noise floor
@@ -154,7 +156,7 @@ def silicon(system, backend, model, mode, limit, per_partition, pick, csv_path, 
         if hold_out:
             estimates.append(holdout.MODEL_HELD_OUT)
             say = (lambda line: click.echo(line, err=True)) if progress and not as_json else None
-            lomo = holdout.leave_one_model_out(rows, progress=say, **run)
+            lomo = holdout.leave_one_model_out(rows, iterations=iterations, progress=say, **run)
             extra = {i: {**extra.get(i, {}), **lomo.get(i, {})} for i in {*extra, *lomo}}
         for record in records:
             record.update(extra.get(record["index"], {}))

@@ -71,6 +71,14 @@ def test_calibration_recovers_the_overheads_the_rows_were_simulated_with(measure
     assert shared["rows"] == 3
     assert shared["calibrated"]["ttft_mape"] < 0.01 and shared["calibrated"]["tpot_mape"] < 0.01
     assert shared["frontier_dag"]["ttft_mape"] > 0.2  # the kernels alone miss the overheads
+    # leave one model out: the fixture has one model, so nothing to fit on (said per row)
+    lomo = CliRunner().invoke(cli, ["validate", "silicon", "--csv", str(measured_csv), "--system", "h100_sxm",
+                                    "--hold-out", "model", "--iterations", "1", "--workers", "1", "--rounds", "2",
+                                    "--no-progress", "--out", str(tmp_path / "rows.csv")])
+    assert lomo.exit_code == 0, lomo.output
+    written = pd.read_csv(tmp_path / "rows.csv")
+    assert set(written["lomo_status"]) == {"no_entry"}
+    assert written["lomo_reason"].str.contains("no other model of trtllm on h100_sxm").all()
     # an existing file is not overwritten
     again = CliRunner().invoke(cli, ["calibrate", str(measured_csv), "--out", str(out), "--workers", "1"])
     assert again.exit_code == 2 and "exists" in again.output
