@@ -173,3 +173,22 @@ def test_a_simulation_asked_for_twice_runs_once(monkeypatch):
     assert calls == [("r0", None), ("r1", moved), ("r0", moved)]
     runner.run_jobs([(rows[0], None)], workers=1, rounds=2)  # other rounds: another simulation
     assert len(calls) == 4
+
+
+def test_a_fit_simulates_its_rows_with_the_clients_phase(monkeypatch):
+    """``calibrate --phase spread`` fits with the clients spread, every simulation of the fit."""
+    from frontier_dag.validation import calibrate as fitting
+
+    phases = []
+
+    def fake_run(jobs, *, phase, **_):
+        phases.append(phase)
+        return [{"status": "ok", "sim_ttft_ms": 10.0 + (o.request_us * 1e-3 if o else 0.0), "sim_tpot_ms": 1.0}
+                for _, o in jobs]
+
+    monkeypatch.setattr(fitting, "run_jobs", fake_run)
+    rows = [parse_row(0, {**BASE, "id": "r0", "silicon_data_source": "silicon_concurrency=2",
+                          "silicon_ttft_ms": 50.0, "silicon_tpot_ms": 1.0}, moe=False)]
+    fit = fitting.fit_overheads(rows, "trtllm", phase="spread", iterations=3)
+    assert set(phases) == {"spread"} and len(phases) >= 2
+    assert fit.overheads.request_us == pytest.approx(40000.0, rel=0.01)  # TTFT linear in it: found at once
