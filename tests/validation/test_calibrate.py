@@ -192,3 +192,16 @@ def test_a_fit_simulates_its_rows_with_the_clients_phase(monkeypatch):
     fit = fitting.fit_overheads(rows, "trtllm", phase="spread", iterations=3)
     assert set(phases) == {"spread"} and len(phases) >= 2
     assert fit.overheads.request_us == pytest.approx(40000.0, rel=0.01)  # TTFT linear in it: found at once
+
+
+def test_validate_picks_rows_across_concurrencies(measured_csv):
+    """``--per-partition 1 --pick concurrency``: each partition at its lowest concurrency;
+    ``--per-partition 2``: the aggregated partition at 1 and 16 clients."""
+    def rows(*args):
+        result = CliRunner().invoke(cli, ["validate", "silicon", "--csv", str(measured_csv), "--system", "h100_sxm",
+                                          "--convert-only", "--json", "--no-progress", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["rows_total"]
+
+    assert rows("--per-partition", "1", "--pick", "concurrency") == 2
+    assert rows("--per-partition", "2", "--pick", "concurrency") == 3
