@@ -22,6 +22,9 @@ from frontier_dag.cli.options import check_out_file, json_option, overwrite_opti
 @click.option("--mode", type=click.Choice(["agg", "disagg"]), help="Only aggregated or disaggregated rows.")
 @click.option("--per-partition", type=click.IntRange(min=1), metavar="N",
               help="Only the N rows of each system, engine, mode and model with the fewest tokens to simulate.")
+@click.option("--pick", type=click.Choice(["cheapest", "concurrency"]), default="cheapest", show_default=True,
+              help="Which N rows --per-partition keeps: the cheapest, or the cheapest at each of N concurrencies "
+                   "spread from the partition's lowest to its highest (what a calibration needs).")
 @click.option("--by", type=click.Choice(["engine", "version"]), default="engine", show_default=True,
               help="One entry per engine (vllm), or per engine version (vllm 0.12.0).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
@@ -29,12 +32,14 @@ from frontier_dag.cli.options import check_out_file, json_option, overwrite_opti
 @overwrite_option
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
 @click.option("--rounds", type=int, default=None, help="Requests per row as rounds of the concurrency (default 4).")
+@click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
+              help="How the simulated clients start (as validate silicon --phase); use the file with the same.")
 @click.option("--iterations", type=click.IntRange(min=1), default=6, show_default=True,
               help="The most fitting steps per entry (each simulates the rows a few times).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Say how each step went.")
 @json_option
-def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, by, out, overwrite, workers, rounds,
-              iterations, progress, as_json) -> None:
+def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, pick, by, out, overwrite, workers, rounds,
+              phase, iterations, progress, as_json) -> None:
     """Fit the engine's time outside the kernels to measured rows: a per-request constant,
     a prefill-to-decode handoff and host time per step (a constant and a term per sequence),
     per engine, by simulating the rows (docs/validation.md, "Calibration"). ROWS_CSV has the
@@ -44,7 +49,7 @@ def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, by
     from frontier_dag.validation.calibrate import calibrate as fit
     from frontier_dag.validation.convert import ROUNDS
     from frontier_dag.validation.models import is_moe
-    from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
+    from frontier_dag.validation.silicon import PICKS, read_rows
 
     if rows_csv is None and system is None:
         raise ConfigError("calibrate: give the measured rows (ROWS_CSV) or --system for the package's rows of a system")
@@ -52,13 +57,13 @@ def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, by
     rows = read_rows(rows_csv, system=system, backend=backend, model=model, mode=mode, is_moe=is_moe)
     rows = [r for r in rows if not any(x.lower() in r.model_path.lower() for x in exclude)]
     if per_partition:
-        rows = cheapest_per_partition(rows, per_partition)
+        rows = PICKS[pick](rows, per_partition)
     if not rows:
         raise ConfigError("calibrate: no rows match the filters")
     say = (lambda line: click.echo(line, err=True)) if progress and not as_json else None
     command = shlex.join(["frontier-dag", "calibrate", *sys.argv[2:]]) if sys.argv[1:2] == ["calibrate"] else ""
     overheads, fits = fit(rows, by=by, command=command, progress=say, workers=workers, rounds=rounds or ROUNDS,
-                          iterations=iterations)
+                          phase=phase, iterations=iterations)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(overheads.to_yaml())
     if as_json:

@@ -24,6 +24,9 @@ def validate() -> None:
 @click.option("--per-partition", type=click.IntRange(min=1), metavar="N",
               help="Only the N rows of each system, engine, mode and model with the fewest tokens to simulate "
                    "(concurrency x (ISL + OSL)): a quick look at every partition.")
+@click.option("--pick", type=click.Choice(["cheapest", "concurrency"]), default="cheapest", show_default=True,
+              help="Which N rows --per-partition keeps: the cheapest, or the cheapest at each of N concurrencies "
+                   "spread from the partition's lowest to its highest (what a calibration needs).")
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
               help="A silicon CSV (default: systems/silicon_sample.csv of aiconfigurator-core).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
@@ -49,12 +52,14 @@ def validate() -> None:
 @click.option("--hold-out", "hold_out", type=click.Choice(["model"]),
               help="Also simulate each model's rows with overheads fitted on the other models' rows of its engine "
                    "(leave one model out; slow: one fit per model and engine) and report them beside the others.")
+@click.option("--iterations", type=click.IntRange(min=1), default=6, show_default=True,
+              help="The most fitting steps of each --hold-out fit (as frontier-dag calibrate --iterations).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write one line per row to this CSV.")
 @overwrite_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @json_option
-def silicon(system, backend, model, mode, limit, per_partition, csv_path, workers, rounds, benchmark_rounds, phase,
-            baseline, calibration, hold_out, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
+def silicon(system, backend, model, mode, limit, per_partition, pick, csv_path, workers, rounds, benchmark_rounds, phase,
+            baseline, calibration, hold_out, iterations, coverage_only, convert_only, out, overwrite, progress, as_json) -> None:
     """Simulate the measured runs of SYSTEM (aiconfigurator-core's silicon sample) and report
     the mean and median absolute percentage errors of TTFT and TPOT, overall and per
     system, backend, mode and model, the rows that could not be simulated, and the noise floor
@@ -73,16 +78,13 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         summarize_records,
     )
     from frontier_dag.validation.runner import run_rows
-    from frontier_dag.validation.silicon import cheapest_per_partition, read_rows
+    from frontier_dag.validation.silicon import PICKS, read_rows
 
     if (baseline or calibration or hold_out) and (coverage_only or convert_only):
         raise click.UsageError("--baseline, --calibration and --hold-out report errors against the measured rows; "
                                "--coverage-only and --convert-only report none: use one or the other")
     if out:
         check_out_file(out, overwrite, inputs=(Path(csv_path),) if csv_path else ())
-    if phase != "burst" and (calibration or hold_out):
-        raise ConfigError("--phase spread is a diagnostic of the uncalibrated simulation; calibrated estimates "
-                          "(--calibration, --hold-out) are simulated as the benchmarks start (--phase burst)")
     overheads = None
     if calibration:
         from frontier_dag.config.overheads import read_overheads_file
@@ -95,7 +97,7 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         baseline_version = peer.require(baseline)
     rows = read_rows(csv_path, system=system, backend=backend, model=model, mode=mode, limit=limit, is_moe=is_moe)
     if per_partition:
-        rows = cheapest_per_partition(rows, per_partition)
+        rows = PICKS[pick](rows, per_partition)
     if not rows:
         import pandas as pd
 
@@ -141,7 +143,8 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         bar.close()
     for record in records:
         record.update(peer_records.get(record["index"], {}))
-    run = {"workers": workers, "rounds": rounds or ROUNDS, "benchmark_rounds": benchmark_rounds or BENCHMARK_ROUNDS}
+    run = {"workers": workers, "rounds": rounds or ROUNDS, "benchmark_rounds": benchmark_rounds or BENCHMARK_ROUNDS,
+           "phase": phase}
     estimates = []
     if calibration or hold_out:
         from frontier_dag.validation import holdout
@@ -153,7 +156,7 @@ def silicon(system, backend, model, mode, limit, per_partition, csv_path, worker
         if hold_out:
             estimates.append(holdout.MODEL_HELD_OUT)
             say = (lambda line: click.echo(line, err=True)) if progress and not as_json else None
-            lomo = holdout.leave_one_model_out(rows, progress=say, **run)
+            lomo = holdout.leave_one_model_out(rows, iterations=iterations, progress=say, **run)
             extra = {i: {**extra.get(i, {}), **lomo.get(i, {})} for i in {*extra, *lomo}}
         for record in records:
             record.update(extra.get(record["index"], {}))

@@ -11,8 +11,10 @@ that a few rows far off do not pull the parameters) by damped Gauss-Newton steps
 (Levenberg-Marquardt) whose Jacobian comes from simulating every row again with one
 parameter moved by its step (``STEPS``): each evaluation is the simulation itself, so the
 parameters are those under which the simulator, as it runs, reproduces the rows best,
-including what the overheads do to batching and queueing. A parameter stays at zero or
-above.
+including what the overheads do to batching and queueing. After the first step the
+Jacobian is carried forward by Broyden's update from each step taken (one simulation of
+the rows per step instead of one per parameter and one more), and measured again only when
+a step fails. A parameter stays at zero or above.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from frontier_dag.validation.runner import run_jobs
 from frontier_dag.validation.silicon import SiliconRow
 
 #: How far each parameter is moved to see what it does (µs): a change that moves the rows'
-#: times well above the simulation's rounding, and the unit the damping is measured in.
-STEPS = {"request_us": 5000.0, "handoff_us": 5000.0, "step_us": 200.0, "step_per_sequence_us": 5.0}
+#: times well above the simulation's rounding, and the unit the damping is measured in. A
+#: request's intake overlaps the step the engine is running when it arrives, so an intake
+#: shorter than that step changes no TTFT: the per-request moves are longer than a decode step.
+STEPS = {"request_us": 20000.0, "handoff_us": 20000.0, "step_us": 200.0, "step_per_sequence_us": 5.0}
 #: Relative error at which the soft-L1 loss turns from squares to absolute values.
 LOSS_SCALE = 0.25
 #: Rows that failed at a parameter set count this relative error (it keeps the fit away).
@@ -83,13 +87,14 @@ def _loss(errors: np.ndarray) -> float:
 
 
 def fit_overheads(rows: Sequence[SiliconRow], key: str = "", *, workers: int = 2, rounds: int = ROUNDS,
-                  benchmark_rounds: int = BENCHMARK_ROUNDS, iterations: int = 8,
+                  benchmark_rounds: int = BENCHMARK_ROUNDS, phase: str = "burst", iterations: int = 8,
                   progress: Callable[[str], None] | None = None) -> Fit:
     """Fit one overhead model to ``rows`` (module docstring), from zeros; ``iterations``: the
-    most Gauss-Newton steps. Rows that do not simulate without overheads (no concurrency, a
+    most Gauss-Newton steps; ``phase``: how the clients start (``runner.PHASES``): a file is
+    used with the phase it was fitted with. Rows that do not simulate without overheads (no concurrency, a
     model without tables) cannot inform the fit and are left out."""
     rows = list(rows)
-    run = dict(workers=workers, rounds=rounds, benchmark_rounds=benchmark_rounds)
+    run = dict(workers=workers, rounds=rounds, benchmark_rounds=benchmark_rounds, phase=phase)
     usable = [(row, rec) for row, rec in zip(rows, run_jobs([(row, None) for row in rows], **run), strict=True)
               if rec["status"] == "ok" and rec["sim_ttft_ms"] is not None and rec["sim_tpot_ms"] is not None]
     if not usable:
@@ -111,11 +116,12 @@ def fit_overheads(rows: Sequence[SiliconRow], key: str = "", *, workers: int = 2
     z = np.zeros(len(free))
     before = errors = _errors(plain, rows)
     damping = 1e-3
+    jac, fresh = None, False
     history = [{"overheads": _overheads(z, free).model_dump(), **_mapes(errors), "loss": _loss(errors)}]
     for step in range(iterations):
-        # forward differences: each free parameter moved by its step, all rows simulated again
-        moved = simulate([z + np.eye(len(free))[j] for j in range(len(free))])
-        jac = np.stack([m - errors for m in moved], axis=1)
+        if jac is None:  # forward differences: each free parameter moved by its step, all rows simulated again
+            moved = simulate([z + np.eye(len(free))[j] for j in range(len(free))])
+            jac, fresh = np.stack([m - errors for m in moved], axis=1), True
         # soft-L1 as iteratively reweighted least squares
         weight = 1.0 / np.sqrt(np.sqrt(1.0 + (errors / LOSS_SCALE) ** 2))
         jw, ew = jac * weight[:, None], errors * weight
@@ -129,7 +135,11 @@ def fit_overheads(rows: Sequence[SiliconRow], key: str = "", *, workers: int = 2
             trial_errors = simulate([trial])[0]
             if _loss(trial_errors) < _loss(errors):
                 moved_by = float(np.abs(trial - z).max())
-                z, errors = trial, trial_errors
+                # Broyden's update: the step just taken tells how the errors move along it, so
+                # the next step needs no new differences (a failed step gets fresh ones)
+                dz = trial - z
+                jac = jac + np.outer(trial_errors - errors - jac @ dz, dz) / float(dz @ dz)
+                z, errors, fresh = trial, trial_errors, False
                 damping = max(damping / 3.0, 1e-6)
                 break
             damping *= 10.0
@@ -139,7 +149,9 @@ def fit_overheads(rows: Sequence[SiliconRow], key: str = "", *, workers: int = 2
             progress(f"{key}: step {step + 1}: {_describe(_overheads(z * scale, free))}; TTFT MAPE "
                      f"{history[-1]['ttft_mape']:.1%}, TPOT MAPE {history[-1]['tpot_mape']:.1%}")
         if moved_by < 0.02:  # no step lowered the loss, or the last one hardly moved
-            break
+            if fresh:
+                break
+            jac = None  # the updated slopes may have led astray: measure them again
     return Fit(key, _overheads(z * scale, free), len(rows), _mapes(before), _mapes(errors), evaluations, free,
                history)
 

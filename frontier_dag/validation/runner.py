@@ -28,10 +28,11 @@ from frontier_dag.validation.silicon import SiliconRow
 
 #: How the closed loop's clients start. ``burst``: all at once, as the benchmarks start (the
 #: default). ``spread``: each client's first request at a random time within one request's
-#: simulated duration (the mean end-to-end latency of a ``burst`` run of the row, which is
-#: simulated first), the first round left out: the steady state of clients whose phases are
-#: independent. A diagnostic bracket for how the clients fall into step (docs/validation.md),
-#: not a fit: it takes nothing from the measurements.
+#: simulated duration (the mean end-to-end latency of one ``burst`` round of the row without
+#: engine overheads, which is simulated first), the first round left out: the steady state of
+#: clients whose phases are independent, which the measured clients are closer to
+#: (docs/validation.md, "What the largest errors come from"). It takes nothing from the
+#: measurements.
 PHASES = ("burst", "spread")
 
 def _base_record(row: SiliconRow) -> dict:
@@ -83,7 +84,10 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     record = _base_record(row)
     started = time.perf_counter()
     try:
-        converted = row_config(row, rounds=rounds, overheads=overheads)
+        # spread: one burst round without overheads (the least that gives a request's duration)
+        # sets the ramp, so that a calibration's moves do not draw the clients' phases anew
+        converted = row_config(row, rounds=rounds if phase == "burst" else 1,
+                               overheads=overheads if phase == "burst" else None)
         record["notes"] = "; ".join(converted.notes)
         result = simulate(assemble(converted.deployment), attribute=False)
         if phase == "spread":
@@ -134,12 +138,47 @@ def _warm_cache(system: str, backend: str) -> None:
         cached_cost_model(PredictorConfig(backend=backend), load_hardware(system))
 
 
+#: Records of the simulations this process has run, by (row, overheads, rounds, phase,
+#: benchmark rounds): a simulation is deterministic (the row's seed), so a calibration that
+#: asks for one again (the rows without overheads that ``validate silicon`` has simulated; the
+#: first Jacobian of every leave-one-model-out fit of an engine, all taken at zero) gets the
+#: record instead of a second run.
+_DONE: dict[tuple, dict] = {}
+
+
+def _memo_key(job: Job, rounds: int, phase: str, benchmark_rounds: int) -> tuple:
+    row, overheads = job
+    return (row, None if overheads is None else tuple(overheads.model_dump().items()), rounds, phase,
+            benchmark_rounds)
+
+
 def run_jobs(jobs: Iterable[Job], *, workers: int = 2, rounds: int = ROUNDS, phase: str = "burst",
              benchmark_rounds: int = BENCHMARK_ROUNDS, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Simulate each (row, overheads) of ``jobs`` over ``workers`` processes (1: in this
     process); ``progress`` is called with each finished record. Records come back in the
-    jobs' order."""
+    jobs' order; a job this process has simulated before is not simulated again (``_DONE``)."""
     jobs = list(jobs)
+    keys = [_memo_key(job, rounds, phase, benchmark_rounds) for job in jobs]
+    todo = [k for k, key in enumerate(keys) if key not in _DONE]
+    fresh = _run_jobs([jobs[k] for k in todo], workers=workers, rounds=rounds, phase=phase,
+                      benchmark_rounds=benchmark_rounds, progress=progress)
+    for k, record in zip(todo, fresh, strict=True):
+        if record["status"] != "failed":  # a failure may be the machine's (memory): let a later call retry
+            _DONE[keys[k]] = dict(record)
+    known = {k: record for k, record in zip(todo, fresh, strict=True)}
+    out = []
+    for k, key in enumerate(keys):
+        if k in known:
+            out.append(known[k])
+        else:
+            out.append(dict(_DONE[key]))
+            if progress:
+                progress(out[-1])
+    return out
+
+
+def _run_jobs(jobs: list[Job], *, workers: int, rounds: int, phase: str, benchmark_rounds: int,
+              progress: Callable[[dict], None] | None) -> list[dict]:
     records: dict[int, dict] = {}
     if workers <= 1 or len(jobs) <= 1:
         for k, (row, overheads) in enumerate(jobs):

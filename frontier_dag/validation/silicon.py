@@ -218,5 +218,32 @@ def cheapest_per_partition(rows: list[SiliconRow], n: int) -> list[SiliconRow]:
     return [row for row in rows if row.index in keep]
 
 
+def spread_per_partition(rows: list[SiliconRow], n: int) -> list[SiliconRow]:
+    """Per (system, backend, mode, model), the row with the fewest tokens to simulate at each
+    of ``n`` of its concurrencies, spread from the lowest to the highest (evenly over the
+    sorted distinct concurrencies: with 4, 8, 16, 32, 64 and ``n`` = 3, at 4, 16 and 64), in
+    their original order: a sample that spans the loads a partition was measured at, which a
+    calibration needs (an overhead per sequence fitted at one concurrency says nothing about
+    another). Rows without a concurrency cannot be simulated and are not picked."""
+    groups: dict[tuple, dict[int, SiliconRow]] = {}
+    for row in rows:
+        if row.concurrency is None:
+            continue
+        by_load = groups.setdefault((row.system, row.backend, row.mode, row.model_path), {})
+        best = by_load.get(row.concurrency)
+        if best is None or row.isl + row.osl < best.isl + best.osl:
+            by_load[row.concurrency] = row
+    keep = set()
+    for by_load in groups.values():
+        loads = sorted(by_load)
+        for i in sorted({int(round(x)) for x in np.linspace(0, len(loads) - 1, min(n, len(loads)))}):
+            keep.add(by_load[loads[i]].index)
+    return [row for row in rows if row.index in keep]
+
+
+#: How ``--per-partition N`` picks its rows: the N cheapest, or the cheapest at N concurrencies.
+PICKS = {"cheapest": cheapest_per_partition, "concurrency": spread_per_partition}
+
+
 def with_concurrency(row: SiliconRow, concurrency: int) -> SiliconRow:
     return replace(row, concurrency=concurrency)

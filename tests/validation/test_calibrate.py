@@ -71,6 +71,14 @@ def test_calibration_recovers_the_overheads_the_rows_were_simulated_with(measure
     assert shared["rows"] == 3
     assert shared["calibrated"]["ttft_mape"] < 0.01 and shared["calibrated"]["tpot_mape"] < 0.01
     assert shared["frontier_dag"]["ttft_mape"] > 0.2  # the kernels alone miss the overheads
+    # leave one model out: the fixture has one model, so nothing to fit on (said per row)
+    lomo = CliRunner().invoke(cli, ["validate", "silicon", "--csv", str(measured_csv), "--system", "h100_sxm",
+                                    "--hold-out", "model", "--iterations", "1", "--workers", "1", "--rounds", "2",
+                                    "--no-progress", "--out", str(tmp_path / "rows.csv")])
+    assert lomo.exit_code == 0, lomo.output
+    written = pd.read_csv(tmp_path / "rows.csv")
+    assert set(written["lomo_status"]) == {"no_entry"}
+    assert written["lomo_reason"].str.contains("no other model of trtllm on h100_sxm").all()
     # an existing file is not overwritten
     again = CliRunner().invoke(cli, ["calibrate", str(measured_csv), "--out", str(out), "--workers", "1"])
     assert again.exit_code == 2 and "exists" in again.output
@@ -139,3 +147,61 @@ def test_rows_that_cannot_be_simulated_give_a_clear_error(tmp_path):
     assert result.exit_code == 2, result.output
     assert "none of the rows can be simulated" in result.output
     assert not (tmp_path / "e.yaml").exists()
+
+
+def test_a_simulation_asked_for_twice_runs_once(monkeypatch):
+    """The calibration asks for the same (row, overheads) more than once (the rows without
+    overheads that validate silicon has simulated, each leave-one-model-out fit's first
+    Jacobian): it is simulated once and the record handed back again, as a copy."""
+    from frontier_dag.validation import runner
+
+    calls = []
+
+    def fake(row, rounds, phase, benchmark_rounds, overheads):
+        calls.append((row.id, overheads))
+        return {"status": "ok", "id": row.id, "sim_ttft_ms": 1.0 + (overheads.request_us if overheads else 0.0)}
+
+    monkeypatch.setattr(runner, "simulate_row", fake)
+    monkeypatch.setattr(runner, "_DONE", {})
+    rows = [parse_row(i, {**BASE, "id": f"r{i}", "silicon_data_source": "silicon_concurrency=2",
+                          "silicon_ttft_ms": 10.0, "silicon_tpot_ms": 1.0}, moe=False) for i in range(2)]
+    moved = EngineOverheads(request_us=5.0)
+    first = runner.run_jobs([(rows[0], None), (rows[1], moved)], workers=1)
+    first[0]["changed"] = True  # a caller's change does not reach the memo
+    again = runner.run_jobs([(rows[1], moved), (rows[0], None), (rows[0], moved)], workers=1, rounds=4)
+    assert [r["sim_ttft_ms"] for r in again] == [6.0, 1.0, 6.0] and "changed" not in again[1]
+    assert calls == [("r0", None), ("r1", moved), ("r0", moved)]
+    runner.run_jobs([(rows[0], None)], workers=1, rounds=2)  # other rounds: another simulation
+    assert len(calls) == 4
+
+
+def test_a_fit_simulates_its_rows_with_the_clients_phase(monkeypatch):
+    """``calibrate --phase spread`` fits with the clients spread, every simulation of the fit."""
+    from frontier_dag.validation import calibrate as fitting
+
+    phases = []
+
+    def fake_run(jobs, *, phase, **_):
+        phases.append(phase)
+        return [{"status": "ok", "sim_ttft_ms": 10.0 + (o.request_us * 1e-3 if o else 0.0), "sim_tpot_ms": 1.0}
+                for _, o in jobs]
+
+    monkeypatch.setattr(fitting, "run_jobs", fake_run)
+    rows = [parse_row(0, {**BASE, "id": "r0", "silicon_data_source": "silicon_concurrency=2",
+                          "silicon_ttft_ms": 50.0, "silicon_tpot_ms": 1.0}, moe=False)]
+    fit = fitting.fit_overheads(rows, "trtllm", phase="spread", iterations=3)
+    assert set(phases) == {"spread"} and len(phases) >= 2
+    assert fit.overheads.request_us == pytest.approx(40000.0, rel=0.01)  # TTFT linear in it: found at once
+
+
+def test_validate_picks_rows_across_concurrencies(measured_csv):
+    """``--per-partition 1 --pick concurrency``: each partition at its lowest concurrency;
+    ``--per-partition 2``: the aggregated partition at 1 and 16 clients."""
+    def rows(*args):
+        result = CliRunner().invoke(cli, ["validate", "silicon", "--csv", str(measured_csv), "--system", "h100_sxm",
+                                          "--convert-only", "--json", "--no-progress", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["rows_total"]
+
+    assert rows("--per-partition", "1", "--pick", "concurrency") == 2
+    assert rows("--per-partition", "2", "--pick", "concurrency") == 3

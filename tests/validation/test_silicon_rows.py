@@ -19,6 +19,7 @@ from frontier_dag.validation.silicon import (
     default_csv,
     parse_row,
     read_rows,
+    spread_per_partition,
 )
 
 BASE = {
@@ -145,6 +146,20 @@ def test_cheapest_rows_of_each_partition_keep_their_order():
     assert [r.index for r in cheapest_per_partition(rows, 2)] == [1, 2, 3, 4]
     unknown = parse_row(5, {**BASE, "id": "5", "backend": "vllm", "silicon_data_source": ""}, moe=False)
     assert [r.index for r in cheapest_per_partition([unknown, *rows], 1)] == [1, 4]  # no concurrency: last
+
+
+def test_rows_spread_over_each_partitions_concurrencies():
+    spec = [("vllm", 512, 4), ("vllm", 128, 4), ("vllm", 128, 8), ("vllm", 128, 16), ("vllm", 1024, 32),
+            ("vllm", 128, 64), ("vllm", 128, 32), ("trtllm", 128, 4)]
+    rows = [parse_row(i, {**BASE, "id": str(i), "backend": backend, "osl": osl,
+                          "silicon_data_source": f"silicon_concurrency={c}"}, moe=False)
+            for i, (backend, osl, c) in enumerate(spec)]
+    # vllm at 4 (its cheaper row), 16 and 64; trtllm's only row; the original order kept
+    assert [r.index for r in spread_per_partition(rows, 3)] == [1, 3, 5, 7]
+    assert [r.index for r in spread_per_partition(rows, 2)] == [1, 5, 7]
+    assert [r.index for r in spread_per_partition(rows, 9)] == [1, 2, 3, 5, 6, 7]  # one per concurrency
+    unknown = parse_row(8, {**BASE, "id": "8", "backend": "vllm", "silicon_data_source": ""}, moe=False)
+    assert [r.index for r in spread_per_partition([unknown, *rows], 1)] == [1, 7]
 
 
 def test_report_mape_median_coverage_and_partitions():
