@@ -553,24 +553,29 @@ class HardwareTables:
         self._links = {False: (hw.network.bandwidth_bytes_per_s, hw.network.latency_us),
                        True: (hw.node.nvlink_bandwidth_bytes_per_s, INTRA_NODE_COLLECTIVE_LATENCY_US)}
 
-    def dtype(self, value) -> tuple[float, float, float]:
-        """(code, peak FLOP/s, width in bytes; NaN if unknown) of a dtype."""
+    def dtype(self, value, stored: bool = False) -> tuple[float, float, float]:
+        """(code, peak FLOP/s, width in bytes; NaN if unknown) of a dtype. ``stored``: a
+        precision the GPU only stores (an FP8 KV cache on an A100, read into BF16 matmuls):
+        its peak is NaN where the GPU has no tensor cores for it, instead of an error."""
         key = str(value)
         found = self._dtypes.get(key)
         if found is None:
+            if stored and key in DTYPE_BYTES and not self._hw.gpu.supports(key):
+                return float(DTYPE_CODES.get(key, UNKNOWN)), math.nan, float(DTYPE_BYTES[key])
             found = self._dtypes[key] = (float(DTYPE_CODES.get(key, UNKNOWN)), float(self._hw.gpu.peak_flops(key)),
                                          float(DTYPE_BYTES.get(key, math.nan)))
         return found
 
-    def dtype_columns(self, values, width: bool = True) -> tuple:
+    def dtype_columns(self, values, width: bool = True, stored: bool = False) -> tuple:
         """Code, peak and width of a dtype column, each a scalar where every row has the
-        same dtype; an unknown width is a KeyError, as in the roofline, where it is needed."""
+        same dtype; an unknown width is a KeyError, as in the roofline, where it is needed.
+        ``stored``: as in ``dtype``."""
         if _constant(values):
-            found = self.dtype(values[0])
+            found = self.dtype(values[0], stored)
             if width and math.isnan(found[2]):
                 raise KeyError(str(values[0]))
             return found
-        found = tuple(zip(*(self.dtype(v) for v in values), strict=True))
+        found = tuple(zip(*(self.dtype(v, stored) for v in values), strict=True))
         if width and any(math.isnan(w) for w in found[2]):
             raise KeyError(next(str(v) for v in values if str(v) not in DTYPE_BYTES))
         return found
@@ -673,7 +678,7 @@ class Featurizer:
     def attention_rows(self, q: Mapping[str, Any], rows: int) -> np.ndarray:
         """The attention loop's ``per_row``: head shape, dtype codes, peak and KV width."""
         code, peak, _ = self.tables.dtype_columns(q["dtype"], width=False)
-        kv_code, _, kv_width = self.tables.dtype_columns(q["kv_dtype"])
+        kv_code, _, kv_width = self.tables.dtype_columns(q["kv_dtype"], stored=True)
         if self.kind in (MLA_DECODE, MLA_PREFILL):
             shape = [_column(q["num_heads"]), 1.0, *(_column(q[c]) for c in _MLA_SHAPE)]
         else:

@@ -76,6 +76,17 @@ def test_waves_of_thread_blocks():
     assert gemm[0, 2] == 0 and mla_work[0, 2] == 0
 
 
+def test_a_kv_cache_stored_in_a_precision_the_gpu_cannot_compute_in():
+    """An A100 stores an FP8 KV cache (1 byte a value) and reads it into BF16 matmuls: no FP8
+    tensor cores are needed; an FP8 matmul on it stays an error."""
+    a100 = load_hardware("a100_sxm")
+    f, work = features("attention_decode", attention_query([[1, 1]], [[100, 300]], kv_dtype="fp8"), a100)
+    assert f["kv_dtype"][0] == DTYPE_CODES["fp8"]
+    assert f["log_bytes"][0] == pytest.approx(np.log1p(402 * 2 * 8 * 128 * 1 + 2 * 2 * 32 * 128 * 2))
+    with pytest.raises(Exception, match="cannot run fp8"):
+        features("gemm", {"m": [8], "n": [64], "k": [64], "dtype": ["fp8"]}, a100)
+
+
 def test_quantiles_of_each_row_in_a_batch():
     f, _ = features("attention_mixed", attention_query([[3, 1, 2], [10, 40]], [[0, 0, 0], [5, 0]]), H200)
     assert list(f["q_p50"]) == [2, 25] and f["q_p90"] == pytest.approx([2.8, 37])  # 1 2 3; 10 40
