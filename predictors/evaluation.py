@@ -131,12 +131,12 @@ def _spaced_choice(rng: np.random.Generator, interior: np.ndarray, position: np.
 
 
 #: what ``evaluate(by=...)`` breaks the held-out rows down by
-BREAKDOWNS = ("source", "dtype")
+BREAKDOWNS = ("source", "dtype", "kv_dtype")
 
 
 def _breakdown_key(test: pd.DataFrame, by: str) -> pd.Series:
-    if by == "dtype":
-        return test["dtype"].astype(str) if "dtype" in test else pd.Series("-", index=test.index)
+    if by in ("dtype", "kv_dtype"):  # kv_dtype: attention's KV cache precision (FP8 or BF16)
+        return test[by].astype(str) if by in test else pd.Series("-", index=test.index)
     if "source" not in test:
         return pd.Series("-", index=test.index)
     # aiconfigurator:<engine>/<version>/<table>:<kernel>[:<routing>] -> <kernel>[:<routing>]
@@ -146,7 +146,7 @@ def _breakdown_key(test: pd.DataFrame, by: str) -> pd.Series:
 def evaluate(profiles: ProfileSet, split: str = "random", seed: int = 0, settings: FitSettings = DEFAULT_SETTINGS,
              families=None, n_jobs: int = 2, by: str | None = None) -> dict[str, dict]:
     """Fit each family on its training rows and score it on the held-out ones; ``by``
-    (``source``: the measured kernel, ``dtype``) adds the scores of each part of the
+    (``source``: the measured kernel, ``dtype``, ``kv_dtype``) adds the scores of each part of the
     held-out rows (``parts``)."""
     hw = load_hardware(profiles.hardware)
     report = {}

@@ -18,8 +18,13 @@
 
 Every family's features end with the roofline terms (log FLOPs, bytes, compute and
 memory time, roofline time). Each row also has its work: the time the FLOPs (counting
-padded tiles and whole waves) and the bytes take at the GPU's peaks, from which
-``fitting`` builds the calibrated roofline the forests predict against. Sizes enter as
+padded tiles and whole waves) and the bytes take at the GPU's peaks, and for attention
+the waves of thread blocks the kernel launches (a block per 128 new tokens of each
+head in a prefill or mixed batch, one per KV head of each sequence in a decode batch,
+over the SM count:
+each block pays a fixed set-up cost, which dominates short prefills and large decode
+batches, most on Blackwell), from which ``fitting`` builds the calibrated roofline
+the forests predict against. Sizes enter as
 log1p (``transforms``): forests with random split points then interpolate between
 measured sizes on a log scale; every feature is rounded to float32, as the forests
 compare it.
@@ -238,7 +243,7 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
     heads, kvh = p[0], p[1]
     group = heads / kvh
     q_sum = kv_sum = q_sq = kv_sq = pairs = n_decode = prefill_q = decode_kv = 0.0
-    q_tiles = kv_tiles = padded = real = 0.0
+    q_tiles = kv_tiles = padded = real = blocks = 0.0
     q_lo, q_hi, k_lo, k_hi = np.inf, -np.inf, np.inf, -np.inf
     for j in range(count):
         q = new[j]
@@ -256,6 +261,9 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
             decode_kv += k
         else:
             prefill_q += q
+        # a decode kernel packs each KV head's query heads into one block; a prefill (or mixed)
+        # kernel runs a block per 128 new tokens of each head, a decode sequence's one included
+        blocks += kvh if kind == ATTENTION else heads * np.ceil(q / TILE)
         q_tiles += tiles
         kv_tiles += np.ceil(k / TILE)
         padded += tiles * attended
@@ -304,6 +312,8 @@ def _attention_row(out, work, new, ctx, count, p, consts, kind, buf):
     out[o], out[o + 1] = dcode, kvcode
     quantization = padded * TILE / real * (np.ceil(q_waves) / max(q_waves, 1e-9))
     _roofline_columns(out, o + 2, work, flops, nbytes, peak, consts, quantization)
+    if not mla:
+        work[2] = blocks / sm
 
 
 @kernel
@@ -423,14 +433,15 @@ def _elementwise_row(out, work, p, consts):
 
 @kernel
 def _raw(kind, rows, a, b, lengths, per_row, consts, width):
-    """Raw columns (rows x width), work (rows x 2) and the empty rows (no sequences or
+    """Raw columns (rows x width), work (rows x 3: compute µs and memory µs at the peaks,
+    attention's waves of thread blocks, else 0) and the empty rows (no sequences or
     experts: zeros) of a batch. ``a`` and ``b``: the flat ragged values (new tokens and
     contexts, or expert loads) of rows of ``lengths`` values; ``per_row``: the family's
     scalar columns (values x rows, or x 1 for all rows); ``consts``: SM count, HBM bytes/s,
     activation bytes, kernel launch µs (arguments, not globals: numba would freeze a
     global of another file into its cache)."""
     raw = np.zeros((rows, width))
-    work = np.zeros((rows, 2))
+    work = np.zeros((rows, 3))
     empty = np.zeros(rows, dtype=np.bool_)
     ragged = kind <= MLA_PREFILL or kind in (MOE, WIDE_EP)
     longest = 1
@@ -525,11 +536,12 @@ def predict_rows(kind, rows, a, b, lengths, per_row, consts, transform, box, nod
 
     ``box``: the range-checked columns, their low and high (3 x columns); ``nodes``,
     ``spread``, ``roots``, ``depth``: the flat forest (``forest.FlatForest``);
-    ``calibration``: t0, e_c, e_m, serial share. A row without sequences predicts zeros."""
+    ``calibration``: t0, e_c, e_m, serial share, µs per wave of blocks. A row without
+    sequences predicts zeros."""
     raw, work, empty = _raw(kind, rows, a, b, lengths, per_row, consts, len(transform))
     X = _transformed(raw, transform)
     out = np.zeros((rows, 4))
-    t0, e_c, e_m, serial = calibration[0], calibration[1], calibration[2], calibration[3]
+    t0, e_c, e_m, serial, per_wave = calibration[0], calibration[1], calibration[2], calibration[3], calibration[4]
     for i in range(rows):
         for c in range(box.shape[1]):
             x = X[i, int(box[0, c])]
@@ -537,7 +549,7 @@ def predict_rows(kind, rows, a, b, lengths, per_row, consts, transform, box, nod
                 out[i, 3] = 1.0
                 break
         compute, memory = work[i, 0] / e_c, work[i, 1] / e_m
-        out[i, 2] = t0 + max(compute, memory) + serial * min(compute, memory)
+        out[i, 2] = t0 + per_wave * work[i, 2] + max(compute, memory) + serial * min(compute, memory)
     node = walk_forest(X, nodes, roots, depth)
     values = nodes.view(np.float32)[:, 3]
     trees = len(roots)
@@ -567,24 +579,29 @@ class HardwareTables:
         self._links = {False: (hw.network.bandwidth_bytes_per_s, hw.network.latency_us),
                        True: (hw.node.nvlink_bandwidth_bytes_per_s, INTRA_NODE_COLLECTIVE_LATENCY_US)}
 
-    def dtype(self, value) -> tuple[float, float, float]:
-        """(code, peak FLOP/s, width in bytes; NaN if unknown) of a dtype."""
+    def dtype(self, value, stored: bool = False) -> tuple[float, float, float]:
+        """(code, peak FLOP/s, width in bytes; NaN if unknown) of a dtype. ``stored``: a
+        precision the GPU only stores (an FP8 KV cache on an A100, read into BF16 matmuls):
+        its peak is NaN where the GPU has no tensor cores for it, instead of an error."""
         key = str(value)
         found = self._dtypes.get(key)
         if found is None:
+            if stored and key in DTYPE_BYTES and not self._hw.gpu.supports(key):
+                return float(DTYPE_CODES.get(key, UNKNOWN)), math.nan, float(DTYPE_BYTES[key])
             found = self._dtypes[key] = (float(DTYPE_CODES.get(key, UNKNOWN)), float(self._hw.gpu.peak_flops(key)),
                                          float(DTYPE_BYTES.get(key, math.nan)))
         return found
 
-    def dtype_columns(self, values, width: bool = True) -> tuple:
+    def dtype_columns(self, values, width: bool = True, stored: bool = False) -> tuple:
         """Code, peak and width of a dtype column, each a scalar where every row has the
-        same dtype; an unknown width is a KeyError, as in the roofline, where it is needed."""
+        same dtype; an unknown width is a KeyError, as in the roofline, where it is needed.
+        ``stored``: as in ``dtype``."""
         if _constant(values):
-            found = self.dtype(values[0])
+            found = self.dtype(values[0], stored)
             if width and math.isnan(found[2]):
                 raise KeyError(str(values[0]))
             return found
-        found = tuple(zip(*(self.dtype(v) for v in values), strict=True))
+        found = tuple(zip(*(self.dtype(v, stored) for v in values), strict=True))
         if width and any(math.isnan(w) for w in found[2]):
             raise KeyError(next(str(v) for v in values if str(v) not in DTYPE_BYTES))
         return found
@@ -687,7 +704,7 @@ class Featurizer:
     def attention_rows(self, q: Mapping[str, Any], rows: int) -> np.ndarray:
         """The attention loop's ``per_row``: head shape, dtype codes, peak and KV width."""
         code, peak, _ = self.tables.dtype_columns(q["dtype"], width=False)
-        kv_code, _, kv_width = self.tables.dtype_columns(q["kv_dtype"])
+        kv_code, _, kv_width = self.tables.dtype_columns(q["kv_dtype"], stored=True)
         if self.kind in (MLA_DECODE, MLA_PREFILL):
             shape = [_column(q["num_heads"]), 1.0, *(_column(q[c]) for c in _MLA_SHAPE)]
         else:
@@ -719,7 +736,8 @@ def features(family: str, query: Mapping[str, Any], hw: HardwareConfig,
              vocab: Mapping[str, Sequence[str]] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Named feature columns of ``query`` in float64, sizes before their log1p (the
     ``log_`` columns logged), and its work: the time (µs) its FLOPs and its bytes take at
-    the GPU's peaks (rows x 2; a transfer's bytes at the link's bandwidth). The compute
+    the GPU's peaks and the waves of thread blocks (rows x 3, as ``_raw``; a transfer's bytes
+    at the link's bandwidth). The compute
     time counts padded tiles and whole waves of tiles."""
     featurizer = Featurizer(family, HardwareTables(hw), vocab)
     raw, work = featurizer.raw(query)

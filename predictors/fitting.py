@@ -1,10 +1,12 @@
 """Fitting one random forest per (hardware, operator family) on a log target.
 
 The forest predicts ``log(latency / baseline)``, where the baseline is the family's
-calibrated roofline ``t0 + max(c, m) + s min(c, m)`` with c = compute / e_c and
+calibrated roofline ``t0 + u w + max(c, m) + s min(c, m)`` with c = compute / e_c and
 m = memory / e_m: the work's time at the GPU's peaks (``features``) with a fixed
 overhead, two efficiencies and the share ``s`` of the shorter time not hidden behind
-the longer, fitted to the profile. The residual varies slowly with the shape where the raw roofline ratio jumps
+the longer, fitted to the profile; attention adds ``u`` µs per wave ``w`` of the thread
+blocks its kernel launches (their set-up cost: a decode batch of 2048 sequences takes
+the same time over 1 or 63 cached tokens, a prefill of 16 to 128 tokens as many blocks). The residual varies slowly with the shape where the raw roofline ratio jumps
 (a kernel's fixed cost stops dominating), so a piecewise-constant forest interpolates
 to unseen shapes, and the baseline carries predictions beyond the measured range.
 A forest is fitted in seconds with fixed settings (no grid search), then flattened
@@ -176,27 +178,31 @@ def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 
 def calibrated_roofline(calibration: np.ndarray, work: np.ndarray) -> np.ndarray:
-    """``t0 + max(c, m) + s min(c, m)`` in µs, with c = compute / e_c and m = memory / e_m
-    for work = (compute, memory) µs at peak: ``s`` is how much of the shorter of the two
-    the kernel fails to hide behind the longer (0: all, the plain roofline; 1: none)."""
-    overhead, compute_efficiency, memory_efficiency, serial = calibration
+    """``t0 + u w + max(c, m) + s min(c, m)`` in µs, with c = compute / e_c and m = memory / e_m
+    for work = (compute, memory) µs at peak and w waves of thread blocks: ``s`` is how much
+    of the shorter of the two the kernel fails to hide behind the longer (0: all, the plain
+    roofline; 1: none), ``u`` the µs a wave of blocks costs beyond them."""
+    overhead, compute_efficiency, memory_efficiency, serial, per_wave = calibration
     compute, memory = work[:, 0] / compute_efficiency, work[:, 1] / memory_efficiency
-    return overhead + np.maximum(compute, memory) + serial * np.minimum(compute, memory)
+    return overhead + per_wave * work[:, 2] + np.maximum(compute, memory) + serial * np.minimum(compute, memory)
 
 
 def calibrate(work: np.ndarray, latency: np.ndarray) -> np.ndarray:
-    """The (t0, e_c, e_m, s) that fit ``latency`` best in log space (robust to outliers)."""
+    """The (t0, e_c, e_m, s, u) that fit ``latency`` best in log space (robust to outliers);
+    u = 0 where the work counts no waves of blocks (every family but attention)."""
 
     from scipy.optimize import least_squares  # fitting only; loading a fitted model needs no scipy
 
+    waves = bool(np.any(work[:, 2] > 0))
+
     def params(x: np.ndarray) -> np.ndarray:
-        return np.array([*np.exp(x[:3]), x[3]])
+        return np.array([*np.exp(x[:3]), x[3], np.exp(x[4]) if waves else 0.0])
 
     def residual(x: np.ndarray) -> np.ndarray:
         return np.log(calibrated_roofline(params(x), work)) - np.log(latency)
 
-    start = [*np.log([max(float(np.min(latency)) * 0.5, 1e-3), 0.5, 0.5]), 0.5]
-    bounds = ([-np.inf, -np.inf, -np.inf, 0.0], [np.inf, np.inf, np.inf, 1.0])
+    start = [*np.log([max(float(np.min(latency)) * 0.5, 1e-3), 0.5, 0.5]), 0.5] + ([0.0] if waves else [])
+    bounds = ([-np.inf, -np.inf, -np.inf, 0.0] + [-np.inf] * waves, [np.inf, np.inf, np.inf, 1.0] + [np.inf] * waves)
     return params(least_squares(residual, start, loss="soft_l1", f_scale=0.1, bounds=bounds).x)
 
 
@@ -294,5 +300,5 @@ def fit_family(family: str, table: pd.DataFrame, hw: HardwareConfig, settings: F
         forest=FlatForest.from_sklearn(forest, leaf_cv, node_values=leaf_values), has_spread=bool(measured.any()), n_train=len(table),
         info={**info, "min_samples_leaf": leaf, "spike": spike, "t0_us": float(calibration[0]),
               "compute_efficiency": float(calibration[1]), "memory_efficiency": float(calibration[2]),
-              "serial_share": float(calibration[3])},
+              "serial_share": float(calibration[3]), "us_per_block_wave": float(calibration[4])},
     )

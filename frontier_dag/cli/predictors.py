@@ -92,8 +92,9 @@ def fit(source, system, backend, path, pattern, refit, as_json) -> None:
                    "spaced: as grouped, never two neighbouring shapes at once.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and the forests.")
 @click.option("--family", "families", multiple=True, help="Only these operator families (repeatable).")
-@click.option("--by", type=click.Choice(["source", "dtype"]),
-              help="Also score each part of the held-out rows: by measured kernel (source) or by dtype.")
+@click.option("--by", type=click.Choice(["source", "dtype", "kv_dtype"]),
+              help="Also score each part of the held-out rows: by measured kernel (source), by dtype or by "
+                   "attention's KV cache dtype (kv_dtype).")
 @json_option
 def evaluate(source, system, backend, path, pattern, split, seed, families, by, as_json) -> None:
     """Held-out accuracy per operator family."""

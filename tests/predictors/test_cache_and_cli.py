@@ -106,3 +106,19 @@ def test_evaluate_breaks_the_held_out_rows_down(fixtures, tmp_path, cache_dir):
     table = CliRunner().invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
                                      "--family", "gemm", "--by", "dtype"])
     assert table.exit_code == 0 and "  dtype=" in table.output
+    kv = CliRunner().invoke(cli, ["predictors", "evaluate", "--source", "profile-dir", "--path", str(path),
+                                  "--family", "attention_decode", "--by", "kv_dtype", "--json"])
+    assert kv.exit_code == 0, kv.output
+    decode = json.loads(kv.output)["attention_decode"]
+    assert set(decode["parts"]) == {"bf16"} and decode["parts"]["bf16"]["n_test"] == decode["n_test"]
+
+
+def test_breakdown_by_kv_dtype_reads_the_kv_cache_column():
+    import pandas as pd
+
+    from frontier_dag.predictors.evaluation import _breakdown_key
+
+    rows = pd.DataFrame({"dtype": ["bf16", "bf16"], "kv_dtype": ["fp8", "bf16"]})
+    assert list(_breakdown_key(rows, "kv_dtype")) == ["fp8", "bf16"]
+    assert list(_breakdown_key(rows, "dtype")) == ["bf16", "bf16"]
+    assert list(_breakdown_key(rows[["dtype"]], "kv_dtype")) == ["-", "-"]  # a family without a KV cache

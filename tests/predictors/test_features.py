@@ -56,6 +56,35 @@ def test_mixed_batch_statistics():
     padded, real = 4 * 50.5 + 11 + 21, 400 * 50.5 + 4 * 11 + 4 * 21
     assert work[0, 0] == pytest.approx(flops / BF16 * 1e6 * (padded * 128 / real) * (132 / 48))
     assert work[0, 1] == pytest.approx(nbytes / HBM * 1e6)
+    # thread blocks of a mixed kernel: a block per 128 new tokens of each of the 32 heads, the
+    # decodes' single token included: (1 + 1 + 1) x 32 blocks on 132 SMs
+    assert work[0, 2] == pytest.approx(3 * 32 / 132)
+
+
+def test_waves_of_thread_blocks():
+    """Prefill kernels launch a block per 128 new tokens of each head; decode kernels one per
+    KV head of each sequence; MLA and the other families count none."""
+    _, prefill = features("attention_prefill", attention_query([[16, 128], [129]], [[0, 0], [0]]), H200)
+    assert list(prefill[:, 2]) == pytest.approx([(1 + 1) * 32 / 132, 2 * 32 / 132])
+    _, decode = features("attention_decode", attention_query([[1] * 300], [[1000] * 300]), H200)
+    assert decode[0, 2] == pytest.approx(300 * 8 / 132)
+    _, gemm = features("gemm", {"m": [300], "n": [4096], "k": [4096], "dtype": ["bf16"]}, H200)
+    mla = {"num_heads": [16], "kv_lora_rank": [512], "qk_rope_head_dim": [64], "qk_nope_head_dim": [128],
+           "v_head_dim": [128], "dtype": ["bf16"], "kv_dtype": ["bf16"], "q_lens": [np.ones(4)],
+           "ctx_lens": [np.full(4, 100.0)]}
+    _, mla_work = features("mla_decode", mla, H200)
+    assert gemm[0, 2] == 0 and mla_work[0, 2] == 0
+
+
+def test_a_kv_cache_stored_in_a_precision_the_gpu_cannot_compute_in():
+    """An A100 stores an FP8 KV cache (1 byte a value) and reads it into BF16 matmuls: no FP8
+    tensor cores are needed; an FP8 matmul on it stays an error."""
+    a100 = load_hardware("a100_sxm")
+    f, work = features("attention_decode", attention_query([[1, 1]], [[100, 300]], kv_dtype="fp8"), a100)
+    assert f["kv_dtype"][0] == DTYPE_CODES["fp8"]
+    assert f["log_bytes"][0] == pytest.approx(np.log1p(402 * 2 * 8 * 128 * 1 + 2 * 2 * 32 * 128 * 2))
+    with pytest.raises(Exception, match="cannot run fp8"):
+        features("gemm", {"m": [8], "n": [64], "k": [64], "dtype": ["fp8"]}, a100)
 
 
 def test_quantiles_of_each_row_in_a_batch():

@@ -15,6 +15,7 @@ from frontier_dag.predictors.features import feature_matrix, walk_forest
 from frontier_dag.predictors.fitted_set import fit_profiles
 from frontier_dag.predictors.fitting import (
     FitSettings,
+    calibrate,
     calibrated_roofline,
     fit_family,
     table_query,
@@ -72,6 +73,18 @@ def test_a_prediction_is_the_calibrated_roofline_times_the_forest_mean(fitted):
     box = model.range_columns
     assert list(out_of_range) == list(((X[:, box] < model.low[box]) | (X[:, box] > model.high[box])).any(axis=1))
     assert list(out_of_range) == [False, False, True]  # 64k rows and fp8 were never measured
+
+
+def test_calibration_recovers_the_cost_of_a_wave_of_blocks():
+    """Latencies made by t0 + u w + max(c, m) + s min(c, m) give back (t0, e_c, e_m, s, u);
+    work without waves of blocks (every family but attention) fits u = 0."""
+    rng = np.random.default_rng(0)
+    work = np.column_stack([rng.uniform(1, 500, 400), rng.uniform(1, 500, 400), rng.uniform(0, 60, 400)])
+    truth = np.array([9.0, 0.5, 0.8, 0.3, 1.5])
+    assert calibrate(work, calibrated_roofline(truth, work)) == pytest.approx(truth, rel=1e-3)
+    flat = work * [1, 1, 0]
+    fitted = calibrate(flat, calibrated_roofline(truth, flat))
+    assert fitted[4] == 0 and fitted[:4] == pytest.approx(truth[:4], rel=1e-3)
 
 
 def test_held_out_accuracy_on_unseen_shapes(profiles):
