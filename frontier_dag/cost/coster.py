@@ -346,16 +346,7 @@ class StageCoster:
         """Template costs for an iteration whose statistics are ``env`` (``stage.mb0.tokens``
         -> value) and whose micro-batches are ``batches`` (``stage.mb0`` -> load)."""
         out = np.zeros(self.num_templates)
-        key = tuple(env[v] for v in self._variables)
-        cached = self._memo.get(key)
-        if cached is None:
-            cached = self._price_scalar(env)
-            self._memo[key] = cached
-        scalar_costs, scalar_oor = cached
-        out += scalar_costs
-        self.usage.scalar_uses += 1
-        if scalar_oor:
-            self.usage.add_out_of_range(scalar_oor)
+        self._add_scalar(env, out)
         if self._attention:
             self._price_attention(batches, out)
         if self._experts:
@@ -371,6 +362,14 @@ class StageCoster:
             cached = self._price_scalar(env)
             self._memo[key] = cached
         return cached
+
+    def _add_scalar(self, env: dict[str, int], out: np.ndarray) -> None:
+        """Add the scalar templates' prices to ``out`` and count their use."""
+        scalar_costs, scalar_oor = self.scalar_costs(env)
+        out += scalar_costs
+        self.usage.scalar_uses += 1
+        if scalar_oor:
+            self.usage.add_out_of_range(scalar_oor)
 
     # -- the three kinds -----------------------------------------------------------------------
     def _price_scalar(self, env: dict[str, int]) -> tuple[np.ndarray, OutOfRange]:
@@ -624,28 +623,7 @@ class StageCoster:
         with the most tokens and the k with the busiest expert are priced: the barrier waits
         for the slowest rank, and a grouped GEMM does not get faster with more tokens, so the
         other ranks cannot set the layer's time; they are given the cheapest priced rank's time."""
-        for (batch, family, gpu), group in self._expert_groups().items():
-            loads = batches[batch].expert_loads
-            if loads is None or env[f"{batch}.tokens"] == 0:
-                continue
-            idx, layers, ranks, columns = group
-            rows = loads[layers % loads.shape[0], ranks]
-            priced = self._critical_rows(layers, rows) if self.critical_ranks else np.arange(len(rows))
-            # a grouped GEMM's time depends on the multiset of its experts' loads, not on which
-            # expert holds which: sorted loads repeat far more often (memo hits, fewer rows)
-            constants = {c: v.evaluate(env) if isinstance(v, Sym) else v for c, v in columns.items()}
-            latency, flags, source = self._expert_prices((batch, family, gpu), idx, constants,
-                                                         -np.sort(-rows[priced], axis=1))
-            price = latency
-            busy = rows.any(axis=1)
-            if len(priced) < len(rows):
-                floor = np.full(len(rows), price.min() if len(price) else 0.0)
-                floor[priced] = price
-                price = floor
-            out[idx] = np.where(busy, price, 0.0)
-            self.usage.uses[family] += len(idx)
-            self.usage.out_of_range_by[family] += int(np.count_nonzero(flags))
-            self.usage.sources_of[family][source] += len(idx)
+        self._price_experts_many([env], [batches], out[None])
 
     def costs_many(self, envs: list[dict[str, int]], batches: list[dict[str, MicroBatchLoad]]) -> np.ndarray:
         """``costs`` of several iterations, ``(k, T)``: the same prices and usage counts as
@@ -653,15 +631,7 @@ class StageCoster:
         one call per group (the scalar and attention memos are read iteration by iteration)."""
         out = np.zeros((len(envs), self.num_templates))
         for row, env, batch in zip(out, envs, batches, strict=True):
-            key = tuple(env[v] for v in self._variables)
-            cached = self._memo.get(key)
-            if cached is None:
-                cached = self._price_scalar(env)
-                self._memo[key] = cached
-            row += cached[0]
-            self.usage.scalar_uses += 1
-            if cached[1]:
-                self.usage.add_out_of_range(cached[1])
+            self._add_scalar(env, row)
             if self._attention:
                 self._price_attention(batch, row)
         if self._experts:
@@ -681,8 +651,7 @@ class StageCoster:
             queries = [{c: v.evaluate(envs[s]) if isinstance(v, Sym) else v for c, v in columns.items()} for s in steps]
             if any(q != queries[0] for q in queries[1:]):  # shapes that move with the batch: one by one
                 for s in steps:
-                    row = out[s]
-                    self._price_experts(envs[s], batches[s], row)
+                    self._price_experts(envs[s], batches[s], out[s])
                 continue
             stacked = np.stack([batches[s][batch].expert_loads for s in steps])
             rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
@@ -739,12 +708,11 @@ class StageCoster:
         return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[group]
 
     def _critical_mask(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """``_critical_rows`` of each of several iterations' rows ``(k, group rows, experts)``,
-        as a mask ``(k, group rows)``."""
+        """The rows priced of each of several iterations' rows ``(k, group rows, experts)``, as
+        a mask ``(k, group rows)``: the k most loaded and the k busiest-expert ranks of every
+        layer (see _price_experts)."""
         k, g = rows.shape[0], rows.shape[1]
-        if self._layer_slots is None:
-            self._critical_rows(layers, rows[0])  # sets the layer slots where the layers are regular
-        slots = self._layer_slots
+        slots = self._slots(layers)
         if slots is None:
             return np.ones((k, g), dtype=bool)
         kk = min(self.critical_ranks, slots.shape[1])
@@ -807,24 +775,17 @@ class StageCoster:
         more = f" and {len(positions) - 1} more node(s) of the same shape" if len(positions) > 1 else ""
         return f"{attrs['where']}: op {self.graph.label(node)} on {attrs['resource']}{more}"
 
-    def _critical_rows(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Rows of the k most loaded and the k busiest-expert ranks of every layer."""
+    def _slots(self, layers: np.ndarray) -> np.ndarray | None:
+        """The group's rows as (layers, ranks), or None where the layers have different
+        numbers of ranks (then every rank is priced)."""
         if self._layer_slots is None:
             order = np.argsort(layers, kind="stable")
             counts = np.bincount(layers)
             counts = counts[counts > 0]
             if len(set(counts.tolist())) != 1:
-                return np.arange(len(rows))
-            self._layer_slots = order.reshape(len(counts), counts[0])  # (layers, ranks) -> row
-        slots = self._layer_slots
-        k = min(self.critical_ranks, slots.shape[1])
-        if k == slots.shape[1]:
-            return np.arange(len(rows))
-        chosen = []
-        for score in (rows.sum(axis=1), rows.max(axis=1)):
-            top = _largest(score[slots], k)
-            chosen.append(np.take_along_axis(slots, top, axis=1).ravel())
-        return np.unique(np.concatenate(chosen))
+                return None
+            self._layer_slots = order.reshape(len(counts), counts[0])
+        return self._layer_slots
 
     def _expert_groups(self) -> dict:
         """Expert templates grouped by micro-batch and family, with their shared query columns

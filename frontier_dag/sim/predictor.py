@@ -215,9 +215,8 @@ class ExecutionPredictor:
         ctx = materialize([0])
         ones = np.ones(n, dtype=np.int64)
         parts = [(ones, ctx)] if self.micro_batches == 1 else split_micro_batches(ones, ctx, self.micro_batches)
-        heads = [(len(pq), int(pc.sum()), int(pc.max()) if len(pc) else 0) for pq, pc in parts]
-        if self.micro_batches == 1:
-            heads = [(n, contexts[0], longest[0])]
+        heads = [(n, contexts[0], longest[0])] if self.micro_batches == 1 else \
+            [(len(pq), int(pc.sum()), int(pc.max()) if len(pc) else 0) for pq, pc in parts]
         durations, categories = [], []
         for first in range(0, len(contexts), ROUTED_CHUNK):
             steps = range(first, min(first + ROUTED_CHUNK, len(contexts)))
