@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, split_micro_batches, stage_env
+from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, UsageCounter, split_micro_batches, stage_env
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router
@@ -112,6 +112,8 @@ class IterationReport:
     warnings: list[str] = field(default_factory=list)
     #: per pipelined stage (``PipelineTimes``)
     pipeline: dict[str, PipelineTimes] = field(default_factory=dict)
+    #: where the iteration's operator prices came from (``iteration_prices``)
+    prices: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {"iteration_time_us": self.iteration_time_us, "stage_times_us": self.stage_times_us,
@@ -120,6 +122,7 @@ class IterationReport:
             out["overlap"] = {name: o.to_json() for name, o in self.overlap.items()}
         if self.pipeline:
             out["pipeline"] = {name: p.to_json() for name, p in self.pipeline.items()}
+        out["prices"] = self.prices
         out["warnings"] = self.warnings
         return out
 
@@ -183,10 +186,13 @@ def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: Cos
     global_costs = np.zeros(len(graph.templates))
     stage_times = {}
     overlaps: dict[str, StageOverlap] = {}
+    usages: dict[str, UsageCounter] = {}
     for name in graph.stages:
         compiled = CompiledStage(graph, name)
         env, batches = stage_env(name, loads[name])
-        costs = StageCoster(graph, compiled, cost_model).costs(env, batches)
+        coster = StageCoster(graph, compiled, cost_model)
+        costs = coster.costs(env, batches)
+        usages[name] = coster.usage
         global_costs[compiled.templates] = costs
         stage_times[name] = float(compiled.iteration_time(costs)[0])
         if overlap:
@@ -211,7 +217,21 @@ def analyze_iteration(graph: EventGraph, deployment: Deployment, cost_model: Cos
     attribution = {k: (v / total if total > 0 else 0.0) for k, v in by_category.items()}
     return IterationReport(total, stage_times, rows, attribution, _bubbles(graph, whole, start, weights),
                            whole, start, weights, slack, path, overlaps, warnings,
-                           pipeline_times(graph, whole, start, weights))
+                           pipeline_times(graph, whole, start, weights), iteration_prices(usages))
+
+
+def iteration_prices(usages: dict[str, UsageCounter]) -> dict[str, Any]:
+    """The prices an iteration used, as a run's summary counts them: per source
+    (``sources``), how many came from outside the data the models were fitted on
+    (``out_of_range``), and those per stage and operator family (``out_of_range_by``)."""
+    sources: dict[str, float] = {}
+    for usage in usages.values():
+        for source, n in usage.by_source().items():
+            sources[source] = sources.get(source, 0.0) + n
+    return {"sources": {k: int(round(v)) for k, v in sorted(sources.items(), key=lambda kv: -kv[1])},
+            "out_of_range": int(sum(u.out_of_range for u in usages.values())),
+            "out_of_range_by": {stage: {f: int(n) for f, n in sorted(u.out_of_range_by.items()) if n}
+                                for stage, u in usages.items() if u.out_of_range}}
 
 
 def _stage_overlap(graph: EventGraph, compiled: CompiledStage, costs: np.ndarray, time_us: float) -> StageOverlap:

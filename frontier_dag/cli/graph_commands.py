@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from frontier_dag.cli.options import check_out_file, json_option, overwrite_option, set_option
+from frontier_dag.cli.simulate import price_line
 from frontier_dag.errors import ConfigError, FrontierDagError
 
 
@@ -156,6 +157,7 @@ def critical_path(target, request_id, what_if, as_json, config_path, batch_size,
             if o.m1_time_us is not None:
                 line += f"; m = 1 would take {o.m1_time_us / 1000:.3f} ms"
         click.echo(f"{line} {_busy_line(o.busy)}" if o.micro_batches == 1 else f"{line}\n    {_busy_line(o.busy)}")
+    click.echo(price_line(report.prices["sources"], report.prices["out_of_range"], report.prices["out_of_range_by"]))
     click.echo("attribution of the critical path:")
     for category, share in sorted(report.attribution.items(), key=lambda kv: -kv[1]):
         if share > 0:

@@ -20,17 +20,23 @@ def _cells(row: dict | None) -> str:
     return "".join(f"{row[k]:>9.1f}" if row.get(k) is not None else f"{'-':>9}" for k in ("mean", "p50", "p90", "p99"))
 
 
-def _prices(s: dict) -> str:
-    """Where the operator prices came from (prices used, memo hits included) and which were
-    outside the profiled range, per pool and operator family."""
-    priced = sum(s["predictor_sources"].values()) or 1
-    sources = ", ".join(f"{k} {v / priced * 100:.0f}%" for k, v in sorted(s["predictor_sources"].items(), key=lambda kv: -kv[1]))
-    line = f"operator prices: {sources} of {priced:,} used; {s['predictor_out_of_range']:,} outside the profiled range"
-    where = sorted(((n, f"{pool} {family}") for pool, families in s.get("predictor_out_of_range_by", {}).items()
-                    for family, n in families.items()), reverse=True)
+def price_line(sources: dict[str, int], out_of_range: int, by: dict[str, dict[str, int]]) -> str:
+    """``operator prices: rf 58%, roofline 42% of 1,234 used; 5 outside the profiled range
+    (decode deepep_dispatch 5)``: where the prices came from (memo hits included) and which
+    were outside the profiled range, per pool (or stage) and operator family."""
+    priced = sum(sources.values()) or 1
+    shares = ", ".join(f"{k} {v / priced * 100:.0f}%" for k, v in sorted(sources.items(), key=lambda kv: -kv[1]))
+    line = f"operator prices: {shares} of {priced:,} used; {out_of_range:,} outside the profiled range"
+    where = sorted(((n, f"{pool} {family}") for pool, families in by.items() for family, n in families.items()),
+                   reverse=True)
     if where:
         shown = ", ".join(f"{name} {n:,}" for n, name in where[:4])
         line += f" ({shown}{', ...' if len(where) > 4 else ''})"
+    return line
+
+
+def _prices(s: dict) -> str:
+    line = price_line(s["predictor_sources"], s["predictor_out_of_range"], s.get("predictor_out_of_range_by", {}))
     if s["preemptions"]:
         line += f"; {s['preemptions']:,} preemptions"
     return line

@@ -136,3 +136,31 @@ def test_af_after_a_prefill_pool_only_decodes(trace_dict, tiny):
                                representative_loads(graph, deployment, batch_size=8))
     resources = [row["resource"] for row in report.critical_path]
     assert resources[0] == "prefill" and "link:prefill->attention" in resources
+
+
+def test_prices_say_which_came_from_outside_the_profiled_range(trace_dict, tiny):
+    """The iteration's price counts, as a run's summary gives them: per source, and those the
+    model flags as outside its data per stage and family (here GEMMs of more than 8 rows)."""
+    from frontier_dag.cost.protocol import Prediction
+    from tests.conftest import FakeCostModel
+
+    class FlagsLargeGemms(FakeCostModel):
+        def predict(self, family, query):
+            pred = super().predict(family, query)
+            flagged = np.asarray(query["m"]) > 8 if family == "gemm" else np.zeros(len(pred.latency_us), dtype=bool)
+            return Prediction(pred.latency_us, source="measured" if family == "gemm" else "estimated",
+                              out_of_range=flagged)
+
+    deployment, graph = trace_dict(tiny["dense"], {"p": {"role": "prefill", "gpus": 1}, "d": {"role": "decode", "gpus": 1}},
+                                   "pd")
+    cost = FlagsLargeGemms(constant={"gemm": 3.0, "attention": 1.0})
+    report = analyze_iteration(graph, deployment, cost, representative_loads(graph, deployment, batch_size=4))
+    prices = report.prices
+    gemms = {a["op"] for _, a in graph.graph.nodes(data=True)
+             if graph.templates[a["template"]].family == "gemm" and graph.stages[a["stage"]].serves == "prefill"}
+    # the prefill's GEMMs see the whole prompt (more than 8 rows) but the lm_head (a row per
+    # prompt); the decode's, 4 sequences
+    flagged = len(gemms - {"lm_head"})
+    assert flagged == 4 and prices["out_of_range_by"] == {"prefill": {"gemm": flagged}} and prices["out_of_range"] == flagged
+    assert prices["sources"]["measured"] > flagged and set(prices["sources"]) <= {"measured", "estimated"}
+    assert json.loads(json.dumps(report.to_json()))["prices"] == prices

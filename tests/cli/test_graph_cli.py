@@ -65,12 +65,15 @@ def test_critical_path_json_keys(config):
     assert report["critical_path"] and all(set(row) == ROW_KEYS for row in report["critical_path"])
     assert sum(report["attribution"].values()) == pytest.approx(1.0)
     assert set(report["stage_times_us"]) == {"prefill", "kv_transfer", "decode"}
+    # the roofline prices everything, and nothing is outside a roofline's range
+    assert set(report["prices"]["sources"]) == {"roofline"} and report["prices"]["out_of_range"] == 0
 
 
 def test_critical_path_text_and_set_overrides(config):
     base = json.loads(invoke("critical-path", config, "--json").output)
     result = invoke("critical-path", config, "--set", "workflow.params.kv_transfer=per_layer")
     assert result.exit_code == 0 and "iteration time:" in result.output and "stage kv_transfer" not in result.output
+    assert "operator prices: roofline 100% of" in result.output and "; 0 outside the profiled range" in result.output
     more = json.loads(invoke("critical-path", config, "--json", "--set", "scheduler.max_num_seqs=512").output)
     assert more["stage_times_us"]["decode"] > base["stage_times_us"]["decode"]
 
