@@ -1,6 +1,6 @@
 """Simulator speed and memory on the workloads of issue 4.
 
-    python benchmarks/run.py [--only startup|colocated|deepseek|memory|examples] [--requests N] [--source SRC]
+    python benchmarks/run.py [--only startup|colocated|deepseek|memory|examples|vidur] [--requests N] [--source SRC]
 
 Each benchmark runs in a fresh process so that its peak memory (max RSS, which includes
 the interpreter and numpy/pandas/numba) is its own. The cost model is built (or loaded
@@ -25,6 +25,11 @@ memory     The colocated workload at 5,000 and 20,000 requests: memory beyond th
 examples   (only with --only) The PD, AF, AF + EP-MoE and PD + EP-MoE examples of examples/ at 300
            requests each: CPU seconds and iterations (no target; to follow the general paths:
            deep dense models, ping-pong grids, EP routing).
+vidur      (only with --only, and --vidur-script SCRIPT) Side by side with Microsoft's Vidur on
+           its own workload, through the side-by-side script (``vidur_side_by_side.sh``, which
+           builds Vidur's environment and replays Vidur's requests into frontier-dag): 2,000
+           requests at 3/s and 10/s, 10,000 at 3/s (targets: Vidur's whole-process CPU over
+           ours >= 5x, 5x and 10x; our peak <= 250 MB); ``--runs`` pairs each (default 1).
 """
 
 from __future__ import annotations
@@ -98,6 +103,26 @@ def startup() -> None:
         print(f"start-up: frontier-dag {args[0]} {r['cpu_s']:.2f} CPU-s, peak {r['peak_rss_mb']:.0f} MB (target < 0.3 s)")
 
 
+#: (requests, arrivals per second, target ratio of Vidur's CPU seconds to ours)
+SIDE_BY_SIDE = ((2_000, 3, 5), (2_000, 10, 5), (10_000, 3, 10))
+
+
+def side_by_side(script: Path, runs: int) -> None:
+    """Run the side-by-side script on each workload and print its figures beside the targets."""
+    frontier_dag = Path(sys.executable).with_name("frontier-dag")
+    for requests, rate, target in SIDE_BY_SIDE:
+        env = {**os.environ, "FD": str(frontier_dag), "N": str(requests), "RATE": str(rate), "RUNS": str(runs)}
+        out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=False)
+        last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        if out.returncode != 0 or "ratio=" not in last:
+            raise SystemExit(f"{script} (N={requests}, RATE={rate}) failed:\n{(out.stderr or out.stdout)[-3000:]}")
+        r = dict(field.split("=", 1) for field in last.split())
+        print(f"side by side, {requests:,} requests at {rate}/s: Vidur {float(r['vidur_cpu_s']):.2f} CPU-s, frontier-dag "
+              f"{float(r['fd_cpu_s']):.2f} CPU-s = {float(r['ratio']):.2f}x (target >= {target}x); iterations "
+              f"{int(float(r['vidur_iters'])):,} / {int(float(r['fd_iters'])):,}; peak {float(r['vidur_rss_mb']):.0f} / "
+              f"{float(r['fd_rss_mb']):.0f} MB (target <= 250)")
+
+
 def in_subprocess(config: str, requests: int, source: str | None) -> dict:
     args = [sys.executable, __file__, "--child", config, str(requests)] + ([source] if source else [])
     out = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -111,10 +136,17 @@ def main() -> None:
         print(json.dumps(run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["startup", "colocated", "deepseek", "memory", "examples"])
+    parser.add_argument("--only", choices=["startup", "colocated", "deepseek", "memory", "examples", "vidur"])
     parser.add_argument("--requests", type=int, help="override the number of requests")
     parser.add_argument("--source", help="predictor source (default: each config's)")
+    parser.add_argument("--vidur-script", type=Path, help="with --only vidur: the side-by-side script (vidur_side_by_side.sh)")
+    parser.add_argument("--runs", type=int, default=1, help="with --only vidur: timed pairs per workload (default 1)")
     args = parser.parse_args()
+    if args.only == "vidur":
+        if args.vidur_script is None or not args.vidur_script.is_file():
+            parser.error("--only vidur needs --vidur-script SCRIPT, the side-by-side script vidur_side_by_side.sh")
+        side_by_side(args.vidur_script, args.runs)
+        return
     todo = [args.only] if args.only else ["startup", "colocated", "memory", "deepseek"]
     if "startup" in todo:
         startup()
