@@ -1,4 +1,4 @@
-"""A simulation writes its run without pandas, networkx or numpy.ma, and loads fitted
+"""A simulation writes its run without pandas, networkx, numpy.ma or pyarrow.parquet, and loads fitted
 predictors without pandas or pyarrow (together most of a second and 100 MB of a short run's
 start-up; issue 17)."""
 
@@ -17,8 +17,9 @@ def _run(code: str) -> None:
 
 #: what a simulation must not import: pandas (~0.4 s), networkx (~0.15 s: the traced graph is
 #: frontier_dag.ir.dag's), numpy.ma (np.percentile's first call; steady.linear_percentiles),
-#: sklearn and numba (the forests' kernels are compiled ahead of time)
-NOT_IMPORTED = ("pandas", "networkx", "numpy.ma", "sklearn", "numba")
+#: sklearn and numba (the forests' kernels are compiled ahead of time), pyarrow.parquet (and
+#: with it pyarrow's filesystems and OpenSSL; run_dir.write_parquet)
+NOT_IMPORTED = ("pandas", "networkx", "numpy.ma", "sklearn", "numba", "pyarrow.parquet")
 
 
 def test_simulate_writes_its_run_without_importing_pandas(tmp_path):
