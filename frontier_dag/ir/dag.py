@@ -41,7 +41,7 @@ class NodeView:
     def items(self):
         return self._node.items()
 
-    def __call__(self, data: bool | str = False, default: Any = None) -> Iterator:
+    def __call__(self, *, data: bool | str = False, default: Any = None) -> Iterator:
         if data is False:
             return iter(self._node)
         if data is True:
@@ -52,7 +52,8 @@ class NodeView:
 class EdgeView:
     """``dag.edges``: iterate ``(u, v)`` pairs (by ``u`` in node order, then ``u``'s successors
     in the order they were added), ``edges[u, v]`` is the edge's attribute dict, and
-    ``edges(data=True)`` / ``edges(data="key", default=None)`` add each edge's data."""
+    ``edges(data=True)`` / ``edges(data="key", default=None)`` add each edge's data (networkx's
+    ``edges(nodes)`` is not taken: a positional argument is an error, never misread as ``data``)."""
 
     __slots__ = ("_succ",)
 
@@ -73,7 +74,7 @@ class EdgeView:
         u, v = edge
         return self._succ[u][v]
 
-    def __call__(self, data: bool | str = False, default: Any = None) -> Iterator[tuple]:
+    def __call__(self, *, data: bool | str = False, default: Any = None) -> Iterator[tuple]:
         if data is False:
             return iter(self)
         if data is True:

@@ -97,3 +97,5 @@ def test_views_read_like_networkx():
     assert g.pred["b"] == {"a": {"dep": "data"}}
     with pytest.raises(KeyError):
         g.remove_edge("b", "a")
+    with pytest.raises(TypeError):
+        g.edges("a")  # networkx's edges of a node: not taken, rather than read as data=
