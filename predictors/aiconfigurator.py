@@ -31,6 +31,7 @@ it in (FP8 on Intel's B60), or is an error naming the GPU.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -76,17 +77,24 @@ PROVENANCE = frozenset({"framework", "version", "device", "op_name", "kernel_sou
 
 def package_data_root() -> Path:
     """``systems/data`` inside the installed aiconfigurator-core package."""
-    try:
-        import aiconfigurator_core
-    except ImportError as exc:
-        raise PredictorError("aiconfigurator-core is not installed; pip install aiconfigurator-core==0.12.0") from exc
-    return Path(aiconfigurator_core.__file__).parent / "systems" / "data"
+    # found, not imported: the package's own import loads a compiled module the tables do not need
+    spec = importlib.util.find_spec("aiconfigurator_core")
+    if spec is None or spec.origin is None:
+        raise PredictorError("aiconfigurator-core is not installed; pip install aiconfigurator-core==0.12.0")
+    return Path(spec.origin).parent / "systems" / "data"
 
 
 def systems_with_tables(root: Path | None = None) -> list[str]:
     """The systems that have kernel tables (the package lists some with none)."""
     root = root or package_data_root()
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
+    return sorted(p.name for p in root.iterdir() if has_tables(p.name, root))
+
+
+def has_tables(system: str, root: Path | None = None) -> bool:
+    """Whether ``system`` is one of ``systems_with_tables`` (without walking every system's
+    folder, as listing them does)."""
+    folder = (root or package_data_root()) / system
+    return folder.is_dir() and any(folder.rglob("*.parquet"))
 
 
 def version_key(name: str) -> tuple:
@@ -467,8 +475,8 @@ def plan_tables(system: str, backend: str = "vllm", root: Path | None = None) ->
                              f"{did_you_mean(backend, BACKENDS)}")
     root = root or package_data_root()
     base = root / system
-    known = systems_with_tables(root)
-    if system not in known:
+    if not has_tables(system, root):
+        known = systems_with_tables(root)
         listed = sorted(p.name for p in root.iterdir() if p.is_dir())
         why = "lists it but ships no tables for it" if system in listed else "has no kernel tables for it"
         raise PredictorError(f"--system {system!r}: aiconfigurator-core {why}{did_you_mean(system, known) or '.'} "

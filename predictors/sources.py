@@ -21,7 +21,13 @@ from frontier_dag.config.suggest import did_you_mean
 from frontier_dag.data import expand_data_path
 from frontier_dag.errors import ConfigError, FrontierDagError, PredictorError
 
-from .aiconfigurator import BACKENDS, plan_tables, read_aiconfigurator, systems_with_tables
+from .aiconfigurator import (
+    BACKENDS,
+    has_tables,
+    plan_tables,
+    read_aiconfigurator,
+    systems_with_tables,
+)
 from .frontier_csv import FRONTIER_FILES, read_frontier_csv
 from .schema import META_FILE, ProfileSet, hash_files, profile_hardware, read_profile_dir
 from .vidur_csv import VIDUR_FILES, find_files, infer_hardware, read_vidur_csv
@@ -98,8 +104,8 @@ def source_for_config(cfg, hw) -> Source:
             raise ConfigError(f"predictor.backend: {cfg.backend!r} has no aiconfigurator tables; use one of "
                               f"{', '.join(BACKENDS)}")
         key = "predictor.system" if cfg.system else f"hardware ({hw.name}, whose tables are {system!r})"
-        known = systems_with_tables()
-        if system not in known:
+        if not has_tables(system):
+            known = systems_with_tables()
             raise ConfigError(f"{key}: aiconfigurator-core has no kernel tables for system {system!r}"
                               f"{did_you_mean(system, known) or '.'} Systems with tables: {', '.join(known)} "
                               "(`frontier-dag systems` lists them); set predictor.system to one of them, or "

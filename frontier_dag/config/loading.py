@@ -38,9 +38,15 @@ def positive_at_most(limit: int) -> Any:
 
 
 def load_yaml(text: str) -> Any:
-    """The data of a YAML document of our own (the preset files), parsed by libyaml where
+    """The data of a YAML document (a preset file, a run config), parsed by libyaml where
     PyYAML has it: the same data as ``yaml.safe_load``, in a tenth of the time."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+
+
+def dump_yaml(data: Any) -> str:
+    """``yaml.safe_dump(data, sort_keys=False)``, emitted by libyaml where PyYAML has it (the
+    same text, in a fraction of the time)."""
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -49,7 +55,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:

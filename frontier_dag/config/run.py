@@ -24,13 +24,13 @@ from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from frontier_dag.config.hardware import HardwareConfig, load_hardware
 from frontier_dag.config.loading import (
     Strict,
     apply_overrides,
+    dump_yaml,
     positive_at_most,
     read_yaml,
     validate,
@@ -296,7 +296,7 @@ class RunConfig(Strict):
     seed: int = 0
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        return dump_yaml(self.model_dump(mode="json", exclude_none=True))
 
 
 @dataclass(frozen=True)

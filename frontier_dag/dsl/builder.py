@@ -705,7 +705,7 @@ class Builder:
             del self.ir.resources[name]  # a pipelined pool runs on its stages' streams only
         for before, later, where in self._late_edges:
             self.ir.graph.add_edge(before, later, dep="order")
-            if not _is_acyclic(self.ir.graph):
+            if not self.ir.graph.is_acyclic():
                 raise WorkflowError(f"{where}: g.depend({self.ir.label(before)}, {self.ir.label(later)}) closes a dependency cycle")
         if not self.ir.stages:
             raise WorkflowError(f"workflow {self.ir.name}: traced no stage; wrap ops in `with g.stage(...)`")
@@ -744,8 +744,3 @@ class Builder:
                     stack.append(p)
         return False
 
-
-def _is_acyclic(graph) -> bool:
-    import networkx as nx
-
-    return nx.is_directed_acyclic_graph(graph)

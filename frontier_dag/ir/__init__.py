@@ -1,11 +1,11 @@
 """The IR: EventGraph (one iteration as a node-weighted DAG) and its compiled form.
 
 The names are imported on first use, so that a module that needs only the graph's
-types (the DSL, ``frontier-dag workflows``) does not pay for numpy and networkx."""
+types (the DSL, ``frontier-dag workflows``) does not pay for numpy."""
 
 import importlib
 
-_WHERE = {"CompiledStage": "compile", "compile_stages": "compile", "EventGraph": "graph", "Resource": "graph",
+_WHERE = {"CompiledStage": "compile", "compile_stages": "compile", "Dag": "dag", "EventGraph": "graph", "Resource": "graph",
           "Stage": "graph", "Template": "graph", "Sym": "symbols"}
 
 __all__ = sorted(_WHERE)

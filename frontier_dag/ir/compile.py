@@ -16,7 +16,6 @@ Both evaluate ``k`` iterations at once: costs have shape ``(k, templates)``.
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from frontier_dag.errors import GraphError
@@ -42,7 +41,7 @@ class CompiledStage:
         self.stage = stage
         # stage None: the whole graph, stages joined by their cross-stage edges
         sub = graph.graph if stage is None else graph.graph.subgraph(graph.stage_nodes(stage))
-        order = list(nx.lexicographical_topological_sort(sub))
+        order = sub.topological_order()
         position = {v: i for i, v in enumerate(order)}
         self.nodes = np.array(order, dtype=np.int64)
         template_of = [graph.graph.nodes[v]["template"] for v in order]

@@ -1,4 +1,4 @@
-"""The IR: an EventGraph is one iteration of one strategy as a DAG over networkx.
+"""The IR: an EventGraph is one iteration of one strategy as a DAG.
 
 Nodes are operations; each has a kind (compute, collective, transfer, sync), the
 resource that executes it, the stage (a pool's iteration) it belongs to, its layer
@@ -8,27 +8,20 @@ stage are chained in program order (stream semantics). A node may carry a ``scal
 weight is that multiple of its template's cost (1 when absent; the contention pass's
 SM-share nodes weigh a fraction of a communication kernel's time).
 
-Weights live on nodes, not edges: evaluate with ``frontier_dag.ir.compile``, never
-with ``nx.dag_longest_path`` (which reads edge weights).
+The DAG is a ``frontier_dag.ir.dag.Dag``: networkx's ``DiGraph`` interface and orders
+without importing networkx (``graph.graph.to_networkx()`` gives a ``DiGraph`` for its
+algorithms). Weights live on nodes, not edges: evaluate with ``frontier_dag.ir.compile``,
+never with ``nx.dag_longest_path`` (which reads edge weights).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from frontier_dag.errors import GraphError
+from frontier_dag.ir.dag import Dag
 from frontier_dag.ir.symbols import Sym
-
-if TYPE_CHECKING:
-    import networkx as nx
-
-
-def _networkx():
-    """networkx, imported when a graph is first built (listing workflows needs none)."""
-    import networkx
-
-    return networkx
 
 NodeKind = Literal["compute", "collective", "transfer", "sync"]
 NODE_KINDS = ("compute", "collective", "transfer", "sync")
@@ -113,11 +106,11 @@ class Stage:
 
 @dataclass
 class EventGraph:
-    """A traced workflow: a networkx DiGraph plus the tables its node attributes index."""
+    """A traced workflow: a DAG of operations plus the tables its node attributes index."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
-    graph: nx.DiGraph = field(default_factory=lambda: _networkx().DiGraph())
+    graph: Dag = field(default_factory=Dag)
     templates: list[Template] = field(default_factory=list)
     resources: dict[str, Resource] = field(default_factory=dict)
     stages: dict[str, Stage] = field(default_factory=dict)
@@ -150,7 +143,7 @@ class EventGraph:
 
     def topological_order(self) -> list[int]:
         """Topological order with ties broken by creation order, so it is stable."""
-        return list(_networkx().lexicographical_topological_sort(self.graph))
+        return self.graph.topological_order()
 
     def scale(self, n: int) -> float:
         """The multiple of its template's cost that node ``n`` weighs (1 unless a pass set it)."""
@@ -229,9 +222,8 @@ class EventGraph:
                 raise GraphError(f"{where}: node {self.label(n)} belongs to unknown stage {attrs['stage']!r}")
             if not attrs.get("scale", 1.0) >= 0:
                 raise GraphError(f"{where}: node {self.label(n)} has scale {attrs['scale']!r}; expected a number >= 0")
-        nx = _networkx()
-        if not nx.is_directed_acyclic_graph(g):
-            cycle = nx.find_cycle(g)
+        if not g.is_acyclic():
+            cycle = g.find_cycle()
             path = " -> ".join(f"{self.label(u)} ({g.nodes[u]['where']})" for u, _ in cycle)
             raise GraphError(f"{self.name}: dependency cycle: {path} -> {self.label(cycle[0][0])}")
         return self

@@ -10,6 +10,7 @@ without building the DataFrame.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,6 +158,7 @@ def _described(name: str, pandas_type: str, numpy_type: str, metadata: dict | No
             "metadata": metadata}
 
 
+@functools.cache  # a lookup in the installed packages' metadata: once per process, not per table
 def _pandas_version() -> str:
     from importlib.metadata import version
 

@@ -91,8 +91,27 @@ def percentiles(values: np.ndarray) -> dict[str, float | None]:
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return {"mean": None, "p50": None, "p90": None, "p99": None}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    p50, p90, p99 = linear_percentiles(values, [50, 90, 99])
     return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def linear_percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.percentile(values, q)`` of finite ``values``, bit for bit: numpy's default (linear)
+    method in numpy's own arithmetic. numpy's version imports ``numpy.ma`` on its first call
+    (its ``unique`` checks for masked arrays), a fifth of a short simulation's CPU."""
+    ordered = np.sort(values)
+    n = len(ordered)
+    virtual = (n - 1) * np.true_divide(q, 100)
+    lower = np.floor(virtual)
+    upper = lower + 1
+    last = virtual >= n - 1  # at the top: the largest value
+    lower[last] = upper[last] = -1
+    lower, upper = lower.astype(np.intp), upper.astype(np.intp)
+    a, b, t = ordered[lower], ordered[upper], np.asanyarray(virtual - lower, dtype=virtual.dtype)
+    diff = b - a
+    out = np.add(a, diff * t)
+    np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5, casting="unsafe", dtype=type(out.dtype))
+    return out
 
 
 def mser_truncation(series: np.ndarray, batch: int = BATCH) -> int:

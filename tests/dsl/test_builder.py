@@ -53,7 +53,7 @@ def test_implied_edges_are_dropped(deployment):
 
     graph = run(wf, deployment)
     assert edges(graph) == {("mb0.a", "mb0.b"), ("mb0.b", "mb0.c")}
-    assert nx.transitive_reduction(graph.graph).number_of_edges() == graph.graph.number_of_edges()
+    assert nx.transitive_reduction(graph.graph.to_networkx()).number_of_edges() == graph.graph.number_of_edges()
 
 
 def test_streams_are_ordered_per_stage(deployment):

@@ -208,7 +208,7 @@ def test_weights_are_on_nodes_not_edges():
     costs = np.array([1.0, 10.0, 2.0, 1.0])
     path, _, _ = compiled.critical_path(costs)
     assert [int(compiled.nodes[v]) for v in path] == [0, 1, 3]
-    assert nx.is_directed_acyclic_graph(graph.graph)
+    assert nx.is_directed_acyclic_graph(graph.graph.to_networkx())
 
 
 def test_a_chain_is_a_fixed_weighted_sum():

@@ -203,7 +203,7 @@ def test_two_batch_overlap_never_beats_the_conserved_work(gemm_cost):
     comm = 2 * 2 * 2 * COMM_BYTES * TOKENS // 2
     assert report.iteration_time_us >= compute + share * comm - 1e-9
     # the graph stays transitively reduced, so the compiler collapses what it can
-    reduced = nx.transitive_reduction(graph.graph)
+    reduced = nx.transitive_reduction(graph.graph.to_networkx())
     assert set(reduced.edges) == set(graph.graph.edges)
 
 

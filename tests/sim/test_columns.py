@@ -50,3 +50,20 @@ def test_arrow_table_is_what_pandas_writes(categories):
 def test_columns_must_agree_in_length():
     with pytest.raises(ValueError, match="different lengths"):
         Columns({"a": np.zeros(2), "b": np.zeros(3)})
+
+
+@pytest.mark.parametrize("categories", [("prefill", "decode"), tuple(f"pool{i}" for i in range(200)), ()])
+def test_a_table_is_written_as_write_table_writes_it(categories, tmp_path, monkeypatch):
+    """run_dir.write_parquet skips pyarrow.parquet's import but not a byte of its file; with a
+    pyarrow whose writer takes other options, write_table itself writes."""
+    import pyarrow.parquet as pq
+
+    from frontier_dag.sim import run_dir
+
+    table = (_table(categories) if categories else Columns({"pool": Categories(np.full(3, -1, np.int16), ())})).to_arrow()
+    pq.write_table(table, tmp_path / "theirs.parquet")
+    run_dir.write_parquet(table, tmp_path / "ours.parquet")
+    assert (tmp_path / "ours.parquet").read_bytes() == (tmp_path / "theirs.parquet").read_bytes()
+    monkeypatch.setitem(run_dir._WRITER_OPTIONS, "no_such_option", 1)
+    run_dir.write_parquet(table, tmp_path / "fallback.parquet")
+    assert (tmp_path / "fallback.parquet").read_bytes() == (tmp_path / "theirs.parquet").read_bytes()

@@ -11,7 +11,7 @@ from frontier_dag.config.run import load_run_config
 from frontier_dag.errors import ConfigError
 from frontier_dag.sim.assembly import assemble
 from frontier_dag.sim.run import simulate
-from frontier_dag.sim.steady import mser_truncation
+from frontier_dag.sim.steady import linear_percentiles, mser_truncation
 from tests.conftest import TINY_DENSE, make_config
 
 #: Chat-like lengths with a long tail: the drain of a short run is long against its steady part.
@@ -123,3 +123,13 @@ def test_the_summary_keeps_its_whole_run_keys(runs):
     for key in ("throughput_tokens_per_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu", "ttft_ms",
                 "goodput_requests_per_s"):
         assert key in s and key in s["steady"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 10, 11, 100, 101, 1000, 4097])
+def test_linear_percentiles_are_numpys_bit_for_bit(size):
+    rng = np.random.default_rng(size)
+    for values in (rng.random(size) * 1000, rng.lognormal(3, 2, size), rng.integers(0, 9, size).astype(float),
+                   np.round(rng.normal(100, 30, size), 3)):
+        want = np.percentile(values, [50, 90, 99])
+        got = linear_percentiles(values, [50, 90, 99])
+        assert want.tobytes() == got.tobytes()
