@@ -18,7 +18,7 @@ from frontier_dag.cost.coster import (
     MicroBatchLoad,
     StageCoster,
     coster_memo_is_bucketed,
-    decode_key,
+    decode_key_runs,
     split_micro_batches,
 )
 from frontier_dag.cost.protocol import CostModel
@@ -167,13 +167,16 @@ class ExecutionPredictor:
         scalar = self._scalar_entry(stats)
         if self._attention_groups is None:
             self._attention_groups = self._group_attention()
-        keys = [decode_key(n, ctx, top) for ctx, top in zip(contexts, longest, strict=True)]
+        runs = decode_key_runs(n, contexts[0], longest[0], len(contexts))
+        steps_of = dict(runs)  # steps per key
         first_step: dict[tuple, int] = {}
-        for j, key in enumerate(keys):
-            first_step.setdefault(key, j)
+        steps = 0
+        for key, length in runs:  # each key has one run (buckets only grow)
+            first_step[key] = steps
+            steps += length
         memo, usage = self.coster.attention_memo, self.coster.usage
         attention = dict.fromkeys(first_step, 0.0)
-        flagged, steps_of = 0, None
+        flagged = 0
         for index, coef, members in self._attention_groups:
             entries = {key: memo.get((index, *key)) for key in first_step}
             missing = [key for key, entry in entries.items() if entry is None]
@@ -183,17 +186,15 @@ class ExecutionPredictor:
             for key, (price, flag, _) in entries.items():
                 attention[key] += coef * price
                 if flag:
-                    if steps_of is None:  # how many steps share each key, counted once
-                        steps_of = dict.fromkeys(first_step, 0)
-                        for k in keys:
-                            steps_of[k] += 1
                     flagged += members * steps_of[key]
         host = self.overhead_us + self.per_sequence_us * n
         base = scalar[0] + host
-        durations = [base + attention[key] for key in keys]
         cats = scalar[1]
-        columns = [[cats[0] + attention[key] for key in keys], *cats[1:7], host]
-        steps = len(keys)
+        durations, spent = [], []
+        for key, length in runs:
+            durations += [base + attention[key]] * length
+            spent += [cats[0] + attention[key]] * length
+        columns = [spent, *cats[1:7], host]
         usage.scalar_uses += steps
         usage.uses["attention_decode"] += steps * self._attention_members
         usage.out_of_range_by["attention_decode"] += flagged

@@ -318,19 +318,18 @@ class ReplicaWorker:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _finish_decodes(self, done: np.ndarray, now: float) -> None:
         t, ds = self.table, self.decode
-        idx = np.flatnonzero(done)
-        rids = ds.d["rid"][idx]
-        blocks = ds.own_blocks(idx)
-        hits = ds.d["hits"][idx]
+        size = ds.block_size
+        rids, offsets, _, shared, hits, _ = ds.drop(done)
+        blocks = (offsets + (ds.step + size - 1)) // size - shared  # own_blocks of the leaving sequences
         t.finish[rids] = now
         t.finish_iteration[rids] = self.last_row
         t.generated[rids] = t.output[rids]
         self.kv.free(int(blocks.sum()))
-        for rid, h in zip(rids.tolist(), hits.tolist(), strict=True):
+        rids = rids.tolist()
+        for rid, h in zip(rids, hits.tolist(), strict=True):
             if h:
                 self.kv.unref_prefix(t.hashes(rid)[:h])
-        ds.drop(done)
-        for rid in rids.tolist():
+        for rid in rids:
             self.controller.finished(rid, self)
 
     def _free(self, rid: int, blocks: int, hits: int) -> None:

@@ -103,6 +103,8 @@ class ColumnLog:
         self._data = {c: array(self._CODES[t]) for c, t in columns.items()}
         self._appenders = [col.append for col in self._data.values()]
         self._extenders = [col.extend for col in self._data.values()]
+        # one-value arrays: a value repeated over rows is extended by array repetition (in C)
+        self._ones = [array(self._CODES[t], (0,)) for t in columns.values()]
         self.size = 0  # rows so far: the next row's index
 
     def append(self, *values) -> None:
@@ -114,8 +116,12 @@ class ColumnLog:
         """Append several rows: one sequence (or a scalar, repeated) per column."""
         rows = next(len(c) for c in columns if isinstance(c, _SEQUENCES))
         self.size += rows
-        for values, extend in zip(columns, self._extenders, strict=True):
-            extend(values if isinstance(values, _SEQUENCES) else [values] * rows)
+        for values, extend, one in zip(columns, self._extenders, self._ones, strict=True):
+            if isinstance(values, _SEQUENCES):
+                extend(values)
+            else:
+                one[0] = values
+                extend(one * rows)
 
     def column(self, name: str) -> np.ndarray:
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
