@@ -179,6 +179,17 @@ class MicroBatchLoad:
         self._q, self._ctx = self._materialize()
         self._materialize = None
 
+    def part(self, decode: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, ctx)`` of the sequences with one new token (``decode``) or more, in batch
+        order; from the lazy arrays' own ``part`` where they have one (without building the
+        whole batch)."""
+        split = getattr(self._materialize, "part", None) if self._q is None else None
+        if split is not None:
+            return split(decode)
+        q, ctx = self.q, self.ctx
+        chosen = (q == 1) if decode else (q > 1)
+        return q[chosen], ctx[chosen]
+
     @property
     def q(self) -> np.ndarray:
         if self._q is None:
@@ -542,9 +553,11 @@ class StageCoster:
             hit = self._attention_memo.get(key)
             if hit is None:
                 if q is None:
-                    q, ctx = load.q, load.ctx
-                chosen = (q == 1) if select else (q > 1)
-                price += self._memo_price(family, index, fields, part, q[chosen], ctx[chosen])
+                    part_q, part_ctx = load.part(select)
+                else:
+                    chosen = (q == 1) if select else (q > 1)
+                    part_q, part_ctx = q[chosen], ctx[chosen]
+                price += self._memo_price(family, index, fields, part, part_q, part_ctx)
             else:
                 self.usage.uses[hit[2]] += 1
                 if hit[1]:
