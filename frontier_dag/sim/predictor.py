@@ -8,6 +8,7 @@ the compiled DAG. Nothing here loops over the DAG's nodes.
 from __future__ import annotations
 
 from collections import Counter
+from operator import itemgetter
 
 import numpy as np
 
@@ -85,7 +86,8 @@ class ExecutionPredictor:
         if self.steps_per_iteration != 1.0:
             self.linear = None  # every step through _time, which divides
         used = [self._keys[0].index(v) for v in self.coster.scalar_variables] if self.micro_batches == 1 else []
-        self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
+        # the memo key: the one statistic read, or a tuple of them (() when none is)
+        self._scalar_key = itemgetter(*used) if used else (lambda stats: ())
         self._scalar_memo: dict = {}
         self._decode_steps: bool | None = None  # whether decode_steps applies (decided on first use)
         self._samples: bool | None = None  # whether a cost model samples its prices (jitter; on first use)
@@ -160,9 +162,9 @@ class ExecutionPredictor:
             self._decode_steps = plain and coster_memo_is_bucketed()
         if not self._decode_steps:
             return None if self.linear is not None else self._general_steps(n, contexts, longest, materialize)
-        first = BatchSummary(n, n, 0, 0, contexts[0], longest[0], contexts[0], n, contexts[0], longest[0], 0)
-        stats = first.stats()
-        if self._scalar_key(stats) != self._scalar_key(first._replace(ctx_tokens=contexts[-1]).stats()):
+        # BatchSummary(n, n, 0, 0, ctx, longest, ctx, n, ctx, longest, 0).stats() at the first and the last step
+        stats = (n, n, 0, 0, n, contexts[0], contexts[0] + n, 0)
+        if self._scalar_key(stats) != self._scalar_key((n, n, 0, 0, n, contexts[-1], contexts[-1] + n, 0)):
             return None  # scalar shapes read the context: price step by step
         scalar = self._scalar_entry(stats)
         if self._attention_groups is None:
