@@ -641,7 +641,7 @@ class StageCoster:
         by each of ``shifts``, in one call, and the source that priced them."""
         rows = len(shifts)
         if rows > 1:
-            q, ctx = np.tile(q, rows), (ctx + np.asarray(shifts)[:, None]).ravel()
+            q, ctx = np.concatenate([q] * rows), np.add.outer(shifts, ctx).ravel()
         return self._price_flat(family, index, fields, q, ctx, rows)
 
     def _price_flat(self, family: str, index: int, fields: dict, q: np.ndarray, ctx: np.ndarray,
