@@ -15,6 +15,7 @@ operator family:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -115,6 +116,36 @@ def decode_key(seqs: int, ctx_tokens: int, ctx_max: int) -> tuple:
     return (seqs, seqs, _bucket(ctx_tokens), _bucket(ctx_max))
 
 
+@functools.cache
+def _bucket_start(bucket: int) -> int:
+    """The smallest count in memo bucket ``bucket`` or a later one (found from the bucket's
+    edge, then checked with ``_bucket`` itself so that rounding cannot move it)."""
+    start = max(0, math.ceil(math.expm1(bucket * _LOG_STEP)))
+    while _bucket(start) < bucket:
+        start += 1
+    while start > 0 and _bucket(start - 1) >= bucket:
+        start -= 1
+    return start
+
+
+def decode_key_runs(seqs: int, ctx_tokens: int, ctx_max: int, steps: int) -> list[tuple[tuple, int]]:
+    """``decode_key`` of ``steps`` consecutive decode steps of ``seqs`` sequences whose context
+    sum and longest context are ``ctx_tokens`` and ``ctx_max`` at the first (each step adds
+    one token to every sequence), as runs ``(key, steps with it)`` in step order. Both
+    buckets only grow, so a key never comes back once its run ends; a run costs two bucket
+    evaluations, however many steps it spans."""
+    runs: list[tuple[tuple, int]] = []
+    step = 0
+    while step < steps:
+        ctx, top = ctx_tokens + seqs * step, ctx_max + step
+        in_ctx, in_top = _bucket(ctx), _bucket(top)
+        to_ctx = -(-(_bucket_start(in_ctx + 1) - ctx) // seqs)  # steps until the context sum leaves its bucket
+        length = min(to_ctx, _bucket_start(in_top + 1) - top, steps - step)
+        runs.append(((seqs, seqs, in_ctx, in_top), length))
+        step += length
+    return runs
+
+
 def attention_key(summary: BatchSummary) -> tuple:
     """The memo key of an attention batch (see ATTENTION_MEMO_RESOLUTION)."""
     s = summary
@@ -147,6 +178,17 @@ class MicroBatchLoad:
     def _arrays(self) -> None:
         self._q, self._ctx = self._materialize()
         self._materialize = None
+
+    def part(self, decode: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, ctx)`` of the sequences with one new token (``decode``) or more, in batch
+        order; from the lazy arrays' own ``part`` where they have one (without building the
+        whole batch)."""
+        split = getattr(self._materialize, "part", None) if self._q is None else None
+        if split is not None:
+            return split(decode)
+        q, ctx = self.q, self.ctx
+        chosen = (q == 1) if decode else (q > 1)
+        return q[chosen], ctx[chosen]
 
     @property
     def q(self) -> np.ndarray:
@@ -511,9 +553,11 @@ class StageCoster:
             hit = self._attention_memo.get(key)
             if hit is None:
                 if q is None:
-                    q, ctx = load.q, load.ctx
-                chosen = (q == 1) if select else (q > 1)
-                price += self._memo_price(family, index, fields, part, q[chosen], ctx[chosen])
+                    part_q, part_ctx = load.part(select)
+                else:
+                    chosen = (q == 1) if select else (q > 1)
+                    part_q, part_ctx = q[chosen], ctx[chosen]
+                price += self._memo_price(family, index, fields, part, part_q, part_ctx)
             else:
                 self.usage.uses[hit[2]] += 1
                 if hit[1]:
@@ -597,7 +641,7 @@ class StageCoster:
         by each of ``shifts``, in one call, and the source that priced them."""
         rows = len(shifts)
         if rows > 1:
-            q, ctx = np.tile(q, rows), (ctx + np.asarray(shifts)[:, None]).ravel()
+            q, ctx = np.concatenate([q] * rows), np.add.outer(shifts, ctx).ravel()
         return self._price_flat(family, index, fields, q, ctx, rows)
 
     def _price_flat(self, family: str, index: int, fields: dict, q: np.ndarray, ctx: np.ndarray,
@@ -609,8 +653,10 @@ class StageCoster:
         if pricer is not None:
             latency, flagged = pricer(np.asarray(q, dtype=np.float64), np.asarray(ctx, dtype=np.float64),
                                       np.full(rows, len(q) // rows, dtype=np.int64))
-            self._check_prices(family, np.asarray(latency), "rf", lambda row: index)
-            return latency.tolist(), flagged.tolist(), "rf"
+            prices = latency.tolist()
+            if not all(0.0 <= price < math.inf for price in prices):  # checked on the list: a few rows
+                self._check_prices(family, np.asarray(latency), "rf", lambda row: index)
+            return prices, flagged.tolist(), "rf"
         query = {c: np.split(q, rows) if c == "q_lens" else np.split(ctx, rows) if c == "ctx_lens" else [fields[c]] * rows
                  for c in QUERY_COLUMNS[family]}
         pred = self._model_of[index].predict(family, query)
@@ -750,6 +796,8 @@ class StageCoster:
     def _check_prices(self, family: str, latency: np.ndarray, source: str, template_of_row) -> None:
         """Refuse a NaN, infinite or negative price: from a damaged or wrong predictor it
         would make iterations take no time, or forever, without a word."""
+        if not len(latency) or (latency.min() >= 0 and math.isfinite(latency.sum())):
+            return  # the usual case, in two reductions (NaN fails the first, inf the second)
         bad = ~(np.isfinite(latency) & (latency >= 0))
         if bad.any():
             row = int(np.argmax(bad))

@@ -43,6 +43,8 @@ class ClusterWorker:
         self._next = cycle(range(len(replicas)))
 
     def pick(self) -> ReplicaWorker:
+        if len(self.replicas) == 1:
+            return self.replicas[0]
         if self.routing == "round_robin":
             return self.replicas[next(self._next)]
         return min(self.replicas, key=lambda r: (r.outstanding, r.index))

@@ -25,7 +25,9 @@ class DecodeSet:
 
     def __init__(self, capacity: int, block_size: int):
         self.block_size = block_size
-        self.d = {c: np.zeros(capacity, dtype=np.int64) for c in COLUMNS}
+        # one row per column, so that dropping sequences compacts every column in one operation
+        self._table = np.zeros((len(COLUMNS), capacity), dtype=np.int64)
+        self.d = dict(zip(COLUMNS, self._table, strict=True))
         self.n = 0
         self.step = 0
         self.offset_sum = 0
@@ -47,20 +49,22 @@ class DecodeSet:
         self.next_last = min(self.next_last, last)
         self.fill[offset % self.block_size] += 1
 
-    def drop(self, leaving: np.ndarray) -> None:
-        """Remove the sequences where ``leaving`` (a mask over the set) is true."""
-        d, n = self.d, self.n
-        offsets = d["offset"][:n][leaving]
+    def drop(self, leaving: np.ndarray) -> np.ndarray:
+        """Remove the sequences where ``leaving`` (a mask over the set) is true; their columns
+        (one row per entry of COLUMNS)."""
+        n = self.n
+        rows = self._table[:, :n]
+        gone, kept = rows[:, leaving], rows[:, ~leaving]
+        offsets = gone[1]
         self.offset_sum -= int(offsets.sum())
         for r in (offsets % self.block_size).tolist():
             self.fill[r] -= 1
-        keep = ~leaving
-        m = int(keep.sum())
-        for col in d.values():
-            col[:m] = col[:n][keep]
+        m = kept.shape[1]
+        self._table[:, :m] = kept
         self.n = m
-        self.offset_max = int(d["offset"][:m].max()) if m else NO_OFFSET
-        self.next_last = int(d["last"][:m].min()) if m else NONE_LEFT
+        self.offset_max = int(kept[1].max()) if m else NO_OFFSET
+        self.next_last = int(kept[2].min()) if m else NONE_LEFT
+        return gone
 
     # -- the clock -----------------------------------------------------------------------------
     def new_blocks(self, ahead: int = 0) -> int:

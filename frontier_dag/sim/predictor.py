@@ -8,6 +8,7 @@ the compiled DAG. Nothing here loops over the DAG's nodes.
 from __future__ import annotations
 
 from collections import Counter
+from operator import itemgetter
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from frontier_dag.cost.coster import (
     MicroBatchLoad,
     StageCoster,
     coster_memo_is_bucketed,
-    decode_key,
+    decode_key_runs,
     split_micro_batches,
 )
 from frontier_dag.cost.protocol import CostModel
@@ -85,7 +86,8 @@ class ExecutionPredictor:
         if self.steps_per_iteration != 1.0:
             self.linear = None  # every step through _time, which divides
         used = [self._keys[0].index(v) for v in self.coster.scalar_variables] if self.micro_batches == 1 else []
-        self._scalar_key = (lambda stats: tuple(stats[i] for i in used)) if len(used) != 1 else (lambda stats: stats[used[0]])
+        # the memo key: the one statistic read, or a tuple of them (() when none is)
+        self._scalar_key = itemgetter(*used) if used else (lambda stats: ())
         self._scalar_memo: dict = {}
         self._decode_steps: bool | None = None  # whether decode_steps applies (decided on first use)
         self._samples: bool | None = None  # whether a cost model samples its prices (jitter; on first use)
@@ -160,20 +162,23 @@ class ExecutionPredictor:
             self._decode_steps = plain and coster_memo_is_bucketed()
         if not self._decode_steps:
             return None if self.linear is not None else self._general_steps(n, contexts, longest, materialize)
-        first = BatchSummary(n, n, 0, 0, contexts[0], longest[0], contexts[0], n, contexts[0], longest[0], 0)
-        stats = first.stats()
-        if self._scalar_key(stats) != self._scalar_key(first._replace(ctx_tokens=contexts[-1]).stats()):
+        # BatchSummary(n, n, 0, 0, ctx, longest, ctx, n, ctx, longest, 0).stats() at the first and the last step
+        stats = (n, n, 0, 0, n, contexts[0], contexts[0] + n, 0)
+        if self._scalar_key(stats) != self._scalar_key((n, n, 0, 0, n, contexts[-1], contexts[-1] + n, 0)):
             return None  # scalar shapes read the context: price step by step
         scalar = self._scalar_entry(stats)
         if self._attention_groups is None:
             self._attention_groups = self._group_attention()
-        keys = [decode_key(n, ctx, top) for ctx, top in zip(contexts, longest, strict=True)]
+        runs = decode_key_runs(n, contexts[0], longest[0], len(contexts))
+        steps_of = dict(runs)  # steps per key
         first_step: dict[tuple, int] = {}
-        for j, key in enumerate(keys):
-            first_step.setdefault(key, j)
+        steps = 0
+        for key, length in runs:  # each key has one run (buckets only grow)
+            first_step[key] = steps
+            steps += length
         memo, usage = self.coster.attention_memo, self.coster.usage
         attention = dict.fromkeys(first_step, 0.0)
-        flagged, steps_of = 0, None
+        flagged = 0
         for index, coef, members in self._attention_groups:
             entries = {key: memo.get((index, *key)) for key in first_step}
             missing = [key for key, entry in entries.items() if entry is None]
@@ -183,17 +188,15 @@ class ExecutionPredictor:
             for key, (price, flag, _) in entries.items():
                 attention[key] += coef * price
                 if flag:
-                    if steps_of is None:  # how many steps share each key, counted once
-                        steps_of = dict.fromkeys(first_step, 0)
-                        for k in keys:
-                            steps_of[k] += 1
                     flagged += members * steps_of[key]
         host = self.overhead_us + self.per_sequence_us * n
         base = scalar[0] + host
-        durations = [base + attention[key] for key in keys]
         cats = scalar[1]
-        columns = [[cats[0] + attention[key] for key in keys], *cats[1:7], host]
-        steps = len(keys)
+        durations, spent = [], []
+        for key, length in runs:
+            durations += [base + attention[key]] * length
+            spent += [cats[0] + attention[key]] * length
+        columns = [spent, *cats[1:7], host]
         usage.scalar_uses += steps
         usage.uses["attention_decode"] += steps * self._attention_members
         usage.out_of_range_by["attention_decode"] += flagged

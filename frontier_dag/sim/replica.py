@@ -117,7 +117,7 @@ class ReplicaWorker:
             self.stall_s += now - self._stall_since
             self._stall_since = None
         decode, chunks = batch.decode, batch.chunks
-        batch.duration_us = self.predictor.time_us_summary(batch.summary, lambda: self._arrays(decode, chunks),
+        batch.duration_us = self.predictor.time_us_summary(batch.summary, _BatchArrays(self, decode, chunks),
                                                            batch.kv_out_tokens)
         batch.start, batch.categories = now, self.predictor.last_categories
         batch.cause, batch.cause_request, batch.after = cause, request, after
@@ -318,19 +318,18 @@ class ReplicaWorker:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _finish_decodes(self, done: np.ndarray, now: float) -> None:
         t, ds = self.table, self.decode
-        idx = np.flatnonzero(done)
-        rids = ds.d["rid"][idx]
-        blocks = ds.own_blocks(idx)
-        hits = ds.d["hits"][idx]
+        size = ds.block_size
+        rids, offsets, _, shared, hits, _ = ds.drop(done)
+        blocks = (offsets + (ds.step + size - 1)) // size - shared  # own_blocks of the leaving sequences
         t.finish[rids] = now
         t.finish_iteration[rids] = self.last_row
         t.generated[rids] = t.output[rids]
         self.kv.free(int(blocks.sum()))
-        for rid, h in zip(rids.tolist(), hits.tolist(), strict=True):
+        rids = rids.tolist()
+        for rid, h in zip(rids, hits.tolist(), strict=True):
             if h:
                 self.kv.unref_prefix(t.hashes(rid)[:h])
-        ds.drop(done)
-        for rid in rids.tolist():
+        for rid in rids:
             self.controller.finished(rid, self)
 
     def _free(self, rid: int, blocks: int, hits: int) -> None:
@@ -375,3 +374,30 @@ class ReplicaWorker:
         return BatchSummary(n + len(prefill), n + tokens_p, tokens_p, len(prefill), ctx_d + ctx_p, max(max_d, max_p),
                             ctx_d + sum(p.chunk * p.ctx for p in prefill), n + sum(p.chunk * p.chunk for p in prefill),
                             ctx_d, max_d, max_p)
+
+
+class _BatchArrays:
+    """The per-sequence ``(q, ctx)`` arrays of a planned iteration (``ReplicaWorker._arrays``),
+    built only when a price is not memoised; ``part`` builds those of its decode or its
+    prefill sequences alone (a mixed batch is priced by part)."""
+
+    __slots__ = ("replica", "decode", "chunks")
+
+    def __init__(self, replica: ReplicaWorker, decode: bool, chunks: list[Prefilling]):
+        self.replica, self.decode, self.chunks = replica, decode, chunks
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.replica._arrays(self.decode, self.chunks)
+
+    def part(self, decode: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``_arrays`` of the sequences with one new token (``decode``: the decode set's, then
+        one-token chunks) or more (prompt chunks), in batch order."""
+        if not decode:
+            return (np.array([p.chunk for p in self.chunks if p.chunk > 1], dtype=np.int64),
+                    np.array([p.ctx for p in self.chunks if p.chunk > 1], dtype=np.int64))
+        ds = self.replica.decode
+        ctx = ds.d["offset"][:ds.n if self.decode else 0] + ds.step
+        singles = [p.ctx for p in self.chunks if p.chunk == 1]
+        if singles:
+            ctx = np.concatenate([ctx, np.array(singles, dtype=np.int64)])
+        return np.ones(len(ctx), dtype=np.int64), ctx

@@ -98,26 +98,47 @@ class ColumnLog:
 
     _CODES = {np.int16: "h", np.int32: "i", np.int64: "q", np.float32: "f", np.float64: "d"}
 
+    #: rows appended one at a time are held as tuples and moved into the arrays a batch at a
+    #: time (a transposition and one extend per column, in C)
+    PENDING_ROWS = 1024
+
     def __init__(self, columns: dict[str, type]):
         self._dtypes = dict(columns)
         self._data = {c: array(self._CODES[t]) for c, t in columns.items()}
-        self._appenders = [col.append for col in self._data.values()]
         self._extenders = [col.extend for col in self._data.values()]
+        # one-value arrays: a value repeated over rows is extended by array repetition (in C)
+        self._ones = [array(self._CODES[t], (0,)) for t in columns.values()]
+        self._pending: list[tuple] = []
         self.size = 0  # rows so far: the next row's index
 
     def append(self, *values) -> None:
-        for add, value in zip(self._appenders, values, strict=True):
-            add(value)
+        if len(values) != len(self._extenders):
+            raise ValueError(f"a row of {len(values)} values for {len(self._extenders)} columns")
+        self._pending.append(values)
         self.size += 1
+        if len(self._pending) >= self.PENDING_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            for values, extend in zip(zip(*self._pending, strict=True), self._extenders, strict=True):
+                extend(values)
+            self._pending = []
 
     def extend(self, *columns) -> None:
         """Append several rows: one sequence (or a scalar, repeated) per column."""
+        self._flush()
         rows = next(len(c) for c in columns if isinstance(c, _SEQUENCES))
         self.size += rows
-        for values, extend in zip(columns, self._extenders, strict=True):
-            extend(values if isinstance(values, _SEQUENCES) else [values] * rows)
+        for values, extend, one in zip(columns, self._extenders, self._ones, strict=True):
+            if isinstance(values, _SEQUENCES):
+                extend(values)
+            else:
+                one[0] = values
+                extend(one * rows)
 
     def column(self, name: str) -> np.ndarray:
+        self._flush()
         return np.frombuffer(self._data[name], dtype=self._dtypes[name]) if len(self._data[name]) else np.empty(0, self._dtypes[name])
 
     def to_columns(self) -> Columns:

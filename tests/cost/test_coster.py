@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, dp_share, stage_env
+from frontier_dag.cost.coster import (
+    MicroBatchLoad,
+    StageCoster,
+    _bucket,
+    _bucket_start,
+    decode_key,
+    decode_key_runs,
+    dp_share,
+    stage_env,
+)
 from frontier_dag.cost.queries import FAMILIES
 from frontier_dag.ir.compile import CompiledStage
 
@@ -83,3 +92,20 @@ def test_largest_columns_match_a_full_sort():
     for k in (1, 2, 3):
         want = np.sort(np.argsort(-values, axis=1)[:, :k], axis=1)
         assert np.array_equal(np.sort(_largest(values, k), axis=1), want), k
+
+
+def test_bucket_start_is_the_first_count_of_its_bucket():
+    for bucket in [*range(300), 1000, 2500, 3200]:
+        start = _bucket_start(bucket)
+        assert _bucket(start) >= bucket and (start == 0 or _bucket(start - 1) < bucket)
+
+
+def test_decode_key_runs_are_the_per_step_keys_run_length_encoded():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        seqs, ctx, top, steps = (int(v) for v in (rng.integers(1, 300), rng.integers(0, 10**6),
+                                                  rng.integers(0, 20_000), rng.integers(1, 80)))
+        runs = decode_key_runs(seqs, ctx, top, steps)
+        assert [key for key, length in runs for _ in range(length)] == \
+            [decode_key(seqs, ctx + seqs * j, top + j) for j in range(steps)]
+        assert len({key for key, _ in runs}) == len(runs)  # a key never comes back

@@ -54,8 +54,10 @@ def test_decode_set_keeps_its_sequences_on_one_clock():
     ds.step = 2
     np.testing.assert_array_equal(ds.finished(), [False, True])
     assert ds.next_last == 1 and ds.newest() == 1
-    ds.drop(ds.finished())
+    dropped = ds.drop(ds.finished())  # the leaving sequences' columns, in COLUMNS order
+    np.testing.assert_array_equal(dropped, [[6], [4 - 1], [1], [0], [0], [2]])
     assert ds.n == 1 and ds.next_last == 2 and ds.offset_sum == 7 and sum(ds.fill) == 1
+    np.testing.assert_array_equal(ds.d["rid"][:1], [5])
     np.testing.assert_array_equal(ds.steps_contexts([0, 1]), [9, 10])
 
 
