@@ -15,13 +15,13 @@ Every problem with a file is a ConfigError naming the file, the line and the col
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from frontier_dag.errors import ConfigError
 
@@ -157,18 +157,43 @@ def take_blocks(
     return new_offsets, values[np.arange(new_offsets[-1], dtype=np.int64) + shift]
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _Csv:
+    """A CSV file's cells as text, by column (the reader needs no more than this, and
+    pandas would cost a run more memory and start-up than the whole simulation)."""
+
+    columns: list[str]
+    cells: dict[str, list[str]]
+    lines: list[int]  # each row's line in the file (blank lines are skipped)
+
+    def __len__(self) -> int:
+        return len(self.cells[self.columns[0]])
+
+
+def _read_csv(path: Path) -> _Csv:
+    rows, lines = [], []
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            for row in reader:
+                if row:
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except (csv.Error, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable CSV trace ({exc}); fix the file") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
+    if not rows:
+        raise ConfigError(f"{path}: not a readable CSV trace (no header); fix the file")
+    columns = [c.strip() for c in rows[0]]
+    for number, row in zip(lines[1:], rows[1:], strict=True):
+        if len(row) != len(columns):
+            raise ConfigError(f"{path}: line {number} has {len(row)} fields where the header has {len(columns)}; "
+                              "fix or delete the row")
+    if len(rows) == 1:
         raise ConfigError(f"{path}: the trace has a header but no rows")
-    return frame
+    return _Csv(columns, {c: list(cells) for c, cells in zip(columns, zip(*rows[1:], strict=True), strict=True)}, lines[1:])
 
 
-def _splitwise_from_frame(path: Path, frame: pd.DataFrame) -> Trace:
+def _splitwise_from_frame(path: Path, frame: _Csv) -> Trace:
     _require(path, frame, SPLITWISE_COLUMNS[1:], "splitwise", SPLITWISE_COLUMNS)
     arrival = None
     if "arrived_at" in frame.columns:
@@ -179,12 +204,20 @@ def _splitwise_from_frame(path: Path, frame: pd.DataFrame) -> Trace:
     return _csv_trace(path, frame, arrival, "num_prefill_tokens", "num_decode_tokens")
 
 
-def _azure_from_frame(path: Path, frame: pd.DataFrame) -> Trace:
+def _azure_from_frame(path: Path, frame: _Csv) -> Trace:
     _require(path, frame, AZURE_COLUMNS, "Azure", AZURE_COLUMNS)
-    stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601", errors="coerce")
-    _first_bad(path, frame, "TIMESTAMP", stamps.isna().to_numpy(), "a date and time")
-    arrival = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=np.float64)
+    stamps = np.array([_datetime(text) for text in frame.cells["TIMESTAMP"]], dtype="datetime64[ns]")
+    _first_bad(path, frame, "TIMESTAMP", np.isnat(stamps), "a date and time")
+    # nanoseconds over 1e9, as a timedelta's total_seconds divides them
+    arrival = (stamps - stamps.min()).astype(np.int64) / 1e9
     return _csv_trace(path, frame, arrival, "ContextTokens", "GeneratedTokens")
+
+
+def _datetime(text: str) -> np.datetime64:
+    try:
+        return np.datetime64(text.strip(), "ns")
+    except ValueError:
+        return np.datetime64("NaT")
 
 
 def _csv_trace(path, frame, arrival, prompt_column, output_column) -> Trace:
@@ -219,25 +252,30 @@ def _require(path, frame, needed, name, header) -> None:
         )
 
 
-def _first_bad(path, frame, column, bad: np.ndarray, expected: str) -> None:
+def _first_bad(path, frame: _Csv, column, bad: np.ndarray, expected: str) -> None:
     if bad.any():
         row = int(np.argmax(bad))
-        # Line 1 is the header, so data row 0 is line 2.
-        value = frame[column].iloc[row]
-        raise ConfigError(
-            f"{path}: line {row + 2}, column {column}: {repr(value) if isinstance(value, str) else value} is not "
-            f"{expected}; fix or delete the row"
-        )
+        text = frame.cells[column][row].strip()
+        shown = text if math.isfinite(_number_or_nan(text)) else repr(text)
+        raise ConfigError(f"{path}: line {frame.lines[row]}, column {column}: {shown} is not {expected}; "
+                          "fix or delete the row")
 
 
-def _float_column(path, frame, column) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+def _number_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _float_column(path, frame: _Csv, column) -> np.ndarray:
+    values = np.array([_number_or_nan(text) for text in frame.cells[column]], dtype=np.float64)
     _first_bad(path, frame, column, ~np.isfinite(values), "a number")
     return values
 
 
-def _count_column(path, frame, column) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+def _count_column(path, frame: _Csv, column) -> np.ndarray:
+    values = np.array([_number_or_nan(text) for text in frame.cells[column]], dtype=np.float64)
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values))
     _first_bad(path, frame, column, bad, "a token count (an integer >= 0)")

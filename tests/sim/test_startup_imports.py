@@ -22,11 +22,17 @@ def _run(code: str) -> None:
 NOT_IMPORTED = ("pandas", "networkx", "numpy.ma", "sklearn", "numba", "pyarrow.parquet")
 
 
+TRACE = ROOT / "tests" / "sim" / "fixtures" / "splitwise_small.csv"
+
+
 def test_simulate_writes_its_run_without_importing_pandas(tmp_path):
+    """Lengths and arrivals from a CSV trace too: its reader is the csv module's."""
     out = tmp_path / "run"
     _run("import sys\nfrom frontier_dag.cli.main import cli\n"
          f"cli(['simulate', 'examples/colocated_llama3_8b.yaml', '--out', {str(out)!r}, '--no-progress', "
-         "'--set', 'workload.num_requests=5', '--set', 'predictor.source=roofline'], standalone_mode=False)\n"
+         "'--set', 'workload.num_requests=5', '--set', 'predictor.source=roofline', "
+         f"'--set', 'workload.trace.path={TRACE}', '--set', 'workload.prompt_tokens.kind=trace', "
+         "'--set', 'workload.output_tokens.kind=trace'], standalone_mode=False)\n"
          f"found = sorted(set({NOT_IMPORTED!r}) & set(sys.modules))\n"
          "assert not found, f'{found} imported'\n")
     assert (out / "requests.parquet").is_file() and (out / "summary.json").is_file()

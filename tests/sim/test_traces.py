@@ -200,7 +200,7 @@ def test_unknown_columns_and_empty_files(tmp_path):
 
 @pytest.mark.parametrize(("name", "text", "where"), [
     ("bad.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,2\n-1e9,10,2\n1.0,10,2\n",
-     "line 3, column arrived_at: -1000000000.0 is not a time >= 0"),
+     "line 3, column arrived_at: -1e9 is not a time >= 0"),
     ("bad.jsonl", '{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": []}\n'
                   '{"timestamp": -5, "input_length": 10, "output_length": 2, "hash_ids": []}\n',
      "line 2: timestamp = -5.0 is not a time >= 0"),
@@ -211,3 +211,11 @@ def test_a_negative_arrival_time_is_an_error_naming_the_row(tmp_path, name, text
     path.write_text(text)
     with pytest.raises(ConfigError, match=where):
         read_trace(path)
+
+
+def test_a_row_with_more_or_fewer_fields_than_the_header_is_named(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n\n1.0,10\n")
+    assert "line 4 has 2 fields where the header has 3" in _error(path)
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n\n1.0,ten,2\n")
+    assert "line 4, column num_prefill_tokens: 'ten'" in _error(path)  # lines of the file, blank ones counted
