@@ -129,6 +129,23 @@ def test_closed_loop_ramp_spreads_the_first_requests_and_is_reproducible():
     assert np.array_equal(runs[0]["arrival_s"].to_numpy(), runs[1]["arrival_s"].to_numpy())
 
 
+def test_a_random_turnaround_delays_each_next_request_by_its_own_draw():
+    load = {"clients": 4, "num_requests": 400, "prompt_tokens": {"kind": "fixed", "value": 100},
+            "output_tokens": {"kind": "fixed", "value": 5}}
+    plain = simulate(assemble(colocated(workload=load), cost_model=FAST)).requests
+    runs = [simulate(assemble(colocated(workload={**load, "turnaround_s": 0.02}), cost_model=FAST)).requests
+            for _ in range(2)]
+    req = runs[0]
+    sent_by = req["follows_request"].to_numpy()
+    assert (sent_by[:4] == -1).all() and (req["arrival_s"].to_numpy()[:4] == 0).all()
+    gaps = req["arrival_s"].to_numpy()[4:] - req["finish_s"].to_numpy()[sent_by[4:]]
+    assert gaps.min() >= 0 and len(set(np.round(gaps, 12))) == len(gaps)  # one draw per request
+    assert gaps.mean() == pytest.approx(0.02, rel=0.15) and gaps.std() == pytest.approx(0.02, rel=0.2)  # exponential
+    assert np.array_equal(runs[0]["arrival_s"].to_numpy(), runs[1]["arrival_s"].to_numpy())
+    sent = plain["follows_request"].to_numpy()[4:]
+    assert np.array_equal(plain["arrival_s"].to_numpy()[4:], plain["finish_s"].to_numpy()[sent])  # 0: none
+
+
 def test_clients_in_step_part_when_their_reused_prompts_hit_the_prefix_cache():
     """Identical closed-loop clients started at once stay in step: every round their prompts
     arrive together and queue behind each other's prefills. With a reused dataset of prompts
