@@ -102,8 +102,9 @@ class WorkloadConfig(Strict):
     arrival: ArrivalConfig | None = None
     clients: RequestCount | None = Field(None, description="closed loop: concurrent clients")
     think_time_s: float = Field(0.0, ge=0, description="closed loop: pause before the next request")
-    turnaround_s: float = Field(0.0, ge=0, description="closed loop: mean of a random (exponential) time, drawn "
-                                "anew for every request, between a response and the client's next request")
+    turnaround_s: NonNegativeFloat | None = Field(None, description="closed loop: mean of a random (exponential) "
+                                                  "time, drawn anew for every request, between a response and the "
+                                                  "client's next request (none: no such time)")
     ramp_s: float = Field(0.0, ge=0, description="closed loop: each client sends its first request at a random "
                           "time within this many seconds (0: all at once)")
     prompt_tokens: LengthConfig = LengthConfig(kind="fixed", value=1024)

@@ -73,7 +73,7 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     sent = 0
     # each request's turnaround after the response that sent it, drawn up front (reproducible)
     turnaround = (stream(config.seed, "turnaround").exponential(workload.turnaround_s, table.n)
-                  if closed and workload.turnaround_s > 0 else None)
+                  if closed and workload.turnaround_s else None)
 
     def send_next(_rid: int | None = None) -> None:
         nonlocal sent
