@@ -22,6 +22,8 @@ STREAMS = {
     "output_lengths": 2,
     "trace_rows": 3,          # which trace rows a workload samples
     "client_ramp": 7919,      # closed-loop clients' first sends within workload.ramp_s
+    "prompt_pool": 7933,
+    "turnaround": 7937,       # closed-loop clients' random turnaround (workload.turnaround_s)      # the order a workload.prompt_pool dataset's prompts are sent in
     "expert_popularity": 7927,  # each MoE layer's expert popularity (power-law routing)
     "expert_routing": 104729,   # each iteration's routed tokens per expert
     "representative_batch": 15485863,  # the batch one iteration of a config is priced for

@@ -32,7 +32,7 @@ from frontier_dag.cli.options import check_out_file, json_option, overwrite_opti
 @overwrite_option
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes simulating rows in parallel.")
 @click.option("--rounds", type=int, default=None, help="Requests per row as rounds of the concurrency (default 4).")
-@click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
+@click.option("--phase", type=click.Choice(["burst", "spread", "dataset"]), default="burst", show_default=True,
               help="How the simulated clients start (as validate silicon --phase); use the file with the same.")
 @click.option("--iterations", type=click.IntRange(min=1), default=6, show_default=True,
               help="The most fitting steps per entry (each simulates the rows a few times).")

@@ -34,9 +34,11 @@ def validate() -> None:
 @click.option("--benchmark-rounds", type=click.IntRange(min=1), default=None,
               help="Rounds of the concurrency the measured benchmark sent (default 50, as aiconfigurator's "
                    "benchmark script); the simulated rounds after the first stand for those not simulated.")
-@click.option("--phase", type=click.Choice(["burst", "spread"]), default="burst", show_default=True,
+@click.option("--phase", type=click.Choice(["burst", "spread", "dataset"]), default="burst", show_default=True,
               help="Clients' first requests all at once (burst, as the benchmarks start), or spread over one "
-                   "simulated request duration with the first round left out (a diagnostic; docs/validation.md).")
+                   "simulated request duration with the first round left out (a diagnostic), or as the benchmark "
+                   "runs: a warm-up, then prompts from a reused dataset of 100 with the prefix cache on "
+                   "(dataset; docs/validation.md).")
 @click.option("--baseline", type=click.Choice(["aiconfigurator"]),
               help="Also estimate every row with this peer (aiconfigurator's own estimator; needs "
                    "pip install 'frontier-dag[baseline]') and report its errors beside the simulation's.")

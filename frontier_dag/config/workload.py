@@ -68,6 +68,18 @@ class TraceConfig(Strict):
     block_tokens: PositiveInt = Field(512, description="tokens per Mooncake hash id")
 
 
+class PromptPoolConfig(Strict):
+    """A benchmark's dataset: ``size`` distinct prompts, reused until the run ends, as
+    benchmark clients do (aiperf and genai-perf generate 100 synthetic prompts unless
+    ``--num-dataset-entries`` says otherwise). Requests take them in shuffled passes (each
+    prompt once per pass, in a new order every pass: aiperf's default ``shuffle`` sampling).
+    A prompt's blocks of ``block_tokens`` tokens hash alike wherever it is sent again, so a
+    repeat can hit the engine's prefix cache (``scheduler.prefix_caching``)."""
+
+    size: RequestCount = Field(description="distinct prompts")
+    block_tokens: PositiveInt = Field(16, description="tokens per prefix-cache block hash")
+
+
 class MeasureConfig(Strict):
     """The steady window of the summary's ``steady`` figures, in seconds of simulated time.
     ``auto`` starts it where the warm-up ends (detected) and ends it at the last arrival
@@ -90,9 +102,14 @@ class WorkloadConfig(Strict):
     arrival: ArrivalConfig | None = None
     clients: RequestCount | None = Field(None, description="closed loop: concurrent clients")
     think_time_s: float = Field(0.0, ge=0, description="closed loop: pause before the next request")
+    turnaround_s: NonNegativeFloat | None = Field(None, description="closed loop: mean of a random (exponential) "
+                                                  "time, drawn anew for every request, between a response and the "
+                                                  "client's next request (none: no such time)")
     ramp_s: float = Field(0.0, ge=0, description="closed loop: each client sends its first request at a random "
                           "time within this many seconds (0: all at once)")
     prompt_tokens: LengthConfig = LengthConfig(kind="fixed", value=1024)
+    prompt_pool: PromptPoolConfig | None = Field(None, description="prompts drawn from a dataset of this many, "
+                                                 "reused (repeats can hit the prefix cache)")
     output_tokens: LengthConfig = LengthConfig(kind="fixed", value=128)
     trace: TraceConfig | None = None
     num_requests: RequestCount = 1000
@@ -117,6 +134,9 @@ class WorkloadConfig(Strict):
                 and not self.trace.replay_arrivals:
             raise ValueError("arrival kind 'trace' replays the trace's arrival times, "
                              "but workload.trace.replay_arrivals is false; drop one of them")
+        if self.prompt_pool is not None and self.trace is not None:
+            raise ValueError("workload.prompt_pool makes its own prompts and prefix blocks; a trace brings its "
+                             "own: drop one of them")
         if self.warmup_requests >= self.num_requests:
             raise ValueError(f"warmup_requests={self.warmup_requests} leaves none of "
                              f"num_requests={self.num_requests} to measure; lower it")

@@ -71,6 +71,9 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
     workload = config.workload
     closed = workload.clients is not None
     sent = 0
+    # each request's turnaround after the response that sent it, drawn up front (reproducible)
+    turnaround = (stream(config.seed, "turnaround").exponential(workload.turnaround_s, table.n)
+                  if closed and workload.turnaround_s else None)
 
     def send_next(_rid: int | None = None) -> None:
         nonlocal sent
@@ -79,6 +82,8 @@ def simulate(assembly: Assembly, *, progress: bool = False, attribute: bool = Tr
             table.follows_request[rid] = -1 if _rid is None else _rid
             if _rid is None:
                 events.after(float(starts[rid]) if workload.ramp_s else 0.0, controller.arrive, rid)
+            elif turnaround is not None:
+                events.after(workload.think_time_s + float(turnaround[rid]), controller.arrive, rid)
             elif workload.think_time_s == 0:
                 events.after(0.0, controller.arrive, rid)
             else:

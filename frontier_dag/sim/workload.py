@@ -110,6 +110,8 @@ def generate_requests(cfg: WorkloadConfig, seed: int, base_dir: Path | None = No
         replayed = _trace_arrivals(trace, cfg.trace, rows) if replay else None
         arrival_s = arrival_times(cfg.arrival, n, stream(seed, "arrivals"), replayed)
 
+    if cfg.prompt_pool is not None:
+        return _from_pool(cfg, n, seed, arrival_s)
     prompt = token_counts(cfg.prompt_tokens, n, stream(seed, "prompt_lengths"),
                           trace.prompt_tokens[rows] if trace is not None else None)
     output = token_counts(cfg.output_tokens, n, stream(seed, "output_lengths"),
@@ -125,6 +127,30 @@ def generate_requests(cfg: WorkloadConfig, seed: int, base_dir: Path | None = No
     else:
         offsets, values, block_tokens = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), 0
     return Requests(arrival_s, prompt, output, offsets, values, block_tokens)
+
+
+def pool_entries(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The dataset entry each of ``n`` requests sends: shuffled passes over ``size`` entries,
+    each entry once per pass (aiperf's ``shuffle`` sampling)."""
+    passes = -(-n // size)
+    return np.concatenate([rng.permutation(size) for _ in range(passes)])[:n].astype(np.int64)
+
+
+def _from_pool(cfg: WorkloadConfig, n: int, seed: int, arrival_s: np.ndarray) -> Requests:
+    """Requests whose prompts come from ``cfg.prompt_pool``: an entry's length is drawn once,
+    and its full blocks hash the same every time it is sent (and differently from every
+    other entry's), so the prefix cache sees the dataset's repeats and nothing else."""
+    pool = cfg.prompt_pool
+    lengths = token_counts(cfg.prompt_tokens, pool.size, stream(seed, "prompt_lengths"))
+    entry = pool_entries(pool.size, n, stream(seed, "prompt_pool"))
+    prompt = lengths[entry]
+    output = token_counts(cfg.output_tokens, n, stream(seed, "output_lengths"))
+    blocks = prompt // pool.block_tokens
+    offsets = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
+    stride = int(lengths.max()) // pool.block_tokens + 1
+    within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], blocks)
+    values = np.repeat(entry, blocks) * stride + within
+    return Requests(arrival_s, prompt, output, offsets, values, pool.block_tokens)
 
 
 def arrival_times(

@@ -22,7 +22,13 @@ import numpy as np
 from frontier_dag.config.overheads import EngineOverheads, OverheadsFile
 from frontier_dag.errors import FrontierDagError
 from frontier_dag.predictors.aiconfigurator import BACKENDS
-from frontier_dag.validation.convert import BENCHMARK_ROUNDS, ROUNDS, row_config
+from frontier_dag.validation.convert import (
+    BENCHMARK_ROUNDS,
+    DATASET_PROMPTS,
+    ROUNDS,
+    dataset_first_pass,
+    row_config,
+)
 from frontier_dag.validation.models import Unsupported
 from frontier_dag.validation.silicon import SiliconRow
 
@@ -31,9 +37,12 @@ from frontier_dag.validation.silicon import SiliconRow
 #: simulated duration (the mean end-to-end latency of one ``burst`` round of the row without
 #: engine overheads, which is simulated first), the first round left out: the steady state of
 #: clients whose phases are independent, which the measured clients are closer to
-#: (docs/validation.md, "What the largest errors come from"). It takes nothing from the
-#: measurements.
-PHASES = ("burst", "spread")
+#: (docs/validation.md, "What the largest errors come from"). ``dataset``: as the benchmark
+#: runs (``convert.DATASET_PROMPTS``): the clients start at once after a warm-up of two rounds
+#: and send prompts from a dataset of 100 that the run reuses, with the engine's prefix cache
+#: on, so a prompt sent again skips the prefill of its cached blocks. None takes anything
+#: from the measurements.
+PHASES = ("burst", "spread", "dataset")
 
 def _base_record(row: SiliconRow) -> dict:
     return {"index": row.index, "id": row.id, "system": row.system, "backend": row.backend,
@@ -45,26 +54,32 @@ def _base_record(row: SiliconRow) -> dict:
             "out_of_range": 0, "wall_s": 0.0}
 
 
-def benchmark_means(requests, concurrency: int, benchmark_rounds: int = BENCHMARK_ROUNDS
+def benchmark_means(requests, concurrency: int, benchmark_rounds: int = BENCHMARK_ROUNDS, head: int = 0
                     ) -> tuple[float | None, float | None]:
     """Mean TTFT and TPOT (ms) of a benchmark of ``benchmark_rounds`` rounds of ``concurrency``
     requests, from the simulated ``requests`` (in the order they were sent). A benchmark's first
     round starts cold and its last one drains the server; the rounds between are the steady
-    state. Here the first and the last ``concurrency`` requests weigh one each and the ones
-    between stand for all the benchmark's middle rounds; with fewer than three rounds simulated,
-    or as many as measured, the plain means.
+    state. Here the first ``max(head, concurrency)`` requests (the cold round, or whatever
+    else happens once: a dataset's first pass) and the last ``concurrency`` weigh one each and
+    the ones between stand for all the benchmark's other rounds; with no round between
+    simulated, or as many requests as measured, the plain means.
 
     >>> import pandas as pd
     >>> frame = pd.DataFrame({"ttft_ms": [90.0, 20.0, 20.0, 10.0], "tpot_ms": [5.0, 4.0, 4.0, 3.0]})
     >>> benchmark_means(frame, concurrency=1, benchmark_rounds=10)
     (26.0, 4.0)
+    >>> frame = pd.DataFrame({"ttft_ms": [90.0, 50.0, 20.0, 10.0], "tpot_ms": [5.0, 4.0, 4.0, 3.0]})
+    >>> benchmark_means(frame, concurrency=1, benchmark_rounds=10), benchmark_means(frame, 1, 10, head=2)
+    ((38.0, 4.0), (29.0, 4.0))
     """
     n, c = len(requests), concurrency
     if n == 0:
         return None, None
+    head = max(head, c)
     weights = np.ones(n)
-    if 3 * c <= n < benchmark_rounds * c:
-        weights[c:n - c] = (benchmark_rounds - 2) * c / (n - 2 * c)
+    measured = benchmark_rounds * c
+    if head + 2 * c <= n < measured and measured > head + c:
+        weights[head:n - c] = (measured - head - c) / (n - head - c)
     means = []
     for column in ("ttft_ms", "tpot_ms"):
         values = requests[column].to_numpy(dtype=float)
@@ -86,8 +101,9 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
     try:
         # spread: one burst round without overheads (the least that gives a request's duration)
         # sets the ramp, so that a calibration's moves do not draw the clients' phases anew
-        converted = row_config(row, rounds=rounds if phase == "burst" else 1,
-                               overheads=overheads if phase == "burst" else None)
+        dataset = DATASET_PROMPTS if phase == "dataset" else None
+        converted = row_config(row, rounds=rounds if phase != "spread" else 1,
+                               overheads=overheads if phase != "spread" else None, dataset=dataset)
         record["notes"] = "; ".join(converted.notes)
         result = simulate(assemble(converted.deployment), attribute=False)
         if phase == "spread":
@@ -108,7 +124,8 @@ def simulate_row(row: SiliconRow, rounds: int = ROUNDS, phase: str = "burst",
         record["wall_s"] = time.perf_counter() - started
     s = result.summary
     measured = result.requests.iloc[result.config.workload.warmup_requests:]
-    ttft, tpot = benchmark_means(measured, row.concurrency, benchmark_rounds)
+    head = dataset_first_pass(row.concurrency, DATASET_PROMPTS) if phase == "dataset" else 0
+    ttft, tpot = benchmark_means(measured, row.concurrency, benchmark_rounds, head)
     record.update(sim_ttft_ms=ttft, sim_tpot_ms=tpot, requests=s["num_requests"], iterations=s["iterations"],
                   out_of_range=s["predictor_out_of_range"])
     if ttft is not None and row.ttft_ms > 0:

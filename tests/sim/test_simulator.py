@@ -129,6 +129,50 @@ def test_closed_loop_ramp_spreads_the_first_requests_and_is_reproducible():
     assert np.array_equal(runs[0]["arrival_s"].to_numpy(), runs[1]["arrival_s"].to_numpy())
 
 
+def test_a_random_turnaround_delays_each_next_request_by_its_own_draw():
+    load = {"clients": 4, "num_requests": 400, "prompt_tokens": {"kind": "fixed", "value": 100},
+            "output_tokens": {"kind": "fixed", "value": 5}}
+    plain = simulate(assemble(colocated(workload=load), cost_model=FAST)).requests
+    runs = [simulate(assemble(colocated(workload={**load, "turnaround_s": 0.02}), cost_model=FAST)).requests
+            for _ in range(2)]
+    req = runs[0]
+    sent_by = req["follows_request"].to_numpy()
+    assert (sent_by[:4] == -1).all() and (req["arrival_s"].to_numpy()[:4] == 0).all()
+    gaps = req["arrival_s"].to_numpy()[4:] - req["finish_s"].to_numpy()[sent_by[4:]]
+    assert gaps.min() >= 0 and len(set(np.round(gaps, 12))) == len(gaps)  # one draw per request
+    assert gaps.mean() == pytest.approx(0.02, rel=0.15) and gaps.std() == pytest.approx(0.02, rel=0.2)  # exponential
+    assert np.array_equal(runs[0]["arrival_s"].to_numpy(), runs[1]["arrival_s"].to_numpy())
+    sent = plain["follows_request"].to_numpy()[4:]
+    assert np.array_equal(plain["arrival_s"].to_numpy()[4:], plain["finish_s"].to_numpy()[sent])  # 0: none
+
+
+def test_clients_in_step_part_when_their_reused_prompts_hit_the_prefix_cache():
+    """Identical closed-loop clients started at once stay in step: every round their prompts
+    arrive together and queue behind each other's prefills. With a reused dataset of prompts
+    and the prefix cache on (workload.prompt_pool), a prompt sent again prefills only its
+    last, uncached block, so from the second pass on a round no longer queues."""
+    load = {"clients": 8, "num_requests": 32, "prompt_tokens": {"kind": "fixed", "value": 1000},
+            "output_tokens": {"kind": "fixed", "value": 20}}
+
+    def rounds(workload, cache=True):
+        cfg = colocated(workload=workload, scheduler={"prefix_caching": cache, "max_num_batched_tokens": 2048})
+        req = simulate(assemble(cfg, cost_model=FAST)).requests
+        return req["ttft_ms"].to_numpy().reshape(4, 8), req["cached_tokens"].to_numpy().reshape(4, 8)
+
+    plain, plain_cached = rounds(load)
+    pooled, cached = rounds({**load, "prompt_pool": {"size": 8}})
+    assert (plain_cached == 0).all() and (cached[0] == 0).all()
+    assert (cached[1:] == 992).all()  # every full block of 16 but the last token's
+    np.testing.assert_allclose(pooled[0], plain[0])  # the cold round is the same
+    # in step: every later round repeats the same queue (two prompts a step)
+    np.testing.assert_allclose(plain[2:], plain[1:-1])
+    assert plain[1:].max() > 2.5 * plain[1:].min()
+    assert pooled[1:].max() < plain[1:].min(axis=1).max() and pooled[1:].mean() < plain[1:].mean() / 3
+    uncached, none = rounds({**load, "prompt_pool": {"size": 8}}, cache=False)
+    assert (none == 0).all()
+    np.testing.assert_allclose(uncached, plain)  # the pool alone changes nothing
+
+
 def test_pd_with_too_little_decode_memory_waits_stalls_and_still_completes():
     cfg = pd(decode_kv=3000, prefill_kv=4000, workload=workload(120, prompt=1000, output=60, rate=200.0))
     result = simulate(assemble(cfg, cost_model=FAST))

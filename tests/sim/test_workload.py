@@ -104,6 +104,32 @@ def test_changing_the_length_model_does_not_move_arrivals():
     assert not np.array_equal(a.prompt_tokens, b.prompt_tokens)
 
 
+# --- a benchmark's dataset of prompts, reused (workload.prompt_pool) ----------------------
+
+
+def test_a_prompt_pool_is_sent_in_shuffled_passes_and_hashes_alike_only_when_repeated():
+    cfg = WorkloadConfig(clients=4, num_requests=23, prompt_pool={"size": 10, "block_tokens": 16},
+                         prompt_tokens={"kind": "uniform", "low": 20, "high": 200})
+    r = generate_requests(cfg, 3)
+    hashes = [tuple(r.block_hashes(i)) for i in range(len(r))]
+    for start in (0, 10):  # each pass sends every prompt once
+        assert len(set(hashes[start:start + 10])) == 10
+    assert set(hashes[:10]) == set(hashes[10:20]) and set(hashes[20:]) < set(hashes[:10])
+    assert hashes[:10] != hashes[10:20]  # in a new order
+    blocks = set()
+    for h, tokens in zip(hashes[:10], r.prompt_tokens[:10], strict=True):
+        assert len(h) == tokens // 16 and not blocks & set(h)  # full blocks, none shared between prompts
+        blocks |= set(h)
+    by_hash = {h: t for h, t in zip(hashes, r.prompt_tokens, strict=True)}
+    assert all(by_hash[h] == t for h, t in zip(hashes, r.prompt_tokens, strict=True))  # a prompt keeps its length
+    assert r.block_tokens == 16 and _same(r, generate_requests(cfg, 3))
+
+
+def test_a_prompt_pool_and_a_trace_are_not_combined():
+    with pytest.raises(ValidationError, match="prompt_pool"):
+        WorkloadConfig(clients=2, prompt_pool={"size": 5}, trace={"path": SPLITWISE})
+
+
 # --- distributions (fixed seeds; tolerances of several standard errors) -------------------
 
 

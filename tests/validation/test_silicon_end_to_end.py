@@ -72,3 +72,15 @@ def test_disaggregated_row(monkeypatch):
 
     monkeypatch.setattr(convert, "MIN_REQUESTS", 2)
     _check(simulate_row(_row(2424, "h100_sxm", "DeepSeek-R1", "disagg"), rounds=2))
+
+
+def test_dataset_clients_send_reused_prompts_after_a_warm_up():
+    """The ``dataset`` phase (docs/validation.md, "The benchmark's clients"): a warm-up of 2C
+    requests, then the benchmark's 100 prompts reused with the prefix cache on. The dataset's
+    first pass is simulated whole, then two rounds; the repeats prefill only their last
+    block, so the clients no longer queue behind each other's prompts."""
+    row = _row(1260, "h100_sxm", "Qwen3-32B", "agg")  # 8 clients
+    burst, dataset = simulate_row(row, rounds=3), simulate_row(row, rounds=3, phase="dataset")
+    assert burst["status"] == dataset["status"] == "ok"
+    assert dataset["requests"] == 2 * 8 + (100 - 2 * 8) + 2 * 8
+    assert dataset["sim_ttft_ms"] < 0.8 * burst["sim_ttft_ms"]

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from frontier_dag.sim.policies import build_policy
-from frontier_dag.validation.convert import MIN_REQUESTS, row_config
+from frontier_dag.validation.convert import (
+    DATASET_PROMPTS,
+    MIN_REQUESTS,
+    dataset_first_pass,
+    row_config,
+)
 from frontier_dag.validation.engines import GENERATOR_TOKEN_SLACK, token_budget
 from frontier_dag.validation.models import Unsupported, is_moe, row_model
 from frontier_dag.validation.report import format_table, summarize_records
@@ -92,6 +97,20 @@ def test_engine_reservations_and_the_spread_phase_reach_the_config():
     assert spread.ramp_s == 2.5 and spread.warmup_requests == 16 and spread.num_requests == 48
 
 
+def test_the_dataset_phase_runs_the_benchmarks_warm_up_dataset_and_prefix_cache():
+    """aiperf's 100 reused prompts after a warm-up of 2C, the prefix cache on; the measured
+    requests cover the dataset's first pass and then the rounds asked for."""
+    row = parse_row(0, BASE, moe=False)  # 16 clients
+    plain = row_config(row, rounds=3).config
+    assert not plain.scheduler.prefix_caching and plain.workload.prompt_pool is None
+    cfg = row_config(row, rounds=3, dataset=DATASET_PROMPTS).config
+    assert cfg.scheduler.prefix_caching and cfg.workload.prompt_pool.size == 100
+    assert cfg.workload.warmup_requests == 32  # --warmup-request-count 2C
+    assert dataset_first_pass(16, 100) == 100 - 32 and dataset_first_pass(64, 100) == 64
+    assert cfg.workload.num_requests == 32 + 68 + 2 * 16
+    assert row_config(row, rounds=6, dataset=100).config.workload.num_requests == 32 + 68 + 5 * 16
+
+
 def test_token_budget_follows_the_deployment_generator():
     """TensorRT-LLM, and vLLM but the 0.12.0 template, get aiconfigurator's batch + ISL + 1500
     tokens per iteration (ISL + 1500 on prefill workers); vLLM 0.12.0 and SGLang keep 8192."""
@@ -117,6 +136,9 @@ def test_benchmark_means_weigh_the_rounds_as_a_long_benchmark_does():
     assert benchmark_means(frame, concurrency=2, benchmark_rounds=4) == pytest.approx((frame.ttft_ms.mean(),
                                                                                       frame.tpot_ms.mean()))
     assert benchmark_means(frame.iloc[:0], concurrency=2) == (None, None)
+    # a dataset's first pass (here the first 4 requests) happens once: it weighs as simulated
+    ttft, _ = benchmark_means(frame, concurrency=2, benchmark_rounds=50, head=4)
+    assert ttft == pytest.approx((100 * 2 + 20 * 2 + 30 * 2 * 94 / 2 + 5 * 2) / 100)
 
 
 def test_unsupported_models_and_dtypes_say_why():
