@@ -654,38 +654,40 @@ class StageCoster:
                     self._price_experts(envs[s], batches[s], out[s])
                 continue
             stacked = np.stack([batches[s][batch].expert_loads for s in steps])
-            rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
-            k, g = rows.shape[0], rows.shape[1]
-            if self.critical_ranks:
-                chosen = self._critical_mask(layers, rows)
+            k, g = len(steps), len(idx)
+            compiled = self._critical_compiled(layers, ranks, stacked)
+            if compiled is not None:
+                chosen, busy, picked, keys = compiled
             else:
-                chosen = np.ones((k, g), dtype=bool)
-            picked = rows[chosen]  # step after step, rows in order within a step, as rows[priced]
-            latency, flagged, source = self._expert_prices((batch, family, gpu), idx, queries[0],
-                                                           -np.sort(-picked, axis=1))
+                rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
+                chosen = self._critical_mask(layers, rows) if self.critical_ranks else np.ones((k, g), dtype=bool)
+                picked, keys = -np.sort(-rows[chosen], axis=1), None  # step after step, rows in order within a step
+                busy = rows.any(axis=2)
+            latency, flagged, source = self._expert_prices((batch, family, gpu), idx, queries[0], picked, keys)
             counts = chosen.sum(axis=1)
-            ends = np.cumsum(counts)
-            busy = rows.any(axis=2)
-            for j, s in enumerate(steps):
-                price = latency[ends[j] - counts[j]:ends[j]]
-                if counts[j] < g:
-                    floor = np.full(g, price.min() if len(price) else 0.0)
-                    floor[chosen[j]] = price
-                    price = floor
-                out[s, idx] = np.where(busy[j], price, 0.0)
+            if (counts == g).all():
+                prices = latency.reshape(k, g)
+            else:  # the ranks not priced get the cheapest priced rank's time
+                starts = np.cumsum(counts) - counts
+                floor = np.zeros(k)
+                live = counts > 0
+                floor[live] = np.minimum.reduceat(latency, starts[live])
+                prices = np.repeat(floor, g).reshape(k, g)
+                prices[chosen] = latency
+            out[np.ix_(steps, idx)] = np.where(busy, prices, 0.0)
             self.usage.uses[family] += len(idx) * k
             self.usage.out_of_range_by[family] += int(np.count_nonzero(flagged))
             self.usage.sources_of[family][source] += len(idx) * k
 
-    def _expert_prices(self, group: tuple, idx: np.ndarray, constants: dict, rows: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, str]:
+    def _expert_prices(self, group: tuple, idx: np.ndarray, constants: dict, rows: np.ndarray,
+                       hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
         """Price and out-of-range flag of each row of routed counts (sorted, largest first) of
         an expert group whose other query columns are ``constants``, and the source that
         prices the group. Rows are priced once each: the distinct ones in one call, and
         those priced before (a few routed counts recur all run long) from a memo keyed by the
         rows' hash (see _distinct_rows)."""
         family, gpu = group[1], group[2]
-        unique, inverse, keys = _distinct_rows(rows)
+        unique, inverse, keys = _distinct_rows(rows, hashes)
         model = model_for_gpu(self.cost_model, gpu)
         # a model that samples its prices (jitter) draws every row afresh
         memo = {} if getattr(model, "jitter", False) else self._expert_memo[(group, tuple(constants.items()))]
@@ -706,6 +708,28 @@ class StageCoster:
                 entries[i] = memo[keys[i]] = (price, flag)
         table = np.array(entries, dtype=float).reshape(len(entries), 2)
         return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[group]
+
+    def _critical_compiled(self, layers: np.ndarray, ranks: np.ndarray, loads: np.ndarray) -> tuple | None:
+        """``(chosen, busy, picked, hashes)`` of a group's rows in the steps of ``loads``
+        (steps, layers, ranks, experts) by one compiled pass (frontier_dag.cost.kernels):
+        the rows ``_critical_mask`` chooses, whether each row has tokens, the chosen rows
+        sorted largest first and their hashes. None where it does not apply (every rank
+        priced, more than two critical ranks): then numpy's path serves."""
+        slots = self._slots(layers) if self.critical_ranks else None
+        if slots is None or self.critical_ranks not in (1, 2) or self.critical_ranks >= slots.shape[1] or \
+                loads.shape[3] > len(_ROW_HASH):
+            return None
+        from frontier_dag.cost.kernels import critical_rows
+
+        k, g, experts = loads.shape[0], len(layers), loads.shape[3]
+        chosen = np.empty((k, g), dtype=np.uint8)
+        busy = np.empty((k, g), dtype=np.uint8)
+        picked = np.empty((k * min(g, 4 * slots.shape[0]), experts), dtype=np.int64)
+        hashes = np.empty(len(picked), dtype=np.int64)
+        n = critical_rows(np.ascontiguousarray(loads, dtype=np.int64), np.ascontiguousarray(layers, dtype=np.int64),
+                          np.ascontiguousarray(ranks, dtype=np.int64),
+                          slots, self.critical_ranks, _ROW_HASH[:experts], chosen, busy, picked, hashes)
+        return chosen.view(bool), busy.view(bool), picked[:n], hashes[:n]
 
     def _critical_mask(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The rows priced of each of several iterations' rows ``(k, group rows, experts)``, as
@@ -808,11 +832,13 @@ class StageCoster:
 _ROW_HASH = np.random.default_rng(2**31 - 1).integers(1, 2**62, size=4096, dtype=np.int64) | 1
 
 
-def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _distinct_rows(rows: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct rows of an integer matrix, each row's index among them and the distinct
     rows' hashes. Rows are compared by a 64-bit random linear hash (two rows collide with
-    probability about 2**-64), which is much faster than sorting whole rows."""
-    keys = rows @ _ROW_HASH[: rows.shape[1]]
+    probability about 2**-64), which is much faster than sorting whole rows; ``keys`` are
+    the rows' hashes where already known."""
+    if keys is None:
+        keys = rows @ _ROW_HASH[: rows.shape[1]]
     distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return rows[first], inverse.ravel(), distinct
 
