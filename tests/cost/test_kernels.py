@@ -38,3 +38,48 @@ def test_no_compiled_path_where_every_rank_is_priced():
     assert _coster(2)._critical_compiled(layer_of, rank_of, loads) is None  # 2 ranks, 2 critical: all priced
     layer_of, rank_of = np.repeat(np.arange(3), 5), np.tile(np.arange(5), 3)
     assert _coster(3)._critical_compiled(layer_of, rank_of, np.ones((2, 3, 5, 4), dtype=np.int64)) is None  # numpy's
+
+
+def test_normal_quantile_matches_the_exact_one():
+    from statistics import NormalDist
+
+    from frontier_dag.cost.kernels import normal_quantile
+
+    for u in [1e-12, 1e-6, 0.01, 0.02425, 0.1, 0.3, 0.5, 0.77, 0.97576, 0.999, 1 - 1e-9]:
+        assert normal_quantile.py_func(u) == pytest.approx(NormalDist().inv_cdf(u), rel=2e-9, abs=1e-12)
+
+
+def test_drawn_counts_are_the_python_functions_numbers():
+    from frontier_dag.cost.kernels import draw_counts
+
+    rng = np.random.default_rng(5)
+    popularity = rng.dirichlet(np.ones(12), size=3)  # Poisson and normal means in one layer
+    slot_expert = rng.permuted(np.tile(np.arange(12), (3, 1)), axis=1)[:, :, None].reshape(3, 4, 3).copy()
+    picks = np.array([0, 40, 400, 7], dtype=np.int64)
+    raw = rng.bit_generator.random_raw(3 * 12 * 3)
+    for replicated in (0, 1):
+        share = np.full(slot_expert.shape, 0.5) if replicated else np.ones(slot_expert.shape)
+        compiled, python = (np.full((4, 3, 4, 3), -1, dtype=np.int64) for _ in range(2))
+        draw_counts(picks, popularity, raw, slot_expert, share, replicated, compiled)
+        draw_counts.py_func(picks, popularity, raw, slot_expert, share, replicated, python)
+        np.testing.assert_array_equal(compiled, python)
+        assert (compiled[0] == 0).all() and (compiled >= 0).all()
+
+
+@pytest.mark.parametrize("mean", [0.3, 4.0, 9.5, 10.0, 60.0])
+def test_drawn_counts_have_the_poisson_moments(mean):
+    """Each expert's count: Poisson of its mean (below 10), its normal limit from 10."""
+    from frontier_dag.cost.kernels import draw_counts
+
+    experts, draws = 64, 400
+    popularity = np.full((2, experts), 1.0 / experts)
+    picks = np.full(draws, int(round(mean * experts)), dtype=np.int64)
+    mean = picks[0] / experts
+    raw = np.random.default_rng(11).bit_generator.random_raw(draws * popularity.size)
+    out = np.empty((draws, 2, 8, 8), dtype=np.int64)
+    draw_counts(picks, popularity, raw, np.zeros((2, 8, 8), dtype=np.int64), np.ones((2, 8, 8)), 0, out)
+    counts = out.ravel()  # 51,200 counts: the sample mean within 5 standard errors
+    assert abs(counts.mean() - mean) < 5 * np.sqrt(mean / counts.size)
+    assert counts.var() == pytest.approx(mean, rel=0.05)
+    if mean < 10:
+        assert np.mean(counts == 0) == pytest.approx(np.exp(-mean), abs=0.01)
