@@ -135,11 +135,14 @@ class MicroBatchLoad:
     ``ctx``. The arrays may be supplied lazily (``materialize``) with a ``summary``: they are
     then built only when a price is not memoised."""
 
-    __slots__ = ("_q", "_ctx", "_materialize", "kv_out_tokens", "expert_loads", "summary")
+    __slots__ = ("_q", "_ctx", "_materialize", "kv_out_tokens", "expert_loads", "summary", "stretch")
 
     def __init__(self, q: np.ndarray | None = None, ctx: np.ndarray | None = None, kv_out_tokens: int = 0,
-                 expert_loads: np.ndarray | None = None, summary: BatchSummary | None = None, materialize=None):
+                 expert_loads: np.ndarray | None = None, summary: BatchSummary | None = None, materialize=None,
+                 stretch: tuple[np.ndarray, int] | None = None):
         self._q, self._ctx, self._materialize = q, ctx, materialize
+        #: ``(ctx0, j)`` for step j of a decode stretch: one new token per sequence, contexts ``ctx0 + j``
+        self.stretch = stretch
         self.kv_out_tokens = int(kv_out_tokens)  # KV tokens of sequences whose prefill completes now
         self.expert_loads = expert_loads  # (layers, ranks, experts per rank) routed tokens
         self.summary = summary if summary is not None else BatchSummary.of(q, ctx)
@@ -329,7 +332,8 @@ class StageCoster:
         self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
         self._attention_memo: dict[tuple, tuple[float, int, str]] = {}
-        # expert prices per (group, query columns), by the hash of the sorted routed counts
+        self._stretch_share: tuple | None = None  # the latest decode stretch's attention-DP share
+        # expert prices per (family, GPU, query columns), by the hash of the sorted routed counts
         self._expert_memo: dict[tuple, dict[int, tuple[float, bool]]] = defaultdict(dict)
         self._expert_source: dict[tuple, str] = {}
         self._pricers: dict[tuple[str, int], object] = {}  # (family, template) -> direct pricer or None
@@ -469,6 +473,8 @@ class StageCoster:
                     self.usage.out_of_range_by[hit[2]] += 1
                 return hit[0]
         window = fields.get("window")
+        if dp > 1 and not window and load.stretch is not None:
+            return self._stretch_share_price(index, kind, dp, fields, *load.stretch)
         if dp > 1 or window:
             q, ctx = dp_share(load.q, load.ctx, dp) if dp > 1 else (load.q, load.ctx)
             if window:
@@ -498,6 +504,22 @@ class StageCoster:
             windowed_key = (-1 - index, *attention_key(summary))
             self._attention_memo.setdefault((index, *attention_key(load.summary)), self._attention_memo[windowed_key])
         return price
+
+    def _stretch_share_price(self, index: int, kind: str, dp: int, fields: dict, ctx0: np.ndarray, j: int) -> float:
+        """The price of the most loaded attention-DP rank's share at step ``j`` of a decode
+        stretch whose first step has contexts ``ctx0``: as ``_attention_price`` prices it, with
+        the share found once per stretch (contexts grown by j keep their order, so step j's
+        share is the first step's with every context j longer) and its summary by arithmetic."""
+        cached = self._stretch_share
+        if cached is None or cached[0] is not ctx0 or cached[1] != dp:
+            _, share = dp_share(np.ones(len(ctx0), dtype=np.int64), ctx0, dp)
+            cached = self._stretch_share = (ctx0, dp, share, int(share.sum()), int(share.max()))
+        share, total, top = cached[2], cached[3] + len(cached[2]) * j, cached[4] + j
+        n = len(share)
+        summary = BatchSummary(n, n, 0, 0, total, top, total, n, total, top, 0)
+        load = MicroBatchLoad(summary=summary, materialize=lambda: (np.ones(n, dtype=np.int64), share + j))
+        family = "mla_decode" if kind == "mla" else attention_family_of(summary)
+        return self._memo_price(family, index, fields, summary, None, None, load)
 
     def _split_mixed_price(self, index: int, fields: dict, summary: BatchSummary, q, ctx, load) -> float:
         """A mixed batch priced as its decode sequences plus its prefill sequences, when the
@@ -690,7 +712,8 @@ class StageCoster:
         unique, inverse, keys = _distinct_rows(rows, hashes)
         model = model_for_gpu(self.cost_model, gpu)
         # a model that samples its prices (jitter) draws every row afresh
-        memo = {} if getattr(model, "jitter", False) else self._expert_memo[(group, tuple(constants.items()))]
+        # the micro-batches' groups of the same family, GPU and shapes share one memo (one price per row)
+        memo = {} if getattr(model, "jitter", False) else self._expert_memo[(family, gpu, tuple(constants.items()))]
         keys = keys.tolist()
         entries = [memo.get(key) for key in keys]
         missing = [i for i, entry in enumerate(entries) if entry is None]
@@ -700,14 +723,14 @@ class StageCoster:
             self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
             pred = model.predict(family, query)
             self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
-            self._expert_source[group] = pred.source
+            self._expert_source[(family, gpu)] = pred.source
             if len(memo) > EXPERT_MEMO_LIMIT:
                 for key in list(islice(memo, len(memo) // 2)):
                     del memo[key]
             for i, price, flag in zip(missing, pred.latency_us.tolist(), pred.out_of_range.tolist(), strict=True):
                 entries[i] = memo[keys[i]] = (price, flag)
         table = np.array(entries, dtype=float).reshape(len(entries), 2)
-        return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[group]
+        return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[(family, gpu)]
 
     def _critical_compiled(self, layers: np.ndarray, ranks: np.ndarray, loads: np.ndarray) -> tuple | None:
         """``(chosen, busy, picked, hashes)`` of a group's rows in the steps of ``loads``
