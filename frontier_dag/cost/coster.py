@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from frontier_dag.cost.kernels import critical_rows, fill_prices
 from frontier_dag.cost.protocol import CostModel, model_for_gpu
 from frontier_dag.cost.queries import CATEGORICAL_COLUMNS, QUERY_COLUMNS, RAGGED_COLUMNS
 from frontier_dag.errors import CostModelError
@@ -686,17 +687,9 @@ class StageCoster:
                 picked, keys = -np.sort(-rows[chosen], axis=1), None  # step after step, rows in order within a step
                 busy = rows.any(axis=2)
             latency, flagged, source = self._expert_prices((batch, family, gpu), idx, queries[0], picked, keys)
-            counts = chosen.sum(axis=1)
-            if (counts == g).all():
-                prices = latency.reshape(k, g)
-            else:  # the ranks not priced get the cheapest priced rank's time
-                starts = np.cumsum(counts) - counts
-                floor = np.zeros(k)
-                live = counts > 0
-                floor[live] = np.minimum.reduceat(latency, starts[live])
-                prices = np.repeat(floor, g).reshape(k, g)
-                prices[chosen] = latency
-            out[np.ix_(steps, idx)] = np.where(busy, prices, 0.0)
+            fill_prices(out, np.asarray(steps, dtype=np.int64), np.ascontiguousarray(idx, dtype=np.int64),
+                        np.ascontiguousarray(chosen).view(np.uint8), np.ascontiguousarray(busy).view(np.uint8),
+                        np.ascontiguousarray(latency, dtype=np.float64))
             self.usage.uses[family] += len(idx) * k
             self.usage.out_of_range_by[family] += int(np.count_nonzero(flagged))
             self.usage.sources_of[family][source] += len(idx) * k
@@ -742,8 +735,6 @@ class StageCoster:
         if slots is None or self.critical_ranks not in (1, 2) or self.critical_ranks >= slots.shape[1] or \
                 loads.shape[3] > len(_ROW_HASH):
             return None
-        from frontier_dag.cost.kernels import critical_rows
-
         k, g, experts = loads.shape[0], len(layers), loads.shape[3]
         chosen = np.empty((k, g), dtype=np.uint8)
         busy = np.empty((k, g), dtype=np.uint8)

@@ -31,6 +31,7 @@ kernel = Kernels(__name__, exports={
     "draw_counts": "void(i8[::1], f8[:, ::1], u8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, :, :, ::1])",
     "critical_rows": "i8(i8[:, :, :, ::1], i8[::1], i8[::1], i8[:, ::1], i8, i8[::1], u1[:, ::1], u1[:, ::1], "
                      "i8[:, ::1], i8[::1])",
+    "fill_prices": "void(f8[:, ::1], i8[::1], i8[::1], u1[:, ::1], u1[:, ::1], f8[::1])",
 })
 
 
@@ -49,32 +50,29 @@ def critical_rows(loads: np.ndarray, layer_of: np.ndarray, rank_of: np.ndarray, 
     largest first to ``picked`` with their hashes ``row @ weights`` (wrapping) in ``keys``.
     Returns how many rows were chosen."""
     k, experts = loads.shape[0], loads.shape[3]
-    rows, ranks = len(layer_of), slots.shape[1]
+    ranks = slots.shape[1]
     depth = loads.shape[1]
     total = np.empty(ranks, dtype=np.int64)
     most = np.empty(ranks, dtype=np.int64)
     count = 0
     for s in range(k):
-        for r in range(rows):
-            chosen[s, r] = 0
-            row = loads[s, layer_of[r] % depth, rank_of[r]]
-            any_token = 0
-            for e in range(experts):
-                if row[e] != 0:
-                    any_token = 1
-                    break
-            busy[s, r] = any_token
         for layer in range(slots.shape[0]):
             for j in range(ranks):
                 r = slots[layer, j]
-                row = loads[s, layer_of[r] % depth, rank_of[r]]
-                t, m = row[0], row[0]
+                lr, rk = layer_of[r] % depth, rank_of[r]
+                t = m = loads[s, lr, rk, 0]
+                any_token = t != 0
                 for e in range(1, experts):
-                    t += row[e]
-                    if row[e] > m:
-                        m = row[e]
+                    v = loads[s, lr, rk, e]
+                    t += v
+                    any_token |= v != 0
+                    if v > m:
+                        m = v
                 total[j], most[j] = t, m
-            for score in (total, most):
+                busy[s, r] = any_token
+                chosen[s, r] = 0
+            for which in range(1 if experts == 1 else 2):  # with one expert per rank both scores agree
+                score = total if which == 0 else most
                 first = 0
                 for j in range(1, ranks):
                     if score[j] > score[first]:
@@ -86,14 +84,12 @@ def critical_rows(loads: np.ndarray, layer_of: np.ndarray, rank_of: np.ndarray, 
                         if j != first and (second < 0 or score[j] > score[second]):
                             second = j
                     chosen[s, slots[layer, second]] = 1
-                if experts == 1:
-                    break
-        for r in range(rows):
+        for r in range(len(layer_of)):
             if chosen[s, r]:
-                row = loads[s, layer_of[r] % depth, rank_of[r]]
+                lr, rk = layer_of[r] % depth, rank_of[r]
                 out = picked[count]
                 for e in range(experts):  # insertion sort, largest first
-                    v = row[e]
+                    v = loads[s, lr, rk, e]
                     i = e
                     while i > 0 and out[i - 1] < v:
                         out[i] = out[i - 1]
@@ -105,6 +101,32 @@ def critical_rows(loads: np.ndarray, layer_of: np.ndarray, rank_of: np.ndarray, 
                 keys[count] = h
                 count += 1
     return count
+
+
+@kernel
+def fill_prices(out: np.ndarray, steps: np.ndarray, idx: np.ndarray, chosen: np.ndarray, busy: np.ndarray,
+                latency: np.ndarray) -> None:
+    """Write a group's expert prices into ``out[steps[s], idx[r]]``: the chosen rows' prices
+    ``latency`` (step after step, rows in order), the others of a step its cheapest chosen
+    price (0 where none), and 0 where a row has no tokens (``busy``)."""
+    n = 0
+    for s in range(len(steps)):
+        chosen_here = 0
+        for r in range(len(idx)):
+            chosen_here += chosen[s, r]
+        floor = 0.0
+        if chosen_here:
+            floor = latency[n]
+            for i in range(n + 1, n + chosen_here):
+                if latency[i] < floor:
+                    floor = latency[i]
+        row = out[steps[s]]
+        for r in range(len(idx)):
+            price = floor
+            if chosen[s, r]:
+                price = latency[n]
+                n += 1
+            row[idx[r]] = price if busy[s, r] else 0.0
 
 
 @kernel

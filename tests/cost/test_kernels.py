@@ -83,3 +83,26 @@ def test_drawn_counts_have_the_poisson_moments(mean):
     assert counts.var() == pytest.approx(mean, rel=0.05)
     if mean < 10:
         assert np.mean(counts == 0) == pytest.approx(np.exp(-mean), abs=0.01)
+
+
+def test_fill_prices_writes_what_numpy_writes():
+    from frontier_dag.cost.kernels import fill_prices
+
+    rng = np.random.default_rng(2)
+    k, g, templates = 4, 9, 30
+    chosen = rng.random((k, g)) < 0.4
+    chosen[2] = False  # a step with nothing priced: its rows cost the floor 0
+    busy = rng.random((k, g)) < 0.8
+    latency = rng.random(int(chosen.sum())) * 100
+    steps, idx = np.array([0, 2, 3, 5]), rng.permutation(templates)[:g]
+    counts = chosen.sum(axis=1)
+    ends = np.cumsum(counts)
+    expected = np.full((6, templates), -1.0)
+    for j, s in enumerate(steps):  # the loop the kernel replaces
+        price = latency[ends[j] - counts[j]:ends[j]]
+        floor = np.full(g, price.min() if len(price) else 0.0)
+        floor[chosen[j]] = price
+        expected[s, idx] = np.where(busy[j], floor, 0.0)
+    out = np.full((6, templates), -1.0)
+    fill_prices(out, steps, idx, chosen.view(np.uint8), busy.view(np.uint8), latency)
+    np.testing.assert_array_equal(out, expected)
