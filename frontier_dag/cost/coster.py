@@ -676,7 +676,7 @@ class StageCoster:
                 for s in steps:
                     self._price_experts(envs[s], batches[s], out[s])
                 continue
-            stacked = np.stack([batches[s][batch].expert_loads for s in steps])
+            stacked = _stacked([batches[s][batch].expert_loads for s in steps])
             k, g = len(steps), len(idx)
             compiled = self._critical_compiled(layers, ranks, stacked)
             if compiled is not None:
@@ -740,7 +740,8 @@ class StageCoster:
         busy = np.empty((k, g), dtype=np.uint8)
         picked = np.empty((k * min(g, 4 * slots.shape[0]), experts), dtype=np.int64)
         hashes = np.empty(len(picked), dtype=np.int64)
-        n = critical_rows(np.ascontiguousarray(loads, dtype=np.int64), np.ascontiguousarray(layers, dtype=np.int64),
+        n = critical_rows(loads if loads.dtype == np.int64 else loads.astype(np.int64),
+                          np.ascontiguousarray(layers, dtype=np.int64),
                           np.ascontiguousarray(ranks, dtype=np.int64),
                           slots, self.critical_ranks, _ROW_HASH[:experts], chosen, busy, picked, hashes)
         return chosen.view(bool), busy.view(bool), picked[:n], hashes[:n]
@@ -855,6 +856,23 @@ def _distinct_rows(rows: np.ndarray, keys: np.ndarray | None = None) -> tuple[np
         keys = rows @ _ROW_HASH[: rows.shape[1]]
     distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return rows[first], inverse.ravel(), distinct
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    """``np.stack(arrays)``, without a copy where the arrays are evenly spaced entries of one
+    array (a stretch's draws, ``Router.draw_many``'s rows): then a strided view of it."""
+    base = arrays[0].base
+    if base is not None and base.ndim == arrays[0].ndim + 1 and base.shape[1:] == arrays[0].shape and \
+            all(a.base is base and a.strides == base.strides[1:] for a in arrays):
+        start = base.__array_interface__["data"][0]
+        offsets = [(a.__array_interface__["data"][0] - start) for a in arrays]
+        stride = base.strides[0]
+        if all(o % stride == 0 for o in offsets):
+            positions = [o // stride for o in offsets]
+            step = positions[1] - positions[0] if len(positions) > 1 else 1
+            if step > 0 and positions == list(range(positions[0], positions[0] + step * len(positions), step)):
+                return base[positions[0]:positions[-1] + 1:step]
+    return np.stack(arrays)
 
 
 def _largest(values: np.ndarray, k: int) -> np.ndarray:

@@ -106,3 +106,15 @@ def test_fill_prices_writes_what_numpy_writes():
     out = np.full((6, templates), -1.0)
     fill_prices(out, steps, idx, chosen.view(np.uint8), busy.view(np.uint8), latency)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_stacked_views_evenly_spaced_draws_and_copies_the_rest():
+    from frontier_dag.cost.coster import _stacked
+
+    drawn = np.empty((12, 3, 4, 2), dtype=np.int64)  # as Router.draw_many returns them
+    drawn[:] = np.arange(drawn.size).reshape(drawn.shape)
+    for picked, view in (([0, 1, 2, 3], True), ([1, 3, 5], True), ([4], True), ([0, 2, 3], False), ([5, 4], False)):
+        arrays = [drawn[i] for i in picked]
+        stacked = _stacked(arrays)
+        np.testing.assert_array_equal(stacked, np.stack(arrays))
+        assert np.shares_memory(stacked, drawn) == view
