@@ -714,7 +714,9 @@ class StageCoster:
             query = {c: [v] * len(missing) for c, v in constants.items()}
             query["expert_tokens"] = list(unique[missing])
             self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
-            pred = model.predict(family, query)
+            # every row is new to this memo: the model's own memo (where it has one) is skipped
+            pred = model.predict(family, query, memo=False) if getattr(model, "takes_memo", False) else \
+                model.predict(family, query)
             self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
             self._expert_source[(family, gpu)] = pred.source
             if len(memo) > EXPERT_MEMO_LIMIT:
