@@ -83,22 +83,26 @@ class FittedCostModel:
         """Families priced from measurements (the others: roofline, or the mixed split)."""
         return frozenset(self.fitted.models)
 
-    def predict(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
+    #: ``predict`` takes ``memo=False``: a caller that memoises rows itself (the coster's
+    #: expert prices) skips this model's memo, which would only miss; the prices are the same
+    takes_memo = True
+
+    def predict(self, family: str, query: Mapping[str, Sequence[Any]], memo: bool = True) -> Prediction:
         if family == "all_reduce" and "auto" in list(query.get("impl", ())):
             return self._auto_all_reduce(query)
         model = self.fitted.models.get(family)
         if model is None:
-            return self._without_model(family, query)
+            return self._without_model(family, query, memo)
         if family in WIDE_EP_FAMILIES and "moe_grouped_gemm" in self.fitted.models:
             foreign = self._unmeasured_experts(model, query)
             if foreign.any():
-                return self._split_rows(query, foreign, "moe_grouped_gemm", family)
-        memo = self._memo.get(family)
-        if memo is None:
+                return self._split_rows(query, foreign, "moe_grouped_gemm", family, memo)
+        table = self._memo.get(family) if memo else None
+        if table is None:
             rows = check_query(family, query)
             latency, std, out_of_range = self._compute(family, query, rows)
         else:
-            latency, std, out_of_range = self._memoized(family, query, memo)
+            latency, std, out_of_range = self._memoized(family, query, table)
         return self._prediction(latency, std, out_of_range, "rf")
 
     def ragged_pricer(self, family: str, constants: Mapping[str, Any]):
@@ -213,30 +217,31 @@ class FittedCostModel:
         codes = np.array([DTYPE_CODES.get(str(d), -1.0) for d in query["dtype"]], dtype=float)
         return outside | (codes < model.low[j]) | (codes > model.high[j])
 
-    def _split_rows(self, query: Mapping[str, Sequence[Any]], rows: np.ndarray, family: str, rest: str) -> Prediction:
+    def _split_rows(self, query: Mapping[str, Sequence[Any]], rows: np.ndarray, family: str, rest: str,
+                    memo: bool = True) -> Prediction:
         """``rows`` of ``query`` priced by ``family``, the others by ``rest``."""
         if rows.all():
-            return self.predict(family, query)
+            return self.predict(family, query, memo)
         parts = [(np.flatnonzero(rows), family), (np.flatnonzero(~rows), rest)]
         n = len(rows)
         latency, std, out_of_range = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
         jitter, self.jitter = self.jitter, False  # sampled once, below
         try:
             for index, name in parts:
-                part = self.predict(name, {c: [query[c][i] for i in index] for c in QUERY_COLUMNS[name]})
+                part = self.predict(name, {c: [query[c][i] for i in index] for c in QUERY_COLUMNS[name]}, memo)
                 latency[index], std[index], out_of_range[index] = part.latency_us, part.std_us, part.out_of_range
                 self.out_of_range_count -= int(np.count_nonzero(part.out_of_range))
         finally:
             self.jitter = jitter
         return self._prediction(latency, std, out_of_range, "rf")
 
-    def _without_model(self, family: str, query: Mapping[str, Sequence[Any]]) -> Prediction:
+    def _without_model(self, family: str, query: Mapping[str, Sequence[Any]], memo: bool = True) -> Prediction:
         models = self.fitted.models
         if family == "attention_mixed" and "attention_prefill" in models and "attention_decode" in models:
             return self._split_mixed(query)
         if family in MOE_FAMILIES and "moe_grouped_gemm" in models:
             # no wide-EP table for this system and engine: the plain MoE tables price the experts
-            return self.predict("moe_grouped_gemm", query)
+            return self.predict("moe_grouped_gemm", query, memo)
         if family in DEEPEP_FAMILIES and "all_to_all" in models:
             # DeepEP measured by message size only (the engines' moe_a2a tables): the all-to-all
             # model prices the message, its impl the mode and phase

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from frontier_dag.cost.kernels import critical_rows, fill_prices
 from frontier_dag.cost.protocol import CostModel, model_for_gpu
 from frontier_dag.cost.queries import CATEGORICAL_COLUMNS, QUERY_COLUMNS, RAGGED_COLUMNS
 from frontier_dag.errors import CostModelError
@@ -166,11 +167,14 @@ class MicroBatchLoad:
     ``ctx``. The arrays may be supplied lazily (``materialize``) with a ``summary``: they are
     then built only when a price is not memoised."""
 
-    __slots__ = ("_q", "_ctx", "_materialize", "kv_out_tokens", "expert_loads", "summary")
+    __slots__ = ("_q", "_ctx", "_materialize", "kv_out_tokens", "expert_loads", "summary", "stretch")
 
     def __init__(self, q: np.ndarray | None = None, ctx: np.ndarray | None = None, kv_out_tokens: int = 0,
-                 expert_loads: np.ndarray | None = None, summary: BatchSummary | None = None, materialize=None):
+                 expert_loads: np.ndarray | None = None, summary: BatchSummary | None = None, materialize=None,
+                 stretch: tuple[np.ndarray, int] | None = None):
         self._q, self._ctx, self._materialize = q, ctx, materialize
+        #: ``(ctx0, j)`` for step j of a decode stretch: one new token per sequence, contexts ``ctx0 + j``
+        self.stretch = stretch
         self.kv_out_tokens = int(kv_out_tokens)  # KV tokens of sequences whose prefill completes now
         self.expert_loads = expert_loads  # (layers, ranks, experts per rank) routed tokens
         self.summary = summary if summary is not None else BatchSummary.of(q, ctx)
@@ -371,7 +375,8 @@ class StageCoster:
         self._group_memo: dict[tuple[str, ...], dict[tuple, tuple[np.ndarray, int]]] = defaultdict(dict)
         self._memo: dict[tuple, tuple[np.ndarray, int]] = {}
         self._attention_memo: dict[tuple, tuple[float, int, str]] = {}
-        # expert prices per (group, query columns), by the hash of the sorted routed counts
+        self._stretch_share: tuple | None = None  # the latest decode stretch's attention-DP share
+        # expert prices per (family, GPU, query columns), by the hash of the sorted routed counts
         self._expert_memo: dict[tuple, dict[int, tuple[float, bool]]] = defaultdict(dict)
         self._expert_source: dict[tuple, str] = {}
         self._pricers: dict[tuple[str, int], object] = {}  # (family, template) -> direct pricer or None
@@ -511,6 +516,8 @@ class StageCoster:
                     self.usage.out_of_range_by[hit[2]] += 1
                 return hit[0]
         window = fields.get("window")
+        if dp > 1 and not window and load.stretch is not None:
+            return self._stretch_share_price(index, kind, dp, fields, *load.stretch)
         if dp > 1 or window:
             q, ctx = dp_share(load.q, load.ctx, dp) if dp > 1 else (load.q, load.ctx)
             if window:
@@ -540,6 +547,22 @@ class StageCoster:
             windowed_key = (-1 - index, *attention_key(summary))
             self._attention_memo.setdefault((index, *attention_key(load.summary)), self._attention_memo[windowed_key])
         return price
+
+    def _stretch_share_price(self, index: int, kind: str, dp: int, fields: dict, ctx0: np.ndarray, j: int) -> float:
+        """The price of the most loaded attention-DP rank's share at step ``j`` of a decode
+        stretch whose first step has contexts ``ctx0``: as ``_attention_price`` prices it, with
+        the share found once per stretch (contexts grown by j keep their order, so step j's
+        share is the first step's with every context j longer) and its summary by arithmetic."""
+        cached = self._stretch_share
+        if cached is None or cached[0] is not ctx0 or cached[1] != dp:
+            _, share = dp_share(np.ones(len(ctx0), dtype=np.int64), ctx0, dp)
+            cached = self._stretch_share = (ctx0, dp, share, int(share.sum()), int(share.max()))
+        share, total, top = cached[2], cached[3] + len(cached[2]) * j, cached[4] + j
+        n = len(share)
+        summary = BatchSummary(n, n, 0, 0, total, top, total, n, total, top, 0)
+        load = MicroBatchLoad(summary=summary, materialize=lambda: (np.ones(n, dtype=np.int64), share + j))
+        family = "mla_decode" if kind == "mla" else attention_family_of(summary)
+        return self._memo_price(family, index, fields, summary, None, None, load)
 
     def _split_mixed_price(self, index: int, fields: dict, summary: BatchSummary, q, ctx, load) -> float:
         """A mixed batch priced as its decode sequences plus its prefill sequences, when the
@@ -699,42 +722,37 @@ class StageCoster:
                 for s in steps:
                     self._price_experts(envs[s], batches[s], out[s])
                 continue
-            stacked = np.stack([batches[s][batch].expert_loads for s in steps])
-            rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
-            k, g = rows.shape[0], rows.shape[1]
-            if self.critical_ranks:
-                chosen = self._critical_mask(layers, rows)
+            stacked = _stacked([batches[s][batch].expert_loads for s in steps])
+            k, g = len(steps), len(idx)
+            compiled = self._critical_compiled(layers, ranks, stacked)
+            if compiled is not None:
+                chosen, busy, picked, keys = compiled
             else:
-                chosen = np.ones((k, g), dtype=bool)
-            picked = rows[chosen]  # step after step, rows in order within a step, as rows[priced]
-            latency, flagged, source = self._expert_prices((batch, family, gpu), idx, queries[0],
-                                                           -np.sort(-picked, axis=1))
-            counts = chosen.sum(axis=1)
-            ends = np.cumsum(counts)
-            busy = rows.any(axis=2)
-            for j, s in enumerate(steps):
-                price = latency[ends[j] - counts[j]:ends[j]]
-                if counts[j] < g:
-                    floor = np.full(g, price.min() if len(price) else 0.0)
-                    floor[chosen[j]] = price
-                    price = floor
-                out[s, idx] = np.where(busy[j], price, 0.0)
+                rows = stacked[:, layers % stacked.shape[1], ranks]  # (steps, group rows, experts per rank)
+                chosen = self._critical_mask(layers, rows) if self.critical_ranks else np.ones((k, g), dtype=bool)
+                picked, keys = -np.sort(-rows[chosen], axis=1), None  # step after step, rows in order within a step
+                busy = rows.any(axis=2)
+            latency, flagged, source = self._expert_prices((batch, family, gpu), idx, queries[0], picked, keys)
+            fill_prices(out, np.asarray(steps, dtype=np.int64), np.ascontiguousarray(idx, dtype=np.int64),
+                        np.ascontiguousarray(chosen).view(np.uint8), np.ascontiguousarray(busy).view(np.uint8),
+                        np.ascontiguousarray(latency, dtype=np.float64))
             self.usage.uses[family] += len(idx) * k
             self.usage.out_of_range_by[family] += int(np.count_nonzero(flagged))
             self.usage.sources_of[family][source] += len(idx) * k
 
-    def _expert_prices(self, group: tuple, idx: np.ndarray, constants: dict, rows: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, str]:
+    def _expert_prices(self, group: tuple, idx: np.ndarray, constants: dict, rows: np.ndarray,
+                       hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
         """Price and out-of-range flag of each row of routed counts (sorted, largest first) of
         an expert group whose other query columns are ``constants``, and the source that
         prices the group. Rows are priced once each: the distinct ones in one call, and
         those priced before (a few routed counts recur all run long) from a memo keyed by the
         rows' hash (see _distinct_rows)."""
         family, gpu = group[1], group[2]
-        unique, inverse, keys = _distinct_rows(rows)
+        unique, inverse, keys = _distinct_rows(rows, hashes)
         model = model_for_gpu(self.cost_model, gpu)
         # a model that samples its prices (jitter) draws every row afresh
-        memo = {} if getattr(model, "jitter", False) else self._expert_memo[(group, tuple(constants.items()))]
+        # the micro-batches' groups of the same family, GPU and shapes share one memo (one price per row)
+        memo = {} if getattr(model, "jitter", False) else self._expert_memo[(family, gpu, tuple(constants.items()))]
         keys = keys.tolist()
         entries = [memo.get(key) for key in keys]
         missing = [i for i, entry in enumerate(entries) if entry is None]
@@ -742,16 +760,39 @@ class StageCoster:
             query = {c: [v] * len(missing) for c, v in constants.items()}
             query["expert_tokens"] = list(unique[missing])
             self._check_sizes(family, query, lambda row, idx=idx: int(idx[0]))
-            pred = model.predict(family, query)
+            # every row is new to this memo: the model's own memo (where it has one) is skipped
+            pred = model.predict(family, query, memo=False) if getattr(model, "takes_memo", False) else \
+                model.predict(family, query)
             self._check_prices(family, pred.latency_us, pred.source, lambda row, idx=idx: int(idx[0]))
-            self._expert_source[group] = pred.source
+            self._expert_source[(family, gpu)] = pred.source
             if len(memo) > EXPERT_MEMO_LIMIT:
                 for key in list(islice(memo, len(memo) // 2)):
                     del memo[key]
             for i, price, flag in zip(missing, pred.latency_us.tolist(), pred.out_of_range.tolist(), strict=True):
                 entries[i] = memo[keys[i]] = (price, flag)
         table = np.array(entries, dtype=float).reshape(len(entries), 2)
-        return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[group]
+        return table[inverse, 0], table[inverse, 1] != 0, self._expert_source[(family, gpu)]
+
+    def _critical_compiled(self, layers: np.ndarray, ranks: np.ndarray, loads: np.ndarray) -> tuple | None:
+        """``(chosen, busy, picked, hashes)`` of a group's rows in the steps of ``loads``
+        (steps, layers, ranks, experts) by one compiled pass (frontier_dag.cost.kernels):
+        the rows ``_critical_mask`` chooses, whether each row has tokens, the chosen rows
+        sorted largest first and their hashes. None where it does not apply (every rank
+        priced, more than two critical ranks): then numpy's path serves."""
+        slots = self._slots(layers) if self.critical_ranks else None
+        if slots is None or self.critical_ranks not in (1, 2) or self.critical_ranks >= slots.shape[1] or \
+                loads.shape[3] > len(_ROW_HASH):
+            return None
+        k, g, experts = loads.shape[0], len(layers), loads.shape[3]
+        chosen = np.empty((k, g), dtype=np.uint8)
+        busy = np.empty((k, g), dtype=np.uint8)
+        picked = np.empty((k * min(g, 4 * slots.shape[0]), experts), dtype=np.int64)
+        hashes = np.empty(len(picked), dtype=np.int64)
+        n = critical_rows(loads if loads.dtype == np.int64 else loads.astype(np.int64),
+                          np.ascontiguousarray(layers, dtype=np.int64),
+                          np.ascontiguousarray(ranks, dtype=np.int64),
+                          slots, self.critical_ranks, _ROW_HASH[:experts], chosen, busy, picked, hashes)
+        return chosen.view(bool), busy.view(bool), picked[:n], hashes[:n]
 
     def _critical_mask(self, layers: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The rows priced of each of several iterations' rows ``(k, group rows, experts)``, as
@@ -856,13 +897,32 @@ class StageCoster:
 _ROW_HASH = np.random.default_rng(2**31 - 1).integers(1, 2**62, size=4096, dtype=np.int64) | 1
 
 
-def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _distinct_rows(rows: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct rows of an integer matrix, each row's index among them and the distinct
     rows' hashes. Rows are compared by a 64-bit random linear hash (two rows collide with
-    probability about 2**-64), which is much faster than sorting whole rows."""
-    keys = rows @ _ROW_HASH[: rows.shape[1]]
+    probability about 2**-64), which is much faster than sorting whole rows; ``keys`` are
+    the rows' hashes where already known."""
+    if keys is None:
+        keys = rows @ _ROW_HASH[: rows.shape[1]]
     distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return rows[first], inverse.ravel(), distinct
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    """``np.stack(arrays)``, without a copy where the arrays are evenly spaced entries of one
+    array (a stretch's draws, ``Router.draw_many``'s rows): then a strided view of it."""
+    base = arrays[0].base
+    if base is not None and base.ndim == arrays[0].ndim + 1 and base.shape[1:] == arrays[0].shape and \
+            all(a.base is base and a.strides == base.strides[1:] for a in arrays):
+        start = base.__array_interface__["data"][0]
+        offsets = [(a.__array_interface__["data"][0] - start) for a in arrays]
+        stride = base.strides[0]
+        if all(o % stride == 0 for o in offsets):
+            positions = [o // stride for o in offsets]
+            step = positions[1] - positions[0] if len(positions) > 1 else 1
+            if step > 0 and positions == list(range(positions[0], positions[0] + step * len(positions), step)):
+                return base[positions[0]:positions[-1] + 1:step]
+    return np.stack(arrays)
 
 
 def _largest(values: np.ndarray, k: int) -> np.ndarray:

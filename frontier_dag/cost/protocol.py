@@ -72,8 +72,8 @@ class PerGpuCostModel:
     def measured_families(self) -> frozenset[str]:
         return frozenset(getattr(self.default, "measured_families", ()))
 
-    def predict(self, family: str, query: Query) -> Prediction:
-        return self.default.predict(family, query)
+    def predict(self, family: str, query: Query, **options) -> Prediction:
+        return self.default.predict(family, query, **options)  # options as the default model takes them (memo)
 
     def __getattr__(self, name: str):  # the default model's optional methods (ragged_pricer, ...)
         return getattr(self.__dict__["default"], name)

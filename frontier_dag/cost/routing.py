@@ -139,6 +139,7 @@ class Router:
             contiguous = np.arange(num_experts).reshape(ep, num_experts // ep)
             self.slot_expert = np.broadcast_to(contiguous, (layers, *contiguous.shape))
             self.slot_share = np.ones(self.slot_expert.shape)
+        self._placement: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the kernel's contiguous copies
 
     @property
     def experts_per_rank(self) -> int:
@@ -151,79 +152,38 @@ class Router:
         A layer routes ``tokens x top_k`` picks, a multinomial draw over its experts. For
         many layers x experts, expert e's count is drawn as Poisson with mean
         ``picks x popularity[e]`` (the many-category limit of the multinomial), through its
-        normal limit where the mean is 10 or more, which is several times cheaper. The
-        top-k constraint that a token's picks differ is not modelled.
+        normal limit where the mean is 10 or more, by a compiled kernel that takes one
+        64-bit number of ``rng``'s stream per count (frontier_dag.cost.kernels.draw_counts).
+        The top-k constraint that a token's picks differ is not modelled.
         """
-        if tokens <= 0:
-            return np.zeros(self.slot_expert.shape, dtype=np.int64)
-        picks = int(tokens) * self.queries_per_seq * self.top_k
-        if self.popularity.size <= 2048:  # few layers x experts: the exact multinomial is cheap
-            per_expert = rng.multinomial(picks, self.popularity)
-            layer_index = np.arange(self.layers)[:, None, None]
-            share = per_expert[layer_index, self.slot_expert] * self.slot_share
-            return np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
-        lam = picks * self.popularity
-        large = lam >= 10
-        if not large.any():  # small batches: every count Poisson, no masks to build
-            per_expert = rng.poisson(lam)
-        else:
-            per_expert = np.empty(lam.shape, dtype=np.int64)
-            mean = lam[large]
-            count = rng.standard_normal(len(mean))  # in place: mean + sqrt(mean) * z, rounded, >= 0
-            count *= np.sqrt(mean)
-            count += mean
-            per_expert[large] = np.maximum(np.rint(count, out=count), 0, out=count)
-            small = ~large
-            if small.any():
-                per_expert[small] = rng.poisson(lam[small])
-        if not self.spec.redundant_experts:  # experts placed in order: rank r holds a contiguous run
-            return per_expert.reshape(self.slot_expert.shape)
-        layer_index = np.arange(self.layers)[:, None, None]
-        share = per_expert[layer_index, self.slot_expert] * self.slot_share
-        return np.ceil(share - 1e-9).astype(np.int64)
+        return self.draw_many([tokens], rng)[0]
 
     def draw_many(self, tokens: list[int], rng: np.random.Generator) -> np.ndarray:
         """``np.stack([self.draw(t, rng) for t in tokens])``, the same numbers from ``rng`` in
-        few calls (a decode stretch routes the same batch sizes step after step): each
-        draw takes a block of normal deviates, then one of Poisson ones; where every draw
-        takes blocks of one kind only, all of them are drawn by one call, which consumes the
-        stream as the calls one by one would."""
-        live = [i for i, t in enumerate(tokens) if t > 0]  # an empty batch draws nothing
-        out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64) if len(live) < len(tokens) else \
-            np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
-        if not live:
+        one call (a decode stretch routes the same batch sizes step after step): the draws
+        take their numbers from the stream one after the other, as the calls one by one
+        would."""
+        picks = np.array([max(int(t), 0) for t in tokens], dtype=np.int64) * (self.queries_per_seq * self.top_k)
+        if self.popularity.size <= 2048:  # few layers x experts: the exact multinomial is cheap
+            out = np.zeros((len(tokens), *self.slot_expert.shape), dtype=np.int64)
+            live = np.flatnonzero(picks)
+            if len(live):
+                per_expert = rng.multinomial(picks[live][:, None], self.popularity)
+                layer_index = np.arange(self.layers)[:, None, None]
+                share = per_expert[:, layer_index, self.slot_expert] * self.slot_share
+                out[live] = np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else \
+                    share.astype(np.int64)
             return out
-        picks = np.array([tokens[i] for i in live], dtype=np.int64) * (self.queries_per_seq * self.top_k)
-        if self.popularity.size <= 2048:
-            per_expert = rng.multinomial(picks[:, None], self.popularity)
-        else:
-            # a draw's counts are all Poisson, all normal, or both (lam >= 10 is monotone in lam)
-            low, high = float(self.popularity.min()), float(self.popularity.max())
-            if all(pick * high < 10 for pick in picks.tolist()):  # small batches: one Poisson block
-                return self._placed(rng.poisson(picks[:, None, None] * self.popularity), live, out)
-            if all(pick * low >= 10 for pick in picks.tolist()):  # large batches: one normal block
-                lam = picks[:, None, None] * self.popularity  # (draws, layers, experts)
-                count = rng.standard_normal(lam.size).reshape(lam.shape)  # as in draw: mean + sqrt(mean) * z
-                count *= np.sqrt(lam)
-                count += lam
-                per_expert = np.maximum(np.rint(count, out=count), 0, out=count).astype(np.int64)
-            else:  # a normal block then a Poisson block per draw: nothing to join
-                for i in live:
-                    out[i] = self.draw(tokens[i], rng)
-                return out
-        return self._placed(per_expert, live, out)
+        from frontier_dag.cost.kernels import draw_counts
 
-    def _placed(self, per_expert: np.ndarray, live: list[int], out: np.ndarray) -> np.ndarray:
-        """Per-expert counts ``(draws, layers, experts)`` onto the ranks' slots, as ``draw`` places them."""
-        if self.popularity.size > 2048 and not self.spec.redundant_experts:
-            placed = per_expert.reshape(len(live), *self.slot_expert.shape)
-            if len(live) == len(out):
-                return placed
-            out[live] = placed
-            return out
-        layer_index = np.arange(self.layers)[:, None, None]
-        share = per_expert[:, layer_index, self.slot_expert] * self.slot_share
-        out[live] = np.ceil(share - 1e-9).astype(np.int64) if self.spec.redundant_experts else share.astype(np.int64)
+        if self._placement is None:
+            self._placement = (np.ascontiguousarray(self.slot_expert, dtype=np.int64),
+                               np.ascontiguousarray(self.slot_share, dtype=np.float64),
+                               np.ascontiguousarray(self.popularity, dtype=np.float64))
+        slot_expert, slot_share, popularity = self._placement
+        raw = rng.bit_generator.random_raw(int(np.count_nonzero(picks)) * popularity.size)
+        out = np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
+        draw_counts(picks, popularity, raw, slot_expert, slot_share, int(bool(self.spec.redundant_experts)), out)
         return out
 
     def expected(self, tokens: int) -> np.ndarray:

@@ -238,7 +238,8 @@ class ExecutionPredictor:
                     summary = BatchSummary(seqs, seqs, 0, 0, c, m, c, seqs, c, m, 0)
                 else:
                     summary = BatchSummary(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-                step_loads.append(MicroBatchLoad(summary=summary, materialize=lambda pq=pq, pc=pc, j=j: (pq, pc + j)))
+                step_loads.append(MicroBatchLoad(summary=summary, materialize=lambda pq=pq, pc=pc, j=j: (pq, pc + j),
+                                                 stretch=(pc, j)))
             loads.append(step_loads)
         if self.router is not None:
             drawn = self.router.draw_many([load.tokens for step in loads for load in step], self.rng)

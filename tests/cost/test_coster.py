@@ -109,3 +109,24 @@ def test_decode_key_runs_are_the_per_step_keys_run_length_encoded():
         assert [key for key, length in runs for _ in range(length)] == \
             [decode_key(seqs, ctx + seqs * j, top + j) for j in range(steps)]
         assert len({key for key, _ in runs}) == len(runs)  # a key never comes back
+
+
+@pytest.mark.parametrize("arch", ["dense", "mla"])
+def test_a_decode_stretch_prices_the_attention_dp_share_as_the_whole_batch_does(trace_dict, tiny, fake_cost_model, arch):
+    """Step j of a decode stretch (``stretch=(ctx0, j)``): the heaviest rank's share found once
+    and its summary by arithmetic give the prices, usage and model calls of the materialised
+    batch ``(1, ctx0 + j)``."""
+    _, graph = trace_dict(tiny[arch], {"m": {"role": "colocated", "gpus": 4}}, "colocated")  # dp 4
+    ctx0 = np.random.default_rng(0).integers(10, 5000, size=37)
+    ones = np.ones(len(ctx0), dtype=np.int64)
+    plain_model, stretch_model = (fake_cost_model(constant={"attention": 2.0, "mla": 3.0},
+                                                  per_unit={"attention": 1.0, "mla": 0.5}) for _ in range(2))
+    plain, stretch = coster(graph, "colocated", plain_model), coster(graph, "colocated", stretch_model)
+    for j in range(0, 400, 7):
+        whole = MicroBatchLoad(ones, ctx0 + j)
+        lazy = MicroBatchLoad(summary=whole.summary, materialize=lambda j=j: (ones, ctx0 + j), stretch=(ctx0, j))
+        np.testing.assert_array_equal(stretch.costs(*stage_env("colocated", [lazy])),
+                                      plain.costs(*stage_env("colocated", [whole])))
+    assert stretch.usage.by_family() == plain.usage.by_family()
+    assert stretch_model.calls == plain_model.calls
+    assert stretch._stretch_share is not None  # the stretch's path was taken

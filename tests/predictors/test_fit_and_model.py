@@ -9,7 +9,7 @@ import pytest
 from sklearn.ensemble import ExtraTreesRegressor
 
 from frontier_dag.config import load_hardware
-from frontier_dag.cost.protocol import CostModel
+from frontier_dag.cost.protocol import CostModel, PerGpuCostModel
 from frontier_dag.predictors.evaluation import evaluate, held_out_mask
 from frontier_dag.predictors.features import feature_matrix, walk_forest
 from frontier_dag.predictors.fitted_set import fit_profiles
@@ -133,6 +133,16 @@ def test_cost_model_memo_and_protocol(fitted):
     assert np.array_equal(again.latency_us, first.latency_us[::-1])
     direct = fitted.models["gemm"].predict(query, fitted.hardware_config)[0]
     assert np.allclose(first.latency_us, direct)
+
+
+def test_predict_without_the_memo_prices_the_same_and_keeps_none(fitted):
+    """``memo=False`` (a caller with a memo of its own): the memoised prices, nothing memoised."""
+    model, plain = FittedCostModel(fitted), FittedCostModel(fitted)
+    query = {"m": [64, 512, 4096], "n": [4096] * 3, "k": [4096] * 3, "dtype": ["bf16"] * 3}
+    fresh = model.predict("gemm", query, memo=False)
+    assert "gemm" not in model._memo or not model._memo["gemm"]
+    assert np.array_equal(fresh.latency_us, plain.predict("gemm", query).latency_us)
+    assert model.takes_memo and PerGpuCostModel(model, {}).predict("gemm", query, memo=False).source == "rf"
 
 
 def test_out_of_range_is_detected_counted_and_extrapolated(fitted):

@@ -1,0 +1,120 @@
+"""The compiled expert-row selection against numpy's path (the same rows, sorted rows and hashes)."""
+
+import numpy as np
+import pytest
+
+from frontier_dag.cost.coster import _ROW_HASH, StageCoster
+
+
+def _coster(critical: int) -> StageCoster:
+    coster = StageCoster.__new__(StageCoster)  # only the selection state: no graph needed
+    coster.critical_ranks, coster._layer_slots = critical, None
+    return coster
+
+
+@pytest.mark.parametrize(("critical", "experts", "high"), [(2, 16, 4), (2, 1, 3), (1, 8, 2), (2, 4, 50)])
+def test_critical_rows_match_numpy(critical, experts, high):
+    rng = np.random.default_rng(critical * 100 + experts)
+    steps, layers, ranks = 5, 6, 8
+    loads = rng.integers(0, high, size=(steps, layers, ranks, experts))  # small counts: many ties
+    loads[1, 2] = 0  # a layer without tokens
+    # a group of rows (layer, rank) of layers 1..5, listed rank-major as the templates come
+    layer_of, rank_of = np.tile(np.arange(1, layers), ranks), np.repeat(np.arange(ranks), layers - 1)
+    coster = _coster(critical)
+    chosen, busy, picked, hashes = coster._critical_compiled(layer_of, rank_of, loads)
+    rows = loads[:, layer_of % layers, rank_of]
+    expected = _coster(critical)._critical_mask(layer_of, rows)
+    assert (chosen == expected).all()
+    assert (busy == rows.any(axis=2)).all()
+    sorted_rows = -np.sort(-rows[expected], axis=1)
+    assert (picked == sorted_rows).all()
+    assert (hashes == sorted_rows @ _ROW_HASH[:experts]).all()
+    assert chosen.sum() < chosen.size  # the test exercises a real choice
+
+
+def test_no_compiled_path_where_every_rank_is_priced():
+    loads = np.ones((2, 3, 2, 4), dtype=np.int64)
+    layer_of, rank_of = np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)
+    assert _coster(2)._critical_compiled(layer_of, rank_of, loads) is None  # 2 ranks, 2 critical: all priced
+    layer_of, rank_of = np.repeat(np.arange(3), 5), np.tile(np.arange(5), 3)
+    assert _coster(3)._critical_compiled(layer_of, rank_of, np.ones((2, 3, 5, 4), dtype=np.int64)) is None  # numpy's
+
+
+def test_normal_quantile_matches_the_exact_one():
+    from statistics import NormalDist
+
+    from frontier_dag.cost.kernels import normal_quantile
+
+    for u in [1e-12, 1e-6, 0.01, 0.02425, 0.1, 0.3, 0.5, 0.77, 0.97576, 0.999, 1 - 1e-9]:
+        assert normal_quantile.py_func(u) == pytest.approx(NormalDist().inv_cdf(u), rel=2e-9, abs=1e-12)
+
+
+def test_drawn_counts_are_the_python_functions_numbers():
+    from frontier_dag.cost.kernels import draw_counts
+
+    rng = np.random.default_rng(5)
+    popularity = rng.dirichlet(np.ones(12), size=3)  # Poisson and normal means in one layer
+    slot_expert = rng.permuted(np.tile(np.arange(12), (3, 1)), axis=1)[:, :, None].reshape(3, 4, 3).copy()
+    picks = np.array([0, 40, 400, 7], dtype=np.int64)
+    raw = rng.bit_generator.random_raw(3 * 12 * 3)
+    for replicated in (0, 1):
+        share = np.full(slot_expert.shape, 0.5) if replicated else np.ones(slot_expert.shape)
+        compiled, python = (np.full((4, 3, 4, 3), -1, dtype=np.int64) for _ in range(2))
+        draw_counts(picks, popularity, raw, slot_expert, share, replicated, compiled)
+        draw_counts.py_func(picks, popularity, raw, slot_expert, share, replicated, python)
+        np.testing.assert_array_equal(compiled, python)
+        assert (compiled[0] == 0).all() and (compiled >= 0).all()
+
+
+@pytest.mark.parametrize("mean", [0.3, 4.0, 9.5, 10.0, 60.0])
+def test_drawn_counts_have_the_poisson_moments(mean):
+    """Each expert's count: Poisson of its mean (below 10), its normal limit from 10."""
+    from frontier_dag.cost.kernels import draw_counts
+
+    experts, draws = 64, 400
+    popularity = np.full((2, experts), 1.0 / experts)
+    picks = np.full(draws, int(round(mean * experts)), dtype=np.int64)
+    mean = picks[0] / experts
+    raw = np.random.default_rng(11).bit_generator.random_raw(draws * popularity.size)
+    out = np.empty((draws, 2, 8, 8), dtype=np.int64)
+    draw_counts(picks, popularity, raw, np.zeros((2, 8, 8), dtype=np.int64), np.ones((2, 8, 8)), 0, out)
+    counts = out.ravel()  # 51,200 counts: the sample mean within 5 standard errors
+    assert abs(counts.mean() - mean) < 5 * np.sqrt(mean / counts.size)
+    assert counts.var() == pytest.approx(mean, rel=0.05)
+    if mean < 10:
+        assert np.mean(counts == 0) == pytest.approx(np.exp(-mean), abs=0.01)
+
+
+def test_fill_prices_writes_what_numpy_writes():
+    from frontier_dag.cost.kernels import fill_prices
+
+    rng = np.random.default_rng(2)
+    k, g, templates = 4, 9, 30
+    chosen = rng.random((k, g)) < 0.4
+    chosen[2] = False  # a step with nothing priced: its rows cost the floor 0
+    busy = rng.random((k, g)) < 0.8
+    latency = rng.random(int(chosen.sum())) * 100
+    steps, idx = np.array([0, 2, 3, 5]), rng.permutation(templates)[:g]
+    counts = chosen.sum(axis=1)
+    ends = np.cumsum(counts)
+    expected = np.full((6, templates), -1.0)
+    for j, s in enumerate(steps):  # the loop the kernel replaces
+        price = latency[ends[j] - counts[j]:ends[j]]
+        floor = np.full(g, price.min() if len(price) else 0.0)
+        floor[chosen[j]] = price
+        expected[s, idx] = np.where(busy[j], floor, 0.0)
+    out = np.full((6, templates), -1.0)
+    fill_prices(out, steps, idx, chosen.view(np.uint8), busy.view(np.uint8), latency)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_stacked_views_evenly_spaced_draws_and_copies_the_rest():
+    from frontier_dag.cost.coster import _stacked
+
+    drawn = np.empty((12, 3, 4, 2), dtype=np.int64)  # as Router.draw_many returns them
+    drawn[:] = np.arange(drawn.size).reshape(drawn.shape)
+    for picked, view in (([0, 1, 2, 3], True), ([1, 3, 5], True), ([4], True), ([0, 2, 3], False), ([5, 4], False)):
+        arrays = [drawn[i] for i in picked]
+        stacked = _stacked(arrays)
+        np.testing.assert_array_equal(stacked, np.stack(arrays))
+        assert np.shares_memory(stacked, drawn) == view
