@@ -141,7 +141,7 @@ def pricer() -> None:
 
     from frontier_dag.config.hardware import load_hardware
     from frontier_dag.config.run import PredictorConfig
-    from frontier_dag.predictors.features import predict_rows
+    from frontier_dag.predictors import features
     from frontier_dag.predictors.registry import fitted_cost_model
 
     model = fitted_cost_model(PredictorConfig(source="aiconfigurator", backend="vllm"), load_hardware("a100_sxm"))
@@ -151,7 +151,7 @@ def pricer() -> None:
     featurizer = compiled.featurizer
     bound = (featurizer.attention_rows({c: [v] for c, v in constants.items()}, 1), featurizer.tables.consts,
              *compiled.model)
-    kernel, calls = predict_rows.resolved, 20_000
+    kernel, calls = features.kernel.resolve("predict_rows"), 20_000
 
     def per_call(fn, args) -> float:
         times = []

@@ -60,15 +60,6 @@ class Kernel:
         return call(*args)
 
     @property
-    def resolved(self) -> Callable:
-        """What a call runs (the built module's function or numba's dispatcher), resolved now:
-        a caller in a hot loop calls it directly, without this object's extra Python call."""
-        call = self._call
-        if call is None:
-            call = self._call = self.owner.resolve(self.name)
-        return call
-
-    @property
     def py_func(self) -> Callable:
         return self.fn
 

@@ -48,7 +48,8 @@ from frontier_dag.cost.queries import (
 )
 from frontier_dag.cost.roofline import deepep_bytes, roofline_us
 
-from .features import DTYPE_CODES, HardwareTables, predict_rows
+from . import features
+from .features import DTYPE_CODES, HardwareTables
 from .fitted_set import FittedSet
 from .fitting import CompiledFamily
 
@@ -124,7 +125,8 @@ class FittedCostModel:
         featurizer = compiled.featurizer
         per_row = featurizer.attention_rows({c: [v] for c, v in constants.items()}, 1)
         kind, bound = featurizer.kind, (per_row, featurizer.tables.consts, *compiled.model)
-        kernel, exp = predict_rows.resolved, np.exp
+        # the built module's function (or numba's dispatcher) itself, without the Kernel's call
+        kernel, exp = features.kernel.resolve("predict_rows"), np.exp
 
         def price(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[list[float], list[bool]]:
             out = kernel(kind, len(lengths), new, ctx, lengths, *bound)

@@ -92,14 +92,3 @@ def test_a_failed_build_is_remembered_and_the_jit_serves(tmp_path, monkeypatch):
     assert owner.built() is None
     assert "no compiler" in (tmp_path / "kernels_aot_x.failed").read_text()
     assert owner.resolve("residual_finish") is owner.jitted()["residual_finish"]
-
-
-def test_a_resolved_kernel_is_what_its_calls_run():
-    """``Kernel.resolved`` hands out the callable a call of the kernel runs (built module or
-    dispatcher), resolved once, so a hot loop may call it without the extra Python layer."""
-    kernel = kernels.residual_longest
-    resolved = kernel.resolved
-    assert resolved is kernel.resolved is kernel._call
-    assert resolved is kernels.kernel.resolve("residual_longest")
-    w, ptr, idx = np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1, 3]), np.array([0, 0, 1])
-    assert resolved(w, ptr, idx, np.array([2])) == kernel(w, ptr, idx, np.array([2])) == 6.0
