@@ -1,6 +1,6 @@
 """Simulator speed and memory on the workloads of issue 4.
 
-    python benchmarks/run.py [--only startup|colocated|deepseek|memory|examples|vidur] [--requests N] [--source SRC]
+    python benchmarks/run.py [--only startup|colocated|deepseek|memory|examples|vidur|pricer] [--requests N] [--source SRC]
 
 Each benchmark runs in a fresh process so that its peak memory (max RSS, which includes
 the interpreter and numpy/pandas/numba) is its own. The cost model is built (or loaded
@@ -31,6 +31,10 @@ vidur      (only with --only, and --vidur-script SCRIPT) Side by side with Micro
            builds Vidur's environment and replays Vidur's requests into frontier-dag): 2,000
            requests at 3/s and 10/s, 10,000 at 3/s (targets: Vidur's whole-process CPU over
            ours >= 5x, 5x and 10x; our peak <= 250 MB); ``--runs`` pairs each (default 1).
+pricer     (only with --only) One call of the direct attention pricer the simulator makes on a
+           memo miss (``FittedCostModel.ragged_pricer``), on the colocated workload's decode
+           model (a100_sxm, vLLM; Llama-2-7B's heads), by batch shape: µs per call, and the
+           compiled kernel's part (the median of 3 loops of 20,000 calls, ``time.process_time``).
 """
 
 from __future__ import annotations
@@ -127,6 +131,46 @@ def side_by_side(script: Path, runs: int) -> None:
               f"{float(r['fd_rss_mb']):.0f} MB (target <= 250)")
 
 
+#: (rows, sequences per row) of the pricer benchmark: most memo misses price 1 to 8 rows
+PRICER_SHAPES = ((0, 0), (1, 20), (1, 60), (4, 20), (16, 20))
+
+
+def pricer() -> None:
+    """µs per call of the direct attention pricer and of its compiled kernel, by batch shape."""
+    import numpy as np
+
+    from frontier_dag.config.hardware import load_hardware
+    from frontier_dag.config.run import PredictorConfig
+    from frontier_dag.predictors import features
+    from frontier_dag.predictors.registry import fitted_cost_model
+
+    model = fitted_cost_model(PredictorConfig(source="aiconfigurator", backend="vllm"), load_hardware("a100_sxm"))
+    constants = {"num_heads": 32, "num_kv_heads": 32, "head_dim": 128, "dtype": "fp16", "kv_dtype": "fp16"}
+    price = model.ragged_pricer("attention_decode", constants)
+    compiled = model._compiled_family("attention_decode")
+    featurizer = compiled.featurizer
+    bound = (featurizer.attention_rows({c: [v] for c, v in constants.items()}, 1), featurizer.tables.consts,
+             *compiled.model)
+    kernel, calls = features.kernel.resolve("predict_rows"), 20_000
+
+    def per_call(fn, args) -> float:
+        times = []
+        for _ in range(3):
+            start = time.process_time()
+            for _ in range(calls):
+                fn(*args)
+            times.append((time.process_time() - start) / calls * 1e6)
+        return statistics.median(times)
+
+    rng = np.random.default_rng(0)
+    for rows, seqs in PRICER_SHAPES:
+        ctx = rng.integers(1, 2_000, rows * seqs).astype(np.float64)
+        new, lengths = np.ones(rows * seqs), np.full(rows, seqs, dtype=np.int64)
+        whole = per_call(price, (new, ctx, lengths))
+        inner = per_call(kernel, (featurizer.kind, rows, new, ctx, lengths, *bound))
+        print(f"pricer: {rows} rows of {seqs} decoding sequences: {whole:.2f} µs a call, {inner:.2f} in the kernel")
+
+
 def in_subprocess(config: str, requests: int, source: str | None) -> dict:
     args = [sys.executable, __file__, "--child", config, str(requests)] + ([source] if source else [])
     out = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -140,7 +184,8 @@ def main() -> None:
         print(json.dumps(run_one(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["startup", "colocated", "deepseek", "memory", "examples", "vidur"])
+    parser.add_argument("--only", choices=["startup", "colocated", "deepseek", "memory", "examples", "vidur",
+                                                     "pricer"])
     parser.add_argument("--requests", type=int, help="override the number of requests")
     parser.add_argument("--source", help="predictor source (default: each config's)")
     parser.add_argument("--vidur-script", type=Path, help="with --only vidur: the side-by-side script (vidur_side_by_side.sh)")
@@ -150,6 +195,9 @@ def main() -> None:
         if args.vidur_script is None or not args.vidur_script.is_file():
             parser.error("--only vidur needs --vidur-script SCRIPT, the side-by-side script vidur_side_by_side.sh")
         side_by_side(args.vidur_script, args.runs)
+        return
+    if args.only == "pricer":
+        pricer()
         return
     todo = [args.only] if args.only else ["startup", "colocated", "memory", "deepseek"]
     if "startup" in todo:

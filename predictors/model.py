@@ -48,6 +48,7 @@ from frontier_dag.cost.queries import (
 )
 from frontier_dag.cost.roofline import deepep_bytes, roofline_us
 
+from . import features
 from .features import DTYPE_CODES, HardwareTables
 from .fitted_set import FittedSet
 from .fitting import CompiledFamily
@@ -106,19 +107,36 @@ class FittedCostModel:
         return self._prediction(latency, std, out_of_range, "rf")
 
     def ragged_pricer(self, family: str, constants: Mapping[str, Any]):
-        """A direct pricer of ``family``'s attention rows that share ``constants`` (see
-        ``fitting.CompiledFamily.attention_pricer``), counting out-of-range rows as
-        ``predict`` does; None where ``predict`` would not price them so (no model, or
-        jitter, which samples every call)."""
+        """``price(new, ctx, lengths)``: the latencies (µs) and out-of-range flags, as lists, of
+        ``family``'s attention rows that share ``constants`` (every query column but ``q_lens``
+        and ``ctx_lens``), given as flat float64 lengths and int64 row lengths; ``predict``'s
+        numbers bit for bit, counting out-of-range rows as ``predict`` does. None where
+        ``predict`` would not price them so (no model, or jitter, which samples every call).
+
+        The simulator calls it on every memo miss of a batch's attention, thousands of times a
+        run with 1 to 40 rows, so the fixed cost of a call matters more than its arithmetic: the
+        compiled kernel is called directly with its arguments bound once, and the rows come
+        back as the lists the simulator keeps, in two conversions instead of a handful of
+        array operations. The arithmetic is ``CompiledFamily.predict``'s: ``np.exp`` of the
+        same (rows x 2) slice, then one float64 product per row (Python's rounds as numpy's)."""
         if self.jitter or family not in PER_SEQUENCE_FAMILIES or family not in self.fitted.models:
             return None
-        price = self._compiled_family(family).attention_pricer(constants)
+        compiled = self._compiled_family(family)
+        featurizer = compiled.featurizer
+        per_row = featurizer.attention_rows({c: [v] for c, v in constants.items()}, 1)
+        kind, bound = featurizer.kind, (per_row, featurizer.tables.consts, *compiled.model)
+        # the built module's function (or numba's dispatcher) itself, without the Kernel's call
+        kernel, exp = features.kernel.resolve("predict_rows"), np.exp
 
-        def counted(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            latency, out_of_range = price(new, ctx, lengths)
-            self.out_of_range_count += int(np.count_nonzero(out_of_range))
-            return latency, out_of_range
-        return counted
+        def price(new: np.ndarray, ctx: np.ndarray, lengths: np.ndarray) -> tuple[list[float], list[bool]]:
+            out = kernel(kind, len(lengths), new, ctx, lengths, *bound)
+            rows = out.tolist()
+            latency = [row[2] * factors[0] for row, factors in zip(rows, exp(out[:, :2]).tolist(), strict=True)]
+            flags = [row[3] != 0.0 for row in rows]
+            if True in flags:
+                self.out_of_range_count += flags.count(True)
+            return latency, flags
+        return price
 
     def _auto_all_reduce(self, query: Mapping[str, Sequence[Any]]) -> Prediction:
         """impl ``auto``: the engine's own (custom) all-reduce kernel where it is measured and

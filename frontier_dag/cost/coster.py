@@ -674,12 +674,11 @@ class StageCoster:
         (the fitted one) is called on the flat arrays, others with a query."""
         pricer = self._pricer(family, index, fields)
         if pricer is not None:
-            latency, flagged = pricer(np.asarray(q, dtype=np.float64), np.asarray(ctx, dtype=np.float64),
-                                      np.full(rows, len(q) // rows, dtype=np.int64))
-            prices = latency.tolist()
+            prices, flagged = pricer(np.asarray(q, dtype=np.float64), np.asarray(ctx, dtype=np.float64),
+                                     np.full(rows, len(q) // rows, dtype=np.int64))
             if not all(0.0 <= price < math.inf for price in prices):  # checked on the list: a few rows
-                self._check_prices(family, np.asarray(latency), "rf", lambda row: index)
-            return prices, flagged.tolist(), "rf"
+                self._check_prices(family, np.asarray(prices), "rf", lambda row: index)
+            return prices, flagged, "rf"
         query = {c: np.split(q, rows) if c == "q_lens" else np.split(ctx, rows) if c == "ctx_lens" else [fields[c]] * rows
                  for c in QUERY_COLUMNS[family]}
         pred = self._model_of[index].predict(family, query)

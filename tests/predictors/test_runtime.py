@@ -93,6 +93,32 @@ def test_the_direct_attention_pricer_gives_what_predict_gives(uniform_attention)
     assert FittedCostModel(uniform_attention).ragged_pricer("gemm", constants) is None
 
 
+def test_the_direct_pricer_matches_the_array_path_on_random_batches(uniform_attention):
+    """The direct pricer's lists hold the array path's numbers (``CompiledFamily.attention_pricer``
+    and ``predict``) bit for bit, on random batches of 1 to 40 rows, some beyond the fitted
+    range and some without sequences, and count the same out-of-range rows."""
+    constants = {"num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "dtype": "bf16", "kv_dtype": "bf16"}
+    rng = np.random.default_rng(7)
+    for family in ("attention_decode", "attention_prefill"):
+        direct, reference = FittedCostModel(uniform_attention), FittedCostModel(uniform_attention)
+        price = direct.ragged_pricer(family, constants)
+        arrays = reference._compiled_family(family).attention_pricer(constants)
+        for _ in range(60):
+            rows = int(rng.integers(1, 41))
+            lengths = rng.integers(0 if rows > 1 else 1, 70, rows)
+            n = int(lengths.sum())
+            new = np.ones(n) if family == "attention_decode" else rng.integers(1, 600, n).astype(float)
+            ctx = rng.integers(0, 60_000, n).astype(float)  # some beyond the fitted contexts
+            latency, flags = price(new, ctx, lengths.astype(np.int64))
+            want, want_flags = arrays(new, ctx, lengths.astype(np.int64))
+            assert type(latency) is list and type(flags) is list and all(type(f) is bool for f in flags)
+            assert np.array_equal(np.array(latency), want) and flags == want_flags.tolist()
+            split = np.split(np.arange(n), np.cumsum(lengths)[:-1])
+            query = attention_rows([new[i] for i in split], [ctx[i] for i in split])
+            assert np.array_equal(np.array(latency), reference.predict(family, query).latency_us)
+        assert direct.out_of_range_count == reference.out_of_range_count > 0
+
+
 def test_constant_columns_empty_rows_and_uneven_lengths(uniform_attention):
     """Columns given once for every row price as per-row ones; a row without sequences costs
     nothing; q_lens and ctx_lens of different lengths are an error."""
