@@ -26,6 +26,12 @@ from frontier_dag.aot import Kernels
 POISSON_TABLE = 128
 #: The mean from which an expert's count is drawn from its normal limit (see Router.draw).
 NORMAL_FROM = 10.0
+#: A Poisson mean drawn this many times in a row (a uniform routing's experts share one)
+#: gets its whole CDF table and a guide of GUIDE_CELLS cells (a power of two): the count
+#: at which each cell's uniforms start their search (indexed search), so a draw takes a
+#: step or two whatever the mean. The counts are those of the search from 0.
+GUIDE_AFTER = 32
+GUIDE_CELLS = 256
 
 kernel = Kernels(__name__, exports={
     "draw_counts": "void(i8[::1], f8[:, ::1], u8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, :, :, ::1])",
@@ -175,8 +181,10 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
     layer (ranks hold contiguous runs)."""
     layers, experts = popularity.shape
     cdf = np.empty(POISSON_TABLE)
+    guide = np.empty(GUIDE_CELLS, dtype=np.int64)
     counts = np.empty(experts, dtype=np.int64)
     table_lam, built, p = -1.0, 0, 0.0  # the CDF of the latest Poisson mean, built as far as needed
+    reused, guided = 0, False  # how often in a row that CDF served; whether it is whole and guided
     next_raw = 0
     for d in range(len(picks)):
         if picks[d] <= 0:
@@ -194,7 +202,24 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
                 if lam != table_lam:  # the experts of a uniform layer share one table
                     table_lam, p = lam, np.exp(-lam)
                     cdf[0], built = p, 1
-                count = 0
+                    reused, guided = 0, False
+                elif not guided:
+                    reused += 1
+                    if reused == GUIDE_AFTER:  # a mean that recurs: build its whole CDF and its guide
+                        while built < POISSON_TABLE:
+                            p *= lam / built
+                            cdf[built] = cdf[built - 1] + p
+                            built += 1
+                        count = 0
+                        for i in range(GUIDE_CELLS):
+                            while count < POISSON_TABLE - 1 and cdf[count] <= i / GUIDE_CELLS:
+                                count += 1
+                            guide[i] = count
+                        guided = True
+                # the search starts from the guide's count where there is one: every count below
+                # it has cdf <= i / GUIDE_CELLS <= u (u x GUIDE_CELLS is exact), so it ends where
+                # the search from 0 would
+                count = guide[int(u * GUIDE_CELLS)] if guided else 0
                 while u >= cdf[count] and count < POISSON_TABLE - 1:
                     count += 1
                     if count == built:

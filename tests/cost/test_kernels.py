@@ -66,6 +66,44 @@ def test_drawn_counts_are_the_python_functions_numbers():
         assert (compiled[0] == 0).all() and (compiled >= 0).all()
 
 
+def _inverted(lam: float, u: float) -> int:
+    """A Poisson count by the plain inversion the kernel's guided search must reproduce:
+    the CDF built term by term and searched from 0 (capped at the table's last count)."""
+    from frontier_dag.cost.kernels import POISSON_TABLE
+
+    p = np.exp(-lam)
+    cdf, count = p, 0
+    while u >= cdf and count < POISSON_TABLE - 1:
+        count += 1
+        p *= lam / count
+        cdf += p
+    return count
+
+
+@pytest.mark.parametrize("mean", [1e-3, 0.37, 2.0, 5.5, 9.9])
+def test_guided_draws_are_the_plain_inversions(mean):
+    """A mean drawn again and again (a uniform routing) is searched from its guide; the
+    counts are the plain inversion's, also at the extreme uniforms (0 and just below 1) and
+    on the cells' edges."""
+    from frontier_dag.cost.kernels import GUIDE_AFTER, GUIDE_CELLS, draw_counts
+
+    experts = 40
+    popularity = np.full((3, experts), 1.0 / experts)
+    picks = np.array([int(round(mean * experts)) or 1] * 3 + [7, 0, int(round(mean * experts)) or 1], dtype=np.int64)
+    live = np.flatnonzero(picks)  # a draw of no picks takes no numbers
+    raw = np.random.default_rng(3).bit_generator.random_raw(len(live) * popularity.size)
+    edges = (np.arange(0, GUIDE_CELLS, 7, dtype=np.uint64) << np.uint64(45))  # u = i / GUIDE_CELLS exactly
+    raw[GUIDE_AFTER + 1:GUIDE_AFTER + 1 + len(edges)] = edges
+    raw[-1], raw[-2] = np.uint64(0), np.uint64(2**64 - 1)
+    out = np.empty((len(picks), 3, 4, 10), dtype=np.int64)
+    draw_counts(picks, popularity, raw, np.zeros((3, 4, 10), dtype=np.int64), np.ones((3, 4, 10)), 0, out)
+    u = (raw >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    expected = [_inverted(picks[d] * (1.0 / experts), x)
+                for d, x in zip(np.repeat(live, popularity.size), u, strict=True)]
+    np.testing.assert_array_equal(out[live].reshape(-1), expected)
+    assert (out[picks == 0] == 0).all()
+
+
 @pytest.mark.parametrize("mean", [0.3, 4.0, 9.5, 10.0, 60.0])
 def test_drawn_counts_have_the_poisson_moments(mean):
     """Each expert's count: Poisson of its mean (below 10), its normal limit from 10."""
