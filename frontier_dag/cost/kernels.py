@@ -26,15 +26,17 @@ from frontier_dag.aot import Kernels
 POISSON_TABLE = 128
 #: The mean from which an expert's count is drawn from its normal limit (see Router.draw).
 NORMAL_FROM = 10.0
-#: A Poisson mean drawn this many times in a row (a uniform routing's experts share one)
-#: gets its whole CDF table and a guide of GUIDE_CELLS cells (a power of two): the count
-#: at which each cell's uniforms start their search (indexed search), so a draw takes a
-#: step or two whatever the mean. The counts are those of the search from 0.
+#: A Poisson mean of 1 or more drawn this many times (a uniform routing's experts share
+#: one) gets its whole CDF table and a guide of GUIDE_CELLS cells (a power of two, 127
+#: counts at most: int8): the count at which each cell's uniforms start their search
+#: (indexed search), so a draw takes a step or two whatever the mean. The counts are
+#: those of the search from 0.
 GUIDE_AFTER = 32
 GUIDE_CELLS = 256
 
 kernel = Kernels(__name__, exports={
-    "draw_counts": "void(i8[::1], f8[:, ::1], u8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, :, :, ::1])",
+    "draw_counts": "void(i8[::1], f8[:, ::1], u8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, ::1], f8[::1], "
+                   "i8[:, :, :, ::1])",
     "critical_rows": "i8(i8[:, :, :, :], i8[::1], i8[::1], i8[:, ::1], i8, i8[::1], u1[:, ::1], u1[:, ::1], "
                      "i8[:, ::1], i8[::1])",
     "fill_prices": "void(f8[:, ::1], i8[::1], i8[::1], u1[:, ::1], u1[:, ::1], f8[::1])",
@@ -168,7 +170,8 @@ def normal_quantile(u: float) -> float:
 
 @kernel
 def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot_expert: np.ndarray,
-                slot_share: np.ndarray, replicated: int, out: np.ndarray) -> None:
+                slot_share: np.ndarray, replicated: int, value_of: np.ndarray, values: np.ndarray,
+                out: np.ndarray) -> None:
     """Routed counts of draws ``picks`` (each a batch's ``tokens x top_k`` picks; 0 draws
     nothing) into ``out`` (draws, layers, ranks, slots).
 
@@ -178,18 +181,33 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
     number of ``raw`` (its top 53 bits, as numpy makes a double), layer after layer, expert
     after expert, draw after draw. With ``replicated`` the counts go to ``slot_expert``'s
     slots, each ``ceil(count x slot_share - 1e-9)``; else expert e fills slot e of the
-    layer (ranks hold contiguous runs)."""
+    layer (ranks hold contiguous runs).
+
+    ``popularity[l, e]`` is ``values[value_of[l, e]]`` (its distinct values): the experts of
+    one value share a CDF table while the picks stay the same (a stretch's steps route the
+    same batch), built term by term as far as a draw needs, so that a count costs a search,
+    not a table; a value drawn GUIDE_AFTER times with a mean of 1 or more gets its whole
+    table and a guide of GUIDE_CELLS cells (a power of two): the count from which each
+    cell's uniforms search (indexed search). Every count is that of the search from 0 on
+    the same terms."""
     layers, experts = popularity.shape
-    cdf = np.empty(POISSON_TABLE)
-    guide = np.empty(GUIDE_CELLS, dtype=np.int64)
+    kinds = len(values)
+    cdf = np.empty((kinds, POISSON_TABLE))
+    term = np.empty(kinds)  # the latest term of each table
+    built = np.zeros(kinds, dtype=np.int64)  # how far each table is built (0: not yet)
+    uses = np.zeros(kinds, dtype=np.int64)  # how often each table served (-1: guided)
+    guide = np.empty((kinds, GUIDE_CELLS), dtype=np.int8)
     counts = np.empty(experts, dtype=np.int64)
-    table_lam, built, p = -1.0, 0, 0.0  # the CDF of the latest Poisson mean, built as far as needed
-    reused, guided = 0, False  # how often in a row that CDF served; whether it is whole and guided
+    table_picks = -1  # the picks of which the tables are
     next_raw = 0
     for d in range(len(picks)):
         if picks[d] <= 0:
             out[d] = 0
             continue
+        if picks[d] != table_picks:
+            table_picks = picks[d]
+            built[:] = 0
+            uses[:] = 0
         for layer in range(layers):
             for e in range(experts):
                 lam = picks[d] * popularity[layer, e]
@@ -199,33 +217,37 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
                     c = np.rint(lam + np.sqrt(lam) * normal_quantile(max(u, 1e-300)))
                     counts[e] = np.int64(c) if c > 0 else 0
                     continue
-                if lam != table_lam:  # the experts of a uniform layer share one table
-                    table_lam, p = lam, np.exp(-lam)
-                    cdf[0], built = p, 1
-                    reused, guided = 0, False
-                elif not guided:
-                    reused += 1
-                    if reused == GUIDE_AFTER:  # a mean that recurs: build its whole CDF and its guide
-                        while built < POISSON_TABLE:
-                            p *= lam / built
-                            cdf[built] = cdf[built - 1] + p
-                            built += 1
-                        count = 0
+                v = value_of[layer, e]
+                table = cdf[v]
+                if built[v] == 0:
+                    term[v] = np.exp(-lam)
+                    table[0], built[v] = term[v], 1
+                count = 0
+                if uses[v] < 0:
+                    # every count below the guide's has cdf <= i / GUIDE_CELLS <= u (u x
+                    # GUIDE_CELLS is exact), so the search ends where the search from 0 would
+                    count = np.int64(guide[v, int(u * GUIDE_CELLS)])
+                else:
+                    uses[v] += 1
+                    if uses[v] == GUIDE_AFTER and lam >= 1.0:  # a mean that recurs: build its whole table
+                        p, b = term[v], built[v]
+                        while b < POISSON_TABLE:
+                            p *= lam / b
+                            table[b] = table[b - 1] + p
+                            b += 1
+                        term[v], built[v] = p, b
                         for i in range(GUIDE_CELLS):
-                            while count < POISSON_TABLE - 1 and cdf[count] <= i / GUIDE_CELLS:
+                            while count < POISSON_TABLE - 1 and table[count] <= i / GUIDE_CELLS:
                                 count += 1
-                            guide[i] = count
-                        guided = True
-                # the search starts from the guide's count where there is one: every count below
-                # it has cdf <= i / GUIDE_CELLS <= u (u x GUIDE_CELLS is exact), so it ends where
-                # the search from 0 would
-                count = guide[int(u * GUIDE_CELLS)] if guided else 0
-                while u >= cdf[count] and count < POISSON_TABLE - 1:
+                            guide[v, i] = count
+                        uses[v] = -1
+                        count = np.int64(guide[v, int(u * GUIDE_CELLS)])
+                while u >= table[count] and count < POISSON_TABLE - 1:
                     count += 1
-                    if count == built:
-                        p *= lam / count
-                        cdf[count] = cdf[count - 1] + p
-                        built += 1
+                    if count == built[v]:
+                        term[v] *= lam / count
+                        table[count] = table[count - 1] + term[v]
+                        built[v] += 1
                 counts[e] = count
             if not replicated:
                 flat = out[d, layer].reshape(experts)
