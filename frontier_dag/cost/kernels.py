@@ -192,11 +192,11 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
     the same terms."""
     layers, experts = popularity.shape
     kinds = len(values)
-    cdf = np.empty((kinds, POISSON_TABLE))
+    cdf = np.empty(kinds * POISSON_TABLE)  # value v's table at v x POISSON_TABLE
     term = np.empty(kinds)  # the latest term of each table
     built = np.zeros(kinds, dtype=np.int64)  # how far each table is built (0: not yet)
     uses = np.zeros(kinds, dtype=np.int64)  # how often each table served (-1: guided)
-    guide = np.empty((kinds, GUIDE_CELLS), dtype=np.int8)
+    guide = np.empty(kinds * GUIDE_CELLS, dtype=np.int8)  # value v's guide at v x GUIDE_CELLS
     counts = np.empty(experts, dtype=np.int64)
     table_picks = -1  # the picks of which the tables are
     next_raw = 0
@@ -218,36 +218,41 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
                     counts[e] = np.int64(c) if c > 0 else 0
                     continue
                 v = value_of[layer, e]
-                table = cdf[v]
-                if built[v] == 0:
-                    term[v] = np.exp(-lam)
-                    table[0], built[v] = term[v], 1
+                at = v * POISSON_TABLE
+                was = top = built[v]
+                if top == 0:
+                    term[v] = cdf[at] = np.exp(-lam)
+                    top = 1
                 count = 0
-                if uses[v] < 0:
+                n = uses[v] if lam >= 1.0 else 0  # a small mean's search is short: no guide
+                if n < 0:
                     # every count below the guide's has cdf <= i / GUIDE_CELLS <= u (u x
                     # GUIDE_CELLS is exact), so the search ends where the search from 0 would
-                    count = np.int64(guide[v, int(u * GUIDE_CELLS)])
-                else:
-                    uses[v] += 1
-                    if uses[v] == GUIDE_AFTER and lam >= 1.0:  # a mean that recurs: build its whole table
-                        p, b = term[v], built[v]
-                        while b < POISSON_TABLE:
-                            p *= lam / b
-                            table[b] = table[b - 1] + p
-                            b += 1
-                        term[v], built[v] = p, b
-                        for i in range(GUIDE_CELLS):
-                            while count < POISSON_TABLE - 1 and table[count] <= i / GUIDE_CELLS:
-                                count += 1
-                            guide[v, i] = count
-                        uses[v] = -1
-                        count = np.int64(guide[v, int(u * GUIDE_CELLS)])
-                while u >= table[count] and count < POISSON_TABLE - 1:
+                    count = np.int64(guide[v * GUIDE_CELLS + int(u * GUIDE_CELLS)])
+                elif n + 1 == GUIDE_AFTER:  # a mean that recurs: its whole table
+                    p = term[v]
+                    while top < POISSON_TABLE:
+                        p *= lam / top
+                        cdf[at + top] = cdf[at + top - 1] + p
+                        top += 1
+                    term[v] = p
+                    for i in range(GUIDE_CELLS):
+                        while count < POISSON_TABLE - 1 and cdf[at + count] <= i / GUIDE_CELLS:
+                            count += 1
+                        guide[v * GUIDE_CELLS + i] = count
+                    uses[v] = -1
+                    count = np.int64(guide[v * GUIDE_CELLS + int(u * GUIDE_CELLS)])
+                elif lam >= 1.0:
+                    uses[v] = n + 1
+                while u >= cdf[at + count] and count < POISSON_TABLE - 1:
                     count += 1
-                    if count == built[v]:
-                        term[v] *= lam / count
-                        table[count] = table[count - 1] + term[v]
-                        built[v] += 1
+                    if count == top:
+                        p = term[v] * (lam / count)
+                        term[v] = p
+                        cdf[at + count] = cdf[at + count - 1] + p
+                        top += 1
+                if top != was:
+                    built[v] = top
                 counts[e] = count
             if not replicated:
                 flat = out[d, layer].reshape(experts)
