@@ -1,7 +1,7 @@
 """Compiled helpers of expert routing and pricing (numba, built ahead of time by ``frontier_dag.aot``).
 
-``draw_counts`` draws a stretch's routed counts (thousands per step) from raw 64-bit
-numbers of the run's stream, one number per count, where numpy's Poisson sampler costs
+``draw_counts`` draws a stretch's routed counts (thousands per step) from uniforms of the
+run's stream, one 64-bit number per count, where numpy's Poisson sampler costs
 about 40 ns a count and its placement onto the ranks several temporaries.
 
 A decode step of a wide-EP MoE stage routes thousands of (layer, rank) rows of expert
@@ -35,7 +35,7 @@ GUIDE_AFTER = 32
 GUIDE_CELLS = 256
 
 kernel = Kernels(__name__, exports={
-    "draw_counts": "void(i8[::1], f8[:, ::1], u8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, ::1], f8[::1], "
+    "draw_counts": "void(i8[::1], f8[:, ::1], f8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, ::1], f8[::1], "
                    "i8[:, :, :, ::1])",
     "critical_rows": "i8(i8[:, :, :, :], i8[::1], i8[::1], i8[:, ::1], i8, i8[::1], u1[:, ::1], u1[:, ::1], "
                      "i8[:, ::1], i8[::1])",
@@ -169,7 +169,7 @@ def normal_quantile(u: float) -> float:
 
 
 @kernel
-def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot_expert: np.ndarray,
+def draw_counts(picks: np.ndarray, popularity: np.ndarray, uniforms: np.ndarray, slot_expert: np.ndarray,
                 slot_share: np.ndarray, replicated: int, value_of: np.ndarray, values: np.ndarray,
                 out: np.ndarray) -> None:
     """Routed counts of draws ``picks`` (each a batch's ``tokens x top_k`` picks; 0 draws
@@ -177,9 +177,9 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
 
     Expert e of layer l gets a count of mean ``lam = picks x popularity[l, e]``: Poisson
     (by inversion of its CDF) below NORMAL_FROM, else ``lam + sqrt(lam) z`` rounded and at
-    least 0, z standard normal (by its quantile), each from one uniform made of the next
-    number of ``raw`` (its top 53 bits, as numpy makes a double), layer after layer, expert
-    after expert, draw after draw. With ``replicated`` the counts go to ``slot_expert``'s
+    least 0, z standard normal (by its quantile), each from the next of ``uniforms`` (a
+    generator's ``random()``: one 64-bit number's top 53 bits each), layer after layer,
+    expert after expert, draw after draw. With ``replicated`` the counts go to ``slot_expert``'s
     slots, each ``ceil(count x slot_share - 1e-9)``; else expert e fills slot e of the
     layer (ranks hold contiguous runs).
 
@@ -199,7 +199,7 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
     guide = np.empty(kinds * GUIDE_CELLS, dtype=np.int8)  # value v's guide at v x GUIDE_CELLS
     counts = np.empty(experts, dtype=np.int64)
     table_picks = -1  # the picks of which the tables are
-    next_raw = 0
+    next_u = 0
     for d in range(len(picks)):
         if picks[d] <= 0:
             out[d] = 0
@@ -211,8 +211,8 @@ def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot
         for layer in range(layers):
             for e in range(experts):
                 lam = picks[d] * popularity[layer, e]
-                u = (raw[next_raw] >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-                next_raw += 1
+                u = uniforms[next_u]
+                next_u += 1
                 if lam >= NORMAL_FROM:
                     c = np.rint(lam + np.sqrt(lam) * normal_quantile(max(u, 1e-300)))
                     counts[e] = np.int64(c) if c > 0 else 0

@@ -140,6 +140,7 @@ class Router:
             self.slot_expert = np.broadcast_to(contiguous, (layers, *contiguous.shape))
             self.slot_share = np.ones(self.slot_expert.shape)
         self._placement: tuple[np.ndarray, ...] | None = None  # the kernel's contiguous arrays
+        self._uniforms = np.empty(0)
 
     @property
     def experts_per_rank(self) -> int:
@@ -153,7 +154,7 @@ class Router:
         many layers x experts, expert e's count is drawn as Poisson with mean
         ``picks x popularity[e]`` (the many-category limit of the multinomial), through its
         normal limit where the mean is 10 or more, by a compiled kernel that takes one
-        64-bit number of ``rng``'s stream per count (frontier_dag.cost.kernels.draw_counts).
+        uniform of ``rng``'s stream (one 64-bit number) per count (frontier_dag.cost.kernels.draw_counts).
         The top-k constraint that a token's picks differ is not modelled.
         """
         return self.draw_many([tokens], rng)[0]
@@ -186,9 +187,15 @@ class Router:
                                np.ascontiguousarray(value_of.reshape(popularity.shape), dtype=np.int64),
                                np.ascontiguousarray(values))
         slot_expert, slot_share, popularity, value_of, values = self._placement
-        raw = rng.bit_generator.random_raw(int(np.count_nonzero(picks)) * popularity.size)
+        # one uniform per count, from one 64-bit number each (the top 53 bits): filled into a
+        # buffer kept from call to call (a fresh megabyte array costs its page faults)
+        size = int(np.count_nonzero(picks)) * popularity.size
+        if len(self._uniforms) < size:
+            self._uniforms = np.empty(size)
+        uniforms = self._uniforms[:size]
+        rng.random(out=uniforms)
         out = np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
-        draw_counts(picks, popularity, raw, slot_expert, slot_share, int(bool(self.spec.redundant_experts)),
+        draw_counts(picks, popularity, uniforms, slot_expert, slot_share, int(bool(self.spec.redundant_experts)),
                     value_of, values, out)
         return out
 

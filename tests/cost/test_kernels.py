@@ -55,6 +55,22 @@ def _values(popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value_of.reshape(popularity.shape).astype(np.int64), values
 
 
+def _uniforms(raw: np.ndarray) -> np.ndarray:
+    """The uniforms of 64-bit numbers: the top 53 bits, as numpy makes a double."""
+    return (raw >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+def test_a_generators_uniforms_are_its_64_bit_numbers_top_bits():
+    """Router.draw_many fills the kernel's uniforms with ``random()``: one 64-bit number of
+    the stream each, its top 53 bits, as the numbers drawn raw give (and the stream goes on
+    from the same place)."""
+    raw_rng, rng = np.random.default_rng([3, 9]), np.random.default_rng([3, 9])
+    filled = np.empty(100_003)
+    rng.random(out=filled)
+    np.testing.assert_array_equal(filled, _uniforms(raw_rng.bit_generator.random_raw(len(filled))))
+    assert rng.bit_generator.random_raw() == raw_rng.bit_generator.random_raw()
+
+
 def test_drawn_counts_are_the_python_functions_numbers():
     from frontier_dag.cost.kernels import draw_counts
 
@@ -66,8 +82,9 @@ def test_drawn_counts_are_the_python_functions_numbers():
     for replicated in (0, 1):
         share = np.full(slot_expert.shape, 0.5) if replicated else np.ones(slot_expert.shape)
         compiled, python = (np.full((4, 3, 4, 3), -1, dtype=np.int64) for _ in range(2))
-        draw_counts(picks, popularity, raw, slot_expert, share, replicated, *_values(popularity), compiled)
-        draw_counts.py_func(picks, popularity, raw, slot_expert, share, replicated, *_values(popularity), python)
+        draw_counts(picks, popularity, _uniforms(raw), slot_expert, share, replicated, *_values(popularity), compiled)
+        draw_counts.py_func(picks, popularity, _uniforms(raw), slot_expert, share, replicated, *_values(popularity),
+                            python)
         np.testing.assert_array_equal(compiled, python)
         assert (compiled[0] == 0).all() and (compiled >= 0).all()
 
@@ -78,7 +95,7 @@ def _plain_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray) ->
     count), the normal limit from NORMAL_FROM."""
     from frontier_dag.cost.kernels import NORMAL_FROM, POISSON_TABLE, normal_quantile
 
-    u = iter(((raw >> np.uint64(11)) * (1.0 / 9007199254740992.0)).tolist())
+    u = iter(_uniforms(raw).tolist())
     out = np.zeros((len(picks), *popularity.shape), dtype=np.int64)
     for d, n in enumerate(picks.tolist()):
         for (layer, e), share in (np.ndenumerate(popularity) if n > 0 else ()):
@@ -121,7 +138,8 @@ def test_shared_and_guided_tables_give_the_plain_counts(routing, mean):
     raw[2 * popularity.size + 5:2 * popularity.size + 5 + len(edges)] = edges
     raw[-1], raw[-2], raw[popularity.size] = np.uint64(0), np.uint64(2**64 - 1), np.uint64(2**64 - 1)
     out = np.empty((len(picks), layers, 4, 10), dtype=np.int64)
-    draw_counts(picks, popularity, raw, np.zeros((layers, 4, 10), dtype=np.int64), np.ones((layers, 4, 10)), 0,
+    draw_counts(picks, popularity, _uniforms(raw), np.zeros((layers, 4, 10), dtype=np.int64),
+                np.ones((layers, 4, 10)), 0,
                 *_values(popularity), out)
     np.testing.assert_array_equal(out.reshape(len(picks), layers, experts), _plain_counts(picks, popularity, raw))
 
@@ -137,7 +155,7 @@ def test_drawn_counts_have_the_poisson_moments(mean):
     mean = picks[0] / experts
     raw = np.random.default_rng(11).bit_generator.random_raw(draws * popularity.size)
     out = np.empty((draws, 2, 8, 8), dtype=np.int64)
-    draw_counts(picks, popularity, raw, np.zeros((2, 8, 8), dtype=np.int64), np.ones((2, 8, 8)), 0,
+    draw_counts(picks, popularity, _uniforms(raw), np.zeros((2, 8, 8), dtype=np.int64), np.ones((2, 8, 8)), 0,
                 *_values(popularity), out)
     counts = out.ravel()  # 51,200 counts: the sample mean within 5 standard errors
     assert abs(counts.mean() - mean) < 5 * np.sqrt(mean / counts.size)
