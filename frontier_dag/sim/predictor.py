@@ -101,6 +101,7 @@ class ExecutionPredictor:
         self._grad: np.ndarray | None = None  # the latest gradient computed (see _time)
         # the templates where it is not 0, its values there and their categories
         self._support = self._support_grad = self._support_category = np.empty(0)
+        self._support_grad_nonnegative = True
 
     def usages(self, pool: str) -> dict:
         """The prices this predictor used (a UsageCounter), by ``pool``'s name."""
@@ -295,6 +296,7 @@ class ExecutionPredictor:
             self._support = np.flatnonzero(self._grad)
             self._support_grad = self._grad[self._support]
             self._support_category = self._category[self._support]
+            self._support_grad_nonnegative = bool((self._support_grad >= 0).all())
         # the templates off the path weigh 0: bincount adds the path's in the same order as
         # over every template, without the zeros (adding 0 changes no sum)
         weighted = self._support_grad * costs[self._support]
@@ -315,7 +317,9 @@ class ExecutionPredictor:
         weighted = self._support_grad * costs[self._support]
         bound = total - 1e-9 * max(total, 1.0)
         path = float(weighted.sum())
-        if abs(path - bound) <= 4 * (len(weighted) + 1) * 2.3e-16 * float(np.abs(weighted).sum()):
+        # the magnitudes' sum: the sum itself where no term is negative (prices are >= 0)
+        magnitude = path if self._support_grad_nonnegative else float(np.abs(weighted).sum())
+        if abs(path - bound) <= 4 * (len(weighted) + 1) * 2.3e-16 * magnitude:
             path = float((self._grad * costs).sum())
         return path < bound
 

@@ -74,6 +74,7 @@ def test_a_path_sum_at_the_bound_is_decided_by_the_dense_sum():
         predictor._grad = grad
         predictor._support = np.flatnonzero(grad)
         predictor._support_grad = grad[predictor._support]
+        predictor._support_grad_nonnegative = True
         dense = float((grad * costs).sum())
         # a total whose bound, total (1 - 1e-9), falls a few ulps either side of the dense sum
         total = dense / (1 - 1e-9) * (1 + rng.integers(-4, 5) * 2.2e-16)
