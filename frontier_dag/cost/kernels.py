@@ -1,7 +1,7 @@
 """Compiled helpers of expert routing and pricing (numba, built ahead of time by ``frontier_dag.aot``).
 
-``draw_counts`` draws a stretch's routed counts (thousands per step) from raw 64-bit
-numbers of the run's stream, one number per count, where numpy's Poisson sampler costs
+``draw_counts`` draws a stretch's routed counts (thousands per step) from uniforms of the
+run's stream, one 64-bit number per count, where numpy's Poisson sampler costs
 about 40 ns a count and its placement onto the ranks several temporaries.
 
 A decode step of a wide-EP MoE stage routes thousands of (layer, rank) rows of expert
@@ -26,9 +26,17 @@ from frontier_dag.aot import Kernels
 POISSON_TABLE = 128
 #: The mean from which an expert's count is drawn from its normal limit (see Router.draw).
 NORMAL_FROM = 10.0
+#: A Poisson mean of 1 or more drawn this many times (a uniform routing's experts share
+#: one) gets its whole CDF table and a guide of GUIDE_CELLS cells (a power of two, 127
+#: counts at most: int8): the count at which each cell's uniforms start their search
+#: (indexed search), so a draw takes a step or two whatever the mean. The counts are
+#: those of the search from 0.
+GUIDE_AFTER = 32
+GUIDE_CELLS = 256
 
 kernel = Kernels(__name__, exports={
-    "draw_counts": "void(i8[::1], f8[:, ::1], u8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, :, :, ::1])",
+    "draw_counts": "void(i8[::1], f8[:, ::1], f8[::1], i8[:, :, ::1], f8[:, :, ::1], i8, i8[:, ::1], f8[::1], "
+                   "i8[:, :, :, ::1])",
     "critical_rows": "i8(i8[:, :, :, :], i8[::1], i8[::1], i8[:, ::1], i8, i8[::1], u1[:, ::1], u1[:, ::1], "
                      "i8[:, ::1], i8[::1])",
     "fill_prices": "void(f8[:, ::1], i8[::1], i8[::1], u1[:, ::1], u1[:, ::1], f8[::1])",
@@ -161,46 +169,90 @@ def normal_quantile(u: float) -> float:
 
 
 @kernel
-def draw_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray, slot_expert: np.ndarray,
-                slot_share: np.ndarray, replicated: int, out: np.ndarray) -> None:
+def draw_counts(picks: np.ndarray, popularity: np.ndarray, uniforms: np.ndarray, slot_expert: np.ndarray,
+                slot_share: np.ndarray, replicated: int, value_of: np.ndarray, values: np.ndarray,
+                out: np.ndarray) -> None:
     """Routed counts of draws ``picks`` (each a batch's ``tokens x top_k`` picks; 0 draws
     nothing) into ``out`` (draws, layers, ranks, slots).
 
     Expert e of layer l gets a count of mean ``lam = picks x popularity[l, e]``: Poisson
     (by inversion of its CDF) below NORMAL_FROM, else ``lam + sqrt(lam) z`` rounded and at
-    least 0, z standard normal (by its quantile), each from one uniform made of the next
-    number of ``raw`` (its top 53 bits, as numpy makes a double), layer after layer, expert
-    after expert, draw after draw. With ``replicated`` the counts go to ``slot_expert``'s
+    least 0, z standard normal (by its quantile), each from the next of ``uniforms`` (a
+    generator's ``random()``: one 64-bit number's top 53 bits each), layer after layer,
+    expert after expert, draw after draw. With ``replicated`` the counts go to ``slot_expert``'s
     slots, each ``ceil(count x slot_share - 1e-9)``; else expert e fills slot e of the
-    layer (ranks hold contiguous runs)."""
+    layer (ranks hold contiguous runs).
+
+    ``popularity[l, e]`` is ``values[value_of[l, e]]`` (its distinct values): the experts of
+    one value share a CDF table while the picks stay the same (a stretch's steps route the
+    same batch), built term by term as far as a draw needs, so that a count costs a search,
+    not a table; a value drawn GUIDE_AFTER times with a mean of 1 or more gets its whole
+    table and a guide of GUIDE_CELLS cells (a power of two): the count from which each
+    cell's uniforms search (indexed search). Every count is that of the search from 0 on
+    the same terms."""
     layers, experts = popularity.shape
-    cdf = np.empty(POISSON_TABLE)
+    kinds = len(values)
+    cdf = np.empty(kinds * POISSON_TABLE)  # value v's table at v x POISSON_TABLE
+    term = np.empty(kinds)  # the latest term of each table
+    built = np.zeros(kinds, dtype=np.int64)  # how far each table is built (0: not yet)
+    uses = np.zeros(kinds, dtype=np.int64)  # how often each table served (-1: guided)
+    guide = np.empty(kinds * GUIDE_CELLS, dtype=np.int8)  # value v's guide at v x GUIDE_CELLS
     counts = np.empty(experts, dtype=np.int64)
-    table_lam, built, p = -1.0, 0, 0.0  # the CDF of the latest Poisson mean, built as far as needed
-    next_raw = 0
+    table_picks = -1  # the picks of which the tables are
+    next_u = 0
     for d in range(len(picks)):
         if picks[d] <= 0:
             out[d] = 0
             continue
+        if picks[d] != table_picks:
+            table_picks = picks[d]
+            built[:] = 0
+            uses[:] = 0
         for layer in range(layers):
             for e in range(experts):
                 lam = picks[d] * popularity[layer, e]
-                u = (raw[next_raw] >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-                next_raw += 1
+                u = uniforms[next_u]
+                next_u += 1
                 if lam >= NORMAL_FROM:
                     c = np.rint(lam + np.sqrt(lam) * normal_quantile(max(u, 1e-300)))
                     counts[e] = np.int64(c) if c > 0 else 0
                     continue
-                if lam != table_lam:  # the experts of a uniform layer share one table
-                    table_lam, p = lam, np.exp(-lam)
-                    cdf[0], built = p, 1
+                v = value_of[layer, e]
+                at = v * POISSON_TABLE
+                was = top = built[v]
+                if top == 0:
+                    term[v] = cdf[at] = np.exp(-lam)
+                    top = 1
                 count = 0
-                while u >= cdf[count] and count < POISSON_TABLE - 1:
+                n = uses[v] if lam >= 1.0 else 0  # a small mean's search is short: no guide
+                if n < 0:
+                    # every count below the guide's has cdf <= i / GUIDE_CELLS <= u (u x
+                    # GUIDE_CELLS is exact), so the search ends where the search from 0 would
+                    count = np.int64(guide[v * GUIDE_CELLS + int(u * GUIDE_CELLS)])
+                elif n + 1 == GUIDE_AFTER:  # a mean that recurs: its whole table
+                    p = term[v]
+                    while top < POISSON_TABLE:
+                        p *= lam / top
+                        cdf[at + top] = cdf[at + top - 1] + p
+                        top += 1
+                    term[v] = p
+                    for i in range(GUIDE_CELLS):
+                        while count < POISSON_TABLE - 1 and cdf[at + count] <= i / GUIDE_CELLS:
+                            count += 1
+                        guide[v * GUIDE_CELLS + i] = count
+                    uses[v] = -1
+                    count = np.int64(guide[v * GUIDE_CELLS + int(u * GUIDE_CELLS)])
+                elif lam >= 1.0:
+                    uses[v] = n + 1
+                while u >= cdf[at + count] and count < POISSON_TABLE - 1:
                     count += 1
-                    if count == built:
-                        p *= lam / count
-                        cdf[count] = cdf[count - 1] + p
-                        built += 1
+                    if count == top:
+                        p = term[v] * (lam / count)
+                        term[v] = p
+                        cdf[at + count] = cdf[at + count - 1] + p
+                        top += 1
+                if top != was:
+                    built[v] = top
                 counts[e] = count
             if not replicated:
                 flat = out[d, layer].reshape(experts)

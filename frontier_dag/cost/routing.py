@@ -139,7 +139,8 @@ class Router:
             contiguous = np.arange(num_experts).reshape(ep, num_experts // ep)
             self.slot_expert = np.broadcast_to(contiguous, (layers, *contiguous.shape))
             self.slot_share = np.ones(self.slot_expert.shape)
-        self._placement: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the kernel's contiguous copies
+        self._placement: tuple[np.ndarray, ...] | None = None  # the kernel's contiguous arrays
+        self._uniforms = np.empty(0)
 
     @property
     def experts_per_rank(self) -> int:
@@ -153,7 +154,7 @@ class Router:
         many layers x experts, expert e's count is drawn as Poisson with mean
         ``picks x popularity[e]`` (the many-category limit of the multinomial), through its
         normal limit where the mean is 10 or more, by a compiled kernel that takes one
-        64-bit number of ``rng``'s stream per count (frontier_dag.cost.kernels.draw_counts).
+        uniform of ``rng``'s stream (one 64-bit number) per count (frontier_dag.cost.kernels.draw_counts).
         The top-k constraint that a token's picks differ is not modelled.
         """
         return self.draw_many([tokens], rng)[0]
@@ -177,13 +178,25 @@ class Router:
         from frontier_dag.cost.kernels import draw_counts
 
         if self._placement is None:
+            popularity = np.ascontiguousarray(self.popularity, dtype=np.float64)
+            # experts of equal popularity share the kernel's CDF tables (a uniform layer, the
+            # power law's weights in every layer)
+            values, value_of = np.unique(popularity, return_inverse=True)
             self._placement = (np.ascontiguousarray(self.slot_expert, dtype=np.int64),
-                               np.ascontiguousarray(self.slot_share, dtype=np.float64),
-                               np.ascontiguousarray(self.popularity, dtype=np.float64))
-        slot_expert, slot_share, popularity = self._placement
-        raw = rng.bit_generator.random_raw(int(np.count_nonzero(picks)) * popularity.size)
+                               np.ascontiguousarray(self.slot_share, dtype=np.float64), popularity,
+                               np.ascontiguousarray(value_of.reshape(popularity.shape), dtype=np.int64),
+                               np.ascontiguousarray(values))
+        slot_expert, slot_share, popularity, value_of, values = self._placement
+        # one uniform per count, from one 64-bit number each (the top 53 bits): filled into a
+        # buffer kept from call to call (a fresh megabyte array costs its page faults)
+        size = int(np.count_nonzero(picks)) * popularity.size
+        if len(self._uniforms) < size:
+            self._uniforms = np.empty(size)
+        uniforms = self._uniforms[:size]
+        rng.random(out=uniforms)
         out = np.empty((len(tokens), *self.slot_expert.shape), dtype=np.int64)
-        draw_counts(picks, popularity, raw, slot_expert, slot_share, int(bool(self.spec.redundant_experts)), out)
+        draw_counts(picks, popularity, uniforms, slot_expert, slot_share, int(bool(self.spec.redundant_experts)),
+                    value_of, values, out)
         return out
 
     def expected(self, tokens: int) -> np.ndarray:

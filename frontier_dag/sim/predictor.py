@@ -99,6 +99,9 @@ class ExecutionPredictor:
                                   dtype=np.int64)
         self.last_categories: tuple[float, ...] = (0.0,) * len(CATEGORIES)
         self._grad: np.ndarray | None = None  # the latest gradient computed (see _time)
+        # the templates where it is not 0, its values there and their categories
+        self._support = self._support_grad = self._support_category = np.empty(0)
+        self._support_grad_nonnegative = True
 
     def usages(self, pool: str) -> dict:
         """The prices this predictor used (a UsageCounter), by ``pool``'s name."""
@@ -288,17 +291,37 @@ class ExecutionPredictor:
         # the previous iteration's critical path re-weighted: while it is still a longest path
         # (the usual case from one batch to the next) its gradient is this iteration's too, and
         # the costly backward pass is skipped
-        # (a product and a sum, not a BLAS dot: a threaded dot on a busy machine costs milliseconds)
-        weighted = None if self._grad is None else self._grad * costs
-        if weighted is None or float(weighted.sum()) < total - 1e-9 * max(total, 1.0):
+        if self._grad is None or self._stale(costs, total):
             self._grad = self.compiled.program.gradient(costs)[1]
-            weighted = self._grad * costs
-        cats = np.bincount(self._category, weights=weighted, minlength=len(CATEGORIES))
+            self._support = np.flatnonzero(self._grad)
+            self._support_grad = self._grad[self._support]
+            self._support_category = self._category[self._support]
+            self._support_grad_nonnegative = bool((self._support_grad >= 0).all())
+        # the templates off the path weigh 0: bincount adds the path's in the same order as
+        # over every template, without the zeros (adding 0 changes no sum)
+        weighted = self._support_grad * costs[self._support]
+        cats = np.bincount(self._support_category, weights=weighted, minlength=len(CATEGORIES))
         cats[-1] = host
         if self.steps_per_iteration != 1.0:
             cats /= self.steps_per_iteration
         self.last_categories = tuple(cats.tolist())
         return self._per_step(total + host)
+
+    def _stale(self, costs: np.ndarray, total: float) -> bool:
+        """Whether the latest gradient's path is shorter than this iteration's longest path
+        ``total`` (beyond a relative 1e-9): its weighted sum over the templates on it. Two
+        sums of the same m terms in different orders differ by at most 2 (m - 1) eps times
+        the sum of their magnitudes; only a sum that close to the bound is taken again as
+        the sum over every template (a product and a sum, not a BLAS dot: a threaded dot on
+        a busy machine costs milliseconds), so the answer is that sum's."""
+        weighted = self._support_grad * costs[self._support]
+        bound = total - 1e-9 * max(total, 1.0)
+        path = float(weighted.sum())
+        # the magnitudes' sum: the sum itself where no term is negative (prices are >= 0)
+        magnitude = path if self._support_grad_nonnegative else float(np.abs(weighted).sum())
+        if abs(path - bound) <= 4 * (len(weighted) + 1) * 2.3e-16 * magnitude:
+            path = float((self._grad * costs).sum())
+        return path < bound
 
     def _per_step(self, iteration_us: float) -> float:
         """The time of one simulated step: the whole iteration, or with speculative decoding

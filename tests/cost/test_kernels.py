@@ -49,6 +49,28 @@ def test_normal_quantile_matches_the_exact_one():
         assert normal_quantile.py_func(u) == pytest.approx(NormalDist().inv_cdf(u), rel=2e-9, abs=1e-12)
 
 
+def _values(popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's (value_of, values) of ``popularity`` (as Router passes them)."""
+    values, value_of = np.unique(popularity, return_inverse=True)
+    return value_of.reshape(popularity.shape).astype(np.int64), values
+
+
+def _uniforms(raw: np.ndarray) -> np.ndarray:
+    """The uniforms of 64-bit numbers: the top 53 bits, as numpy makes a double."""
+    return (raw >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+def test_a_generators_uniforms_are_its_64_bit_numbers_top_bits():
+    """Router.draw_many fills the kernel's uniforms with ``random()``: one 64-bit number of
+    the stream each, its top 53 bits, as the numbers drawn raw give (and the stream goes on
+    from the same place)."""
+    raw_rng, rng = np.random.default_rng([3, 9]), np.random.default_rng([3, 9])
+    filled = np.empty(100_003)
+    rng.random(out=filled)
+    np.testing.assert_array_equal(filled, _uniforms(raw_rng.bit_generator.random_raw(len(filled))))
+    assert rng.bit_generator.random_raw() == raw_rng.bit_generator.random_raw()
+
+
 def test_drawn_counts_are_the_python_functions_numbers():
     from frontier_dag.cost.kernels import draw_counts
 
@@ -60,10 +82,66 @@ def test_drawn_counts_are_the_python_functions_numbers():
     for replicated in (0, 1):
         share = np.full(slot_expert.shape, 0.5) if replicated else np.ones(slot_expert.shape)
         compiled, python = (np.full((4, 3, 4, 3), -1, dtype=np.int64) for _ in range(2))
-        draw_counts(picks, popularity, raw, slot_expert, share, replicated, compiled)
-        draw_counts.py_func(picks, popularity, raw, slot_expert, share, replicated, python)
+        draw_counts(picks, popularity, _uniforms(raw), slot_expert, share, replicated, *_values(popularity), compiled)
+        draw_counts.py_func(picks, popularity, _uniforms(raw), slot_expert, share, replicated, *_values(popularity),
+                            python)
         np.testing.assert_array_equal(compiled, python)
         assert (compiled[0] == 0).all() and (compiled >= 0).all()
+
+
+def _plain_counts(picks: np.ndarray, popularity: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """``draw_counts``'s counts (draws, layers, experts) by the plain definition: every
+    count's CDF built afresh term by term and searched from 0 (capped at the table's last
+    count), the normal limit from NORMAL_FROM."""
+    from frontier_dag.cost.kernels import NORMAL_FROM, POISSON_TABLE, normal_quantile
+
+    u = iter(_uniforms(raw).tolist())
+    out = np.zeros((len(picks), *popularity.shape), dtype=np.int64)
+    for d, n in enumerate(picks.tolist()):
+        for (layer, e), share in (np.ndenumerate(popularity) if n > 0 else ()):
+            lam, x = n * share, next(u)
+            if lam >= NORMAL_FROM:
+                out[d, layer, e] = max(np.rint(lam + np.sqrt(lam) * normal_quantile(max(x, 1e-300))), 0)
+                continue
+            p = np.exp(-lam)
+            cdf, count = p, 0
+            while x >= cdf and count < POISSON_TABLE - 1:
+                count += 1
+                p *= lam / count
+                cdf += p
+            out[d, layer, e] = count
+    return out
+
+
+@pytest.mark.parametrize("routing", ["uniform", "power_law"])
+@pytest.mark.parametrize("mean", [1e-3, 0.37, 2.0, 5.5, 9.9])
+def test_shared_and_guided_tables_give_the_plain_counts(routing, mean):
+    """Experts of one popularity share a CDF table while the picks stay (built as far as
+    any draw needed, rebuilt when the picks change); a mean drawn again and again is
+    searched from its guide. The counts are the plain definition's, also at the extreme
+    uniforms (0 and just below 1) and on the guide cells' edges."""
+    from frontier_dag.cost.kernels import GUIDE_AFTER, GUIDE_CELLS, draw_counts
+
+    layers, experts = 3, 40
+    if routing == "uniform":
+        popularity = np.full((layers, experts), 1.0 / experts)
+    else:  # every layer a permutation of the same weights: values shared across layers
+        weights = np.arange(1, experts + 1, dtype=float) ** -1.2
+        rng = np.random.default_rng(7)
+        popularity = np.stack([rng.permutation(weights) for _ in range(layers)]) / weights.sum()
+    n = max(int(round(mean / popularity.mean())), 1)
+    picks = np.array([n, n, n, 7, 0, n, n + 1, n, 40 * n], dtype=np.int64)  # the last reaches the normal limit
+    live = np.flatnonzero(picks)  # a draw of no picks takes no numbers
+    raw = np.random.default_rng(3).bit_generator.random_raw(len(live) * popularity.size)
+    edges = (np.arange(0, GUIDE_CELLS, 7, dtype=np.uint64) << np.uint64(45))  # u = i / GUIDE_CELLS exactly
+    raw[GUIDE_AFTER + 1:GUIDE_AFTER + 1 + len(edges)] = edges
+    raw[2 * popularity.size + 5:2 * popularity.size + 5 + len(edges)] = edges
+    raw[-1], raw[-2], raw[popularity.size] = np.uint64(0), np.uint64(2**64 - 1), np.uint64(2**64 - 1)
+    out = np.empty((len(picks), layers, 4, 10), dtype=np.int64)
+    draw_counts(picks, popularity, _uniforms(raw), np.zeros((layers, 4, 10), dtype=np.int64),
+                np.ones((layers, 4, 10)), 0,
+                *_values(popularity), out)
+    np.testing.assert_array_equal(out.reshape(len(picks), layers, experts), _plain_counts(picks, popularity, raw))
 
 
 @pytest.mark.parametrize("mean", [0.3, 4.0, 9.5, 10.0, 60.0])
@@ -77,7 +155,8 @@ def test_drawn_counts_have_the_poisson_moments(mean):
     mean = picks[0] / experts
     raw = np.random.default_rng(11).bit_generator.random_raw(draws * popularity.size)
     out = np.empty((draws, 2, 8, 8), dtype=np.int64)
-    draw_counts(picks, popularity, raw, np.zeros((2, 8, 8), dtype=np.int64), np.ones((2, 8, 8)), 0, out)
+    draw_counts(picks, popularity, _uniforms(raw), np.zeros((2, 8, 8), dtype=np.int64), np.ones((2, 8, 8)), 0,
+                *_values(popularity), out)
     counts = out.ravel()  # 51,200 counts: the sample mean within 5 standard errors
     assert abs(counts.mean() - mean) < 5 * np.sqrt(mean / counts.size)
     assert counts.var() == pytest.approx(mean, rel=0.05)
