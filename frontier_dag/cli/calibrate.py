@@ -77,6 +77,9 @@ def calibrate(rows_csv, system, backend, model, exclude, mode, per_partition, pi
         handoff = f"{o.handoff_us / 1e3:>11.1f}" if "handoff_us" in f.free else f"{'-':>11}"
         click.echo(f"{f.key:<26}{f.rows:>5}{o.request_us / 1e3:>11.1f}{handoff}{o.step_us:>9.0f}"
                    f"{o.step_per_sequence_us:>8.1f}{_change(f, 'ttft'):>18}{_change(f, 'tpot'):>18}")
+    for f in fits:
+        for warning in f.warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(f"wrote {out} (errors on the rows fitted on; hold-out figures: frontier-dag validate silicon "
                f"--calibration {out})")
 

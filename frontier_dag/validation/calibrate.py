@@ -39,6 +39,9 @@ STEPS = {"request_us": 20000.0, "handoff_us": 20000.0, "step_us": 200.0, "step_p
 LOSS_SCALE = 0.25
 #: Rows that failed at a parameter set count this relative error (it keeps the fit away).
 FAILED_ERROR = 1.0
+#: A per-request constant or handoff beyond this (µs) is no frontend's or KV handoff's time:
+#: the fit is covering for something else (kernel prices, clients) on the rows it saw.
+IMPLAUSIBLE_US = 1_000_000.0
 
 
 def engine_key(row: SiliconRow, by: str) -> str:
@@ -62,9 +65,26 @@ class Fit:
     free: tuple[str, ...]
     history: list[dict] = field(default_factory=list)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Why this entry may not carry to rows it was not fitted on (none where it may)."""
+        out = []
+        if self.rows < len(self.free):
+            out.append(f"{self.key}: {len(self.free)} parameters fitted on {self.rows} row(s): the fit can match "
+                       "them without telling the parameters apart; fit on more rows (a larger --per-partition)")
+        for name in ("request_us", "handoff_us"):
+            value = getattr(self.overheads, name)
+            if name in self.free and value > IMPLAUSIBLE_US:
+                out.append(f"{self.key}: {name} {value / 1e6:.1f} s is no engine's {name[:-3]} time; the rows' "
+                           "error is elsewhere (kernel prices, clients) and the entry will not carry to other rows")
+        return out
+
     def summary(self) -> dict:
-        return {"rows": self.rows, "parameters_fitted": list(self.free), "evaluations": self.evaluations,
-                "before": self.before, "after": self.after}
+        out = {"rows": self.rows, "parameters_fitted": list(self.free), "evaluations": self.evaluations,
+               "before": self.before, "after": self.after}
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
 
 
 def _errors(records: list[dict], rows: Sequence[SiliconRow]) -> np.ndarray:

@@ -205,3 +205,21 @@ def test_validate_picks_rows_across_concurrencies(measured_csv):
 
     assert rows("--per-partition", "1", "--pick", "concurrency") == 2
     assert rows("--per-partition", "2", "--pick", "concurrency") == 3
+
+
+def test_a_fit_says_when_it_cannot_carry_to_other_rows():
+    """Fewer rows than parameters, or a per-request constant or handoff of seconds (what a fit
+    on two disaggregated rows gave: 5.0 s per request, 7.1 s handoff), are warned about, in
+    the file's record of the fit too; a fit on enough rows with plausible values is not."""
+    from frontier_dag.validation.calibrate import Fit
+
+    mapes = {"ttft_mape": 0.1, "tpot_mape": 0.1}
+    free = ("request_us", "handoff_us", "step_us", "step_per_sequence_us")
+    few = Fit("trtllm", EngineOverheads(request_us=4_992_708.6, handoff_us=7_130_623.3, step_per_sequence_us=151.3),
+              2, mapes, mapes, 9, free)
+    assert len(few.warnings) == 3
+    assert "4 parameters fitted on 2 row(s)" in few.warnings[0] and "--per-partition" in few.warnings[0]
+    assert "request_us 5.0 s" in few.warnings[1] and "handoff_us 7.1 s" in few.warnings[2]
+    assert few.summary()["warnings"] == few.warnings
+    fine = Fit("vllm", EngineOverheads(request_us=30_000.0, step_us=150.0), 8, mapes, mapes, 9, free[:1] + free[2:])
+    assert fine.warnings == [] and "warnings" not in fine.summary()
