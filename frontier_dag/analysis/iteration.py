@@ -14,13 +14,8 @@ from typing import Any
 import numpy as np
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import (
-    MicroBatchLoad,
-    StageCoster,
-    UsageCounter,
-    split_micro_batches,
-    stage_env,
-)
+from frontier_dag.cost.batch import MicroBatchLoad, split_micro_batches, stage_env
+from frontier_dag.cost.coster import StageCoster, UsageCounter
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router

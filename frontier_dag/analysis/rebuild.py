@@ -25,7 +25,7 @@ import numpy as np
 from frontier_dag.analysis.iteration import IterationReport, analyze_iteration, make_router
 from frontier_dag.analysis.run_data import RunData
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import MicroBatchLoad, split_micro_batches
+from frontier_dag.cost.batch import MicroBatchLoad, split_micro_batches
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.errors import FrontierDagWarning
 from frontier_dag.ir.graph import EventGraph

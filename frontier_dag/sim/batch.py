@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frontier_dag.cost.coster import BatchSummary
+from frontier_dag.cost.batch import BatchSummary
 from frontier_dag.sim.iteration_log import Ref
 
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import BatchSummary, UsageCounter
+from frontier_dag.cost.batch import BatchSummary
+from frontier_dag.cost.coster import UsageCounter
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.queries import CATEGORIES
 from frontier_dag.errors import SimulationError

@@ -13,15 +13,15 @@ from operator import itemgetter
 import numpy as np
 
 from frontier_dag.config.run import Deployment
-from frontier_dag.cost.coster import (
+from frontier_dag.cost.batch import (
     STAT_NAMES,
     BatchSummary,
     MicroBatchLoad,
-    StageCoster,
     coster_memo_is_bucketed,
     decode_key_runs,
     split_micro_batches,
 )
+from frontier_dag.cost.coster import StageCoster
 from frontier_dag.cost.protocol import CostModel
 from frontier_dag.cost.queries import CATEGORIES, CATEGORY_OF_FAMILY
 from frontier_dag.cost.routing import Router, RoutingSpec

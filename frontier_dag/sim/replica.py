@@ -21,7 +21,7 @@ from math import isnan
 
 import numpy as np
 
-from frontier_dag.cost.coster import BatchSummary
+from frontier_dag.cost.batch import BatchSummary
 from frontier_dag.sim.batch import Batch, Prefilling, Stretch
 from frontier_dag.sim.decode_set import DecodeSet
 from frontier_dag.sim.events import EventQueue

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from frontier_dag.analysis.iteration import analyze_iteration, merge_loads
 from frontier_dag.config.run import run_config_from_dict
-from frontier_dag.cost.coster import MicroBatchLoad
+from frontier_dag.cost.batch import MicroBatchLoad
 from frontier_dag.dsl import trace_config
 from tests.conftest import TINY_DENSE
 

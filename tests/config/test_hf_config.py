@@ -11,7 +11,7 @@ import pytest
 from frontier_dag.analysis.iteration import analyze_iteration
 from frontier_dag.config.model import from_hf_config, load_model
 from frontier_dag.config.run import Origin, load_run_config
-from frontier_dag.cost.coster import MicroBatchLoad
+from frontier_dag.cost.batch import MicroBatchLoad
 from frontier_dag.cost.protocol import RooflineCostModel
 from frontier_dag.dsl import trace_config
 from frontier_dag.errors import ConfigError

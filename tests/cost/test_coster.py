@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from frontier_dag.cost.coster import (
+from frontier_dag.cost.batch import (
     MicroBatchLoad,
-    StageCoster,
     _bucket,
     _bucket_start,
     decode_key,
@@ -16,6 +15,7 @@ from frontier_dag.cost.coster import (
     dp_share,
     stage_env,
 )
+from frontier_dag.cost.coster import StageCoster
 from frontier_dag.cost.queries import FAMILIES
 from frontier_dag.ir.compile import CompiledStage
 

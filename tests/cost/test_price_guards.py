@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from frontier_dag.config.run import resolve
-from frontier_dag.cost.coster import MicroBatchLoad, StageCoster, stage_env
+from frontier_dag.cost.batch import MicroBatchLoad, stage_env
+from frontier_dag.cost.coster import StageCoster
 from frontier_dag.dsl import WorkflowDef, trace
 from frontier_dag.errors import CostModelError
 from frontier_dag.ir.compile import CompiledStage

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from frontier_dag.config.model import from_hf_config, load_model
-from frontier_dag.cost.coster import windowed_batch
+from frontier_dag.cost.batch import windowed_batch
 from frontier_dag.dsl import trace_config
 from tests.conftest import TINY_DENSE, make_config
 

@@ -9,7 +9,7 @@ import pytest
 
 from frontier_dag.analysis.iteration import analyze_iteration
 from frontier_dag.config.run import resolve
-from frontier_dag.cost.coster import MicroBatchLoad
+from frontier_dag.cost.batch import MicroBatchLoad
 from frontier_dag.dsl import WorkflowDef, trace
 from frontier_dag.ir.contention import CONTENTION_EDGE, DEFAULT_COMM_SMS, deepep_ll_sms
 from tests.conftest import TINY_DENSE, TINY_MLA, TINY_MOE, make_config, traced

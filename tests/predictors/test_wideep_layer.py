@@ -20,7 +20,8 @@ from frontier_dag.analysis.iteration import representative_loads
 from frontier_dag.config.hardware import load_hardware
 from frontier_dag.config.model import load_model
 from frontier_dag.config.run import load_run_config
-from frontier_dag.cost.coster import StageCoster, stage_env
+from frontier_dag.cost.batch import stage_env
+from frontier_dag.cost.coster import StageCoster
 from frontier_dag.cost.queries import QUERY_COLUMNS
 from frontier_dag.dsl import trace_config
 from frontier_dag.ir.compile import CompiledStage

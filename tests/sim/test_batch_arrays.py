@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from frontier_dag.cost.coster import BatchSummary, MicroBatchLoad
+from frontier_dag.cost.batch import BatchSummary, MicroBatchLoad
 from frontier_dag.sim.batch import Prefilling
 from frontier_dag.sim.decode_set import DecodeSet
 from frontier_dag.sim.replica import ReplicaWorker, _BatchArrays

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from frontier_dag.analysis.iteration import analyze_iteration
-from frontier_dag.cost.coster import MicroBatchLoad
+from frontier_dag.cost.batch import MicroBatchLoad
 from frontier_dag.cost.protocol import RooflineCostModel
 from frontier_dag.cost.roofline import INTRA_NODE_COLLECTIVE_LATENCY_US
 
