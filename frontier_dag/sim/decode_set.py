@@ -103,8 +103,13 @@ class DecodeSet:
 
     def own_blocks(self, idx) -> np.ndarray:
         """KV blocks each sequence in ``idx`` holds itself (beyond shared prefix blocks)."""
+        return self.blocks_held(self.d["offset"][: self.n][idx], self.d["shared"][: self.n][idx])
+
+    def blocks_held(self, offsets: np.ndarray, shared: np.ndarray) -> np.ndarray:
+        """``own_blocks`` of sequences with these ``offset`` and ``shared`` columns (those
+        ``drop`` returns, say)."""
         size = self.block_size
-        return (self.contexts(idx) + size - 1) // size - self.d["shared"][: self.n][idx]
+        return (offsets + self.step + size - 1) // size - shared
 
     def step_arrays(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """New and cached tokens of every sequence at decode step ``step``."""

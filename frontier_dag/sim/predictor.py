@@ -291,15 +291,16 @@ class ExecutionPredictor:
         # the previous iteration's critical path re-weighted: while it is still a longest path
         # (the usual case from one batch to the next) its gradient is this iteration's too, and
         # the costly backward pass is skipped
-        if self._grad is None or self._stale(costs, total):
+        # the templates off the path weigh 0: bincount adds the path's in the same order as
+        # over every template, without the zeros (adding 0 changes no sum)
+        weighted = None if self._grad is None else self._support_grad * costs[self._support]
+        if weighted is None or self._stale(weighted, costs, total):
             self._grad = self.compiled.program.gradient(costs)[1]
             self._support = np.flatnonzero(self._grad)
             self._support_grad = self._grad[self._support]
             self._support_category = self._category[self._support]
             self._support_grad_nonnegative = bool((self._support_grad >= 0).all())
-        # the templates off the path weigh 0: bincount adds the path's in the same order as
-        # over every template, without the zeros (adding 0 changes no sum)
-        weighted = self._support_grad * costs[self._support]
+            weighted = self._support_grad * costs[self._support]
         cats = np.bincount(self._support_category, weights=weighted, minlength=len(CATEGORIES))
         cats[-1] = host
         if self.steps_per_iteration != 1.0:
@@ -307,14 +308,14 @@ class ExecutionPredictor:
         self.last_categories = tuple(cats.tolist())
         return self._per_step(total + host)
 
-    def _stale(self, costs: np.ndarray, total: float) -> bool:
+    def _stale(self, weighted: np.ndarray, costs: np.ndarray, total: float) -> bool:
         """Whether the latest gradient's path is shorter than this iteration's longest path
-        ``total`` (beyond a relative 1e-9): its weighted sum over the templates on it. Two
+        ``total`` (beyond a relative 1e-9): the sum of ``weighted``, its gradient times the
+        costs over the templates on it. Two
         sums of the same m terms in different orders differ by at most 2 (m - 1) eps times
         the sum of their magnitudes; only a sum that close to the bound is taken again as
         the sum over every template (a product and a sum, not a BLAS dot: a threaded dot on
         a busy machine costs milliseconds), so the answer is that sum's."""
-        weighted = self._support_grad * costs[self._support]
         bound = total - 1e-9 * max(total, 1.0)
         path = float(weighted.sum())
         # the magnitudes' sum: the sum itself where no term is negative (prices are >= 0)

@@ -318,9 +318,8 @@ class ReplicaWorker:
     # -- bookkeeping ---------------------------------------------------------------------------
     def _finish_decodes(self, done: np.ndarray, now: float) -> None:
         t, ds = self.table, self.decode
-        size = ds.block_size
         rids, offsets, _, shared, hits, _ = ds.drop(done)
-        blocks = (offsets + (ds.step + size - 1)) // size - shared  # own_blocks of the leaving sequences
+        blocks = ds.blocks_held(offsets, shared)
         t.finish[rids] = now
         t.finish_iteration[rids] = self.last_row
         t.generated[rids] = t.output[rids]

@@ -46,8 +46,8 @@ def test_the_path_attribution_is_the_dense_one(monkeypatch, model, pools, workfl
     stale = ExecutionPredictor._stale
     answers = []
 
-    def recording(self, costs, total):
-        answers.append(stale(self, costs, total))
+    def recording(self, weighted, costs, total):
+        answers.append(stale(self, weighted, costs, total))
         return answers[-1]
 
     monkeypatch.setattr(ExecutionPredictor, "_stale", recording)
@@ -79,6 +79,7 @@ def test_a_path_sum_at_the_bound_is_decided_by_the_dense_sum():
         # a total whose bound, total (1 - 1e-9), falls a few ulps either side of the dense sum
         total = dense / (1 - 1e-9) * (1 + rng.integers(-4, 5) * 2.2e-16)
         expected = dense < total - 1e-9 * max(total, 1.0)
-        assert predictor._stale(costs, total) == expected
+        weighted = predictor._support_grad * costs[predictor._support]
+        assert predictor._stale(weighted, costs, total) == expected
         agree += 1
     assert agree == 2000
